@@ -1,0 +1,2 @@
+//! Store benchmarks (placeholder until the bench lands).
+fn main() {}

@@ -1,0 +1,229 @@
+//! Test fixtures for vt: a real etcd server on a loopback port, and free ports.
+//!
+//! Servers started here never outlive the test process: each runs under a small shell
+//! watchdog that kills it (and removes its data) as soon as the test process's end of a pipe
+//! closes, which happens even when the test process is killed.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (free when this returns; callers bind it promptly).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("cannot bind an ephemeral port on 127.0.0.1")
+}
+
+/// The etcd binary, or a panic that says how to install it: etcd tests never skip silently.
+pub fn etcd_binary() -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let candidates = std::env::var_os("VT_ETCD_BIN")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(std::env::split_paths(&path).map(|d| d.join("etcd")));
+    for c in candidates {
+        if c.is_file() {
+            return c;
+        }
+    }
+    panic!(
+        "etcd is not installed, and the etcd backend tests need a real etcd server.\n\
+         Install it with `apt-get install -y etcd-server` (Debian/Ubuntu), or point VT_ETCD_BIN at an etcd binary."
+    )
+}
+
+/// A real etcd server, started on free loopback ports with a temporary data directory.
+pub struct EtcdServer {
+    endpoint: String,
+    data_dir: PathBuf,
+    args: Vec<String>,
+    watchdog: Option<(Child, ChildStdin)>,
+    pid: u32,
+    /// Whether the watchdog removes the data directory when the test process exits (for the
+    /// shared server, which is never dropped).
+    cleanup_on_exit: bool,
+}
+
+impl EtcdServer {
+    /// Starts a dedicated etcd server; it stops and its data is removed when this is dropped.
+    pub fn start() -> EtcdServer {
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Self::try_start() {
+                Ok(s) => return s,
+                Err(e) => last = e,
+            }
+        }
+        panic!("etcd did not start: {last}");
+    }
+
+    /// A server shared by every test of the current test binary (each test should use its own
+    /// key prefix). Tests that compact must use [`EtcdServer::start`]: compaction is
+    /// cluster-wide.
+    pub fn shared() -> &'static EtcdServer {
+        static SHARED: OnceLock<EtcdServer> = OnceLock::new();
+        SHARED.get_or_init(|| {
+            let mut server = EtcdServer::start();
+            server.cleanup_on_exit = true;
+            // Restart under a watchdog that also removes the data when the process exits.
+            server.restart();
+            server
+        })
+    }
+
+    /// The client URL, e.g. `http://127.0.0.1:40123`.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The process id of the etcd server.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    fn try_start() -> Result<EtcdServer, String> {
+        let bin = etcd_binary();
+        let data_dir = tempfile::Builder::new()
+            .prefix("vt-etcd-")
+            .tempdir()
+            .map_err(|e| format!("cannot create a data dir: {e}"))?
+            .keep();
+        let (client, peer) = (free_port(), free_port());
+        let endpoint = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let args = vec![
+            "--name=vt-test".to_string(),
+            format!("--data-dir={}", data_dir.join("data").display()),
+            format!("--listen-client-urls={endpoint}"),
+            format!("--advertise-client-urls={endpoint}"),
+            format!("--listen-peer-urls={peer_url}"),
+            format!("--initial-advertise-peer-urls={peer_url}"),
+            format!("--initial-cluster=vt-test={peer_url}"),
+            // Room for vt's largest objects (etcd's default is 1.5 MiB per request).
+            "--max-request-bytes=8388608".to_string(),
+            "--quota-backend-bytes=8589934592".to_string(),
+            "--logger=zap".to_string(),
+            "--log-outputs=stderr".to_string(),
+        ];
+        let mut server = EtcdServer {
+            endpoint,
+            data_dir,
+            args: vec![bin.display().to_string()],
+            watchdog: None,
+            pid: 0,
+            cleanup_on_exit: false,
+        };
+        server.args.extend(args);
+        server.spawn()?;
+        Ok(server)
+    }
+
+    /// Starts the etcd process under its watchdog and waits until it is healthy.
+    fn spawn(&mut self) -> Result<(), String> {
+        // The watchdog: start etcd, print its pid, wait for stdin to close, then kill it.
+        let script = r#"log="$1"; shift; "$@" >>"$log" 2>&1 & pid=$!; echo "$pid"; read _ignored; kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; if [ -n "$VT_CLEANUP" ]; then rm -rf "$VT_CLEANUP"; fi"#;
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg("sh")
+            .arg(self.data_dir.join("etcd.log"))
+            .args(&self.args)
+            .env(
+                "VT_CLEANUP",
+                if self.cleanup_on_exit {
+                    self.data_dir.as_os_str()
+                } else {
+                    "".as_ref()
+                },
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot run sh: {e}"))?;
+        let stdin = child.stdin.take().ok_or("no stdin")?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().ok_or("no stdout")?)
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read etcd's pid: {e}"))?;
+        self.pid = line
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad pid line {line:?}"))?;
+        self.watchdog = Some((child, stdin));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if healthy(&self.endpoint) {
+                return Ok(());
+            }
+            if !Path::new(&format!("/proc/{}", self.pid)).exists() {
+                let log =
+                    std::fs::read_to_string(self.data_dir.join("etcd.log")).unwrap_or_default();
+                self.stop();
+                return Err(format!("etcd exited; its log:\n{}", tail(&log, 40)));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.stop();
+        Err("etcd did not become healthy within 30s".into())
+    }
+
+    /// Kills the server with SIGKILL, as a crash would, keeping its data.
+    pub fn kill(&mut self) {
+        self.stop();
+    }
+
+    /// Starts the server again on the same ports and data after [`EtcdServer::kill`].
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn()
+            .unwrap_or_else(|e| panic!("etcd did not restart: {e}"));
+    }
+
+    fn stop(&mut self) {
+        if let Some((mut child, stdin)) = self.watchdog.take() {
+            drop(stdin);
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// Whether etcd at `endpoint` answers its health check.
+fn healthy(endpoint: &str) -> bool {
+    let addr = endpoint.trim_start_matches("http://");
+    let Ok(mut conn) = TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+    if conn
+        .write_all(format!("GET /health HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .is_err()
+    {
+        return false;
+    }
+    let mut body = String::new();
+    let _ = conn.read_to_string(&mut body);
+    body.contains("\"health\":\"true\"")
+}
+
+fn tail(s: &str, lines: usize) -> String {
+    let all: Vec<&str> = s.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
