@@ -15,7 +15,7 @@ mod writer;
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -88,6 +88,20 @@ impl Default for SqliteOptions {
     }
 }
 
+/// Counters of a [`SqliteStore`], for metrics and tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SqliteStats {
+    /// The current revision.
+    pub revision: Revision,
+    /// The compacted revision: history before it is gone.
+    pub compacted: Revision,
+    /// Writes committed since the store was opened (including the writer's own expiry deletes).
+    pub writes: u64,
+    /// Transactions committed since the store was opened; each costs one `fsync`, so
+    /// `writes / groups` is the group-commit factor.
+    pub groups: u64,
+}
+
 /// A [`Store`] in one SQLite file. Cloning is cheap; all clones share one writer.
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -134,6 +148,9 @@ impl SqliteStore {
         let conn = schema::open_writer(&path, opts.cache_kib, opts.max_size_bytes)?;
         let shared = Arc::new(Shared {
             revision: AtomicI64::new(0),
+            compacted: AtomicI64::new(0),
+            writes: AtomicU64::new(0),
+            groups: AtomicU64::new(0),
         });
         let (events, _) = broadcast::channel(BROADCAST_CAPACITY);
         let cfg = WriterConfig {
@@ -171,6 +188,17 @@ impl SqliteStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Counters of this store since it was opened.
+    pub fn stats(&self) -> SqliteStats {
+        let s = &self.inner.shared;
+        SqliteStats {
+            revision: s.revision.load(Ordering::Acquire),
+            compacted: s.compacted.load(Ordering::Acquire),
+            writes: s.writes.load(Ordering::Relaxed),
+            groups: s.groups.load(Ordering::Relaxed),
+        }
     }
 
     /// Finishes the queued writes, closes the file and releases its lock. Later calls on any

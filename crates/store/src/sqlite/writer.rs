@@ -10,7 +10,7 @@
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -74,6 +74,12 @@ pub(super) enum Command {
 pub(super) struct Shared {
     /// The last committed revision.
     pub revision: AtomicI64,
+    /// The compacted revision.
+    pub compacted: AtomicI64,
+    /// Write requests committed (successfully or not).
+    pub writes: AtomicU64,
+    /// Transactions committed (each one `fsync`).
+    pub groups: AtomicU64,
 }
 
 /// Static settings of the writer.
@@ -122,6 +128,7 @@ impl Writer {
         let (revision, compacted) = read_meta(&conn).map_err(|e| map_err(e, &cfg.path))?;
         let next_expiry = next_expiry(&conn).map_err(|e| map_err(e, &cfg.path))?;
         shared.revision.store(revision, Ordering::Release);
+        shared.compacted.store(compacted, Ordering::Release);
         let next_compaction = cfg.compaction.next_tick();
         Ok(Writer {
             conn,
@@ -335,8 +342,13 @@ impl Writer {
         // Committed and durable: publish.
         self.revision = rev;
         self.shared.revision.store(rev, Ordering::Release);
+        self.shared.groups.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .writes
+            .fetch_add(ops.len() as u64, Ordering::Relaxed);
         if compacted != self.compacted {
             self.compacted = compacted;
+            self.shared.compacted.store(compacted, Ordering::Release);
             let first = self.conn.query_row("SELECT min(rev) FROM log", [], |r| {
                 r.get::<_, Option<i64>>(0)
             });
