@@ -1,0 +1,164 @@
+//! Authentication and authorization.
+//!
+//! Authentication: a client certificate verified against the server's client CA (the subject's
+//! common name is the user, its organizations the groups), or a bearer token checked by a
+//! pluggable [`TokenAuthenticator`]. A request with neither is anonymous and gets 401 for
+//! everything but the health and version endpoints. Authorization is pluggable
+//! ([`Authorizer`]); [`MastersOnly`] lets `system:masters` do everything.
+
+use std::collections::BTreeMap;
+
+use futures::future::BoxFuture;
+
+/// Who is making a request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserInfo {
+    /// The user name.
+    pub name: String,
+    /// A unique identifier, if the authenticator has one.
+    pub uid: String,
+    /// The groups, including `system:authenticated` for authenticated users.
+    pub groups: Vec<String>,
+    /// Extra attributes (e.g. the bound pod of a ServiceAccount token).
+    pub extra: BTreeMap<String, Vec<String>>,
+}
+
+/// The group of every authenticated user.
+pub const AUTHENTICATED: &str = "system:authenticated";
+/// The group that may do everything.
+pub const MASTERS: &str = "system:masters";
+
+impl UserInfo {
+    /// An authenticated user with the given groups (`system:authenticated` is added).
+    pub fn new(
+        name: impl Into<String>,
+        groups: impl IntoIterator<Item = impl Into<String>>,
+    ) -> UserInfo {
+        let mut groups: Vec<String> = groups.into_iter().map(Into::into).collect();
+        if !groups.iter().any(|g| g == AUTHENTICATED) {
+            groups.push(AUTHENTICATED.to_string());
+        }
+        UserInfo {
+            name: name.into(),
+            groups,
+            ..Default::default()
+        }
+    }
+
+    /// The anonymous user.
+    pub fn anonymous() -> UserInfo {
+        UserInfo {
+            name: "system:anonymous".into(),
+            groups: vec!["system:unauthenticated".into()],
+            ..Default::default()
+        }
+    }
+
+    /// Whether this is the anonymous user.
+    pub fn is_anonymous(&self) -> bool {
+        self.name == "system:anonymous"
+    }
+
+    /// Whether the user is in `group`.
+    pub fn in_group(&self, group: &str) -> bool {
+        self.groups.iter().any(|g| g == group)
+    }
+}
+
+/// Checks bearer tokens.
+pub trait TokenAuthenticator: Send + Sync {
+    /// The user the token belongs to, or `None` if it is not valid.
+    fn authenticate<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Option<UserInfo>>;
+}
+
+/// What a request wants to do, for authorization.
+#[derive(Clone, Debug, Default)]
+pub struct Attributes {
+    /// The requesting user.
+    pub user: UserInfo,
+    /// The verb (get, list, create, ... or the HTTP method for non-resource paths).
+    pub verb: String,
+    /// Whether the request is for a resource.
+    pub is_resource: bool,
+    /// The namespace.
+    pub namespace: String,
+    /// The API group.
+    pub api_group: String,
+    /// The resource.
+    pub resource: String,
+    /// The subresource.
+    pub subresource: String,
+    /// The object name.
+    pub name: String,
+    /// The request path (non-resource requests).
+    pub path: String,
+}
+
+/// An authorization decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Allowed.
+    Allow,
+    /// Denied, with an optional reason appended to the message.
+    Deny(String),
+}
+
+/// Decides whether a request may proceed.
+pub trait Authorizer: Send + Sync {
+    /// The decision for `attrs`.
+    fn authorize<'a>(&'a self, attrs: &'a Attributes) -> BoxFuture<'a, Decision>;
+}
+
+/// Paths every user, even anonymous, may read (kube-apiserver's `system:public-info-viewer`).
+pub const PUBLIC_PATHS: &[&str] = &["/healthz", "/livez", "/readyz", "/version", "/version/"];
+
+/// Lets `system:masters` do everything and authenticated users read discovery; denies the rest.
+pub struct MastersOnly;
+
+impl Authorizer for MastersOnly {
+    fn authorize<'a>(&'a self, attrs: &'a Attributes) -> BoxFuture<'a, Decision> {
+        Box::pin(async move {
+            if attrs.user.in_group(MASTERS) {
+                return Decision::Allow;
+            }
+            if !attrs.is_resource && attrs.verb == "get" {
+                let p = attrs.path.as_str();
+                let public = PUBLIC_PATHS.contains(&p)
+                    || p.starts_with("/healthz/")
+                    || p.starts_with("/livez/")
+                    || p.starts_with("/readyz/");
+                let discovery = p == "/api"
+                    || p == "/apis"
+                    || p.starts_with("/api/")
+                    || p.starts_with("/apis/")
+                    || p.starts_with("/openapi/");
+                if public || (discovery && attrs.user.in_group(AUTHENTICATED)) {
+                    return Decision::Allow;
+                }
+            }
+            Decision::Deny(String::new())
+        })
+    }
+}
+
+/// The message kube-apiserver gives when RBAC denies a request.
+pub fn forbidden_message(attrs: &Attributes) -> String {
+    let user = &attrs.user.name;
+    if !attrs.is_resource {
+        return format!("User {user:?} cannot {} path {:?}", attrs.verb, attrs.path);
+    }
+    let resource = if attrs.subresource.is_empty() {
+        attrs.resource.clone()
+    } else {
+        format!("{}/{}", attrs.resource, attrs.subresource)
+    };
+    let scope = if attrs.namespace.is_empty() {
+        "at the cluster scope".to_string()
+    } else {
+        format!("in the namespace {:?}", attrs.namespace)
+    };
+    format!(
+        "User {user:?} cannot {} resource {resource:?} in API group {:?} {scope}",
+        attrs.verb, attrs.api_group
+    )
+}

@@ -1,0 +1,346 @@
+//! vt's Kubernetes-compatible API server.
+//!
+//! One [`ApiServer`] serves one virtual cluster over a [`vt_store::Store`]: kube-apiserver's
+//! URLs, verbs, discovery, watch and error semantics, so kubectl, client-go, kube-rs and Helm
+//! work against it unchanged. Requests flow
+//!
+//! ```text
+//! TLS (serve.rs) → authn (client cert / bearer) → RequestInfo (request.rs) → authz (auth.rs)
+//!   → discovery (discovery.rs) | REST (rest.rs, watch.rs) → strategy (defaults, validation)
+//!   → store; watch fan-out through one cache per resource type (watchcache.rs)
+//! ```
+
+pub mod auth;
+pub mod body;
+mod bootstrap;
+mod discovery;
+mod fields;
+pub mod ipalloc;
+mod namespaces;
+pub mod negotiate;
+pub mod object;
+mod openapi;
+pub mod quantity;
+pub mod registry;
+pub mod request;
+mod rest;
+pub mod selector;
+pub mod serve;
+pub mod status;
+mod strategy;
+pub mod validation;
+mod watch;
+pub mod watchcache;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use vt_store::Store;
+
+use crate::auth::{Attributes, Authorizer, Decision, TokenAuthenticator, UserInfo};
+use crate::body::Body;
+use crate::registry::Registry;
+use crate::request::RequestInfo;
+use crate::status::ApiError;
+use crate::watchcache::WatchCache;
+
+/// Request bodies larger than this are refused with 413, as kube-apiserver does.
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// The Kubernetes version vt's API server reports and implements.
+pub const KUBERNETES_MINOR: &str = "33";
+
+/// Settings of an API server.
+#[derive(Clone)]
+pub struct Config {
+    /// The store holding this cluster's objects.
+    pub store: Arc<dyn Store>,
+    /// Decides what each user may do.
+    pub authorizer: Arc<dyn Authorizer>,
+    /// Checks bearer tokens (tried in order).
+    pub tokens: Vec<Arc<dyn TokenAuthenticator>>,
+    /// Allocates Service cluster IPs.
+    pub cluster_ips: Arc<dyn ipalloc::ClusterIpAllocator>,
+    /// The address and port clients reach this server at (the `kubernetes` Service's
+    /// endpoint).
+    pub advertise: std::net::SocketAddr,
+    /// A name for logs and metrics (the tenant).
+    pub name: String,
+}
+
+/// A Kubernetes API server for one virtual cluster. Cloning is cheap.
+#[derive(Clone)]
+pub struct ApiServer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    registry: Registry,
+    caches: tokio::sync::Mutex<HashMap<String, Arc<WatchCache>>>,
+    /// Stops the in-process namespace finalizer when the server is dropped.
+    _background: Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for task in self
+            ._background
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            task.abort();
+        }
+    }
+}
+
+impl ApiServer {
+    /// Creates a server and bootstraps its cluster (default namespaces, the `kubernetes`
+    /// Service, default RBAC roles) if that has not happened yet.
+    pub async fn new(config: Config) -> Result<ApiServer, ApiError> {
+        let api = ApiServer {
+            inner: Arc::new(Inner {
+                config,
+                registry: Registry::builtin(),
+                caches: tokio::sync::Mutex::new(HashMap::new()),
+                _background: Mutex::new(Vec::new()),
+            }),
+        };
+        bootstrap::run(&api).await?;
+        let finalizer = tokio::spawn(namespaces::run(Arc::downgrade(&api.inner)));
+        api.inner
+            ._background
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(finalizer.abort_handle());
+        Ok(api)
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.config.store
+    }
+
+    /// The registry of served types.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// The server's settings.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The shared watch of the objects under `prefix`, started on first use.
+    pub(crate) async fn cache(&self, prefix: &str) -> Result<Arc<WatchCache>, ApiError> {
+        let mut caches = self.inner.caches.lock().await;
+        if let Some(c) = caches.get(prefix) {
+            return Ok(c.clone());
+        }
+        let cache = WatchCache::start(
+            self.store().clone(),
+            Bytes::copy_from_slice(prefix.as_bytes()),
+        )
+        .await
+        .map_err(|e| status::from_store(e, &Default::default(), ""))?;
+        caches.insert(prefix.to_string(), cache.clone());
+        Ok(cache)
+    }
+
+    /// Serves one HTTP request. `cert_user` is the user of a verified client certificate.
+    pub async fn handle(
+        &self,
+        req: Request<hyper::body::Incoming>,
+        cert_user: Option<UserInfo>,
+    ) -> Response<Body> {
+        let (parts, body) = req.into_parts();
+        let body = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return error_response(&ApiError::too_large(MAX_BODY));
+            }
+            Err(e) => {
+                return error_response(&ApiError::bad_request(format!(
+                    "unable to read the request body: {e}"
+                )));
+            }
+        };
+        let user = match self.authenticate(&parts.headers, cert_user).await {
+            Ok(u) => u,
+            Err(e) => return error_response(&e),
+        };
+        self.handle_as(Request::from_parts(parts, body), user).await
+    }
+
+    /// Who is making the request: the client certificate's user, or the bearer token's, or
+    /// the anonymous user. An invalid token is a 401 even when anonymous access would do.
+    async fn authenticate(
+        &self,
+        headers: &http::HeaderMap,
+        cert_user: Option<UserInfo>,
+    ) -> Result<UserInfo, ApiError> {
+        if let Some(u) = cert_user {
+            return Ok(u);
+        }
+        let Some(auth) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return Ok(UserInfo::anonymous());
+        };
+        let Some(token) = auth
+            .strip_prefix("Bearer ")
+            .or_else(|| auth.strip_prefix("bearer "))
+            .map(str::trim)
+        else {
+            return Err(ApiError::unauthorized());
+        };
+        for authn in &self.inner.config.tokens {
+            if let Some(user) = authn.authenticate(token).await {
+                return Ok(user);
+            }
+        }
+        Err(ApiError::unauthorized())
+    }
+
+    /// Serves a request whose body is already read, as `user` (in-process clients use this).
+    pub async fn handle_as(&self, req: Request<Bytes>, user: UserInfo) -> Response<Body> {
+        let audit_id = uuid::Uuid::new_v4().to_string();
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let query = request::parse_query(req.uri().query());
+        let info = RequestInfo::parse(&method, &path, &query);
+        let attrs = Attributes {
+            user: user.clone(),
+            verb: info.verb.clone(),
+            is_resource: info.is_resource,
+            namespace: info.namespace.clone(),
+            api_group: info.group.clone(),
+            resource: info.resource.clone(),
+            subresource: info.subresource.clone(),
+            name: info.name.clone(),
+            path: path.clone(),
+        };
+        let mut resp = match self.inner.config.authorizer.authorize(&attrs).await {
+            Decision::Allow => match self.route(req, &info, &query, &user).await {
+                Ok(r) => r,
+                Err(e) => error_response(&e),
+            },
+            Decision::Deny(_) if user.is_anonymous() => error_response(&ApiError::unauthorized()),
+            Decision::Deny(reason) => {
+                let mut msg = auth::forbidden_message(&attrs);
+                if !reason.is_empty() {
+                    msg.push_str(": ");
+                    msg.push_str(&reason);
+                }
+                let gr = status::GroupResource::new(info.group.clone(), info.resource.clone());
+                let e = if info.is_resource {
+                    ApiError::forbidden(&gr, &info.name, &msg)
+                } else {
+                    ApiError::new(403, "Forbidden", format!("forbidden: {msg}"))
+                };
+                error_response(&e)
+            }
+        };
+        let h = resp.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&audit_id) {
+            h.insert("audit-id", v);
+        }
+        h.entry(header::CACHE_CONTROL)
+            .or_insert(HeaderValue::from_static("no-cache, private"));
+        tracing::debug!(tenant = %self.inner.config.name, verb = %info.verb, resource = %info.resource, path = %path, status = resp.status().as_u16(), "request");
+        resp
+    }
+
+    async fn route(
+        &self,
+        req: Request<Bytes>,
+        info: &RequestInfo,
+        query: &HashMap<String, String>,
+        user: &UserInfo,
+    ) -> Result<Response<Body>, ApiError> {
+        if info.is_resource {
+            return rest::handle(self, req, info, query, user).await;
+        }
+        let accept = req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        match (req.method(), info.path.trim_end_matches('/')) {
+            (&http::Method::GET, "/version") => {
+                Ok(json_response(StatusCode::OK, &discovery::version()))
+            }
+            (&http::Method::GET, p) if is_health(p) => Ok(text_response(StatusCode::OK, "ok")),
+            (&http::Method::GET, "/api") => Ok(discovery::api(self, accept.as_deref())),
+            (&http::Method::GET, "/apis") => Ok(discovery::apis(self, accept.as_deref())),
+            (&http::Method::GET, p) if p.starts_with("/openapi/") => {
+                openapi::handle(self, p, accept.as_deref())
+            }
+            (&http::Method::GET, p) if p.starts_with("/api/") || p.starts_with("/apis/") => {
+                discovery::group_or_version(self, &info.parts)
+            }
+            (m, _) if m != http::Method::GET => Err(ApiError::method_not_allowed(
+                &Default::default(),
+                m.as_str(),
+            )),
+            _ => Err(ApiError::not_found_path()),
+        }
+    }
+}
+
+fn is_health(p: &str) -> bool {
+    ["/healthz", "/livez", "/readyz"]
+        .iter()
+        .any(|h| p == *h || p.strip_prefix(h).is_some_and(|rest| rest.starts_with('/')))
+}
+
+impl ApiError {
+    /// The 404 of an unknown path.
+    pub fn not_found_path() -> ApiError {
+        ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+    }
+}
+
+/// A JSON response.
+pub fn json_response(code: StatusCode, v: &Value) -> Response<Body> {
+    let bytes = serde_json::to_vec(v).unwrap_or_default();
+    Response::builder()
+        .status(code)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body::full(bytes))
+        .expect("valid response")
+}
+
+/// A plain-text response.
+pub fn text_response(code: StatusCode, text: &str) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header("x-content-type-options", "nosniff")
+        .body(body::full(text.to_string()))
+        .expect("valid response")
+}
+
+/// The response of an error: its `Status` with its code.
+pub fn error_response(e: &ApiError) -> Response<Body> {
+    let mut resp = json_response(
+        StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        &e.to_status(),
+    );
+    if let Some(r) = e.retry_after
+        && let Ok(v) = HeaderValue::from_str(&r.to_string())
+    {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
+}

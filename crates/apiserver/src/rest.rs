@@ -1,0 +1,311 @@
+//! The REST handlers of resources: get, list, create, update, patch, delete, deletecollection
+//! and the status, scale, finalize and binding subresources, with kube-apiserver's semantics
+//! (see the module docs of each part). Watch is in `watch.rs`.
+
+mod delete;
+pub(crate) mod list;
+mod sub;
+mod write;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use serde_json::{Value, json};
+use vt_store::{KeyValue, Revision};
+
+use crate::auth::UserInfo;
+use crate::body::{self, Body};
+use crate::negotiate::{self, Output};
+use crate::registry::ResourceType;
+use crate::request::RequestInfo;
+use crate::status::{ApiError, ApiResult, FieldError, GroupResource, from_store};
+use crate::{ApiServer, object, strategy};
+
+/// Everything a handler needs about one request.
+pub(crate) struct Op<'a> {
+    pub api: &'a ApiServer,
+    pub rt: Arc<ResourceType>,
+    pub ns: String,
+    pub name: String,
+    pub sub: String,
+    pub query: &'a HashMap<String, String>,
+    pub user: &'a UserInfo,
+    pub headers: &'a http::HeaderMap,
+    pub output: Output,
+    pub warnings: std::sync::Mutex<Vec<String>>,
+}
+
+impl Op<'_> {
+    pub fn gr(&self) -> GroupResource {
+        self.rt.group_resource()
+    }
+
+    pub fn key(&self, name: &str) -> String {
+        self.rt.key(&self.ns, name)
+    }
+
+    pub fn warn(&self, w: impl Into<String>) {
+        let w = w.into();
+        let mut ws = self.warnings.lock().unwrap_or_else(|p| p.into_inner());
+        if !ws.contains(&w) {
+            ws.push(w);
+        }
+    }
+
+    pub fn param(&self, k: &str) -> &str {
+        self.query.get(k).map(String::as_str).unwrap_or("")
+    }
+
+    pub fn store(&self) -> &Arc<dyn vt_store::Store> {
+        self.api.store()
+    }
+
+    /// Decodes a stored object for this request's version.
+    pub fn decode(&self, kv: &KeyValue) -> ApiResult<Value> {
+        decode(&self.rt, kv)
+    }
+
+    /// Reads one object: (object, revision).
+    pub async fn read(&self, name: &str) -> ApiResult<(Value, Revision)> {
+        match self.store().get(self.key(name).as_bytes()).await {
+            Ok(Some(kv)) => Ok((self.decode(&kv)?, kv.mod_revision)),
+            Ok(None) => Err(ApiError::not_found(&self.gr(), name)),
+            Err(e) => Err(from_store(e, &self.gr(), name)),
+        }
+    }
+
+    /// Renders an object (or list, or Status) in the negotiated format.
+    pub fn respond(&self, code: StatusCode, v: &Value) -> Response<Body> {
+        let mut resp = render(&self.output, code, v);
+        let ws = self.warnings.lock().unwrap_or_else(|p| p.into_inner());
+        for w in ws.iter() {
+            let text = format!("299 - \"{}\"", w.replace('\\', "\\\\").replace('"', "\\\""));
+            if let Ok(v) = HeaderValue::from_str(&text) {
+                resp.headers_mut().append(header::WARNING, v);
+            }
+        }
+        resp
+    }
+}
+
+/// Renders a value as JSON, YAML or PartialObjectMetadata.
+pub(crate) fn render(output: &Output, code: StatusCode, v: &Value) -> Response<Body> {
+    match output {
+        Output::Yaml => {
+            let text = serde_saphyr::to_string(v).unwrap_or_default();
+            Response::builder()
+                .status(code)
+                .header(header::CONTENT_TYPE, "application/yaml")
+                .body(body::full(text))
+                .expect("valid response")
+        }
+        Output::PartialMetadata(version)
+            if v.get("kind").and_then(Value::as_str) != Some("Status") =>
+        {
+            crate::json_response(code, &partial_metadata(v, version))
+        }
+        _ => crate::json_response(code, v),
+    }
+}
+
+/// Reduces an object or list to `PartialObjectMetadata[List]`.
+fn partial_metadata(v: &Value, version: &str) -> Value {
+    let api_version = format!("meta.k8s.io/{version}");
+    if let Some(items) = v.get("items").and_then(Value::as_array) {
+        let items: Vec<Value> = items
+            .iter()
+            .map(|i| json!({"kind": "PartialObjectMetadata", "apiVersion": api_version, "metadata": i.get("metadata").cloned().unwrap_or(json!({}))}))
+            .collect();
+        json!({"kind": "PartialObjectMetadataList", "apiVersion": api_version, "metadata": v.get("metadata").cloned().unwrap_or(json!({})), "items": items})
+    } else {
+        json!({"kind": "PartialObjectMetadata", "apiVersion": api_version, "metadata": v.get("metadata").cloned().unwrap_or(json!({}))})
+    }
+}
+
+/// Decodes a stored object for `rt`'s version: JSON, with `metadata.resourceVersion` set to the
+/// revision of its last write, converted from the storage version if they differ.
+pub(crate) fn decode(rt: &ResourceType, kv: &KeyValue) -> ApiResult<Value> {
+    let mut v: Value = serde_json::from_slice(&kv.value).map_err(|e| {
+        ApiError::internal(format!(
+            "stored object {} is not valid JSON: {e}",
+            String::from_utf8_lossy(&kv.key)
+        ))
+    })?;
+    object::set_resource_version(&mut v, kv.mod_revision);
+    strategy::from_storage(rt, &mut v);
+    Ok(v)
+}
+
+/// Encodes an object for the store: in the storage version, without `resourceVersion`.
+pub(crate) fn encode(rt: &ResourceType, obj: &Value) -> Bytes {
+    let mut v = obj.clone();
+    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+        m.remove("selfLink");
+    }
+    strategy::to_storage(rt, &mut v);
+    Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
+}
+
+/// Serves a resource request.
+pub(crate) async fn handle(
+    api: &ApiServer,
+    req: Request<Bytes>,
+    info: &RequestInfo,
+    query: &HashMap<String, String>,
+    user: &UserInfo,
+) -> ApiResult<Response<Body>> {
+    let Some(rt) = api
+        .registry()
+        .get(&info.group, &info.version, &info.resource)
+    else {
+        return Err(ApiError::not_found_path().with_empty_details());
+    };
+    if !rt.namespaced && !info.namespace.is_empty() {
+        return Err(ApiError::not_found_path().with_empty_details());
+    }
+    if !info.subresource.is_empty() && rt.subresource(&info.subresource).is_none() {
+        return Err(ApiError::not_found_path().with_empty_details());
+    }
+    // Collections take no name; named verbs need one.
+    if info.name.is_empty() && matches!(info.verb.as_str(), "update" | "patch") {
+        return Err(ApiError::method_not_allowed_generic());
+    }
+    if !info.name.is_empty()
+        && info.verb == "create"
+        && info.subresource.is_empty()
+        && rt.kind != "Namespace"
+    {
+        return Err(ApiError::method_not_allowed_generic());
+    }
+    let verbs: &[String] = match rt.subresource(&info.subresource) {
+        Some(s) => &s.verbs,
+        None => &rt.verbs,
+    };
+    let verb_ok =
+        verbs.iter().any(|v| v == &info.verb) || (info.verb == "list" && rt.supports("list"));
+    if !verb_ok {
+        let what = if info.subresource.is_empty() {
+            rt.plural.clone()
+        } else {
+            format!("{}/{}", rt.plural, info.subresource)
+        };
+        return Err(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            format!(
+                "{} is not supported on resources of kind {what:?}",
+                info.verb
+            ),
+        )
+        .with_kind(&rt.group, &rt.plural));
+    }
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let tables = false;
+    let output = match negotiate::choose(accept, tables) {
+        Some(o) => o,
+        None => {
+            return Err(ApiError::new(
+                406,
+                "NotAcceptable",
+                "only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf",
+            ));
+        }
+    };
+    let (parts, body) = req.into_parts();
+    let op = Op {
+        api,
+        rt: rt.clone(),
+        ns: info.namespace.clone(),
+        name: info.name.clone(),
+        sub: info.subresource.clone(),
+        query,
+        user,
+        headers: &parts.headers,
+        output,
+        warnings: std::sync::Mutex::new(Vec::new()),
+    };
+    if rt.namespaced && op.ns.is_empty() && !matches!(info.verb.as_str(), "list" | "watch") {
+        return Err(ApiError::bad_request("Namespace parameter required."));
+    }
+    match (info.verb.as_str(), info.subresource.as_str()) {
+        ("get", "" | "status") => {
+            let (obj, _) = op.read(&op.name).await?;
+            Ok(op.respond(StatusCode::OK, &obj))
+        }
+        ("list", "") => list::list(&op).await,
+        ("watch", "") => crate::watch::watch(&op).await,
+        ("create", "") if rt.kind.ends_with("Review") => sub::review(&op, &body).await,
+        ("create", "") if rt.kind == "Binding" => sub::binding(&op, &body).await,
+        ("create", "") => write::create(&op, &body).await,
+        ("update", "" | "status" | "finalize") => write::update(&op, &body).await,
+        ("patch", "" | "status") => write::patch(&op, &body).await,
+        ("delete", "") => delete::delete(&op, &body).await,
+        ("deletecollection", "") => delete::delete_collection(&op, &body).await,
+        (_, "scale") => sub::scale(&op, info.verb.as_str(), &body).await,
+        ("create", "binding") => sub::binding(&op, &body).await,
+        (verb, sub) => Err(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            format!(
+                "{verb} of {}/{sub} is not served by this server yet",
+                rt.plural
+            ),
+        )),
+    }
+}
+
+impl ApiError {
+    /// `"details":{}` as go-restful's errors render it.
+    pub(crate) fn with_empty_details(mut self) -> Self {
+        self.kind = None;
+        self.empty_details = true;
+        self
+    }
+
+    /// The 405 of a method a path does not accept.
+    pub(crate) fn method_not_allowed_generic() -> Self {
+        ApiError::new(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        )
+        .with_empty_details()
+    }
+
+    fn with_kind(mut self, group: &str, plural: &str) -> Self {
+        if !group.is_empty() {
+            self.group = Some(group.to_string());
+        }
+        self.kind = Some(plural.to_string());
+        self
+    }
+}
+
+/// The `Invalid` error of request options (`CreateOptions`, `ListOptions`, ...).
+pub(crate) fn invalid_options(kind: &str, cause: FieldError) -> ApiError {
+    ApiError::invalid("meta.k8s.io", kind, "", vec![cause])
+}
+
+/// Parses `dryRun`: only `All` is allowed.
+pub(crate) fn dry_run(op: &Op<'_>, options_kind: &str) -> ApiResult<bool> {
+    match op.query.get("dryRun").map(String::as_str) {
+        None | Some("") => Ok(false),
+        Some("All") => Ok(true),
+        Some(other) => Err(invalid_options(
+            options_kind,
+            FieldError {
+                reason: "FieldValueNotSupported",
+                field: "dryRun".into(),
+                message: format!(
+                    "Unsupported value: []string{{{other:?}}}: supported values: \"All\""
+                ),
+            },
+        )),
+    }
+}

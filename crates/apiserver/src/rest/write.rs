@@ -1,0 +1,935 @@
+//! Create, update and patch.
+//!
+//! Bodies are decoded (JSON or YAML), checked against the endpoint's group/version/kind,
+//! type-checked through the kind's typed form (unknown fields are refused, warned about or
+//! dropped per `fieldValidation`), defaulted and validated by the kind's strategy, and written
+//! through one retry loop ([`guaranteed_update`]) that honours `resourceVersion`
+//! preconditions and skips no-op writes.
+
+use bytes::Bytes;
+use http::{Response, StatusCode, header};
+use rand::RngExt;
+use serde_json::{Value, json};
+use vt_store::{Revision, StoreError};
+
+use super::{Op, decode, dry_run, encode, invalid_options};
+use crate::body::Body;
+use crate::negotiate::{BodyFormat, body_format};
+use crate::status::{ApiError, ApiResult, FieldError, from_store};
+use crate::{fields, object, strategy};
+
+/// Media types accepted for create and update bodies.
+const BODY_TYPES: &[&str] = &[
+    "application/json",
+    "application/yaml",
+    "application/vnd.kubernetes.protobuf",
+];
+
+/// `fieldValidation`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FieldValidation {
+    Ignore,
+    Warn,
+    Strict,
+}
+
+pub(crate) fn field_validation(op: &Op<'_>, options_kind: &str) -> ApiResult<FieldValidation> {
+    match op.param("fieldValidation") {
+        "" | "Warn" => Ok(FieldValidation::Warn),
+        "Ignore" => Ok(FieldValidation::Ignore),
+        "Strict" => Ok(FieldValidation::Strict),
+        other => Err(invalid_options(
+            options_kind,
+            FieldError::not_supported(
+                "fieldValidation",
+                &Value::String(other.into()),
+                &["", "Ignore", "Strict", "Warn"],
+            ),
+        )),
+    }
+}
+
+/// The field manager: `?fieldManager=`, else the User-Agent up to its first `/`.
+pub(crate) fn field_manager(op: &Op<'_>, options_kind: &str) -> ApiResult<String> {
+    let explicit = op.param("fieldManager");
+    let manager = if explicit.is_empty() {
+        let ua = op
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        ua.split('/')
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(128)
+            .collect::<String>()
+    } else {
+        explicit.to_string()
+    };
+    if manager.len() > 128 {
+        return Err(invalid_options(
+            options_kind,
+            FieldError::too_long("fieldManager", 128),
+        ));
+    }
+    if manager.chars().any(|c| c.is_control()) {
+        return Err(invalid_options(
+            options_kind,
+            FieldError::invalid(
+                "fieldManager",
+                &Value::String(manager.clone()),
+                "must only contain printable characters",
+            ),
+        ));
+    }
+    Ok(manager)
+}
+
+/// A short summary of a body for decode errors, as apimachinery prints it.
+fn body_summary(body: &[u8]) -> String {
+    if body.is_empty() {
+        return "<empty>".into();
+    }
+    let head = &body[..body.len().min(30)];
+    let more = if body.len() > 30 { " ..." } else { "" };
+    if body.first() == Some(&b'{') {
+        format!("{}{more}", String::from_utf8_lossy(head))
+    } else {
+        format!(
+            "{}{more}",
+            head.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        )
+    }
+}
+
+/// Decodes a create/update body into a JSON object.
+pub(crate) fn decode_body(op: &Op<'_>, body: &Bytes) -> ApiResult<Value> {
+    let ct = op
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let parsed: Result<Value, String> = match body_format(ct) {
+        Some(BodyFormat::Json) => serde_json::from_slice(body).map_err(|e| e.to_string()),
+        Some(BodyFormat::Yaml) => {
+            serde_saphyr::from_slice::<Value>(body).map_err(|e| e.to_string())
+        }
+        Some(BodyFormat::Protobuf) => {
+            return Err(ApiError::unsupported_media_type(&BODY_TYPES[..2]));
+        }
+        _ => return Err(ApiError::unsupported_media_type(BODY_TYPES)),
+    };
+    match parsed {
+        Ok(v) if v.is_object() => Ok(v),
+        Ok(_) => Err(ApiError::bad_request(format!(
+            "the object provided is unrecognized (must be of type {}): couldn't get version/kind; json parse error: json: cannot unmarshal into Go value of type struct {{ APIVersion string \"json:\\\"apiVersion,omitempty\\\"\"; Kind string \"json:\\\"kind,omitempty\\\"\" }} ({})",
+            op.rt.kind,
+            body_summary(body)
+        ))),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "the object provided is unrecognized (must be of type {}): couldn't get version/kind; json parse error: {e} ({})",
+            op.rt.kind,
+            body_summary(body)
+        ))),
+    }
+}
+
+/// Checks the body's `apiVersion`/`kind` against the endpoint and fills them in.
+pub(crate) fn check_type(
+    op: &Op<'_>,
+    obj: &mut Value,
+    expect_kind: &str,
+    expect_api_version: &str,
+) -> ApiResult<()> {
+    let kind = obj
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let av = obj
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if !av.is_empty() && av != expect_api_version {
+        let (g, _) = expect_api_version
+            .split_once('/')
+            .unwrap_or(("", expect_api_version));
+        let (dg, _) = av.split_once('/').unwrap_or(("", &av));
+        if dg != g || kind.is_empty() || kind == expect_kind {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({av}) does not match the expected API version ({expect_api_version})"
+            )));
+        }
+    }
+    if !kind.is_empty() && kind != expect_kind {
+        let version = if av.is_empty() {
+            expect_api_version.to_string()
+        } else {
+            av.clone()
+        };
+        return Err(ApiError::bad_request(format!(
+            "{kind} in version {:?} cannot be handled as a {expect_kind}: no kind {kind:?} is registered for version {version:?}",
+            version.rsplit('/').next().unwrap_or(&version)
+        )));
+    }
+    let _ = op;
+    obj["apiVersion"] = json!(expect_api_version);
+    obj["kind"] = json!(expect_kind);
+    Ok(())
+}
+
+/// Lists the paths present in `input` but missing from `typed` (the typed form drops unknown
+/// fields), in kube-apiserver's notation (`spec.foo`, `spec.containers[0].bar`).
+fn unknown_fields(input: &Value, typed: &Value, path: &str, out: &mut Vec<String>) {
+    match (input, typed) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in a {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match b.get(k) {
+                    Some(tv) => unknown_fields(v, tv, &p, out),
+                    None if v.is_null() => {}
+                    None => out.push(p),
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            for (i, (v, tv)) in a.iter().zip(b).enumerate() {
+                unknown_fields(v, tv, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Type-checks `obj` through the kind's typed form; returns the pruned object. Unknown fields
+/// are errors under `Strict`, warnings under `Warn`, and silently dropped under `Ignore`.
+pub(crate) fn typed_check(
+    op: &Op<'_>,
+    obj: Value,
+    validation: FieldValidation,
+) -> ApiResult<Value> {
+    let Some(roundtrip) = op.rt.roundtrip else {
+        return Ok(obj);
+    };
+    let kind = &op.rt.kind;
+    let version = &op.rt.version;
+    let typed = roundtrip(&obj).map_err(|e| {
+        ApiError::bad_request(format!(
+            "{kind} in version {version:?} cannot be handled as a {kind}: {e}"
+        ))
+    })?;
+    let mut unknown = Vec::new();
+    unknown_fields(&obj, &typed, "", &mut unknown);
+    if !unknown.is_empty() {
+        let list: Vec<String> = unknown
+            .iter()
+            .map(|u| format!("unknown field {u:?}"))
+            .collect();
+        match validation {
+            FieldValidation::Strict => {
+                return Err(ApiError::bad_request(format!(
+                    "{kind} in version {version:?} cannot be handled as a {kind}: strict decoding error: {}",
+                    list.join(", ")
+                )));
+            }
+            FieldValidation::Warn => list.into_iter().for_each(|w| op.warn(w)),
+            FieldValidation::Ignore => {}
+        }
+    }
+    Ok(typed)
+}
+
+/// Checks and fills `metadata.namespace` against the URL.
+fn check_namespace(op: &Op<'_>, obj: &mut Value) -> ApiResult<()> {
+    let meta = object::meta_mut(obj);
+    if !op.rt.namespaced {
+        meta.remove("namespace");
+        return Ok(());
+    }
+    match meta.get("namespace").and_then(Value::as_str) {
+        Some(ns) if !ns.is_empty() && ns != op.ns => Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        )),
+        _ => {
+            meta.insert("namespace".into(), json!(op.ns));
+            Ok(())
+        }
+    }
+}
+
+/// The NamespaceLifecycle admission check of a create: the namespace exists and is not being
+/// terminated.
+async fn check_namespace_lifecycle(op: &Op<'_>, name_for_error: &str) -> ApiResult<()> {
+    if !op.rt.namespaced {
+        return Ok(());
+    }
+    let key = format!("/registry/core/namespaces/{}", op.ns);
+    let ns = op
+        .store()
+        .get(key.as_bytes())
+        .await
+        .map_err(|e| from_store(e, &op.gr(), ""))?;
+    let Some(kv) = ns else {
+        return Err(ApiError::not_found(
+            &crate::status::GroupResource::new("", "namespaces"),
+            &op.ns,
+        ));
+    };
+    let ns: Value = serde_json::from_slice(&kv.value).unwrap_or(Value::Null);
+    if object::is_deleting(&ns) || object::str_at(&ns, &["status", "phase"]) == Some("Terminating")
+    {
+        let mut e = ApiError::forbidden(
+            &op.gr(),
+            name_for_error,
+            &format!(
+                "unable to create new content in namespace {} because it is being terminated",
+                op.ns
+            ),
+        );
+        e.causes = vec![FieldError {
+            reason: "NamespaceTerminating",
+            field: "metadata.namespace".into(),
+            message: format!("namespace {} is being terminated", op.ns),
+        }];
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Validates an object: generic metadata rules plus the kind's own.
+pub(crate) fn validate(op: &Op<'_>, obj: &Value, old: Option<&Value>) -> ApiResult<()> {
+    let mut errs = Vec::new();
+    let name = object::name(obj);
+    let generate = object::str_at(obj, &["metadata", "generateName"]).unwrap_or("");
+    if name.is_empty() {
+        errs.push(FieldError::required(
+            "metadata.name",
+            "name or generateName is required",
+        ));
+    } else if let Some(d) = op.rt.policy.name_rule.check(name) {
+        errs.push(FieldError::invalid("metadata.name", &json!(name), &d));
+    } else if op.rt.policy.name_rule != crate::validation::NameRule::PathSegment
+        && let Some(d) = crate::validation::path_segment_name(name)
+    {
+        errs.push(FieldError::invalid("metadata.name", &json!(name), &d));
+    }
+    if !generate.is_empty() && old.is_none() && name.is_empty() {
+        let masked = mask_trailing_dash(generate);
+        if let Some(d) = op.rt.policy.name_rule.check(&masked) {
+            errs.push(FieldError::invalid(
+                "metadata.generateName",
+                &json!(generate),
+                &d,
+            ));
+        }
+    }
+    if op.rt.namespaced && object::namespace(obj).is_empty() {
+        errs.push(FieldError::required("metadata.namespace", ""));
+    }
+    if let Some(l) = object::at(obj, &["metadata", "labels"]) {
+        crate::validation::labels("metadata.labels", l, &mut errs);
+    }
+    if let Some(a) = object::at(obj, &["metadata", "annotations"]) {
+        crate::validation::annotations("metadata.annotations", a, &mut errs);
+    }
+    for (i, f) in object::finalizers(obj).iter().enumerate() {
+        let field = format!("metadata.finalizers[{i}]");
+        crate::validation::qualified_name(&field, f, &mut errs);
+    }
+    if let Some(old) = old {
+        if object::is_deleting(old) {
+            let before = object::finalizers(old);
+            let added: Vec<String> = object::finalizers(obj)
+                .into_iter()
+                .filter(|f| !before.contains(f))
+                .collect();
+            if !added.is_empty() {
+                errs.push(FieldError::forbidden(
+                    "metadata.finalizers",
+                    &format!("no new finalizers can be added if the object is being deleted, found new finalizers []string{{{}}}", added.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(", ")),
+                ));
+            }
+        }
+    }
+    strategy::validate(&op.rt, obj, old, &mut errs);
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            &op.rt.group,
+            &op.rt.kind,
+            if name.is_empty() { generate } else { name },
+            errs,
+        ))
+    }
+}
+
+/// apimachinery's `maskTrailingDash`: a generateName may end in `-`.
+fn mask_trailing_dash(s: &str) -> String {
+    if s.len() > 1 && s.ends_with('-') {
+        let mut m: String = s[..s.len() - 2].to_string();
+        m.push_str("aa");
+        m
+    } else {
+        s.to_string()
+    }
+}
+
+/// Five random characters from kube's name-generation alphabet.
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::rng();
+    (0..5)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+/// `POST` on a collection.
+pub(crate) async fn create(op: &Op<'_>, body: &Bytes) -> ApiResult<Response<Body>> {
+    let dry = dry_run(op, "CreateOptions")?;
+    let validation = field_validation(op, "CreateOptions")?;
+    let manager = field_manager(op, "CreateOptions")?;
+    let mut obj = decode_body(op, body)?;
+    check_type(op, &mut obj, &op.rt.kind, &op.rt.api_version())?;
+    object::drop_null_metadata(&mut obj);
+    check_namespace(op, &mut obj)?;
+    let mut obj = typed_check(op, obj, validation)?;
+    let generate = object::name(&obj).is_empty()
+        && object::str_at(&obj, &["metadata", "generateName"]).is_some_and(|g| !g.is_empty());
+    let err_name = if generate {
+        object::str_at(&obj, &["metadata", "generateName"])
+            .unwrap_or("")
+            .to_string()
+    } else {
+        object::name(&obj).to_string()
+    };
+    check_namespace_lifecycle(
+        op,
+        if err_name.is_empty() {
+            "Unknown"
+        } else {
+            &err_name
+        },
+    )
+    .await?;
+    let rv_set = object::resource_version(&obj)
+        .parse::<i64>()
+        .is_ok_and(|r| r != 0);
+    let now = object::now_rfc3339();
+    {
+        let meta = object::meta_mut(&mut obj);
+        meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        meta.insert("creationTimestamp".into(), json!(now));
+        for k in [
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "selfLink",
+            "managedFields",
+        ] {
+            meta.remove(k);
+        }
+        if op.rt.policy.sets_generation {
+            meta.insert("generation".into(), json!(1));
+        } else {
+            meta.remove("generation");
+        }
+    }
+    if op.rt.policy.reset_status_on_create
+        && let Some(m) = obj.as_object_mut()
+    {
+        m.remove("status");
+    }
+    strategy::prepare_for_create(&op.rt, &mut obj);
+    let prefix = object::str_at(&obj, &["metadata", "generateName"])
+        .unwrap_or("")
+        .to_string();
+    for _attempt in 0..8 {
+        if generate {
+            let base: String = prefix.chars().take(58).collect();
+            object::meta_mut(&mut obj)
+                .insert("name".into(), json!(format!("{base}{}", random_suffix())));
+        }
+        strategy::prepare_named(&op.rt, &mut obj);
+        fields::record_update(&mut obj, None, &manager, &op.rt.api_version(), "", &now);
+        validate(op, &obj, None)?;
+        if rv_set && !dry {
+            return Err(ApiError::new(
+                500,
+                "",
+                "resourceVersion should not be set on objects to be created",
+            ));
+        }
+        let name = object::name(&obj).to_string();
+        let key = op.key(&name);
+        if dry {
+            if op
+                .store()
+                .get(key.as_bytes())
+                .await
+                .map_err(|e| from_store(e, &op.gr(), &name))?
+                .is_some()
+            {
+                if generate {
+                    continue;
+                }
+                return Err(ApiError::already_exists(&op.gr(), &name));
+            }
+            object::meta_mut(&mut obj).remove("resourceVersion");
+            return Ok(op.respond(StatusCode::CREATED, &obj));
+        }
+        object::meta_mut(&mut obj).remove("resourceVersion");
+        let allocated = strategy::allocate(op, &mut obj).await?;
+        match op
+            .store()
+            .create(key.as_bytes(), encode(&op.rt, &obj), op.rt.policy.ttl)
+            .await
+        {
+            Ok(rev) => {
+                object::set_resource_version(&mut obj, rev);
+                strategy::after_create(op, &obj).await;
+                return Ok(op.respond(StatusCode::CREATED, &obj));
+            }
+            Err(StoreError::AlreadyExists { .. }) => {
+                strategy::release(op, &allocated).await;
+                if generate {
+                    continue;
+                }
+                let mut e = ApiError::already_exists(&op.gr(), &name);
+                if let Ok((existing, _)) = op.read(&name).await
+                    && object::is_deleting(&existing)
+                {
+                    e.message = format!("object is being deleted: {}", e.message);
+                }
+                return Err(e);
+            }
+            Err(e) => {
+                strategy::release(op, &allocated).await;
+                return Err(from_store(e, &op.gr(), &name));
+            }
+        }
+    }
+    let name = object::name(&obj).to_string();
+    let mut e = ApiError::already_exists(&op.gr(), &name);
+    e.message
+        .push_str(", the server was not able to generate a unique name for the object");
+    e.retry_after = Some(1);
+    Err(e)
+}
+
+/// What a guaranteed update did.
+pub(crate) enum Written {
+    /// The object was updated (or unchanged).
+    Updated(Value),
+    /// The update removed the last finalizer of an object being deleted, which deleted it.
+    Deleted(Value),
+}
+
+/// Reads, transforms and writes one object, retrying on conflicts unless the caller pinned a
+/// resourceVersion. `f` gets the current object and returns the desired one; the common
+/// metadata rules (immutable fields, generation, managed fields) are applied after it.
+pub(crate) async fn guaranteed_update<F>(
+    op: &Op<'_>,
+    name: &str,
+    manager: &str,
+    mut f: F,
+) -> ApiResult<Written>
+where
+    F: FnMut(&Value) -> ApiResult<Value>,
+{
+    let dry = dry_run(op, "UpdateOptions")?;
+    let key = op.key(name);
+    for _ in 0..64 {
+        let kv = op
+            .store()
+            .get(key.as_bytes())
+            .await
+            .map_err(|e| from_store(e, &op.gr(), name))?;
+        let Some(kv) = kv else {
+            return Err(ApiError::not_found(&op.gr(), name));
+        };
+        let current = decode(&op.rt, &kv)?;
+        let mut new = f(&current)?;
+        let pinned = object::resource_version(&new).to_string();
+        let pinned = if pinned.is_empty() {
+            None
+        } else {
+            Some(pinned)
+        };
+        if let Some(rv) = &pinned
+            && rv.parse::<Revision>().ok() != Some(kv.mod_revision)
+        {
+            return Err(ApiError::stale(&op.gr(), name));
+        }
+        if pinned.is_none() && !op.rt.policy.unconditional_update {
+            return Err(ApiError::invalid(
+                &op.rt.group,
+                &op.rt.plural,
+                name,
+                vec![
+                    FieldError::invalid(
+                        "metadata.resourceVersion",
+                        &json!("0x0"),
+                        "must be specified for an update",
+                    )
+                    .raw_invalid("0x0"),
+                ],
+            ));
+        }
+        finish_update(op, &mut new, &current, manager)?;
+        validate(op, &new, Some(&current))?;
+        strategy::validate_update(&op.rt, &new, &current)
+            .map_err(|errs| ApiError::invalid(&op.rt.group, &op.rt.kind, name, errs))?;
+        let deleting = object::is_deleting(&new);
+        let no_finalizers = object::finalizers(&new).is_empty()
+            && (op.rt.kind != "Namespace"
+                || object::at(&new, &["spec", "finalizers"])
+                    .and_then(Value::as_array)
+                    .is_none_or(|a| a.is_empty()));
+        let grace_over = object::at(&new, &["metadata", "deletionGracePeriodSeconds"])
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            == 0;
+        if deleting && no_finalizers && grace_over {
+            if dry {
+                return Ok(Written::Deleted(new));
+            }
+            match op
+                .store()
+                .delete(key.as_bytes(), Some(kv.mod_revision))
+                .await
+            {
+                Ok(_) => {
+                    strategy::after_delete(op, &current).await;
+                    return Ok(Written::Deleted(new));
+                }
+                Err(StoreError::Conflict { .. }) if pinned.is_none() => continue,
+                Err(StoreError::Conflict { .. }) => return Err(ApiError::stale(&op.gr(), name)),
+                Err(e) => return Err(from_store(e, &op.gr(), name)),
+            }
+        }
+        if same_object(&new, &current) || dry {
+            object::set_resource_version(&mut new, kv.mod_revision);
+            return Ok(Written::Updated(if dry { new } else { current }));
+        }
+        match op
+            .store()
+            .update(
+                key.as_bytes(),
+                encode(&op.rt, &new),
+                kv.mod_revision,
+                op.rt.policy.ttl,
+            )
+            .await
+        {
+            Ok(rev) => {
+                object::set_resource_version(&mut new, rev);
+                return Ok(Written::Updated(new));
+            }
+            Err(StoreError::Conflict { .. }) if pinned.is_none() => continue,
+            Err(StoreError::Conflict { .. }) => return Err(ApiError::stale(&op.gr(), name)),
+            Err(StoreError::NotFound) => return Err(ApiError::not_found(&op.gr(), name)),
+            Err(e) => return Err(from_store(e, &op.gr(), name)),
+        }
+    }
+    Err(ApiError::conflict(
+        &op.gr(),
+        name,
+        "too many concurrent updates, please try again",
+    ))
+}
+
+impl FieldError {
+    /// Renders the value unquoted (Go's `%v` of a uint64, e.g. `0x0`).
+    pub(crate) fn raw_invalid(mut self, raw: &str) -> Self {
+        self.message = self.message.replacen(&format!("{raw:?}"), raw, 1);
+        self
+    }
+}
+
+/// Whether two versions of an object are equal apart from their resourceVersion and the
+/// timestamps of managed-field entries.
+fn same_object(a: &Value, b: &Value) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+            if let Some(Value::Array(mf)) = m.get_mut("managedFields") {
+                for e in mf {
+                    if let Some(o) = e.as_object_mut() {
+                        o.remove("time");
+                    }
+                }
+            }
+        }
+        v
+    };
+    strip(a) == strip(b)
+}
+
+/// The metadata rules of every update: identity and creation fields come from the stored
+/// object, deletion fields cannot be changed, generation moves with the spec, and the manager
+/// is recorded.
+fn finish_update(op: &Op<'_>, new: &mut Value, current: &Value, manager: &str) -> ApiResult<()> {
+    let name = object::name(current).to_string();
+    let body_uid = object::uid(new).to_string();
+    if !body_uid.is_empty() && body_uid != object::uid(current) {
+        return Err(ApiError::conflict(
+            &op.gr(),
+            &name,
+            &format!(
+                "Precondition failed: UID in precondition: {body_uid}, UID in object meta: {}",
+                object::uid(current)
+            ),
+        ));
+    }
+    let cur_meta = current.get("metadata").cloned().unwrap_or(json!({}));
+    {
+        let meta = object::meta_mut(new);
+        for k in ["uid", "creationTimestamp", "deletionTimestamp"] {
+            match cur_meta.get(k) {
+                Some(v) => meta.insert(k.into(), v.clone()),
+                None => meta.remove(k),
+            };
+        }
+        if !meta.contains_key("deletionGracePeriodSeconds")
+            && let Some(v) = cur_meta.get("deletionGracePeriodSeconds")
+        {
+            meta.insert("deletionGracePeriodSeconds".into(), v.clone());
+        }
+        meta.remove("selfLink");
+        meta.remove("resourceVersion");
+        match cur_meta.get("generation") {
+            Some(g) => meta.insert("generation".into(), g.clone()),
+            None => meta.remove("generation"),
+        };
+        meta.insert("name".into(), json!(name));
+        if op.rt.namespaced {
+            meta.insert("namespace".into(), json!(object::namespace(current)));
+        }
+    }
+    if op.rt.policy.sets_generation && strategy::generation_changed(&op.rt, new, current) {
+        let g = object::at(current, &["metadata", "generation"])
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        object::meta_mut(new).insert("generation".into(), json!(g + 1));
+    }
+    // The body's managedFields are ignored; ownership follows what changed.
+    if let Some(mf) = cur_meta.get("managedFields") {
+        object::meta_mut(new).insert("managedFields".into(), mf.clone());
+    } else {
+        object::meta_mut(new).remove("managedFields");
+    }
+    fields::record_update(
+        new,
+        Some(current),
+        manager,
+        &op.rt.api_version(),
+        &op.sub,
+        &object::now_rfc3339(),
+    );
+    Ok(())
+}
+
+/// Builds the desired object of a write to the main resource or a subresource from `body`:
+/// the main resource keeps the stored status, `status` keeps everything but status, and
+/// `finalize` only moves `spec.finalizers`.
+pub(crate) fn split_subresource(op: &Op<'_>, body: &Value, current: &Value) -> Value {
+    match op.sub.as_str() {
+        "status" => {
+            let mut new = current.clone();
+            match body.get("status") {
+                Some(s) => new["status"] = s.clone(),
+                None => {
+                    if let Some(m) = new.as_object_mut() {
+                        m.remove("status");
+                    }
+                }
+            }
+            if let Some(rv) = body.get("metadata").and_then(|m| m.get("resourceVersion")) {
+                object::meta_mut(&mut new).insert("resourceVersion".into(), rv.clone());
+            } else {
+                object::meta_mut(&mut new).remove("resourceVersion");
+            }
+            new
+        }
+        "finalize" => {
+            let mut new = current.clone();
+            new["spec"]["finalizers"] = body
+                .get("spec")
+                .and_then(|s| s.get("finalizers"))
+                .cloned()
+                .unwrap_or(json!([]));
+            if let Some(rv) = body.get("metadata").and_then(|m| m.get("resourceVersion")) {
+                object::meta_mut(&mut new).insert("resourceVersion".into(), rv.clone());
+            } else {
+                object::meta_mut(&mut new).remove("resourceVersion");
+            }
+            new
+        }
+        _ => {
+            let mut new = body.clone();
+            if op.rt.policy.has_status {
+                match current.get("status") {
+                    Some(s) => new["status"] = s.clone(),
+                    None => {
+                        if let Some(m) = new.as_object_mut() {
+                            m.remove("status");
+                        }
+                    }
+                }
+            }
+            new
+        }
+    }
+}
+
+/// `PUT` on an object or its status/finalize subresource.
+pub(crate) async fn update(op: &Op<'_>, body: &Bytes) -> ApiResult<Response<Body>> {
+    let validation = field_validation(op, "UpdateOptions")?;
+    let manager = field_manager(op, "UpdateOptions")?;
+    let mut obj = decode_body(op, body)?;
+    check_type(op, &mut obj, &op.rt.kind, &op.rt.api_version())?;
+    object::drop_null_metadata(&mut obj);
+    match object::name(&obj) {
+        "" => {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({} based on URL) was undeterminable: name must be provided",
+                op.name
+            )));
+        }
+        n if n != op.name => {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({})",
+                op.name
+            )));
+        }
+        _ => {}
+    }
+    check_namespace(op, &mut obj)?;
+    let obj = typed_check(op, obj, validation)?;
+    let result = guaranteed_update(op, &op.name, &manager, |current| {
+        let mut new = split_subresource(op, &obj, current);
+        strategy::prepare_for_update(&op.rt, &mut new, current, &op.sub);
+        Ok(new)
+    })
+    .await;
+    match result {
+        Ok(Written::Updated(v)) | Ok(Written::Deleted(v)) => Ok(op.respond(StatusCode::OK, &v)),
+        Err(e) if e.code == 404 && op.rt.policy.create_on_update && op.sub.is_empty() => {
+            let bytes = Bytes::from(serde_json::to_vec(&obj).unwrap_or_default());
+            create(op, &bytes).await
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Applies a JSON patch or a merge patch to `current`.
+pub(crate) fn apply_patch(format: BodyFormat, current: &Value, patch: &Bytes) -> ApiResult<Value> {
+    match format {
+        BodyFormat::JsonPatch => {
+            let ops: json_patch::Patch =
+                serde_json::from_slice(patch).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let mut doc = current.clone();
+            json_patch::patch(&mut doc, &ops).map_err(|e| {
+                ApiError::new(
+                    422,
+                    "Invalid",
+                    format!("the server rejected our request due to an error in our request: {e}"),
+                )
+            })?;
+            Ok(doc)
+        }
+        BodyFormat::MergePatch | BodyFormat::StrategicMergePatch => {
+            let p: Value =
+                serde_json::from_slice(patch).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            if !p.is_object() {
+                return Err(ApiError::bad_request(
+                    "json: cannot unmarshal into Go value of type map[string]interface {}",
+                ));
+            }
+            let mut doc = current.clone();
+            if format == BodyFormat::StrategicMergePatch {
+                strip_directives(&mut doc);
+            }
+            json_patch::merge(&mut doc, &p);
+            Ok(doc)
+        }
+        _ => Err(ApiError::unsupported_media_type(&[
+            "application/json-patch+json",
+            "application/merge-patch+json",
+            "application/strategic-merge-patch+json",
+            "application/apply-patch+yaml",
+        ])),
+    }
+}
+
+/// Removes strategic-merge directives (`$patch`, `$retainKeys`, ...) that merge patch would
+/// otherwise store verbatim.
+fn strip_directives(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|k, _| !k.starts_with('$'));
+            m.values_mut().for_each(strip_directives);
+        }
+        Value::Array(a) => a.iter_mut().for_each(strip_directives),
+        _ => {}
+    }
+}
+
+/// `PATCH` on an object or its status.
+pub(crate) async fn patch(op: &Op<'_>, body: &Bytes) -> ApiResult<Response<Body>> {
+    let validation = field_validation(op, "PatchOptions")?;
+    let manager = field_manager(op, "PatchOptions")?;
+    let ct = op
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let format = match body_format(ct) {
+        Some(
+            f @ (BodyFormat::JsonPatch | BodyFormat::MergePatch | BodyFormat::StrategicMergePatch),
+        ) => f,
+        _ => {
+            return Err(
+                ApiError::new(415, "UnsupportedMediaType", "415: Unsupported Media Type")
+                    .with_empty_details(),
+            );
+        }
+    };
+    if format == BodyFormat::StrategicMergePatch && op.rt.roundtrip.is_none() {
+        return Err(ApiError::unsupported_media_type(&[
+            "application/json-patch+json",
+            "application/merge-patch+json",
+            "application/apply-patch+yaml",
+        ]));
+    }
+    let result = guaranteed_update(op, &op.name, &manager, |current| {
+        let mut base = current.clone();
+        object::meta_mut(&mut base).remove("resourceVersion");
+        let mut patched = apply_patch(format, &base, body)?;
+        if !patched.is_object() {
+            return Err(ApiError::bad_request("the patch did not produce an object"));
+        }
+        check_type(op, &mut patched, &op.rt.kind, &op.rt.api_version())?;
+        object::drop_null_metadata(&mut patched);
+        if object::name(&patched) != op.name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({}) does not match the name on the URL ({})",
+                object::name(&patched),
+                op.name
+            )));
+        }
+        let patched = typed_check(op, patched, validation)?;
+        let mut new = split_subresource(op, &patched, current);
+        strategy::prepare_for_update(&op.rt, &mut new, current, &op.sub);
+        Ok(new)
+    })
+    .await?;
+    match result {
+        Written::Updated(v) | Written::Deleted(v) => Ok(op.respond(StatusCode::OK, &v)),
+    }
+}

@@ -1,0 +1,345 @@
+//! Watch: kube-apiserver's streaming protocol over the shared watch caches.
+//!
+//! * `resourceVersion` unset or `0`: synthetic `ADDED` events for every matching object (in key
+//!   order), then the changes after that snapshot.
+//! * `resourceVersion=N`: the changes after `N`, from the cache window or, if older, from the
+//!   store's history; if the store compacted `N` away, one `ERROR` event with a 410 `Expired`
+//!   Status ends the stream.
+//! * `sendInitialEvents=true` (with `resourceVersionMatch=NotOlderThan`): the initial events,
+//!   then a `BOOKMARK` annotated `k8s.io/initial-events-end`, then changes.
+//! * Objects moving in or out of the selectors produce `ADDED` / `DELETED`; `BOOKMARK`s every
+//!   minute with `allowWatchBookmarks`; the stream ends after `timeoutSeconds` (default 30 to
+//!   60 minutes) and, like kube-apiserver, silently when the watcher falls too far behind.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{Response, StatusCode, header};
+use rand::RngExt;
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc};
+use vt_store::{Revision, StoreError};
+
+use crate::body::{self, Body};
+use crate::registry::ResourceType;
+use crate::rest::Op;
+use crate::rest::list::{Filter, snapshot, wait_for_revision};
+use crate::status::{ApiError, ApiResult, FieldError};
+use crate::watchcache::Change;
+use crate::{object, rest, strategy};
+
+/// Interval between bookmarks.
+const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
+
+fn frame(kind: &str, object_json: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(object_json.len() + 32);
+    out.extend_from_slice(b"{\"type\":\"");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\",\"object\":");
+    out.extend_from_slice(object_json);
+    out.extend_from_slice(b"}\n");
+    Bytes::from(out)
+}
+
+fn bookmark(rt: &ResourceType, rv: Revision, initial_end: bool) -> Bytes {
+    let mut meta = json!({"resourceVersion": rv.to_string(), "creationTimestamp": null});
+    if initial_end {
+        meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    let obj = json!({"kind": rt.kind, "apiVersion": rt.api_version(), "metadata": meta});
+    frame("BOOKMARK", obj.to_string().as_bytes())
+}
+
+fn error_frame(e: &ApiError) -> Bytes {
+    frame("ERROR", e.to_status().to_string().as_bytes())
+}
+
+/// Where a watcher's changes come from.
+enum Source {
+    /// The shared cache.
+    Cache(broadcast::Receiver<Arc<Change>>),
+    /// A watch of its own on the store's history (for starts older than the cache window).
+    Store(vt_store::WatchStream),
+}
+
+impl Source {
+    /// The next change; `None` ends the watch (closed, or fell behind).
+    async fn next(&mut self) -> Option<Result<Arc<Change>, StoreError>> {
+        match self {
+            Source::Cache(rx) => match rx.recv().await {
+                Ok(c) => Some(Ok(c)),
+                // Too slow or cache gone: end the watch; the client resumes from its last RV.
+                Err(_) => None,
+            },
+            Source::Store(s) => loop {
+                match s.next().await? {
+                    Ok(ev) => {
+                        if let Some(c) = Change::from_event(&ev) {
+                            return Some(Ok(Arc::new(c)));
+                        }
+                    }
+                    Err(e) => return Some(Err(e)),
+                }
+            },
+        }
+    }
+}
+
+/// The JSON of an object for `rt`'s version (converted if it is not the storage version).
+fn object_json(rt: &ResourceType, change: &Change, obj: &Value, is_change_object: bool) -> Bytes {
+    if strategy::converts(rt) {
+        let mut v = obj.clone();
+        strategy::from_storage(rt, &mut v);
+        return Bytes::from(v.to_string());
+    }
+    if is_change_object {
+        change.object_json().clone()
+    } else {
+        Bytes::from(obj.to_string())
+    }
+}
+
+/// The event a change produces for a watcher with `filter`, if any.
+fn event_for(rt: &ResourceType, change: &Change, filter: &Filter) -> Option<Bytes> {
+    let view = |o: &Value| -> Value {
+        if strategy::converts(rt) {
+            let mut v = o.clone();
+            strategy::from_storage(rt, &mut v);
+            v
+        } else {
+            o.clone()
+        }
+    };
+    let matches = |o: &Value| {
+        if strategy::converts(rt) {
+            filter.matches(&view(o))
+        } else {
+            filter.matches(o)
+        }
+    };
+    let cur = !change.deleted && matches(&change.object);
+    let old = change.prev.as_deref().is_some_and(|p| matches(p));
+    if change.deleted {
+        return old.then(|| frame("DELETED", &object_json(rt, change, &change.object, true)));
+    }
+    match (cur, old) {
+        (true, false) => Some(frame(
+            "ADDED",
+            &object_json(rt, change, &change.object, true),
+        )),
+        (true, true) => Some(frame(
+            "MODIFIED",
+            &object_json(rt, change, &change.object, true),
+        )),
+        (false, true) => {
+            // Left the selection: the previous state, at the change's revision.
+            let mut prev = change.prev.as_deref().cloned().unwrap_or(Value::Null);
+            object::set_resource_version(&mut prev, change.revision);
+            Some(frame("DELETED", &object_json(rt, change, &prev, false)))
+        }
+        (false, false) => None,
+    }
+}
+
+/// `GET ...?watch=true`.
+pub(crate) async fn watch(op: &Op<'_>) -> ApiResult<Response<Body>> {
+    let filter = Filter::parse(op)?;
+    let rv = op.param("resourceVersion").to_string();
+    let rvm = op.param("resourceVersionMatch");
+    let send_initial_param = op
+        .query
+        .get("sendInitialEvents")
+        .map(|v| v == "true" || v == "1");
+    let bookmarks = matches!(op.param("allowWatchBookmarks"), "true" | "1");
+    let invalid = |c: FieldError| rest::invalid_options("ListOptions", c);
+    if send_initial_param.is_some() && rvm != "NotOlderThan" {
+        return Err(invalid(FieldError::forbidden(
+            "resourceVersionMatch",
+            "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+        )));
+    }
+    if !rvm.is_empty() && send_initial_param.is_none() {
+        return Err(invalid(FieldError::forbidden(
+            "resourceVersionMatch",
+            "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+        )));
+    }
+    if !matches!(rvm, "" | "NotOlderThan") {
+        return Err(invalid(FieldError::not_supported(
+            "resourceVersionMatch",
+            &json!(rvm),
+            &["NotOlderThan"],
+        )));
+    }
+    let start: Option<Revision> = match rv.as_str() {
+        "" | "0" => None,
+        s => Some(s.parse().map_err(|_| {
+            ApiError::bad_request(format!("invalid resource version: resourceVersion: Invalid value: {s:?}: strconv.ParseUint: parsing {s:?}: invalid syntax"))
+        })?),
+    };
+    let send_initial = send_initial_param.unwrap_or(start.is_none());
+    let timeout = match op.param("timeoutSeconds") {
+        "" => Duration::from_secs(rand::rng().random_range(1800..3600)),
+        t => Duration::from_secs(
+            t.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds {t:?}")))?,
+        ),
+    };
+    let cache = op.api.cache(&op.rt.key_prefix()).await?;
+
+    let (tx, body) = body::channel(64);
+    let mut initial: Vec<Bytes> = Vec::new();
+    let after: Revision;
+    if send_initial {
+        if let (Some(n), Some(true)) = (start, send_initial_param) {
+            wait_for_revision(op, n).await?;
+        }
+        let (items, revision) = snapshot(op, &filter).await?;
+        for obj in items {
+            initial.push(frame("ADDED", obj.to_string().as_bytes()));
+        }
+        if send_initial_param == Some(true) && bookmarks {
+            initial.push(bookmark(&op.rt, revision, true));
+        }
+        after = revision;
+    } else {
+        after = match start {
+            Some(n) => n,
+            None => op
+                .store()
+                .current_revision()
+                .await
+                .map_err(|e| rest_err(op, e))?,
+        };
+    }
+    let (replay, source) = match cache.subscribe(after) {
+        Some(sub) => (sub.replay, Source::Cache(sub.live)),
+        None => match op
+            .store()
+            .watch(op.rt.key_prefix().as_bytes(), after + 1)
+            .await
+        {
+            Ok(s) => (Vec::new(), Source::Store(s)),
+            Err(StoreError::Compacted { .. }) => {
+                let e = ApiError::expired(format!(
+                    "too old resource version: {after} ({})",
+                    cache_oldest(op).await
+                ));
+                initial.push(error_frame(&e));
+                return Ok(stream_response(op, tx, body, initial, None));
+            }
+            Err(e) => return Err(rest_err(op, e)),
+        },
+    };
+    let rt = op.rt.clone();
+    let state = Stream {
+        rt,
+        filter,
+        tx: tx.clone(),
+        last: after,
+        start: after,
+        bookmarks,
+        timeout,
+        cache: cache.clone(),
+    };
+    Ok(stream_response(
+        op,
+        tx,
+        body,
+        initial,
+        Some((state, replay, source)),
+    ))
+}
+
+fn rest_err(op: &Op<'_>, e: StoreError) -> ApiError {
+    crate::status::from_store(e, &op.gr(), "")
+}
+
+/// The oldest revision the store can still replay, minus one (for the 410 message).
+async fn cache_oldest(op: &Op<'_>) -> Revision {
+    op.store().current_revision().await.unwrap_or(0)
+}
+
+struct Stream {
+    rt: Arc<ResourceType>,
+    filter: Filter,
+    tx: mpsc::Sender<Bytes>,
+    last: Revision,
+    start: Revision,
+    bookmarks: bool,
+    timeout: Duration,
+    cache: Arc<crate::watchcache::WatchCache>,
+}
+
+fn stream_response(
+    op: &Op<'_>,
+    tx: mpsc::Sender<Bytes>,
+    body: Body,
+    initial: Vec<Bytes>,
+    rest: Option<(Stream, Vec<Arc<Change>>, Source)>,
+) -> Response<Body> {
+    let _ = op;
+    tokio::spawn(async move {
+        for f in initial {
+            if tx.send(f).await.is_err() {
+                return;
+            }
+        }
+        if let Some((state, replay, source)) = rest {
+            state.run(replay, source).await;
+        }
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .expect("valid response")
+}
+
+impl Stream {
+    async fn send_change(&mut self, c: &Change) -> bool {
+        if c.revision <= self.last {
+            return true;
+        }
+        self.last = c.revision;
+        match event_for(&self.rt, c, &self.filter) {
+            Some(f) => self.tx.send(f).await.is_ok(),
+            None => true,
+        }
+    }
+
+    async fn run(mut self, replay: Vec<Arc<Change>>, mut source: Source) {
+        let deadline = tokio::time::sleep(self.timeout);
+        tokio::pin!(deadline);
+        for c in replay {
+            if !self.send_change(&c).await {
+                return;
+            }
+        }
+        let mut tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + BOOKMARK_EVERY, BOOKMARK_EVERY);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => return,
+                _ = tick.tick(), if self.bookmarks => {
+                    let rv = self.last.max(self.cache.head());
+                    if rv > self.start && self.tx.send(bookmark(&self.rt, rv, false)).await.is_err() {
+                        return;
+                    }
+                }
+                _ = self.tx.closed() => return,
+                next = source.next() => match next {
+                    Some(Ok(c)) => if !self.send_change(&c).await { return },
+                    Some(Err(StoreError::Compacted { .. })) => {
+                        let e = ApiError::expired("The resourceVersion for the provided watch is too old.");
+                        let _ = self.tx.send(error_frame(&e)).await;
+                        return;
+                    }
+                    Some(Err(_)) | None => return,
+                },
+            }
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! `vt apiserver`: one standalone virtual API server on a loopback (or any) port, with its own
+//! CA and an admin kubeconfig, on SQLite (default) or etcd.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use vt_apiserver::auth::MastersOnly;
+use vt_apiserver::ipalloc::IpAddressAllocator;
+use vt_apiserver::serve::{Endpoint, Single, serve, tls_config};
+use vt_apiserver::{ApiServer, Config};
+use vt_pki::{Ca, CertKey};
+use vt_store::Store;
+use vt_store::etcd::{EtcdOptions, EtcdStore};
+use vt_store::sqlite::{SqliteOptions, SqliteStore};
+
+/// Arguments of `vt apiserver`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Directory for the store, certificates and the admin kubeconfig.
+    #[arg(long, default_value = "vt-data")]
+    data_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: SocketAddr,
+    /// etcd endpoints (comma-separated); without them the store is SQLite in the data dir.
+    #[arg(long, value_delimiter = ',')]
+    etcd: Vec<String>,
+    /// Key prefix in etcd.
+    #[arg(long, default_value = "/vt/standalone")]
+    etcd_prefix: String,
+    /// The Service cluster IP range.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cidr: String,
+}
+
+fn read_or_create_ca(dir: &std::path::Path) -> Result<Ca, String> {
+    let (cert, key) = (dir.join("ca.crt"), dir.join("ca.key"));
+    if cert.exists() && key.exists() {
+        let material = CertKey {
+            cert_pem: std::fs::read_to_string(&cert)
+                .map_err(|e| format!("{}: {e}", cert.display()))?,
+            key_pem: std::fs::read_to_string(&key)
+                .map_err(|e| format!("{}: {e}", key.display()))?,
+        };
+        return Ca::load(material).map_err(|e| e.to_string());
+    }
+    let ca = Ca::generate("vt-apiserver-ca").map_err(|e| e.to_string())?;
+    write_private(&cert, &ca.material().cert_pem)?;
+    write_private(&key, &ca.material().key_pem)?;
+    Ok(ca)
+}
+
+fn write_private(path: &std::path::Path, contents: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    f.write_all(contents.as_bytes())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Runs the server until killed.
+pub async fn run(args: Args) -> Result<(), String> {
+    std::fs::create_dir_all(&args.data_dir)
+        .map_err(|e| format!("{}: {e}", args.data_dir.display()))?;
+    let store: Arc<dyn Store> = if args.etcd.is_empty() {
+        Arc::new(
+            SqliteStore::open(args.data_dir.join("store.db"), SqliteOptions::default())
+                .await
+                .map_err(|e| e.to_string())?,
+        )
+    } else {
+        Arc::new(
+            EtcdStore::connect(EtcdOptions::new(
+                args.etcd.clone(),
+                args.etcd_prefix.clone(),
+            ))
+            .await
+            .map_err(|e| e.to_string())?,
+        )
+    };
+    let ca = read_or_create_ca(&args.data_dir)?;
+    let ips = vec![args.listen.ip()];
+    let serving = ca
+        .issue_server(
+            "vt-apiserver",
+            &[
+                "localhost".into(),
+                "kubernetes".into(),
+                "kubernetes.default.svc".into(),
+            ],
+            &ips,
+        )
+        .map_err(|e| e.to_string())?;
+    let admin = ca
+        .issue_client("vt-admin", Some("system:masters"), vt_pki::DEFAULT_VALIDITY)
+        .map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let server = format!("https://{addr}");
+    let kubeconfig = crate::kubeconfig::render(
+        "vt",
+        &server,
+        ca.cert_pem(),
+        &admin.cert_pem,
+        &admin.key_pem,
+        None,
+    );
+    let kc_path = args.data_dir.join("admin.kubeconfig");
+    write_private(&kc_path, &kubeconfig)?;
+    let config = Config {
+        store,
+        authorizer: Arc::new(MastersOnly),
+        tokens: Vec::new(),
+        cluster_ips: Arc::new(IpAddressAllocator::new(&args.service_cidr)?),
+        advertise: addr,
+        name: "standalone".into(),
+    };
+    let api = ApiServer::new(config)
+        .await
+        .map_err(|e| format!("bootstrap failed: {e}"))?;
+    let tls = Arc::new(tls_config(&serving, ca.cert_pem())?);
+    tracing::info!(%addr, kubeconfig = %kc_path.display(), "vt apiserver serving");
+    // A line tests and scripts can wait for.
+    println!("serving on {server}, kubeconfig {}", kc_path.display());
+    serve(listener, Arc::new(Single(Endpoint { tls, api }))).await;
+    Ok(())
+}
