@@ -47,6 +47,13 @@ impl ApiServer {
     }
 
     async fn create_if_absent(&self, collection: &str, obj: Value) -> Result<(), ApiError> {
+        let name = obj["metadata"]["name"].as_str().unwrap_or("");
+        let (status, _) = self
+            .internal(Method::GET, &format!("{collection}/{name}"), None)
+            .await;
+        if status.is_success() {
+            return Ok(());
+        }
         let (status, body) = self.internal(Method::POST, collection, Some(&obj)).await;
         if status.is_success() || status == StatusCode::CONFLICT {
             return Ok(());

@@ -20,6 +20,7 @@ mod namespaces;
 pub mod negotiate;
 pub mod object;
 mod openapi;
+pub mod protobuf;
 pub mod quantity;
 pub mod registry;
 pub mod request;

@@ -114,9 +114,7 @@ pub(crate) fn decode_body(op: &Op<'_>, body: &Bytes) -> ApiResult<Value> {
         Some(BodyFormat::Yaml) => {
             serde_saphyr::from_slice::<Value>(body).map_err(|e| e.to_string())
         }
-        Some(BodyFormat::Protobuf) => {
-            return Err(ApiError::unsupported_media_type(&BODY_TYPES[..2]));
-        }
+        Some(BodyFormat::Protobuf) => crate::protobuf::decode(body),
         _ => return Err(ApiError::unsupported_media_type(BODY_TYPES)),
     };
     match parsed {
