@@ -10,6 +10,10 @@
 //!   → store; watch fan-out through one cache per resource type (watchcache.rs)
 //! ```
 
+// `ApiError` carries a whole `metav1.Status` (message, details, causes); errors are the cold
+// path, and boxing it would only move the allocation.
+#![allow(clippy::result_large_err)]
+
 pub mod auth;
 pub mod body;
 mod bootstrap;
@@ -71,6 +75,8 @@ pub struct Config {
     pub advertise: std::net::SocketAddr,
     /// A name for logs and metrics (the tenant).
     pub name: String,
+    /// How often watches with `allowWatchBookmarks` get a bookmark (kube-apiserver: a minute).
+    pub bookmark_interval: std::time::Duration,
 }
 
 /// A Kubernetes API server for one virtual cluster. Cloning is cheap.

@@ -30,9 +30,6 @@ use crate::status::{ApiError, ApiResult, FieldError};
 use crate::watchcache::Change;
 use crate::{object, rest, strategy};
 
-/// Interval between bookmarks.
-const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
-
 fn frame(kind: &str, object_json: &[u8]) -> Bytes {
     let mut out = Vec::with_capacity(object_json.len() + 32);
     out.extend_from_slice(b"{\"type\":\"");
@@ -120,7 +117,7 @@ fn event_for(rt: &ResourceType, change: &Change, filter: &Filter) -> Option<Byte
         }
     };
     let cur = !change.deleted && matches(&change.object);
-    let old = change.prev.as_deref().is_some_and(|p| matches(p));
+    let old = change.prev.as_deref().is_some_and(matches);
     if change.deleted {
         return old.then(|| frame("DELETED", &object_json(rt, change, &change.object, true)));
     }
@@ -241,6 +238,7 @@ pub(crate) async fn watch(op: &Op<'_>) -> ApiResult<Response<Body>> {
         last: after,
         start: after,
         bookmarks,
+        every: op.api.config().bookmark_interval,
         timeout,
         cache: cache.clone(),
     };
@@ -269,6 +267,7 @@ struct Stream {
     last: Revision,
     start: Revision,
     bookmarks: bool,
+    every: Duration,
     timeout: Duration,
     cache: Arc<crate::watchcache::WatchCache>,
 }
@@ -319,7 +318,7 @@ impl Stream {
             }
         }
         let mut tick =
-            tokio::time::interval_at(tokio::time::Instant::now() + BOOKMARK_EVERY, BOOKMARK_EVERY);
+            tokio::time::interval_at(tokio::time::Instant::now() + self.every, self.every);
         loop {
             tokio::select! {
                 _ = &mut deadline => return,

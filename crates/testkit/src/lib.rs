@@ -1,15 +1,21 @@
-//! Test fixtures for vt: a real etcd server on a loopback port, and free ports.
+//! Test fixtures for vt: a real etcd server on a loopback port, the real `vt` binary with the
+//! real kubectl, and free ports.
 //!
 //! Servers started here never outlive the test process: each runs under a small shell
 //! watchdog that kills it (and removes its data) as soon as the test process's end of a pipe
 //! closes, which happens even when the test process is killed.
 
-use std::io::{BufRead, BufReader, Read, Write};
+pub mod process;
+pub mod vt;
+
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+pub use process::Watched;
+pub use vt::{Kubectl, VtServer};
 
 /// A free TCP port on 127.0.0.1 (free when this returns; callers bind it promptly).
 pub fn free_port() -> u16 {
@@ -42,8 +48,7 @@ pub struct EtcdServer {
     endpoint: String,
     data_dir: PathBuf,
     args: Vec<String>,
-    watchdog: Option<(Child, ChildStdin)>,
-    pid: u32,
+    process: Option<Watched>,
     /// Whether the watchdog removes the data directory when the test process exits (for the
     /// shared server, which is never dropped).
     cleanup_on_exit: bool,
@@ -83,7 +88,7 @@ impl EtcdServer {
 
     /// The process id of the etcd server.
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.process.as_ref().map(Watched::pid).unwrap_or(0)
     }
 
     /// The data directory.
@@ -92,7 +97,6 @@ impl EtcdServer {
     }
 
     fn try_start() -> Result<EtcdServer, String> {
-        let bin = etcd_binary();
         let data_dir = tempfile::Builder::new()
             .prefix("vt-etcd-")
             .tempdir()
@@ -118,59 +122,37 @@ impl EtcdServer {
         let mut server = EtcdServer {
             endpoint,
             data_dir,
-            args: vec![bin.display().to_string()],
-            watchdog: None,
-            pid: 0,
+            args,
+            process: None,
             cleanup_on_exit: false,
         };
-        server.args.extend(args);
         server.spawn()?;
         Ok(server)
     }
 
     /// Starts the etcd process under its watchdog and waits until it is healthy.
     fn spawn(&mut self) -> Result<(), String> {
-        // The watchdog: start etcd, print its pid, wait for stdin to close, then kill it.
-        let script = r#"log="$1"; shift; "$@" >>"$log" 2>&1 & pid=$!; echo "$pid"; read _ignored; kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; if [ -n "$VT_CLEANUP" ]; then rm -rf "$VT_CLEANUP"; fi"#;
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .arg("sh")
-            .arg(self.data_dir.join("etcd.log"))
-            .args(&self.args)
-            .env(
-                "VT_CLEANUP",
-                if self.cleanup_on_exit {
-                    self.data_dir.as_os_str()
-                } else {
-                    "".as_ref()
-                },
-            )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot run sh: {e}"))?;
-        let stdin = child.stdin.take().ok_or("no stdin")?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().ok_or("no stdout")?)
-            .read_line(&mut line)
-            .map_err(|e| format!("cannot read etcd's pid: {e}"))?;
-        self.pid = line
-            .trim()
-            .parse()
-            .map_err(|_| format!("bad pid line {line:?}"))?;
-        self.watchdog = Some((child, stdin));
+        let cleanup = self.cleanup_on_exit.then_some(self.data_dir.as_path());
+        let process = Watched::spawn(
+            &etcd_binary(),
+            &self.args,
+            &[],
+            &self.data_dir.join("etcd.log"),
+            cleanup,
+        )?;
+        self.process = Some(process);
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if healthy(&self.endpoint) {
                 return Ok(());
             }
-            if !Path::new(&format!("/proc/{}", self.pid)).exists() {
-                let log =
-                    std::fs::read_to_string(self.data_dir.join("etcd.log")).unwrap_or_default();
+            if !self.process.as_ref().is_some_and(Watched::alive) {
+                let log = self.process.as_ref().map(Watched::log).unwrap_or_default();
                 self.stop();
-                return Err(format!("etcd exited; its log:\n{}", tail(&log, 40)));
+                return Err(format!(
+                    "etcd exited; its log:\n{}",
+                    process::tail(&log, 40)
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -191,9 +173,8 @@ impl EtcdServer {
     }
 
     fn stop(&mut self) {
-        if let Some((mut child, stdin)) = self.watchdog.take() {
-            drop(stdin);
-            let _ = child.wait();
+        if let Some(mut p) = self.process.take() {
+            p.kill();
         }
     }
 }
@@ -221,9 +202,4 @@ fn healthy(endpoint: &str) -> bool {
     let mut body = String::new();
     let _ = conn.read_to_string(&mut body);
     body.contains("\"health\":\"true\"")
-}
-
-fn tail(s: &str, lines: usize) -> String {
-    let all: Vec<&str> = s.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }

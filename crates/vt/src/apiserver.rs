@@ -12,7 +12,7 @@ use vt_apiserver::{ApiServer, Config};
 use vt_pki::{Ca, CertKey};
 use vt_store::Store;
 use vt_store::etcd::{EtcdOptions, EtcdStore};
-use vt_store::sqlite::{SqliteOptions, SqliteStore};
+use vt_store::sqlite::{CompactionPolicy, SqliteOptions, SqliteStore};
 
 /// Arguments of `vt apiserver`.
 #[derive(clap::Args)]
@@ -32,6 +32,15 @@ pub struct Args {
     /// The Service cluster IP range.
     #[arg(long, default_value = "10.96.0.0/12")]
     service_cidr: String,
+    /// How often the SQLite store compacts its history, in seconds (0 disables).
+    #[arg(long, default_value_t = 60)]
+    compaction_interval: u64,
+    /// How many revisions of history the SQLite store keeps for watches and paginated lists.
+    #[arg(long, default_value_t = 10_000)]
+    compaction_retain: i64,
+    /// Seconds between watch bookmarks.
+    #[arg(long, default_value_t = 60, hide = true)]
+    bookmark_interval: u64,
 }
 
 fn read_or_create_ca(dir: &std::path::Path) -> Result<Ca, String> {
@@ -71,9 +80,18 @@ pub async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", args.data_dir.display()))?;
     let store: Arc<dyn Store> = if args.etcd.is_empty() {
         Arc::new(
-            SqliteStore::open(args.data_dir.join("store.db"), SqliteOptions::default())
-                .await
-                .map_err(|e| e.to_string())?,
+            SqliteStore::open(
+                args.data_dir.join("store.db"),
+                SqliteOptions {
+                    compaction: CompactionPolicy {
+                        interval: std::time::Duration::from_secs(args.compaction_interval),
+                        retain_revisions: args.compaction_retain,
+                    },
+                    ..SqliteOptions::default()
+                },
+            )
+            .await
+            .map_err(|e| e.to_string())?,
         )
     } else {
         Arc::new(
@@ -123,6 +141,7 @@ pub async fn run(args: Args) -> Result<(), String> {
         cluster_ips: Arc::new(IpAddressAllocator::new(&args.service_cidr)?),
         advertise: addr,
         name: "standalone".into(),
+        bookmark_interval: std::time::Duration::from_secs(args.bookmark_interval.max(1)),
     };
     let api = ApiServer::new(config)
         .await

@@ -35,6 +35,8 @@ pub(crate) struct DeleteOptions {
     resource_version: Option<String>,
     propagation: Option<String>,
     orphan_dependents: Option<bool>,
+    /// `dryRun: ["All"]` in the body (the query parameter is read separately).
+    dry_run: bool,
 }
 
 fn parse_options(op: &Op<'_>, body: &Bytes) -> ApiResult<DeleteOptions> {
@@ -43,6 +45,19 @@ fn parse_options(op: &Op<'_>, body: &Bytes) -> ApiResult<DeleteOptions> {
         let v: Value = serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("unable to decode DeleteOptions: {e}")))?;
         o.grace = v.get("gracePeriodSeconds").and_then(Value::as_i64);
+        if let Some(d) = v.get("dryRun").and_then(Value::as_array) {
+            for x in d {
+                match x.as_str() {
+                    Some("All") => o.dry_run = true,
+                    other => {
+                        return Err(invalid_options(
+                            "DeleteOptions",
+                            FieldError::not_supported("dryRun", &json!(other), &["All"]),
+                        ));
+                    }
+                }
+            }
+        }
         o.uid = v
             .get("preconditions")
             .and_then(|p| p.get("uid"))
@@ -133,7 +148,7 @@ fn gc_finalizers(op: &Op<'_>, current: &Value, opts: &DeleteOptions) -> Vec<Stri
 /// The grace period of a pod delete (kube's `CheckGracefulDelete`), or `None` for kinds
 /// deleted at once.
 fn grace_period(op: &Op<'_>, current: &Value, opts: &DeleteOptions) -> Option<i64> {
-    if op.rt.kind != "Pod" || op.rt.group != "" {
+    if op.rt.kind != "Pod" || !op.rt.group.is_empty() {
         return None;
     }
     let mut period = opts
@@ -321,8 +336,8 @@ pub(crate) async fn delete_object(
 
 /// `DELETE` on an object.
 pub(crate) async fn delete(op: &Op<'_>, body: &Bytes) -> ApiResult<Response<Body>> {
-    let dry = dry_run(op, "DeleteOptions")?;
     let opts = parse_options(op, body)?;
+    let dry = dry_run(op, "DeleteOptions")? || opts.dry_run;
     match delete_object(op, &op.name, &opts, dry).await? {
         Deleted::Pending(obj) => {
             let code = if opts.orphan_dependents == Some(false) {
@@ -344,8 +359,8 @@ pub(crate) async fn delete(op: &Op<'_>, body: &Bytes) -> ApiResult<Response<Body
 
 /// `DELETE` on a collection: deletes every listed object and answers with the list as it was.
 pub(crate) async fn delete_collection(op: &Op<'_>, body: &Bytes) -> ApiResult<Response<Body>> {
-    let dry = dry_run(op, "DeleteOptions")?;
     let opts = parse_options(op, body)?;
+    let dry = dry_run(op, "DeleteOptions")? || opts.dry_run;
     let filter = Filter::parse(op)?;
     let listed = list_objects(op, &filter).await?;
     for obj in &listed.items {

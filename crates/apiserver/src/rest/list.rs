@@ -63,7 +63,11 @@ struct Continue {
 }
 
 fn encode_continue(rv: Revision, start: &str) -> String {
-    URL_SAFE_NO_PAD.encode(json!({"v": "meta.k8s.io/v1", "rv": rv, "start": start}).to_string())
+    // Field order as kube-apiserver writes it (serde_json would sort the keys).
+    let start = serde_json::to_string(start).unwrap_or_default();
+    URL_SAFE_NO_PAD.encode(format!(
+        r#"{{"v":"meta.k8s.io/v1","rv":{rv},"start":{start}}}"#
+    ))
 }
 
 fn decode_continue(token: &str) -> ApiResult<Continue> {

@@ -21,14 +21,15 @@ fn selector_string(obj: &Value) -> String {
         return String::new();
     };
     // ReplicationControllers have a plain map selector.
-    if sel.get("matchLabels").is_none() && sel.get("matchExpressions").is_none() {
-        if let Some(m) = sel.as_object() {
-            return m
-                .iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                .collect::<Vec<_>>()
-                .join(",");
-        }
+    if sel.get("matchLabels").is_none()
+        && sel.get("matchExpressions").is_none()
+        && let Some(m) = sel.as_object()
+    {
+        return m
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+            .collect::<Vec<_>>()
+            .join(",");
     }
     let Some(parsed) = LabelSelector::from_api(sel) else {
         return String::new();

@@ -339,19 +339,19 @@ pub(crate) fn validate(op: &Op<'_>, obj: &Value, old: Option<&Value>) -> ApiResu
         let field = format!("metadata.finalizers[{i}]");
         crate::validation::qualified_name(&field, f, &mut errs);
     }
-    if let Some(old) = old {
-        if object::is_deleting(old) {
-            let before = object::finalizers(old);
-            let added: Vec<String> = object::finalizers(obj)
-                .into_iter()
-                .filter(|f| !before.contains(f))
-                .collect();
-            if !added.is_empty() {
-                errs.push(FieldError::forbidden(
-                    "metadata.finalizers",
-                    &format!("no new finalizers can be added if the object is being deleted, found new finalizers []string{{{}}}", added.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(", ")),
-                ));
-            }
+    if let Some(old) = old
+        && object::is_deleting(old)
+    {
+        let before = object::finalizers(old);
+        let added: Vec<String> = object::finalizers(obj)
+            .into_iter()
+            .filter(|f| !before.contains(f))
+            .collect();
+        if !added.is_empty() {
+            errs.push(FieldError::forbidden(
+                "metadata.finalizers",
+                &format!("no new finalizers can be added if the object is being deleted, found new finalizers []string{{{}}}", added.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(", ")),
+            ));
         }
     }
     strategy::validate(&op.rt, obj, old, &mut errs);

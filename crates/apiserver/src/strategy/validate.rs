@@ -174,14 +174,14 @@ pub(crate) fn update(rt: &ResourceType, new: &Value, old: &Value, errs: &mut Vec
                 ));
             }
         }
-        ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => {
-            if new.get("roleRef") != old.get("roleRef") {
-                errs.push(FieldError::invalid(
-                    "roleRef",
-                    new.get("roleRef").unwrap_or(&Value::Null),
-                    "cannot change roleRef",
-                ));
-            }
+        ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding")
+            if new.get("roleRef") != old.get("roleRef") =>
+        {
+            errs.push(FieldError::invalid(
+                "roleRef",
+                new.get("roleRef").unwrap_or(&Value::Null),
+                "cannot change roleRef",
+            ));
         }
         _ => {}
     }
@@ -513,7 +513,7 @@ fn data_keys(obj: &Value, fields: &[&str], errs: &mut Vec<FieldError>) {
             for k in m.keys() {
                 if !valid(k) {
                     errs.push(FieldError::invalid(
-                        format!("{f}"),
+                        f.to_string(),
                         &json!(k),
                         "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')",
                     ));
