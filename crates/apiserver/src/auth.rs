@@ -112,13 +112,29 @@ pub trait Authorizer: Send + Sync {
 /// Paths every user, even anonymous, may read (kube-apiserver's `system:public-info-viewer`).
 pub const PUBLIC_PATHS: &[&str] = &["/healthz", "/livez", "/readyz", "/version", "/version/"];
 
-/// Lets `system:masters` do everything and authenticated users read discovery; denies the rest.
+/// Lets `system:masters` do everything and authenticated users read discovery and review
+/// their own access (the default `system:discovery` and `system:basic-user` bindings); denies
+/// the rest.
 pub struct MastersOnly;
 
 impl Authorizer for MastersOnly {
     fn authorize<'a>(&'a self, attrs: &'a Attributes) -> BoxFuture<'a, Decision> {
         Box::pin(async move {
             if attrs.user.in_group(MASTERS) {
+                return Decision::Allow;
+            }
+            // system:basic-user: every authenticated user may ask who they are and what they
+            // may do.
+            let self_review = attrs.is_resource
+                && attrs.verb == "create"
+                && matches!(
+                    (attrs.api_group.as_str(), attrs.resource.as_str()),
+                    (
+                        "authorization.k8s.io",
+                        "selfsubjectaccessreviews" | "selfsubjectrulesreviews"
+                    ) | ("authentication.k8s.io", "selfsubjectreviews")
+                );
+            if self_review && attrs.user.in_group(AUTHENTICATED) {
                 return Decision::Allow;
             }
             if !attrs.is_resource && attrs.verb == "get" {
