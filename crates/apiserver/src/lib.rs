@@ -89,6 +89,9 @@ struct Inner {
     config: Config,
     registry: Registry,
     caches: tokio::sync::Mutex<HashMap<String, Arc<WatchCache>>>,
+    /// Namespaces and whether each is terminating, kept by the namespace task from the
+    /// namespaces watch (the NamespaceLifecycle check reads it, falling back to the store).
+    namespaces: std::sync::RwLock<HashMap<String, bool>>,
     /// Stops the in-process namespace finalizer when the server is dropped.
     _background: Mutex<Vec<tokio::task::AbortHandle>>,
 }
@@ -115,6 +118,7 @@ impl ApiServer {
                 config,
                 registry: Registry::builtin(),
                 caches: tokio::sync::Mutex::new(HashMap::new()),
+                namespaces: std::sync::RwLock::new(HashMap::new()),
                 _background: Mutex::new(Vec::new()),
             }),
         };
@@ -141,6 +145,29 @@ impl ApiServer {
     /// The server's settings.
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// Whether namespace `name` is terminating, if the namespace index knows it.
+    pub(crate) fn namespace_terminating(&self, name: &str) -> Option<bool> {
+        self.inner
+            .namespaces
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .copied()
+    }
+
+    /// Records a namespace's state (`None`: deleted) in the namespace index.
+    pub(crate) fn index_namespace(&self, name: &str, terminating: Option<bool>) {
+        let mut idx = self
+            .inner
+            .namespaces
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        match terminating {
+            Some(t) => idx.insert(name.to_string(), t),
+            None => idx.remove(name),
+        };
     }
 
     /// The shared watch of the objects under `prefix`, started on first use.
@@ -321,6 +348,15 @@ impl ApiError {
 /// A JSON response.
 pub fn json_response(code: StatusCode, v: &Value) -> Response<Body> {
     let bytes = serde_json::to_vec(v).unwrap_or_default();
+    Response::builder()
+        .status(code)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body::full(bytes))
+        .expect("valid response")
+}
+
+/// A JSON response from already encoded bytes.
+pub fn json_bytes_response(code: StatusCode, bytes: Vec<u8>) -> Response<Body> {
     Response::builder()
         .status(code)
         .header(header::CONTENT_TYPE, "application/json")

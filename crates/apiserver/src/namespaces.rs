@@ -11,12 +11,13 @@ use serde_json::{Value, json};
 
 use crate::{ApiServer, Inner, object, strategy};
 
-/// Follows namespaces and finalizes the ones being deleted, until the server is dropped.
+/// Follows namespaces: keeps the namespace index (read by the NamespaceLifecycle check) and
+/// finalizes the namespaces being deleted, until the server is dropped.
 pub(crate) async fn run(inner: Weak<Inner>) {
     let Some(mut live) = subscribe(&inner).await else {
         return;
     };
-    // Namespaces left terminating by an earlier run.
+    // The current namespaces, including those left terminating by an earlier run.
     if let Some(api) = inner.upgrade().map(|inner| ApiServer { inner }) {
         let (_, list) = api.internal(Method::GET, "/api/v1/namespaces", None).await;
         for ns in list
@@ -25,8 +26,9 @@ pub(crate) async fn run(inner: Weak<Inner>) {
             .cloned()
             .unwrap_or_default()
         {
+            api.index_namespace(object::name(&ns), Some(terminating(&ns)));
             if object::is_deleting(&ns) {
-                finalize(&api, object::name(&ns)).await;
+                spawn_finalizer(inner.clone(), object::name(&ns).to_string());
             }
         }
     }
@@ -36,30 +38,39 @@ pub(crate) async fn run(inner: Weak<Inner>) {
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
             Err(_) => return,
         };
-        if change.deleted || !object::is_deleting(&change.object) {
-            continue;
-        }
         let name = object::name(&change.object).to_string();
         let Some(api) = inner.upgrade().map(|inner| ApiServer { inner }) else {
             return;
         };
-        // Retries until the namespace is empty; objects with finalizers may take a while.
-        let weak = inner.clone();
-        tokio::spawn(async move {
-            drop(api);
-            for attempt in 0..600u32 {
-                let Some(api) = weak.upgrade().map(|inner| ApiServer { inner }) else {
-                    return;
-                };
-                if finalize(&api, &name).await {
-                    return;
-                }
-                drop(api);
-                tokio::time::sleep(Duration::from_millis(if attempt < 10 { 200 } else { 1000 }))
-                    .await;
-            }
-        });
+        api.index_namespace(
+            &name,
+            (!change.deleted).then(|| terminating(&change.object)),
+        );
+        if !change.deleted && object::is_deleting(&change.object) {
+            spawn_finalizer(inner.clone(), name);
+        }
     }
+}
+
+/// Finalizes one namespace in the background, retrying until it is empty (objects with
+/// finalizers may take a while). Holds only a weak reference between attempts.
+fn spawn_finalizer(weak: Weak<Inner>, name: String) {
+    tokio::spawn(async move {
+        for attempt in 0..600u32 {
+            let Some(api) = weak.upgrade().map(|inner| ApiServer { inner }) else {
+                return;
+            };
+            if finalize(&api, &name).await {
+                return;
+            }
+            drop(api);
+            tokio::time::sleep(Duration::from_millis(if attempt < 10 { 200 } else { 1000 })).await;
+        }
+    });
+}
+
+fn terminating(ns: &Value) -> bool {
+    object::is_deleting(ns) || object::str_at(ns, &["status", "phase"]) == Some("Terminating")
 }
 
 async fn subscribe(

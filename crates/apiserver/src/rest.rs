@@ -146,7 +146,7 @@ pub(crate) fn encode(rt: &ResourceType, obj: &Value) -> Bytes {
         m.remove("selfLink");
     }
     strategy::to_storage(rt, &mut v);
-    Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
+    Bytes::from(object::encode_stored(&v))
 }
 
 /// Serves a resource request.
@@ -234,10 +234,7 @@ pub(crate) async fn handle(
         return Err(ApiError::bad_request("Namespace parameter required."));
     }
     match (info.verb.as_str(), info.subresource.as_str()) {
-        ("get", "" | "status") => {
-            let (obj, _) = op.read(&op.name).await?;
-            Ok(op.respond(StatusCode::OK, &obj))
-        }
+        ("get", "" | "status") => get(&op).await,
         ("list", "") => list::list(&op).await,
         ("watch", "") => crate::watch::watch(&op).await,
         ("create", "") if rt.kind.ends_with("Review") => sub::review(&op, &body).await,
@@ -258,6 +255,24 @@ pub(crate) async fn handle(
             ),
         )),
     }
+}
+
+/// `GET` on an object. JSON answers copy the stored bytes with the resourceVersion spliced
+/// in; other outputs and converted versions decode.
+async fn get(op: &Op<'_>) -> ApiResult<Response<Body>> {
+    if op.output == Output::Json && !strategy::converts(&op.rt) {
+        match op.store().get(op.key(&op.name).as_bytes()).await {
+            Ok(Some(kv)) => {
+                if let Some(bytes) = object::render_stored(&kv.value, kv.mod_revision, false) {
+                    return Ok(crate::json_bytes_response(StatusCode::OK, bytes));
+                }
+            }
+            Ok(None) => return Err(ApiError::not_found(&op.gr(), &op.name)),
+            Err(e) => return Err(from_store(e, &op.gr(), &op.name)),
+        }
+    }
+    let (obj, _) = op.read(&op.name).await?;
+    Ok(op.respond(StatusCode::OK, &obj))
 }
 
 impl ApiError {

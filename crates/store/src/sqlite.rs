@@ -116,6 +116,10 @@ struct Inner {
     shared: Arc<Shared>,
 }
 
+/// Lists of at most this many keys are read inline on the calling task; longer ones (and
+/// unlimited ones) on the blocking pool, so no async worker is held for long.
+const INLINE_LIST_LIMIT: usize = 1000;
+
 /// Watch groups buffered for live watchers before a slow one has to re-read the log.
 const BROADCAST_CAPACITY: usize = 1024;
 
@@ -266,8 +270,8 @@ fn expires_at(ttl: Option<Duration>) -> Option<i64> {
 
 impl Store for SqliteStore {
     fn get<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<Option<KeyValue>>> {
-        let key = key.to_vec();
-        Box::pin(self.read(move |r| r.get(&key)))
+        // A point read takes microseconds: cheaper inline than a hop to the blocking pool.
+        Box::pin(async move { self.inner.readers.get(key) })
     }
 
     fn list<'a>(
@@ -275,6 +279,9 @@ impl Store for SqliteStore {
         prefix: &'a [u8],
         opts: ListOptions,
     ) -> BoxFuture<'a, Result<ListResult>> {
+        if (1..=INLINE_LIST_LIMIT).contains(&opts.limit) {
+            return Box::pin(async move { self.inner.readers.list(prefix, &opts) });
+        }
         let prefix = prefix.to_vec();
         Box::pin(self.read(move |r| r.list(&prefix, &opts)))
     }

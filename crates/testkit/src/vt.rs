@@ -104,6 +104,11 @@ impl VtServer {
         self.spawn();
     }
 
+    /// The process id of the running server.
+    pub fn pid(&self) -> u32 {
+        self.process.as_ref().map(Watched::pid).unwrap_or(0)
+    }
+
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()

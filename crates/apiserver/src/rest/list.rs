@@ -9,9 +9,10 @@ use vt_store::{ListOptions, Revision, StoreError, key_successor};
 
 use super::{Op, invalid_options};
 use crate::body::Body;
-use crate::object;
+use crate::negotiate::Output;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::{ApiError, ApiResult, FieldError, from_store};
+use crate::{object, strategy};
 
 /// Selectors of a list or watch.
 pub(crate) struct Filter {
@@ -221,21 +222,22 @@ pub(crate) async fn wait_for_revision(op: &Op<'_>, rv: Revision) -> ApiResult<()
 }
 
 /// The result of reading a filtered, possibly paginated list.
-pub(crate) struct Listed {
-    pub items: Vec<Value>,
+pub(crate) struct Listed<T = Value> {
+    pub items: Vec<T>,
     pub revision: Revision,
     pub continue_token: Option<String>,
 }
 
-/// Reads the objects of `op`'s resource that pass `filter`, starting at `start` (a key
-/// relative to the list prefix) at `at`, up to `limit` (0: all).
-async fn read_list(
+/// Reads the objects of `op`'s resource at `at`, starting at `start` (a key relative to the
+/// list prefix), keeping up to `limit` (0: all) for which `accept` returns an item.
+async fn read_list<T>(
     op: &Op<'_>,
-    filter: &Filter,
+    selective: bool,
     at: Revision,
     start: Option<&str>,
     limit: usize,
-) -> Result<Listed, StoreError> {
+    mut accept: impl FnMut(&vt_store::KeyValue) -> Option<T>,
+) -> Result<Listed<T>, StoreError> {
     let prefix = op.rt.list_prefix(&op.ns);
     let mut start_key = start.map(|s| format!("{prefix}{s}").into_bytes().into());
     let mut revision = at;
@@ -244,7 +246,7 @@ async fn read_list(
         // Over-fetch when filtering so a selective list needs fewer round trips.
         let page_size = if limit == 0 {
             0
-        } else if filter.is_selective() {
+        } else if selective {
             (limit * 2).max(100)
         } else {
             limit
@@ -265,12 +267,8 @@ async fn read_list(
         let mut stopped_early = false;
         for kv in &page.kvs {
             last_key = Some(kv.key.clone());
-            let Ok(obj) = op.decode(kv) else {
-                tracing::warn!(key = %String::from_utf8_lossy(&kv.key), "skipping an undecodable stored object");
-                continue;
-            };
-            if filter.matches(&obj) {
-                items.push(obj);
+            if let Some(item) = accept(kv) {
+                items.push(item);
                 if limit > 0 && items.len() == limit {
                     stopped_early = true;
                     break;
@@ -304,8 +302,29 @@ async fn read_list(
     }
 }
 
-/// Lists the objects of `op`'s resource in one consistent snapshot.
-pub(crate) async fn list_objects(op: &Op<'_>, filter: &Filter) -> ApiResult<Listed> {
+/// Decodes a stored object if it passes `filter` (undecodable objects are skipped, logged).
+fn decoded<'a>(
+    op: &'a Op<'_>,
+    filter: &'a Filter,
+) -> impl FnMut(&vt_store::KeyValue) -> Option<Value> + 'a {
+    move |kv| match op.decode(kv) {
+        Ok(obj) if filter.matches(&obj) => Some(obj),
+        Ok(_) => None,
+        Err(_) => {
+            tracing::warn!(key = %String::from_utf8_lossy(&kv.key), "skipping an undecodable stored object");
+            None
+        }
+    }
+}
+
+/// Lists the objects of `op`'s resource in one consistent snapshot, with kube-apiserver's
+/// resourceVersion, limit and continue semantics; `accept` turns each stored object into an
+/// item or filters it out.
+async fn list_with<T>(
+    op: &Op<'_>,
+    selective: bool,
+    accept: impl FnMut(&vt_store::KeyValue) -> Option<T>,
+) -> ApiResult<Listed<T>> {
     let limit: usize = match op.param("limit") {
         "" => 0,
         l => l.parse::<i64>().map(|n| n.max(0) as usize).unwrap_or(0),
@@ -329,7 +348,7 @@ pub(crate) async fn list_objects(op: &Op<'_>, filter: &Filter) -> ApiResult<List
         ReadAt::Exact(rv) => (rv, true),
     };
     let start = cont.as_ref().map(|c| c.start.clone());
-    match read_list(op, filter, revision, start.as_deref(), limit).await {
+    match read_list(op, selective, revision, start.as_deref(), limit, accept).await {
         Ok(l) => Ok(l),
         Err(StoreError::Compacted { .. }) if cont.is_some() => {
             let mut e = ApiError::expired(
@@ -345,6 +364,11 @@ pub(crate) async fn list_objects(op: &Op<'_>, filter: &Filter) -> ApiResult<List
         }
         Err(e) => Err(from_store(e, &op.gr(), "")),
     }
+}
+
+/// Lists the decoded objects of `op`'s resource that pass `filter`.
+pub(crate) async fn list_objects(op: &Op<'_>, filter: &Filter) -> ApiResult<Listed> {
+    list_with(op, filter.is_selective(), decoded(op, filter)).await
 }
 
 /// The list object of `items`, which lose their `kind` and `apiVersion` as in kube-apiserver's
@@ -370,17 +394,46 @@ pub(crate) fn list_object(op: &Op<'_>, listed: Listed, keep_type: bool) -> Value
 
 /// Every object passing `filter` at the latest revision, in key order, and that revision.
 pub(crate) async fn snapshot(op: &Op<'_>, filter: &Filter) -> ApiResult<(Vec<Value>, Revision)> {
-    let l = read_list(op, filter, 0, None, 0)
+    let l = read_list(op, filter.is_selective(), 0, None, 0, decoded(op, filter))
         .await
         .map_err(|e| from_store(e, &op.gr(), ""))?;
     Ok((l.items, l.revision))
 }
 
-/// `GET` on a collection.
+/// `GET` on a collection. Without selectors, conversion or a non-JSON output, stored objects
+/// are copied into the response with their resourceVersion spliced in, never decoded.
 pub(crate) async fn list(op: &Op<'_>) -> ApiResult<Response<Body>> {
     let filter = Filter::parse(op)?;
-    let listed = list_objects(op, &filter).await?;
     let keep_type = op.rt.roundtrip.is_none();
+    if op.output == Output::Json && !filter.is_selective() && !strategy::converts(&op.rt) {
+        let listed = list_with(op, false, |kv| {
+            object::render_stored(&kv.value, kv.mod_revision, !keep_type)
+        })
+        .await?;
+        let mut out = Vec::with_capacity(listed.items.iter().map(Vec::len).sum::<usize>() + 256);
+        let mut metadata = json!({"resourceVersion": listed.revision.to_string()});
+        if let Some(c) = &listed.continue_token {
+            metadata["continue"] = json!(c);
+        }
+        out.extend_from_slice(
+            format!(
+                r#"{{"kind":{},"apiVersion":{},"metadata":{},"items":["#,
+                json!(op.rt.list_kind),
+                json!(op.rt.api_version()),
+                metadata
+            )
+            .as_bytes(),
+        );
+        for (i, item) in listed.items.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(item);
+        }
+        out.extend_from_slice(b"]}");
+        return Ok(crate::json_bytes_response(StatusCode::OK, out));
+    }
+    let listed = list_objects(op, &filter).await?;
     Ok(op.respond(StatusCode::OK, &list_object(op, listed, keep_type)))
 }
 

@@ -260,11 +260,35 @@ fn check_namespace(op: &Op<'_>, obj: &mut Value) -> ApiResult<()> {
     }
 }
 
+/// The NamespaceLifecycle error of a create in a terminating namespace.
+fn terminating_error(op: &Op<'_>, name_for_error: &str) -> ApiError {
+    let mut e = ApiError::forbidden(
+        &op.gr(),
+        name_for_error,
+        &format!(
+            "unable to create new content in namespace {} because it is being terminated",
+            op.ns
+        ),
+    );
+    e.causes = vec![FieldError {
+        reason: "NamespaceTerminating",
+        field: "metadata.namespace".into(),
+        message: format!("namespace {} is being terminated", op.ns),
+    }];
+    e
+}
+
 /// The NamespaceLifecycle admission check of a create: the namespace exists and is not being
 /// terminated.
 async fn check_namespace_lifecycle(op: &Op<'_>, name_for_error: &str) -> ApiResult<()> {
     if !op.rt.namespaced {
         return Ok(());
+    }
+    match op.api.namespace_terminating(&op.ns) {
+        Some(false) => return Ok(()),
+        Some(true) => return Err(terminating_error(op, name_for_error)),
+        // Not indexed (yet): ask the store.
+        None => {}
     }
     let key = format!("/registry/core/namespaces/{}", op.ns);
     let ns = op
@@ -281,20 +305,7 @@ async fn check_namespace_lifecycle(op: &Op<'_>, name_for_error: &str) -> ApiResu
     let ns: Value = serde_json::from_slice(&kv.value).unwrap_or(Value::Null);
     if object::is_deleting(&ns) || object::str_at(&ns, &["status", "phase"]) == Some("Terminating")
     {
-        let mut e = ApiError::forbidden(
-            &op.gr(),
-            name_for_error,
-            &format!(
-                "unable to create new content in namespace {} because it is being terminated",
-                op.ns
-            ),
-        );
-        e.causes = vec![FieldError {
-            reason: "NamespaceTerminating",
-            field: "metadata.namespace".into(),
-            message: format!("namespace {} is being terminated", op.ns),
-        }];
-        return Err(e);
+        return Err(terminating_error(op, name_for_error));
     }
     Ok(())
 }
