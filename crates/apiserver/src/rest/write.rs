@@ -721,7 +721,11 @@ fn finish_update(op: &Op<'_>, new: &mut Value, current: &Value, manager: &str) -
             meta.insert("namespace".into(), json!(object::namespace(current)));
         }
     }
-    if op.rt.policy.sets_generation && strategy::generation_changed(&op.rt, new, current) {
+    // Binding assigns a node without the update strategy, so it does not move generation.
+    if op.rt.policy.sets_generation
+        && op.sub != "binding"
+        && strategy::generation_changed(&op.rt, new, current)
+    {
         let g = object::at(current, &["metadata", "generation"])
             .and_then(Value::as_i64)
             .unwrap_or(0);

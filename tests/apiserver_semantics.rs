@@ -1,0 +1,533 @@
+//! REST semantics of the API server against kube-apiserver's, through kube-rs and the real
+//! binary. Each test names the behaviour it pins.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use kube::api::{
+    Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions,
+    PropagationPolicy,
+};
+use kube::{Client, Error};
+use serde_json::json;
+use vt_testkit::VtServer;
+
+fn vt() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_BIN_EXE_vt"))
+}
+
+async fn setup(ns: &str) -> (VtServer, Client) {
+    let server = VtServer::start(vt(), &[]);
+    let kc = kube::config::Kubeconfig::read_from(&server.kubeconfig).unwrap();
+    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    // kube-rs retries 429/503/504 by default; these tests look at the server's first answer.
+    cfg.default_retry = false;
+    let client = Client::try_from(cfg).unwrap();
+    let n = Namespace {
+        metadata: ObjectMeta {
+            name: Some(ns.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &n)
+        .await
+        .unwrap();
+    (server, client)
+}
+
+fn code(e: Error) -> (u16, String, String) {
+    match e {
+        Error::Api(s) => (s.code, s.reason, s.message),
+        other => panic!("not an API error: {other}"),
+    }
+}
+
+fn cm(name: &str) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+fn pod(name: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}
+    }))
+    .unwrap()
+}
+
+/// deletecollection deletes what the selector lists and answers with that list.
+#[tokio::test]
+async fn delete_collection_by_selector() {
+    let (_s, c) = setup("dc").await;
+    let api: Api<ConfigMap> = Api::namespaced(c, "dc");
+    for (name, tier) in [("a", "web"), ("b", "web"), ("c", "db")] {
+        let mut o = cm(name);
+        o.metadata.labels = Some(BTreeMap::from([("tier".into(), tier.into())]));
+        api.create(&PostParams::default(), &o).await.unwrap();
+    }
+    let deleted = api
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels("tier=web"),
+        )
+        .await
+        .unwrap();
+    let names: Vec<String> = deleted
+        .left()
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|o| o.metadata.name)
+        .collect();
+    assert_eq!(names, vec!["a".to_string(), "b".to_string()]);
+    let left: Vec<String> = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|o| o.metadata.name)
+        .collect();
+    assert_eq!(left, vec!["c".to_string()]);
+}
+
+/// A bound pod is deleted gracefully (deletionTimestamp + grace period, the pod remains); an
+/// unbound pod, or grace 0, deletes at once.
+#[tokio::test]
+async fn pods_are_deleted_gracefully_once_bound() {
+    let (_s, c) = setup("gp").await;
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "gp");
+    pods.create(&PostParams::default(), &pod("unbound"))
+        .await
+        .unwrap();
+    pods.delete("unbound", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        code(pods.get("unbound").await.unwrap_err()).0,
+        404,
+        "never-scheduled pods go at once"
+    );
+
+    pods.create(&PostParams::default(), &pod("bound"))
+        .await
+        .unwrap();
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "bound"}, "target": {"kind": "Node", "name": "node-1"}});
+    let req = http::Request::post("/api/v1/namespaces/gp/pods/bound/binding")
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&binding).unwrap())
+        .unwrap();
+    c.request_text(req).await.expect("bind");
+    assert_eq!(
+        pods.get("bound")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .node_name
+            .as_deref(),
+        Some("node-1")
+    );
+    // A second binding is a conflict.
+    let req = http::Request::post("/api/v1/namespaces/gp/pods/bound/binding")
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&binding).unwrap())
+        .unwrap();
+    assert_eq!(code(c.request_text(req).await.unwrap_err()).0, 409);
+    let pending = pods
+        .delete("bound", &DeleteParams::default())
+        .await
+        .unwrap()
+        .left()
+        .unwrap();
+    assert_eq!(pending.metadata.deletion_grace_period_seconds, Some(30));
+    assert!(pending.metadata.deletion_timestamp.is_some());
+    assert_eq!(
+        pending.metadata.generation,
+        Some(2),
+        "generation moves when deletion starts"
+    );
+    assert!(
+        pods.get("bound").await.is_ok(),
+        "the kubelet (syncer) finishes a graceful delete"
+    );
+    pods.delete(
+        "bound",
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        code(pods.get("bound").await.unwrap_err()).0,
+        404,
+        "grace 0 forces the delete"
+    );
+}
+
+/// The propagation policy is recorded as a finalizer for the garbage collector.
+#[tokio::test]
+async fn propagation_policy_is_recorded_for_the_garbage_collector() {
+    let (_s, c) = setup("gc").await;
+    let api: Api<ConfigMap> = Api::namespaced(c, "gc");
+    for (name, policy, finalizer) in [
+        ("fg", PropagationPolicy::Foreground, "foregroundDeletion"),
+        ("or", PropagationPolicy::Orphan, "orphan"),
+    ] {
+        api.create(&PostParams::default(), &cm(name)).await.unwrap();
+        let dp = DeleteParams {
+            propagation_policy: Some(policy),
+            ..Default::default()
+        };
+        let left = api
+            .delete(name, &dp)
+            .await
+            .unwrap()
+            .left()
+            .expect("kept for the garbage collector");
+        assert_eq!(left.metadata.finalizers, Some(vec![finalizer.to_string()]));
+        assert!(left.metadata.deletion_timestamp.is_some());
+    }
+    api.create(&PostParams::default(), &cm("bg")).await.unwrap();
+    let dp = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..Default::default()
+    };
+    assert!(
+        api.delete("bg", &dp).await.unwrap().is_right(),
+        "background deletes at once (Status Success)"
+    );
+}
+
+/// generateName gets kube's five-character suffix; preconditions guard deletes.
+#[tokio::test]
+async fn generate_name_and_delete_preconditions() {
+    let (_s, c) = setup("gn").await;
+    let api: Api<ConfigMap> = Api::namespaced(c, "gn");
+    let mut o = cm("");
+    o.metadata.name = None;
+    o.metadata.generate_name = Some("job-".into());
+    let a = api.create(&PostParams::default(), &o).await.unwrap();
+    let b = api.create(&PostParams::default(), &o).await.unwrap();
+    let (na, nb) = (
+        a.metadata.name.clone().unwrap(),
+        b.metadata.name.clone().unwrap(),
+    );
+    assert!(
+        na.starts_with("job-") && na.len() == 9 && na != nb,
+        "{na} {nb}"
+    );
+    assert!(
+        na[4..]
+            .chars()
+            .all(|ch| "bcdfghjklmnpqrstvwxz2456789".contains(ch)),
+        "{na}"
+    );
+    let wrong_uid = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some("nope".into()),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    let (status, reason, message) = code(api.delete(&na, &wrong_uid).await.unwrap_err());
+    assert_eq!((status, reason.as_str()), (409, "Conflict"));
+    assert!(
+        message.contains("the UID in the precondition (nope) does not match the UID in record"),
+        "{message}"
+    );
+    let stale_rv = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: None,
+            resource_version: Some("1".into()),
+        }),
+        ..Default::default()
+    };
+    assert_eq!(code(api.delete(&na, &stale_rv).await.unwrap_err()).0, 409);
+    let right = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: a.metadata.uid.clone(),
+            resource_version: a.metadata.resource_version.clone(),
+        }),
+        ..Default::default()
+    };
+    api.delete(&na, &right)
+        .await
+        .expect("matching preconditions");
+}
+
+/// Writes to the main resource leave status alone, and writes to /status leave the rest.
+#[tokio::test]
+async fn status_subresource_is_split() {
+    let (_s, c) = setup("st").await;
+    let api: Api<Deployment> = Api::namespaced(c, "st");
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}},
+                 "spec": {"containers": [{"name": "c", "image": "nginx"}]}}},
+        "status": {"replicas": 99}
+    }))
+    .unwrap();
+    let created = api.create(&PostParams::default(), &d).await.unwrap();
+    assert!(
+        created.status.is_none() || created.status.as_ref().unwrap().replicas.is_none(),
+        "status is dropped on create"
+    );
+    let patched = api
+        .patch_status(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"replicas": 3}, "spec": {"replicas": 7}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.status.unwrap().replicas, Some(3));
+    assert_eq!(
+        patched.spec.unwrap().replicas,
+        Some(1),
+        "a status write does not change the spec"
+    );
+    let after = api
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 2}, "status": {"replicas": 0}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(after.spec.unwrap().replicas, Some(2));
+    assert_eq!(
+        after.status.unwrap().replicas,
+        Some(3),
+        "a main-resource write does not change status"
+    );
+    assert_eq!(
+        after.metadata.generation,
+        Some(2),
+        "generation follows the spec, not status"
+    );
+}
+
+/// A namespace being deleted refuses new content (403) until it is gone.
+#[tokio::test]
+async fn terminating_namespaces_refuse_new_content() {
+    let (_s, c) = setup("term").await;
+    let api: Api<ConfigMap> = Api::namespaced(c.clone(), "term");
+    let mut held = cm("held");
+    held.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+    api.create(&PostParams::default(), &held).await.unwrap();
+    Api::<Namespace>::all(c.clone())
+        .delete("term", &DeleteParams::default())
+        .await
+        .unwrap();
+    let ns = Api::<Namespace>::all(c.clone()).get("term").await.unwrap();
+    assert_eq!(ns.status.unwrap().phase.as_deref(), Some("Terminating"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (status, reason, message) = loop {
+        match api.create(&PostParams::default(), &cm("late")).await {
+            Err(e) => break code(e),
+            Ok(_) if std::time::Instant::now() < deadline => {
+                let _ = api.delete("late", &DeleteParams::default()).await;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Ok(_) => panic!("creates keep succeeding in a terminating namespace"),
+        }
+    };
+    assert_eq!((status, reason.as_str()), (403, "Forbidden"));
+    assert!(
+        message.contains(
+            "unable to create new content in namespace term because it is being terminated"
+        ),
+        "{message}"
+    );
+    // Releasing the finalizer lets the namespace go.
+    api.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while Api::<Namespace>::all(c.clone()).get("term").await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the namespace was never finalized"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// resourceVersion + resourceVersionMatch=Exact reads the past; a future resourceVersion
+/// times out with 504 after kube's three-second wait.
+#[tokio::test]
+async fn list_at_exact_and_future_resource_versions() {
+    let (_s, c) = setup("rv").await;
+    let api: Api<ConfigMap> = Api::namespaced(c, "rv");
+    let a = api.create(&PostParams::default(), &cm("a")).await.unwrap();
+    let rv_a = a.metadata.resource_version.unwrap();
+    api.create(&PostParams::default(), &cm("b")).await.unwrap();
+    let then = api
+        .list(
+            &ListParams::default()
+                .at(&rv_a)
+                .matching(kube::api::VersionMatch::Exact),
+        )
+        .await
+        .unwrap();
+    assert_eq!(then.items.len(), 1, "the list as of a's creation");
+    assert_eq!(
+        then.metadata.resource_version.as_deref(),
+        Some(rv_a.as_str())
+    );
+    let now = api.list(&ListParams::default()).await.unwrap();
+    assert_eq!(now.items.len(), 2);
+    let future = (now
+        .metadata
+        .resource_version
+        .unwrap()
+        .parse::<i64>()
+        .unwrap()
+        + 1000)
+        .to_string();
+    let (status, reason, message) = code(
+        api.list(
+            &ListParams::default()
+                .at(&future)
+                .matching(kube::api::VersionMatch::NotOlderThan),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!((status, reason.as_str()), (504, "Timeout"));
+    assert!(message.contains("Too large resource version"), "{message}");
+    // kube-rs refuses this client-side; the server's own check answers a raw request.
+    let req = http::Request::get("/api/v1/namespaces/rv/configmaps?resourceVersionMatch=Exact")
+        .body(Vec::new())
+        .unwrap();
+    let (status, reason, message) = code(api.into_client().request_text(req).await.unwrap_err());
+    assert_eq!(
+        (status, reason.as_str()),
+        (422, "Invalid"),
+        "resourceVersionMatch without resourceVersion"
+    );
+    assert!(
+        message.contains("resourceVersionMatch is forbidden unless resourceVersion is provided"),
+        "{message}"
+    );
+}
+
+/// Per-kind field selectors: secrets by type, pods by phase and node.
+#[tokio::test]
+async fn per_kind_field_selectors() {
+    let (_s, c) = setup("fs").await;
+    let secrets: Api<Secret> = Api::namespaced(c.clone(), "fs");
+    for (name, ty) in [
+        ("opaque", "Opaque"),
+        ("tls", "kubernetes.io/dockerconfigjson"),
+    ] {
+        let s: Secret = serde_json::from_value(
+            json!({"metadata": {"name": name}, "type": ty, "data": {".dockerconfigjson": "e30="}}),
+        )
+        .unwrap();
+        secrets.create(&PostParams::default(), &s).await.unwrap();
+    }
+    let opaque = secrets
+        .list(&ListParams::default().fields("type=Opaque"))
+        .await
+        .unwrap();
+    assert_eq!(
+        opaque
+            .items
+            .iter()
+            .filter_map(|s| s.metadata.name.clone())
+            .collect::<Vec<_>>(),
+        vec!["opaque".to_string()]
+    );
+    let pods: Api<Pod> = Api::namespaced(c, "fs");
+    pods.create(&PostParams::default(), &pod("p"))
+        .await
+        .unwrap();
+    assert_eq!(
+        pods.list(&ListParams::default().fields("status.phase=Pending"))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    assert_eq!(
+        pods.list(&ListParams::default().fields("spec.nodeName="))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    assert_eq!(
+        pods.list(&ListParams::default().fields("spec.nodeName!="))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        0
+    );
+    let (status, _, message) = code(
+        pods.list(&ListParams::default().fields("spec.bogus=x"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(status, 400);
+    assert!(
+        message.contains("field label not supported: spec.bogus"),
+        "{message}"
+    );
+}
+
+/// The default roles exist, with admin/edit/view aggregated.
+#[tokio::test]
+async fn bootstrap_roles() {
+    let (_s, c) = setup("rbac").await;
+    let roles: Api<ClusterRole> = Api::all(c);
+    for name in [
+        "cluster-admin",
+        "admin",
+        "edit",
+        "view",
+        "system:discovery",
+        "system:basic-user",
+    ] {
+        roles
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    let view = roles.get("view").await.unwrap();
+    assert!(view.aggregation_rule.is_some());
+    let rules = view.rules.unwrap_or_default();
+    assert!(rules.iter().any(|r| {
+        r.resources
+            .as_ref()
+            .is_some_and(|x| x.iter().any(|x| x == "pods"))
+            && r.verbs.contains(&"list".to_string())
+    }));
+    assert!(
+        !rules
+            .iter()
+            .any(|r| r.verbs.contains(&"create".to_string())),
+        "view cannot write"
+    );
+}
