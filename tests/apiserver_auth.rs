@@ -153,3 +153,61 @@ fn certificates_of_another_ca_are_refused() {
         "{err}"
     );
 }
+
+/// Bearer tokens from a token file authenticate as their user; an unknown token is 401.
+#[tokio::test]
+async fn static_bearer_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens.csv");
+    std::fs::write(
+        &file,
+        "s3cret-admin,root,1,system:masters\ns3cret-dev,dev,2,devs\n",
+    )
+    .unwrap();
+    let server = VtServer::start(vt(), &["--token-auth-file", file.to_str().unwrap()]);
+    let ca = CertKey {
+        cert_pem: std::fs::read_to_string(server.data_dir().join("ca.crt")).unwrap(),
+        key_pem: String::new(),
+    };
+    let client_with = |token: &str| {
+        let mut config = kube::Config::new(server.url.parse().unwrap());
+        config.root_cert = Some(
+            ca.cert_der()
+                .unwrap()
+                .into_iter()
+                .map(|c| c.to_vec())
+                .collect(),
+        );
+        config.auth_info.token = Some(token.to_string().into());
+        config.default_retry = false;
+        kube::Client::try_from(config).unwrap()
+    };
+    let get = |path: &str| http::Request::get(path).body(Vec::new()).unwrap();
+    assert!(
+        client_with("s3cret-admin")
+            .request_text(get("/api/v1/namespaces"))
+            .await
+            .unwrap()
+            .contains("NamespaceList")
+    );
+    match client_with("s3cret-dev")
+        .request_text(get("/api/v1/namespaces"))
+        .await
+    {
+        Err(kube::Error::Api(s)) => assert_eq!(
+            (s.code, s.message.as_str()),
+            (
+                403,
+                r#"namespaces is forbidden: User "dev" cannot list resource "namespaces" in API group "" at the cluster scope"#
+            )
+        ),
+        other => panic!("{other:?}"),
+    }
+    match client_with("wrong").request_text(get("/healthz")).await {
+        Err(kube::Error::Api(s)) => assert_eq!(
+            s.code, 401,
+            "an invalid token is refused even where anonymous would pass"
+        ),
+        other => panic!("{other:?}"),
+    }
+}

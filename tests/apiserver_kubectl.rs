@@ -506,6 +506,22 @@ fn bad_input_is_refused_and_changes_nothing() {
         &f,
     ]);
     assert!(!out.status.success());
+    // Unknown fields under fieldValidation=Warn: created, with the server's Warning header.
+    let out = k.run_stdin(
+        &["-n", "bad", "create", "--validate=warn", "-f", "-"],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: warned}\nbogus: 1\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown field \"bogus\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    k.ok(&["-n", "bad", "delete", "cm", "warned"]);
     // Nothing changed, and the server still answers.
     assert_eq!(
         k.ok(&[

@@ -531,3 +531,88 @@ async fn bootstrap_roles() {
         "view cannot write"
     );
 }
+
+/// Media types and methods: 415 for an unknown body type, 406 for an unacceptable
+/// representation, 405 for a method the path does not take; YAML both ways.
+#[tokio::test]
+async fn negotiation_and_methods() {
+    let (_s, c) = setup("neg").await;
+    let send = |req: http::Request<Vec<u8>>| {
+        let c = c.clone();
+        async move { c.request_text(req).await }
+    };
+    let (status, reason, message) = code(
+        send(
+            http::Request::post("/api/v1/namespaces/neg/configmaps")
+                .header("content-type", "text/plain")
+                .body(b"x".to_vec())
+                .unwrap(),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!((status, reason.as_str()), (415, "UnsupportedMediaType"));
+    assert!(message.contains("accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf"), "{message}");
+    let (status, reason, _) = code(
+        send(
+            http::Request::get("/api/v1/namespaces")
+                .header("accept", "text/html")
+                .body(Vec::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!((status, reason.as_str()), (406, "NotAcceptable"));
+    let (status, reason, message) = code(
+        send(
+            http::Request::put("/api/v1/namespaces/neg/configmaps")
+                .header("content-type", "application/json")
+                .body(b"{}".to_vec())
+                .unwrap(),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!((status, reason.as_str()), (405, "MethodNotAllowed"));
+    assert_eq!(
+        message,
+        "the server does not allow this method on the requested resource"
+    );
+    // A YAML body in, a YAML representation out.
+    let yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-yaml\ndata:\n  k: v\n";
+    send(
+        http::Request::post("/api/v1/namespaces/neg/configmaps")
+            .header("content-type", "application/yaml")
+            .body(yaml.as_bytes().to_vec())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let out = send(
+        http::Request::get("/api/v1/namespaces/neg/configmaps/from-yaml")
+            .header("accept", "application/yaml")
+            .body(Vec::new())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        out.contains("name: from-yaml") && out.contains("k: v"),
+        "{out}"
+    );
+    // Unknown resources: kube's generic 404.
+    let (status, _, message) = code(
+        send(
+            http::Request::get("/api/v1/nothings")
+                .body(Vec::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(
+        (status, message.as_str()),
+        (404, "the server could not find the requested resource")
+    );
+}

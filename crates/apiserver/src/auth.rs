@@ -178,3 +178,84 @@ pub fn forbidden_message(attrs: &Attributes) -> String {
         attrs.verb, attrs.api_group
     )
 }
+
+/// Static bearer tokens, as kube-apiserver's `--token-auth-file`: a CSV of
+/// `token,user,uid[,"group1,group2"]` lines (`#` starts a comment).
+pub struct StaticTokens {
+    tokens: BTreeMap<String, UserInfo>,
+}
+
+impl StaticTokens {
+    /// Parses the CSV text of a token file.
+    pub fn parse(text: &str) -> Result<StaticTokens, String> {
+        let mut tokens = BTreeMap::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let fields = split_csv(line);
+            if fields.len() < 3 || fields[0].is_empty() || fields[1].is_empty() {
+                return Err(format!("line {}: expected token,user,uid[,groups]", n + 1));
+            }
+            let groups: Vec<String> = fields
+                .get(3)
+                .map(|g| {
+                    g.split(',')
+                        .map(str::trim)
+                        .filter(|g| !g.is_empty())
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut user = UserInfo::new(fields[1].clone(), groups);
+            user.uid = fields[2].clone();
+            if tokens.insert(fields[0].clone(), user).is_some() {
+                return Err(format!("line {}: duplicate token", n + 1));
+            }
+        }
+        Ok(StaticTokens { tokens })
+    }
+}
+
+/// Splits one CSV line, honouring double quotes.
+fn split_csv(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for ch in line.chars() {
+        match ch {
+            '"' => quoted = !quoted,
+            ',' if !quoted => out.push(std::mem::take(&mut cur).trim().to_string()),
+            c => cur.push(c),
+        }
+    }
+    out.push(cur.trim().to_string());
+    out
+}
+
+impl TokenAuthenticator for StaticTokens {
+    fn authenticate<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Option<UserInfo>> {
+        Box::pin(async move { self.tokens.get(token).cloned() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_file_lines() {
+        let t = StaticTokens::parse("# comment\nsecret1,alice,u1,\"devs,ops\"\nsecret2,bob,u2\n")
+            .unwrap();
+        let alice = t.tokens.get("secret1").unwrap();
+        assert_eq!((alice.name.as_str(), alice.uid.as_str()), ("alice", "u1"));
+        assert_eq!(alice.groups, vec!["devs", "ops", "system:authenticated"]);
+        assert_eq!(
+            t.tokens.get("secret2").unwrap().groups,
+            vec!["system:authenticated"]
+        );
+        assert!(StaticTokens::parse("only,two").is_err());
+        assert!(StaticTokens::parse("a,b,c\na,d,e").is_err());
+    }
+}

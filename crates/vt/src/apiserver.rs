@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use vt_apiserver::auth::MastersOnly;
+use vt_apiserver::auth::{MastersOnly, StaticTokens};
 use vt_apiserver::ipalloc::IpAddressAllocator;
 use vt_apiserver::serve::{Endpoint, Single, serve, tls_config};
 use vt_apiserver::{ApiServer, Config};
@@ -38,6 +38,10 @@ pub struct Args {
     /// How many revisions of history the SQLite store keeps for watches and paginated lists.
     #[arg(long, default_value_t = 10_000)]
     compaction_retain: i64,
+    /// A CSV file of bearer tokens (`token,user,uid[,"group1,group2"]`), as kube-apiserver's
+    /// `--token-auth-file`.
+    #[arg(long)]
+    token_auth_file: Option<PathBuf>,
     /// Seconds between watch bookmarks.
     #[arg(long, default_value_t = 60, hide = true)]
     bookmark_interval: u64,
@@ -137,7 +141,16 @@ pub async fn run(args: Args) -> Result<(), String> {
     let config = Config {
         store,
         authorizer: Arc::new(MastersOnly),
-        tokens: Vec::new(),
+        tokens: match &args.token_auth_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                let tokens =
+                    StaticTokens::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+                vec![Arc::new(tokens) as Arc<dyn vt_apiserver::auth::TokenAuthenticator>]
+            }
+            None => Vec::new(),
+        },
         cluster_ips: Arc::new(IpAddressAllocator::new(&args.service_cidr)?),
         advertise: addr,
         name: "standalone".into(),
