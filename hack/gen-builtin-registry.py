@@ -49,6 +49,12 @@ out.append('    let typed: T = serde_json::from_value(value.clone()).map_err(|e|
 out.append('    serde_json::to_value(typed).map_err(|e| e.to_string())')
 out.append('}')
 out.append('')
+out.append('/// Adds `T`\'s OpenAPI schema (and what it references) to the generator; returns its name.')
+out.append('fn schema<T: schemars::JsonSchema>(generator: &mut schemars::SchemaGenerator) -> String {')
+out.append('    generator.subschema_for::<T>();')
+out.append('    T::schema_name().into_owned()')
+out.append('}')
+out.append('')
 out.append('/// Every built-in type.')
 out.append('#[allow(clippy::too_many_lines)]')
 out.append('pub(super) fn table() -> Vec<ResourceType> {')
@@ -70,6 +76,7 @@ for e in d:
     ttl = 'Some(Duration::from_secs(3600))' if k == 'Event' else 'None'
     storable = 'watch' in e['verbs'] or k in ('Binding',)
     rt = f'Some(roundtrip::<{rust_path(g, ver, k)}>)' if k not in ('ComponentStatus',) else 'None'
+    sc = f'Some(schema::<{rust_path(g, ver, k)}>)' if k not in ('ComponentStatus',) else 'None'
     out.append('        ResourceType {')
     out.append(f'            group: {s(g)}.into(),')
     out.append(f'            version: {s(ver)}.into(),')
@@ -95,6 +102,7 @@ for e in d:
     out.append(f'                ttl: {ttl},')
     out.append('            },')
     out.append(f'            roundtrip: {rt},')
+    out.append(f'            openapi: {sc},')
     out.append('        },')
 out.append('    ]')
 out.append('}')

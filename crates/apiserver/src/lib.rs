@@ -31,6 +31,7 @@ pub mod request;
 mod rest;
 pub mod selector;
 pub mod serve;
+pub mod smp;
 pub mod status;
 mod strategy;
 pub mod validation;

@@ -142,6 +142,204 @@ fn paths(types: &[std::sync::Arc<ResourceType>]) -> Map<String, Value> {
     paths
 }
 
+/// The schemas of every built-in type, with Kubernetes' extensions, built once per process.
+struct Docs {
+    /// Every definition, by name (`io.k8s.api.core.v1.Pod`).
+    definitions: Map<String, Value>,
+    /// Serialized documents, by path, built on first request.
+    rendered: std::sync::Mutex<std::collections::HashMap<String, bytes::Bytes>>,
+}
+
+fn docs() -> &'static Docs {
+    static DOCS: std::sync::OnceLock<Docs> = std::sync::OnceLock::new();
+    DOCS.get_or_init(build_docs)
+}
+
+/// The table message of a definition name (`io.k8s.api.core.v1.PodSpec` → `api::core::v1::PodSpec`).
+fn table_message(def: &str) -> Option<&'static crate::protobuf::Message> {
+    let path = def
+        .strip_prefix("io.k8s.")?
+        .replace('-', "_")
+        .replace('.', "::");
+    crate::protobuf::MESSAGES.iter().find(|m| m.name == path)
+}
+
+fn build_docs() -> Docs {
+    use crate::protobuf::{ListType, MapType, Patch};
+    let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
+    let mut kinds: Vec<(String, Value)> = Vec::new();
+    for t in crate::registry::Registry::builtin().all() {
+        if let Some(f) = t.openapi {
+            let name = f(&mut generator);
+            kinds.push((name, gvk(&t)));
+        }
+    }
+    generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::DeleteOptions>();
+    generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>();
+    let mut definitions = generator.take_definitions(true);
+    for (name, def) in definitions.iter_mut() {
+        let Some(msg) = table_message(name) else {
+            continue;
+        };
+        if msg.atomic {
+            def["x-kubernetes-map-type"] = json!("atomic");
+        }
+        let Some(props) = def.get_mut("properties").and_then(Value::as_object_mut) else {
+            continue;
+        };
+        for (field_name, prop) in props.iter_mut() {
+            let Some(f) = msg.field(field_name) else {
+                continue;
+            };
+            let Some(p) = prop.as_object_mut() else {
+                continue;
+            };
+            let strategy = match f.patch {
+                Patch::None => None,
+                Patch::Merge => Some("merge"),
+                Patch::Replace => Some("replace"),
+                Patch::RetainKeys => Some("retainKeys"),
+                Patch::MergeRetainKeys => Some("merge,retainKeys"),
+            };
+            if let Some(s) = strategy {
+                p.insert("x-kubernetes-patch-strategy".into(), json!(s));
+            }
+            if !f.merge_key.is_empty() {
+                p.insert("x-kubernetes-patch-merge-key".into(), json!(f.merge_key));
+            }
+            match f.list_type {
+                ListType::Unset => {}
+                ListType::Atomic => _ = p.insert("x-kubernetes-list-type".into(), json!("atomic")),
+                ListType::Set => _ = p.insert("x-kubernetes-list-type".into(), json!("set")),
+                ListType::Map => {
+                    p.insert("x-kubernetes-list-type".into(), json!("map"));
+                    p.insert("x-kubernetes-list-map-keys".into(), json!(f.list_keys));
+                }
+            }
+            match f.map_type {
+                MapType::Unset => {}
+                MapType::Atomic => _ = p.insert("x-kubernetes-map-type".into(), json!("atomic")),
+                MapType::Granular => {
+                    _ = p.insert("x-kubernetes-map-type".into(), json!("granular"))
+                }
+            }
+        }
+    }
+    for (name, g) in kinds {
+        if let Some(def) = definitions.get_mut(&name) {
+            let list = def.as_object_mut().map(|d| {
+                d.entry("x-kubernetes-group-version-kind")
+                    .or_insert_with(|| json!([]))
+            });
+            if let Some(Value::Array(l)) = list
+                && !l.contains(&g)
+            {
+                l.push(g);
+            }
+        }
+    }
+    Docs {
+        definitions,
+        rendered: std::sync::Mutex::new(std::collections::HashMap::new()),
+    }
+}
+
+/// Collects the definitions reachable from `roots` (following `$ref`s).
+fn reachable(
+    defs: &Map<String, Value>,
+    roots: impl IntoIterator<Item = String>,
+) -> Map<String, Value> {
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(r) = m.get("$ref").and_then(Value::as_str)
+                    && let Some(name) = r.rsplit('/').next()
+                {
+                    out.push(name.to_string());
+                }
+                m.values().for_each(|x| refs(x, out));
+            }
+            Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+            _ => {}
+        }
+    }
+    let mut out = Map::new();
+    let mut stack: Vec<String> = roots.into_iter().collect();
+    while let Some(name) = stack.pop() {
+        if out.contains_key(&name) {
+            continue;
+        }
+        if let Some(d) = defs.get(&name) {
+            let mut found = Vec::new();
+            refs(d, &mut found);
+            out.insert(name, d.clone());
+            stack.extend(found);
+        }
+    }
+    out
+}
+
+/// The definition names of the kinds served in one group version (and common meta types).
+fn kind_definitions(types: &[std::sync::Arc<ResourceType>]) -> Vec<String> {
+    let mut names: Vec<String> = types
+        .iter()
+        .filter_map(|t| {
+            let gv = json!({"group": t.group, "version": t.version, "kind": t.kind});
+            docs()
+                .definitions
+                .iter()
+                .find(|(_, d)| {
+                    d.get("x-kubernetes-group-version-kind")
+                        .and_then(Value::as_array)
+                        .is_some_and(|l| l.contains(&gv))
+                })
+                .map(|(n, _)| n.clone())
+        })
+        .collect();
+    names.push("io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions".into());
+    names.push("io.k8s.apimachinery.pkg.apis.meta.v1.Status".into());
+    // Subresource kinds (Scale, Eviction, TokenRequest, ...).
+    for t in types {
+        for s in &t.subresources {
+            let gv = json!({"group": s.group, "version": s.version, "kind": s.kind});
+            if let Some((n, _)) = docs().definitions.iter().find(|(_, d)| {
+                d.get("x-kubernetes-group-version-kind")
+                    .and_then(Value::as_array)
+                    .is_some_and(|l| l.contains(&gv))
+            }) {
+                names.push(n.clone());
+            }
+        }
+    }
+    names
+}
+
+fn cached(key: &str, build: impl FnOnce() -> Value) -> bytes::Bytes {
+    let d = docs();
+    if let Some(b) = d
+        .rendered
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(key)
+    {
+        return b.clone();
+    }
+    let b = bytes::Bytes::from(serde_json::to_vec(&build()).unwrap_or_default());
+    d.rendered
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(key.to_string(), b.clone());
+    b
+}
+
+fn bytes_response(b: bytes::Bytes) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(crate::body::full(b))
+        .expect("valid response")
+}
+
 /// Serves `/openapi/...`.
 pub fn handle(
     api: &ApiServer,
@@ -176,17 +374,27 @@ pub fn handle(
         if types.is_empty() {
             return Err(ApiError::not_found_path());
         }
-        let doc = json!({
-            "openapi": "3.0.0",
-            "info": {"title": "Kubernetes", "version": version},
-            "paths": paths(&types),
-            "components": {"schemas": {}},
+        let body = cached(gv, || {
+            let schemas = reachable(&docs().definitions, kind_definitions(&types));
+            json!({
+                "openapi": "3.0.0",
+                "info": {"title": "Kubernetes", "version": version},
+                "paths": paths(&types),
+                "components": {"schemas": schemas},
+            })
         });
-        return Ok(json_response(StatusCode::OK, &doc));
+        return Ok(bytes_response(body));
     }
     if rest == "v2" {
-        let doc = json!({"swagger": "2.0", "info": {"title": "Kubernetes", "version": version}, "paths": paths(&api.registry().all()), "definitions": {}});
-        return Ok(json_response(StatusCode::OK, &doc));
+        let all = api.registry().all();
+        let body = cached("v2", || {
+            let text = serde_json::to_string(&docs().definitions)
+                .unwrap_or_default()
+                .replace("#/components/schemas/", "#/definitions/");
+            let definitions: Value = serde_json::from_str(&text).unwrap_or(json!({}));
+            json!({"swagger": "2.0", "info": {"title": "Kubernetes", "version": version}, "paths": paths(&all), "definitions": definitions})
+        });
+        return Ok(bytes_response(body));
     }
     Err(ApiError::not_found_path())
 }

@@ -15,7 +15,8 @@ use serde_json::{Map, Value, json};
 
 /// The wire kind of a field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Kind {
+#[allow(missing_docs)]
+pub enum Kind {
     Str,
     Int,
     Bool,
@@ -27,23 +28,110 @@ pub(crate) enum Kind {
     MapBytes,
 }
 
+/// A field's strategic-merge-patch strategy (`+patchStrategy`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Patch {
+    /// None declared: lists are replaced whole, maps and structs merged.
+    None,
+    /// Lists merge by their merge key (or as sets of primitives).
+    Merge,
+    /// Replace.
+    Replace,
+    /// `$retainKeys` applies.
+    RetainKeys,
+    /// Both.
+    MergeRetainKeys,
+}
+
+/// A list's server-side-apply topology (`+listType`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListType {
+    /// Not declared (atomic).
+    Unset,
+    /// Owned and replaced as a whole.
+    Atomic,
+    /// A set of primitives.
+    Set,
+    /// A map keyed by `list_keys`.
+    Map,
+}
+
+/// A map's server-side-apply topology (`+mapType`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapType {
+    /// Not declared (granular).
+    Unset,
+    /// Owned and replaced as a whole.
+    Atomic,
+    /// Each key owned separately.
+    Granular,
+}
+
 /// One field of a message.
 #[derive(Debug)]
-pub(crate) struct Field {
+pub struct Field {
+    /// The protobuf tag.
     pub tag: u32,
     /// The JSON name; empty for an embedded struct whose fields are inlined into the parent.
     pub json: &'static str,
+    /// The wire kind.
     pub kind: Kind,
     /// For `Msg` and `MapMsg`: the index of the nested message in `MESSAGES`.
     pub message: u16,
+    /// Whether the field is a list.
     pub repeated: bool,
+    /// Strategic merge strategy.
+    pub patch: Patch,
+    /// Strategic merge key of a list of objects.
+    pub merge_key: &'static str,
+    /// Server-side apply list type.
+    pub list_type: ListType,
+    /// Keys of a `map` list.
+    pub list_keys: &'static [&'static str],
+    /// Server-side apply map type.
+    pub map_type: MapType,
 }
 
 /// A message: its full k8s-pb path and its fields.
 #[derive(Debug)]
-pub(crate) struct Message {
+pub struct Message {
+    /// The full k8s-pb path.
     pub name: &'static str,
+    /// Whether the struct is atomic (`+structType=atomic`).
+    pub atomic: bool,
+    /// The fields.
     pub fields: &'static [Field],
+}
+
+impl Message {
+    /// The field with JSON name `name` (fields of inlined structs included).
+    pub fn field(&self, name: &str) -> Option<&'static Field> {
+        for f in self.fields {
+            if f.json == name {
+                return Some(f);
+            }
+            if f.json.is_empty()
+                && f.kind == Kind::Msg
+                && let Some(inner) = MESSAGES[f.message as usize].field(name)
+            {
+                return Some(inner);
+            }
+        }
+        None
+    }
+
+    /// The nested message of a message-typed field.
+    pub fn nested(&self, f: &Field) -> Option<&'static Message> {
+        matches!(f.kind, Kind::Msg | Kind::MapMsg).then(|| &MESSAGES[f.message as usize])
+    }
+}
+
+pub use table::MESSAGES;
+
+/// The message of a built-in kind, e.g. `("apps", "v1", "Deployment")`.
+pub fn message_for(group: &str, version: &str, kind: &str) -> Option<&'static Message> {
+    let name = format!("{}::{version}::{kind}", module_of(group)?);
+    MESSAGES.iter().find(|m| m.name == name)
 }
 
 /// The magic prefix of Kubernetes protobuf bodies.

@@ -110,6 +110,9 @@ pub struct ResourceType {
     pub policy: Policy,
     /// Typed round trip for built-in kinds.
     pub roundtrip: Option<Roundtrip>,
+    /// Adds the kind's OpenAPI schema to a generator and returns its definition name
+    /// (built-in kinds).
+    pub openapi: Option<fn(&mut schemars::SchemaGenerator) -> String>,
 }
 
 impl ResourceType {
@@ -153,6 +156,12 @@ impl ResourceType {
         } else {
             format!("{}{name}", self.key_prefix())
         }
+    }
+
+    /// The type's schema in the generated type table (built-in kinds only).
+    pub fn schema(&self) -> Option<&'static crate::protobuf::Message> {
+        self.roundtrip?;
+        crate::protobuf::message_for(&self.group, &self.version, &self.kind)
     }
 
     /// The subresource named `name`, if any.

@@ -30,6 +30,12 @@ fn roundtrip<T: serde::de::DeserializeOwned + serde::Serialize>(
     serde_json::to_value(typed).map_err(|e| e.to_string())
 }
 
+/// Adds `T`'s OpenAPI schema (and what it references) to the generator; returns its name.
+fn schema<T: schemars::JsonSchema>(generator: &mut schemars::SchemaGenerator) -> String {
+    generator.subschema_for::<T>();
+    T::schema_name().into_owned()
+}
+
 /// Every built-in type.
 #[allow(clippy::too_many_lines)]
 pub(super) fn table() -> Vec<ResourceType> {
@@ -59,6 +65,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::core::v1::Binding>),
+            openapi: Some(schema::<k8s_openapi::api::core::v1::Binding>),
         },
         ResourceType {
             group: "".into(),
@@ -85,6 +92,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: None,
+            openapi: None,
         },
         ResourceType {
             group: "".into(),
@@ -111,6 +119,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::core::v1::ConfigMap>),
+            openapi: Some(schema::<k8s_openapi::api::core::v1::ConfigMap>),
         },
         ResourceType {
             group: "".into(),
@@ -137,6 +146,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::core::v1::Endpoints>),
+            openapi: Some(schema::<k8s_openapi::api::core::v1::Endpoints>),
         },
         ResourceType {
             group: "".into(),
@@ -163,6 +173,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: Some(Duration::from_secs(3600)),
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::core::v1::Event>),
+            openapi: Some(schema::<k8s_openapi::api::core::v1::Event>),
         },
         ResourceType {
             group: "".into(),
@@ -189,6 +200,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::core::v1::LimitRange>),
+            openapi: Some(schema::<k8s_openapi::api::core::v1::LimitRange>),
         },
         ResourceType {
             group: "".into(),
@@ -215,6 +227,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::core::v1::Namespace>),
+            openapi: Some(schema::<k8s_openapi::api::core::v1::Namespace>),
         },
         ResourceType {
             group: "".into(),
@@ -241,6 +254,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::core::v1::Node>),
+            openapi: Some(schema::<k8s_openapi::api::core::v1::Node>),
         },
         ResourceType {
             group: "".into(),
@@ -267,6 +281,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::core::v1::PersistentVolumeClaim>),
+            openapi: Some(schema::<k8s_openapi::api::core::v1::PersistentVolumeClaim>),
         },
         ResourceType {
             group: "".into(),
@@ -293,6 +308,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::core::v1::PersistentVolume>),
+            openapi: Some(schema::<k8s_openapi::api::core::v1::PersistentVolume>),
         },
         ResourceType {
             group: "".into(),
@@ -319,6 +335,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::core::v1::Pod>),
+            openapi: Some(schema::<k8s_openapi::api::core::v1::Pod>),
         },
         ResourceType {
             group: "".into(),
@@ -345,6 +362,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::core::v1::PodTemplate>),
+            openapi: Some(schema::<k8s_openapi::api::core::v1::PodTemplate>),
         },
         ResourceType {
             group: "".into(),
@@ -371,6 +389,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::core::v1::ReplicationController>),
+            openapi: Some(schema::<k8s_openapi::api::core::v1::ReplicationController>),
         },
         ResourceType {
             group: "".into(),
@@ -397,6 +416,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::core::v1::ResourceQuota>),
+            openapi: Some(schema::<k8s_openapi::api::core::v1::ResourceQuota>),
         },
         ResourceType {
             group: "".into(),
@@ -423,6 +443,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::core::v1::Secret>),
+            openapi: Some(schema::<k8s_openapi::api::core::v1::Secret>),
         },
         ResourceType {
             group: "".into(),
@@ -449,6 +470,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::core::v1::ServiceAccount>),
+            openapi: Some(schema::<k8s_openapi::api::core::v1::ServiceAccount>),
         },
         ResourceType {
             group: "".into(),
@@ -475,6 +497,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::core::v1::Service>),
+            openapi: Some(schema::<k8s_openapi::api::core::v1::Service>),
         },
         ResourceType {
             group: "apiregistration.k8s.io".into(),
@@ -501,6 +524,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService>),
+            openapi: Some(schema::<k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService>),
         },
         ResourceType {
             group: "apps".into(),
@@ -527,6 +551,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::apps::v1::ControllerRevision>),
+            openapi: Some(schema::<k8s_openapi::api::apps::v1::ControllerRevision>),
         },
         ResourceType {
             group: "apps".into(),
@@ -553,6 +578,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::apps::v1::DaemonSet>),
+            openapi: Some(schema::<k8s_openapi::api::apps::v1::DaemonSet>),
         },
         ResourceType {
             group: "apps".into(),
@@ -579,6 +605,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::apps::v1::Deployment>),
+            openapi: Some(schema::<k8s_openapi::api::apps::v1::Deployment>),
         },
         ResourceType {
             group: "apps".into(),
@@ -605,6 +632,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::apps::v1::ReplicaSet>),
+            openapi: Some(schema::<k8s_openapi::api::apps::v1::ReplicaSet>),
         },
         ResourceType {
             group: "apps".into(),
@@ -631,6 +659,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::apps::v1::StatefulSet>),
+            openapi: Some(schema::<k8s_openapi::api::apps::v1::StatefulSet>),
         },
         ResourceType {
             group: "events.k8s.io".into(),
@@ -657,6 +686,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: Some(Duration::from_secs(3600)),
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::events::v1::Event>),
+            openapi: Some(schema::<k8s_openapi::api::events::v1::Event>),
         },
         ResourceType {
             group: "authentication.k8s.io".into(),
@@ -683,6 +713,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::authentication::v1::SelfSubjectReview>),
+            openapi: Some(schema::<k8s_openapi::api::authentication::v1::SelfSubjectReview>),
         },
         ResourceType {
             group: "authentication.k8s.io".into(),
@@ -709,6 +740,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::authentication::v1::TokenReview>),
+            openapi: Some(schema::<k8s_openapi::api::authentication::v1::TokenReview>),
         },
         ResourceType {
             group: "authorization.k8s.io".into(),
@@ -735,6 +767,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::authorization::v1::LocalSubjectAccessReview>),
+            openapi: Some(schema::<k8s_openapi::api::authorization::v1::LocalSubjectAccessReview>),
         },
         ResourceType {
             group: "authorization.k8s.io".into(),
@@ -761,6 +794,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::authorization::v1::SelfSubjectAccessReview>),
+            openapi: Some(schema::<k8s_openapi::api::authorization::v1::SelfSubjectAccessReview>),
         },
         ResourceType {
             group: "authorization.k8s.io".into(),
@@ -787,6 +821,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::authorization::v1::SelfSubjectRulesReview>),
+            openapi: Some(schema::<k8s_openapi::api::authorization::v1::SelfSubjectRulesReview>),
         },
         ResourceType {
             group: "authorization.k8s.io".into(),
@@ -813,6 +848,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::authorization::v1::SubjectAccessReview>),
+            openapi: Some(schema::<k8s_openapi::api::authorization::v1::SubjectAccessReview>),
         },
         ResourceType {
             group: "autoscaling".into(),
@@ -839,6 +875,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>),
+            openapi: Some(schema::<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>),
         },
         ResourceType {
             group: "autoscaling".into(),
@@ -865,6 +902,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler>),
+            openapi: Some(schema::<k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler>),
         },
         ResourceType {
             group: "batch".into(),
@@ -891,6 +929,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::batch::v1::CronJob>),
+            openapi: Some(schema::<k8s_openapi::api::batch::v1::CronJob>),
         },
         ResourceType {
             group: "batch".into(),
@@ -917,6 +956,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::batch::v1::Job>),
+            openapi: Some(schema::<k8s_openapi::api::batch::v1::Job>),
         },
         ResourceType {
             group: "certificates.k8s.io".into(),
@@ -943,6 +983,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::certificates::v1::CertificateSigningRequest>),
+            openapi: Some(schema::<k8s_openapi::api::certificates::v1::CertificateSigningRequest>),
         },
         ResourceType {
             group: "networking.k8s.io".into(),
@@ -969,6 +1010,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::networking::v1::IngressClass>),
+            openapi: Some(schema::<k8s_openapi::api::networking::v1::IngressClass>),
         },
         ResourceType {
             group: "networking.k8s.io".into(),
@@ -995,6 +1037,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::networking::v1::Ingress>),
+            openapi: Some(schema::<k8s_openapi::api::networking::v1::Ingress>),
         },
         ResourceType {
             group: "networking.k8s.io".into(),
@@ -1021,6 +1064,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::networking::v1::IPAddress>),
+            openapi: Some(schema::<k8s_openapi::api::networking::v1::IPAddress>),
         },
         ResourceType {
             group: "networking.k8s.io".into(),
@@ -1047,6 +1091,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::networking::v1::NetworkPolicy>),
+            openapi: Some(schema::<k8s_openapi::api::networking::v1::NetworkPolicy>),
         },
         ResourceType {
             group: "networking.k8s.io".into(),
@@ -1073,6 +1118,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::networking::v1::ServiceCIDR>),
+            openapi: Some(schema::<k8s_openapi::api::networking::v1::ServiceCIDR>),
         },
         ResourceType {
             group: "policy".into(),
@@ -1099,6 +1145,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::policy::v1::PodDisruptionBudget>),
+            openapi: Some(schema::<k8s_openapi::api::policy::v1::PodDisruptionBudget>),
         },
         ResourceType {
             group: "rbac.authorization.k8s.io".into(),
@@ -1125,6 +1172,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>),
+            openapi: Some(schema::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>),
         },
         ResourceType {
             group: "rbac.authorization.k8s.io".into(),
@@ -1151,6 +1199,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::rbac::v1::ClusterRole>),
+            openapi: Some(schema::<k8s_openapi::api::rbac::v1::ClusterRole>),
         },
         ResourceType {
             group: "rbac.authorization.k8s.io".into(),
@@ -1177,6 +1226,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::rbac::v1::RoleBinding>),
+            openapi: Some(schema::<k8s_openapi::api::rbac::v1::RoleBinding>),
         },
         ResourceType {
             group: "rbac.authorization.k8s.io".into(),
@@ -1203,6 +1253,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::rbac::v1::Role>),
+            openapi: Some(schema::<k8s_openapi::api::rbac::v1::Role>),
         },
         ResourceType {
             group: "storage.k8s.io".into(),
@@ -1229,6 +1280,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::storage::v1::CSIDriver>),
+            openapi: Some(schema::<k8s_openapi::api::storage::v1::CSIDriver>),
         },
         ResourceType {
             group: "storage.k8s.io".into(),
@@ -1255,6 +1307,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::storage::v1::CSINode>),
+            openapi: Some(schema::<k8s_openapi::api::storage::v1::CSINode>),
         },
         ResourceType {
             group: "storage.k8s.io".into(),
@@ -1281,6 +1334,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::storage::v1::CSIStorageCapacity>),
+            openapi: Some(schema::<k8s_openapi::api::storage::v1::CSIStorageCapacity>),
         },
         ResourceType {
             group: "storage.k8s.io".into(),
@@ -1307,6 +1361,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::storage::v1::StorageClass>),
+            openapi: Some(schema::<k8s_openapi::api::storage::v1::StorageClass>),
         },
         ResourceType {
             group: "storage.k8s.io".into(),
@@ -1333,6 +1388,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::storage::v1::VolumeAttachment>),
+            openapi: Some(schema::<k8s_openapi::api::storage::v1::VolumeAttachment>),
         },
         ResourceType {
             group: "admissionregistration.k8s.io".into(),
@@ -1359,6 +1415,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration>),
+            openapi: Some(schema::<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration>),
         },
         ResourceType {
             group: "admissionregistration.k8s.io".into(),
@@ -1385,6 +1442,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy>),
+            openapi: Some(schema::<k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy>),
         },
         ResourceType {
             group: "admissionregistration.k8s.io".into(),
@@ -1411,6 +1469,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding>),
+            openapi: Some(schema::<k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding>),
         },
         ResourceType {
             group: "admissionregistration.k8s.io".into(),
@@ -1437,6 +1496,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration>),
+            openapi: Some(schema::<k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration>),
         },
         ResourceType {
             group: "apiextensions.k8s.io".into(),
@@ -1463,6 +1523,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>),
+            openapi: Some(schema::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>),
         },
         ResourceType {
             group: "scheduling.k8s.io".into(),
@@ -1489,6 +1550,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::scheduling::v1::PriorityClass>),
+            openapi: Some(schema::<k8s_openapi::api::scheduling::v1::PriorityClass>),
         },
         ResourceType {
             group: "coordination.k8s.io".into(),
@@ -1515,6 +1577,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::coordination::v1::Lease>),
+            openapi: Some(schema::<k8s_openapi::api::coordination::v1::Lease>),
         },
         ResourceType {
             group: "node.k8s.io".into(),
@@ -1541,6 +1604,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::node::v1::RuntimeClass>),
+            openapi: Some(schema::<k8s_openapi::api::node::v1::RuntimeClass>),
         },
         ResourceType {
             group: "discovery.k8s.io".into(),
@@ -1567,6 +1631,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::discovery::v1::EndpointSlice>),
+            openapi: Some(schema::<k8s_openapi::api::discovery::v1::EndpointSlice>),
         },
         ResourceType {
             group: "flowcontrol.apiserver.k8s.io".into(),
@@ -1593,6 +1658,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::flowcontrol::v1::FlowSchema>),
+            openapi: Some(schema::<k8s_openapi::api::flowcontrol::v1::FlowSchema>),
         },
         ResourceType {
             group: "flowcontrol.apiserver.k8s.io".into(),
@@ -1619,6 +1685,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::flowcontrol::v1::PriorityLevelConfiguration>),
+            openapi: Some(schema::<k8s_openapi::api::flowcontrol::v1::PriorityLevelConfiguration>),
         },
     ]
 }

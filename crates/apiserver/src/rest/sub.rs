@@ -142,7 +142,12 @@ pub(crate) async fn scale(op: &Op<'_>, verb: &str, body: &Bytes) -> ApiResult<Re
                 };
                 let mut s = scale_of(current);
                 object::meta_mut(&mut s).remove("resourceVersion");
-                let patched = apply_patch(format, &s, body)?;
+                let patched = apply_patch(
+                    format,
+                    &s,
+                    body,
+                    crate::protobuf::message_for("autoscaling", "v1", "Scale"),
+                )?;
                 scale_replicas(op, &patched)?
             }
         };

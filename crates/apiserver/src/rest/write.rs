@@ -842,7 +842,14 @@ pub(crate) async fn update(op: &Op<'_>, body: &Bytes) -> ApiResult<Response<Body
 }
 
 /// Applies a JSON patch or a merge patch to `current`.
-pub(crate) fn apply_patch(format: BodyFormat, current: &Value, patch: &Bytes) -> ApiResult<Value> {
+/// Applies a JSON patch, a merge patch or a strategic merge patch to `current`, an object of
+/// the type `schema` names (strategic merge needs it; `None` for custom resources).
+pub(crate) fn apply_patch(
+    format: BodyFormat,
+    current: &Value,
+    patch: &Bytes,
+    schema: Option<&'static crate::protobuf::Message>,
+) -> ApiResult<Value> {
     match format {
         BodyFormat::JsonPatch => {
             let ops: json_patch::Patch =
@@ -865,12 +872,16 @@ pub(crate) fn apply_patch(format: BodyFormat, current: &Value, patch: &Bytes) ->
                     "json: cannot unmarshal into Go value of type map[string]interface {}",
                 ));
             }
-            let mut doc = current.clone();
-            if format == BodyFormat::StrategicMergePatch {
-                strip_directives(&mut doc);
+            match (format, schema) {
+                (BodyFormat::StrategicMergePatch, Some(schema)) => {
+                    crate::smp::apply(current, &p, schema).map_err(ApiError::bad_request)
+                }
+                _ => {
+                    let mut doc = current.clone();
+                    json_patch::merge(&mut doc, &p);
+                    Ok(doc)
+                }
             }
-            json_patch::merge(&mut doc, &p);
-            Ok(doc)
         }
         _ => Err(ApiError::unsupported_media_type(&[
             "application/json-patch+json",
@@ -878,19 +889,6 @@ pub(crate) fn apply_patch(format: BodyFormat, current: &Value, patch: &Bytes) ->
             "application/strategic-merge-patch+json",
             "application/apply-patch+yaml",
         ])),
-    }
-}
-
-/// Removes strategic-merge directives (`$patch`, `$retainKeys`, ...) that merge patch would
-/// otherwise store verbatim.
-fn strip_directives(v: &mut Value) {
-    match v {
-        Value::Object(m) => {
-            m.retain(|k, _| !k.starts_with('$'));
-            m.values_mut().for_each(strip_directives);
-        }
-        Value::Array(a) => a.iter_mut().for_each(strip_directives),
-        _ => {}
     }
 }
 
@@ -923,7 +921,7 @@ pub(crate) async fn patch(op: &Op<'_>, body: &Bytes) -> ApiResult<Response<Body>
     let result = guaranteed_update(op, &op.name, &manager, |current| {
         let mut base = current.clone();
         object::meta_mut(&mut base).remove("resourceVersion");
-        let mut patched = apply_patch(format, &base, body)?;
+        let mut patched = apply_patch(format, &base, body, op.rt.schema())?;
         if !patched.is_object() {
             return Err(ApiError::bad_request("the patch did not produce an object"));
         }
