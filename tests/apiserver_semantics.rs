@@ -7,8 +7,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::api::{
-    Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions,
-    PropagationPolicy,
+    Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions, PropagationPolicy,
 };
 use kube::{Client, Error};
 use serde_json::json;
@@ -21,23 +20,12 @@ fn vt() -> &'static std::path::Path {
 async fn setup(ns: &str) -> (VtServer, Client) {
     let server = VtServer::start(vt(), &[]);
     let kc = kube::config::Kubeconfig::read_from(&server.kubeconfig).unwrap();
-    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .unwrap();
+    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
     // kube-rs retries 429/503/504 by default; these tests look at the server's first answer.
     cfg.default_retry = false;
     let client = Client::try_from(cfg).unwrap();
-    let n = Namespace {
-        metadata: ObjectMeta {
-            name: Some(ns.into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &n)
-        .await
-        .unwrap();
+    let n = Namespace { metadata: ObjectMeta { name: Some(ns.into()), ..Default::default() }, ..Default::default() };
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &n).await.unwrap();
     (server, client)
 }
 
@@ -49,13 +37,7 @@ fn code(e: Error) -> (u16, String, String) {
 }
 
 fn cm(name: &str) -> ConfigMap {
-    ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    }
+    ConfigMap { metadata: ObjectMeta { name: Some(name.into()), ..Default::default() }, ..Default::default() }
 }
 
 fn pod(name: &str) -> Pod {
@@ -76,29 +58,12 @@ async fn delete_collection_by_selector() {
         o.metadata.labels = Some(BTreeMap::from([("tier".into(), tier.into())]));
         api.create(&PostParams::default(), &o).await.unwrap();
     }
-    let deleted = api
-        .delete_collection(
-            &DeleteParams::default(),
-            &ListParams::default().labels("tier=web"),
-        )
-        .await
-        .unwrap();
-    let names: Vec<String> = deleted
-        .left()
-        .unwrap()
-        .items
-        .into_iter()
-        .filter_map(|o| o.metadata.name)
-        .collect();
+    let deleted =
+        api.delete_collection(&DeleteParams::default(), &ListParams::default().labels("tier=web")).await.unwrap();
+    let names: Vec<String> = deleted.left().unwrap().items.into_iter().filter_map(|o| o.metadata.name).collect();
     assert_eq!(names, vec!["a".to_string(), "b".to_string()]);
-    let left: Vec<String> = api
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter_map(|o| o.metadata.name)
-        .collect();
+    let left: Vec<String> =
+        api.list(&ListParams::default()).await.unwrap().items.into_iter().filter_map(|o| o.metadata.name).collect();
     assert_eq!(left, vec!["c".to_string()]);
 }
 
@@ -108,74 +73,31 @@ async fn delete_collection_by_selector() {
 async fn pods_are_deleted_gracefully_once_bound() {
     let (_s, c) = setup("gp").await;
     let pods: Api<Pod> = Api::namespaced(c.clone(), "gp");
-    pods.create(&PostParams::default(), &pod("unbound"))
-        .await
-        .unwrap();
-    pods.delete("unbound", &DeleteParams::default())
-        .await
-        .unwrap();
-    assert_eq!(
-        code(pods.get("unbound").await.unwrap_err()).0,
-        404,
-        "never-scheduled pods go at once"
-    );
+    pods.create(&PostParams::default(), &pod("unbound")).await.unwrap();
+    pods.delete("unbound", &DeleteParams::default()).await.unwrap();
+    assert_eq!(code(pods.get("unbound").await.unwrap_err()).0, 404, "never-scheduled pods go at once");
 
-    pods.create(&PostParams::default(), &pod("bound"))
-        .await
-        .unwrap();
+    pods.create(&PostParams::default(), &pod("bound")).await.unwrap();
     let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "bound"}, "target": {"kind": "Node", "name": "node-1"}});
     let req = http::Request::post("/api/v1/namespaces/gp/pods/bound/binding")
         .header("content-type", "application/json")
         .body(serde_json::to_vec(&binding).unwrap())
         .unwrap();
     c.request_text(req).await.expect("bind");
-    assert_eq!(
-        pods.get("bound")
-            .await
-            .unwrap()
-            .spec
-            .unwrap()
-            .node_name
-            .as_deref(),
-        Some("node-1")
-    );
+    assert_eq!(pods.get("bound").await.unwrap().spec.unwrap().node_name.as_deref(), Some("node-1"));
     // A second binding is a conflict.
     let req = http::Request::post("/api/v1/namespaces/gp/pods/bound/binding")
         .header("content-type", "application/json")
         .body(serde_json::to_vec(&binding).unwrap())
         .unwrap();
     assert_eq!(code(c.request_text(req).await.unwrap_err()).0, 409);
-    let pending = pods
-        .delete("bound", &DeleteParams::default())
-        .await
-        .unwrap()
-        .left()
-        .unwrap();
+    let pending = pods.delete("bound", &DeleteParams::default()).await.unwrap().left().unwrap();
     assert_eq!(pending.metadata.deletion_grace_period_seconds, Some(30));
     assert!(pending.metadata.deletion_timestamp.is_some());
-    assert_eq!(
-        pending.metadata.generation,
-        Some(2),
-        "generation moves when deletion starts"
-    );
-    assert!(
-        pods.get("bound").await.is_ok(),
-        "the kubelet (syncer) finishes a graceful delete"
-    );
-    pods.delete(
-        "bound",
-        &DeleteParams {
-            grace_period_seconds: Some(0),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        code(pods.get("bound").await.unwrap_err()).0,
-        404,
-        "grace 0 forces the delete"
-    );
+    assert_eq!(pending.metadata.generation, Some(2), "generation moves when deletion starts");
+    assert!(pods.get("bound").await.is_ok(), "the kubelet (syncer) finishes a graceful delete");
+    pods.delete("bound", &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.unwrap();
+    assert_eq!(code(pods.get("bound").await.unwrap_err()).0, 404, "grace 0 forces the delete");
 }
 
 /// The propagation policy is recorded as a finalizer for the garbage collector.
@@ -183,33 +105,18 @@ async fn pods_are_deleted_gracefully_once_bound() {
 async fn propagation_policy_is_recorded_for_the_garbage_collector() {
     let (_s, c) = setup("gc").await;
     let api: Api<ConfigMap> = Api::namespaced(c, "gc");
-    for (name, policy, finalizer) in [
-        ("fg", PropagationPolicy::Foreground, "foregroundDeletion"),
-        ("or", PropagationPolicy::Orphan, "orphan"),
-    ] {
+    for (name, policy, finalizer) in
+        [("fg", PropagationPolicy::Foreground, "foregroundDeletion"), ("or", PropagationPolicy::Orphan, "orphan")]
+    {
         api.create(&PostParams::default(), &cm(name)).await.unwrap();
-        let dp = DeleteParams {
-            propagation_policy: Some(policy),
-            ..Default::default()
-        };
-        let left = api
-            .delete(name, &dp)
-            .await
-            .unwrap()
-            .left()
-            .expect("kept for the garbage collector");
+        let dp = DeleteParams { propagation_policy: Some(policy), ..Default::default() };
+        let left = api.delete(name, &dp).await.unwrap().left().expect("kept for the garbage collector");
         assert_eq!(left.metadata.finalizers, Some(vec![finalizer.to_string()]));
         assert!(left.metadata.deletion_timestamp.is_some());
     }
     api.create(&PostParams::default(), &cm("bg")).await.unwrap();
-    let dp = DeleteParams {
-        propagation_policy: Some(PropagationPolicy::Background),
-        ..Default::default()
-    };
-    assert!(
-        api.delete("bg", &dp).await.unwrap().is_right(),
-        "background deletes at once (Status Success)"
-    );
+    let dp = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
+    assert!(api.delete("bg", &dp).await.unwrap().is_right(), "background deletes at once (Status Success)");
 }
 
 /// generateName gets kube's five-character suffix; preconditions guard deletes.
@@ -222,38 +129,18 @@ async fn generate_name_and_delete_preconditions() {
     o.metadata.generate_name = Some("job-".into());
     let a = api.create(&PostParams::default(), &o).await.unwrap();
     let b = api.create(&PostParams::default(), &o).await.unwrap();
-    let (na, nb) = (
-        a.metadata.name.clone().unwrap(),
-        b.metadata.name.clone().unwrap(),
-    );
-    assert!(
-        na.starts_with("job-") && na.len() == 9 && na != nb,
-        "{na} {nb}"
-    );
-    assert!(
-        na[4..]
-            .chars()
-            .all(|ch| "bcdfghjklmnpqrstvwxz2456789".contains(ch)),
-        "{na}"
-    );
+    let (na, nb) = (a.metadata.name.clone().unwrap(), b.metadata.name.clone().unwrap());
+    assert!(na.starts_with("job-") && na.len() == 9 && na != nb, "{na} {nb}");
+    assert!(na[4..].chars().all(|ch| "bcdfghjklmnpqrstvwxz2456789".contains(ch)), "{na}");
     let wrong_uid = DeleteParams {
-        preconditions: Some(Preconditions {
-            uid: Some("nope".into()),
-            resource_version: None,
-        }),
+        preconditions: Some(Preconditions { uid: Some("nope".into()), resource_version: None }),
         ..Default::default()
     };
     let (status, reason, message) = code(api.delete(&na, &wrong_uid).await.unwrap_err());
     assert_eq!((status, reason.as_str()), (409, "Conflict"));
-    assert!(
-        message.contains("the UID in the precondition (nope) does not match the UID in record"),
-        "{message}"
-    );
+    assert!(message.contains("the UID in the precondition (nope) does not match the UID in record"), "{message}");
     let stale_rv = DeleteParams {
-        preconditions: Some(Preconditions {
-            uid: None,
-            resource_version: Some("1".into()),
-        }),
+        preconditions: Some(Preconditions { uid: None, resource_version: Some("1".into()) }),
         ..Default::default()
     };
     assert_eq!(code(api.delete(&na, &stale_rv).await.unwrap_err()).0, 409);
@@ -264,9 +151,7 @@ async fn generate_name_and_delete_preconditions() {
         }),
         ..Default::default()
     };
-    api.delete(&na, &right)
-        .await
-        .expect("matching preconditions");
+    api.delete(&na, &right).await.expect("matching preconditions");
 }
 
 /// Writes to the main resource leave status alone, and writes to /status leave the rest.
@@ -295,11 +180,7 @@ async fn status_subresource_is_split() {
         .await
         .unwrap();
     assert_eq!(patched.status.unwrap().replicas, Some(3));
-    assert_eq!(
-        patched.spec.unwrap().replicas,
-        Some(1),
-        "a status write does not change the spec"
-    );
+    assert_eq!(patched.spec.unwrap().replicas, Some(1), "a status write does not change the spec");
     let after = api
         .patch(
             "web",
@@ -309,16 +190,8 @@ async fn status_subresource_is_split() {
         .await
         .unwrap();
     assert_eq!(after.spec.unwrap().replicas, Some(2));
-    assert_eq!(
-        after.status.unwrap().replicas,
-        Some(3),
-        "a main-resource write does not change status"
-    );
-    assert_eq!(
-        after.metadata.generation,
-        Some(2),
-        "generation follows the spec, not status"
-    );
+    assert_eq!(after.status.unwrap().replicas, Some(3), "a main-resource write does not change status");
+    assert_eq!(after.metadata.generation, Some(2), "generation follows the spec, not status");
 }
 
 /// A namespace being deleted refuses new content (403) until it is gone.
@@ -329,10 +202,7 @@ async fn terminating_namespaces_refuse_new_content() {
     let mut held = cm("held");
     held.metadata.finalizers = Some(vec!["example.com/hold".into()]);
     api.create(&PostParams::default(), &held).await.unwrap();
-    Api::<Namespace>::all(c.clone())
-        .delete("term", &DeleteParams::default())
-        .await
-        .unwrap();
+    Api::<Namespace>::all(c.clone()).delete("term", &DeleteParams::default()).await.unwrap();
     let ns = Api::<Namespace>::all(c.clone()).get("term").await.unwrap();
     assert_eq!(ns.status.unwrap().phase.as_deref(), Some("Terminating"));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -348,25 +218,14 @@ async fn terminating_namespaces_refuse_new_content() {
     };
     assert_eq!((status, reason.as_str()), (403, "Forbidden"));
     assert!(
-        message.contains(
-            "unable to create new content in namespace term because it is being terminated"
-        ),
+        message.contains("unable to create new content in namespace term because it is being terminated"),
         "{message}"
     );
     // Releasing the finalizer lets the namespace go.
-    api.patch(
-        "held",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-    )
-    .await
-    .unwrap();
+    api.patch("held", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while Api::<Namespace>::all(c.clone()).get("term").await.is_ok() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the namespace was never finalized"
-        );
+        assert!(std::time::Instant::now() < deadline, "the namespace was never finalized");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
@@ -380,54 +239,23 @@ async fn list_at_exact_and_future_resource_versions() {
     let a = api.create(&PostParams::default(), &cm("a")).await.unwrap();
     let rv_a = a.metadata.resource_version.unwrap();
     api.create(&PostParams::default(), &cm("b")).await.unwrap();
-    let then = api
-        .list(
-            &ListParams::default()
-                .at(&rv_a)
-                .matching(kube::api::VersionMatch::Exact),
-        )
-        .await
-        .unwrap();
+    let then = api.list(&ListParams::default().at(&rv_a).matching(kube::api::VersionMatch::Exact)).await.unwrap();
     assert_eq!(then.items.len(), 1, "the list as of a's creation");
-    assert_eq!(
-        then.metadata.resource_version.as_deref(),
-        Some(rv_a.as_str())
-    );
+    assert_eq!(then.metadata.resource_version.as_deref(), Some(rv_a.as_str()));
     let now = api.list(&ListParams::default()).await.unwrap();
     assert_eq!(now.items.len(), 2);
-    let future = (now
-        .metadata
-        .resource_version
-        .unwrap()
-        .parse::<i64>()
-        .unwrap()
-        + 1000)
-        .to_string();
+    let future = (now.metadata.resource_version.unwrap().parse::<i64>().unwrap() + 1000).to_string();
     let (status, reason, message) = code(
-        api.list(
-            &ListParams::default()
-                .at(&future)
-                .matching(kube::api::VersionMatch::NotOlderThan),
-        )
-        .await
-        .unwrap_err(),
+        api.list(&ListParams::default().at(&future).matching(kube::api::VersionMatch::NotOlderThan)).await.unwrap_err(),
     );
     assert_eq!((status, reason.as_str()), (504, "Timeout"));
     assert!(message.contains("Too large resource version"), "{message}");
     // kube-rs refuses this client-side; the server's own check answers a raw request.
-    let req = http::Request::get("/api/v1/namespaces/rv/configmaps?resourceVersionMatch=Exact")
-        .body(Vec::new())
-        .unwrap();
+    let req =
+        http::Request::get("/api/v1/namespaces/rv/configmaps?resourceVersionMatch=Exact").body(Vec::new()).unwrap();
     let (status, reason, message) = code(api.into_client().request_text(req).await.unwrap_err());
-    assert_eq!(
-        (status, reason.as_str()),
-        (422, "Invalid"),
-        "resourceVersionMatch without resourceVersion"
-    );
-    assert!(
-        message.contains("resourceVersionMatch is forbidden unless resourceVersion is provided"),
-        "{message}"
-    );
+    assert_eq!((status, reason.as_str()), (422, "Invalid"), "resourceVersionMatch without resourceVersion");
+    assert!(message.contains("resourceVersionMatch is forbidden unless resourceVersion is provided"), "{message}");
 }
 
 /// Per-kind field selectors: secrets by type, pods by phase and node.
@@ -435,66 +263,26 @@ async fn list_at_exact_and_future_resource_versions() {
 async fn per_kind_field_selectors() {
     let (_s, c) = setup("fs").await;
     let secrets: Api<Secret> = Api::namespaced(c.clone(), "fs");
-    for (name, ty) in [
-        ("opaque", "Opaque"),
-        ("tls", "kubernetes.io/dockerconfigjson"),
-    ] {
+    for (name, ty) in [("opaque", "Opaque"), ("tls", "kubernetes.io/dockerconfigjson")] {
         let s: Secret = serde_json::from_value(
             json!({"metadata": {"name": name}, "type": ty, "data": {".dockerconfigjson": "e30="}}),
         )
         .unwrap();
         secrets.create(&PostParams::default(), &s).await.unwrap();
     }
-    let opaque = secrets
-        .list(&ListParams::default().fields("type=Opaque"))
-        .await
-        .unwrap();
+    let opaque = secrets.list(&ListParams::default().fields("type=Opaque")).await.unwrap();
     assert_eq!(
-        opaque
-            .items
-            .iter()
-            .filter_map(|s| s.metadata.name.clone())
-            .collect::<Vec<_>>(),
+        opaque.items.iter().filter_map(|s| s.metadata.name.clone()).collect::<Vec<_>>(),
         vec!["opaque".to_string()]
     );
     let pods: Api<Pod> = Api::namespaced(c, "fs");
-    pods.create(&PostParams::default(), &pod("p"))
-        .await
-        .unwrap();
-    assert_eq!(
-        pods.list(&ListParams::default().fields("status.phase=Pending"))
-            .await
-            .unwrap()
-            .items
-            .len(),
-        1
-    );
-    assert_eq!(
-        pods.list(&ListParams::default().fields("spec.nodeName="))
-            .await
-            .unwrap()
-            .items
-            .len(),
-        1
-    );
-    assert_eq!(
-        pods.list(&ListParams::default().fields("spec.nodeName!="))
-            .await
-            .unwrap()
-            .items
-            .len(),
-        0
-    );
-    let (status, _, message) = code(
-        pods.list(&ListParams::default().fields("spec.bogus=x"))
-            .await
-            .unwrap_err(),
-    );
+    pods.create(&PostParams::default(), &pod("p")).await.unwrap();
+    assert_eq!(pods.list(&ListParams::default().fields("status.phase=Pending")).await.unwrap().items.len(), 1);
+    assert_eq!(pods.list(&ListParams::default().fields("spec.nodeName=")).await.unwrap().items.len(), 1);
+    assert_eq!(pods.list(&ListParams::default().fields("spec.nodeName!=")).await.unwrap().items.len(), 0);
+    let (status, _, message) = code(pods.list(&ListParams::default().fields("spec.bogus=x")).await.unwrap_err());
     assert_eq!(status, 400);
-    assert!(
-        message.contains("field label not supported: spec.bogus"),
-        "{message}"
-    );
+    assert!(message.contains("field label not supported: spec.bogus"), "{message}");
 }
 
 /// The default roles exist, with admin/edit/view aggregated.
@@ -502,34 +290,16 @@ async fn per_kind_field_selectors() {
 async fn bootstrap_roles() {
     let (_s, c) = setup("rbac").await;
     let roles: Api<ClusterRole> = Api::all(c);
-    for name in [
-        "cluster-admin",
-        "admin",
-        "edit",
-        "view",
-        "system:discovery",
-        "system:basic-user",
-    ] {
-        roles
-            .get(name)
-            .await
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    for name in ["cluster-admin", "admin", "edit", "view", "system:discovery", "system:basic-user"] {
+        roles.get(name).await.unwrap_or_else(|e| panic!("{name}: {e}"));
     }
     let view = roles.get("view").await.unwrap();
     assert!(view.aggregation_rule.is_some());
     let rules = view.rules.unwrap_or_default();
     assert!(rules.iter().any(|r| {
-        r.resources
-            .as_ref()
-            .is_some_and(|x| x.iter().any(|x| x == "pods"))
-            && r.verbs.contains(&"list".to_string())
+        r.resources.as_ref().is_some_and(|x| x.iter().any(|x| x == "pods")) && r.verbs.contains(&"list".to_string())
     }));
-    assert!(
-        !rules
-            .iter()
-            .any(|r| r.verbs.contains(&"create".to_string())),
-        "view cannot write"
-    );
+    assert!(!rules.iter().any(|r| r.verbs.contains(&"create".to_string())), "view cannot write");
 }
 
 /// Media types and methods: 415 for an unknown body type, 406 for an unacceptable
@@ -552,16 +322,16 @@ async fn negotiation_and_methods() {
         .unwrap_err(),
     );
     assert_eq!((status, reason.as_str()), (415, "UnsupportedMediaType"));
-    assert!(message.contains("accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf"), "{message}");
+    assert!(
+        message.contains(
+            "accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf"
+        ),
+        "{message}"
+    );
     let (status, reason, _) = code(
-        send(
-            http::Request::get("/api/v1/namespaces")
-                .header("accept", "text/html")
-                .body(Vec::new())
-                .unwrap(),
-        )
-        .await
-        .unwrap_err(),
+        send(http::Request::get("/api/v1/namespaces").header("accept", "text/html").body(Vec::new()).unwrap())
+            .await
+            .unwrap_err(),
     );
     assert_eq!((status, reason.as_str()), (406, "NotAcceptable"));
     let (status, reason, message) = code(
@@ -575,10 +345,7 @@ async fn negotiation_and_methods() {
         .unwrap_err(),
     );
     assert_eq!((status, reason.as_str()), (405, "MethodNotAllowed"));
-    assert_eq!(
-        message,
-        "the server does not allow this method on the requested resource"
-    );
+    assert_eq!(message, "the server does not allow this method on the requested resource");
     // A YAML body in, a YAML representation out.
     let yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-yaml\ndata:\n  k: v\n";
     send(
@@ -597,22 +364,9 @@ async fn negotiation_and_methods() {
     )
     .await
     .unwrap();
-    assert!(
-        out.contains("name: from-yaml") && out.contains("k: v"),
-        "{out}"
-    );
+    assert!(out.contains("name: from-yaml") && out.contains("k: v"), "{out}");
     // Unknown resources: kube's generic 404.
-    let (status, _, message) = code(
-        send(
-            http::Request::get("/api/v1/nothings")
-                .body(Vec::new())
-                .unwrap(),
-        )
-        .await
-        .unwrap_err(),
-    );
-    assert_eq!(
-        (status, message.as_str()),
-        (404, "the server could not find the requested resource")
-    );
+    let (status, _, message) =
+        code(send(http::Request::get("/api/v1/nothings").body(Vec::new()).unwrap()).await.unwrap_err());
+    assert_eq!((status, message.as_str()), (404, "the server could not find the requested resource"));
 }

@@ -64,26 +64,16 @@ fn cm(name: &str) -> Bytes {
 }
 
 async fn call(api: &ApiServer, method: &str, path: &str, body: Bytes) -> u16 {
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("content-type", "application/json")
-        .body(body)
-        .unwrap();
-    let resp = api
-        .handle_as(req, UserInfo::new("bench", ["system:masters"]))
-        .await;
+    let req =
+        Request::builder().method(method).uri(path).header("content-type", "application/json").body(body).unwrap();
+    let resp = api.handle_as(req, UserInfo::new("bench", ["system:masters"])).await;
     let status = resp.status().as_u16();
     let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
     status
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let opts = SqliteOptions { compaction: CompactionPolicy::disabled(), ..Default::default() };

@@ -30,19 +30,12 @@ pub const MASTERS: &str = "system:masters";
 
 impl UserInfo {
     /// An authenticated user with the given groups (`system:authenticated` is added).
-    pub fn new(
-        name: impl Into<String>,
-        groups: impl IntoIterator<Item = impl Into<String>>,
-    ) -> UserInfo {
+    pub fn new(name: impl Into<String>, groups: impl IntoIterator<Item = impl Into<String>>) -> UserInfo {
         let mut groups: Vec<String> = groups.into_iter().map(Into::into).collect();
         if !groups.iter().any(|g| g == AUTHENTICATED) {
             groups.push(AUTHENTICATED.to_string());
         }
-        UserInfo {
-            name: name.into(),
-            groups,
-            ..Default::default()
-        }
+        UserInfo { name: name.into(), groups, ..Default::default() }
     }
 
     /// The anonymous user.
@@ -129,10 +122,8 @@ impl Authorizer for MastersOnly {
                 && attrs.verb == "create"
                 && matches!(
                     (attrs.api_group.as_str(), attrs.resource.as_str()),
-                    (
-                        "authorization.k8s.io",
-                        "selfsubjectaccessreviews" | "selfsubjectrulesreviews"
-                    ) | ("authentication.k8s.io", "selfsubjectreviews")
+                    ("authorization.k8s.io", "selfsubjectaccessreviews" | "selfsubjectrulesreviews")
+                        | ("authentication.k8s.io", "selfsubjectreviews")
                 );
             if self_review && attrs.user.in_group(AUTHENTICATED) {
                 return Decision::Allow;
@@ -173,10 +164,7 @@ pub fn forbidden_message(attrs: &Attributes) -> String {
     } else {
         format!("in the namespace {:?}", attrs.namespace)
     };
-    format!(
-        "User {user:?} cannot {} resource {resource:?} in API group {:?} {scope}",
-        attrs.verb, attrs.api_group
-    )
+    format!("User {user:?} cannot {} resource {resource:?} in API group {:?} {scope}", attrs.verb, attrs.api_group)
 }
 
 /// Static bearer tokens, as kube-apiserver's `--token-auth-file`: a CSV of
@@ -200,13 +188,7 @@ impl StaticTokens {
             }
             let groups: Vec<String> = fields
                 .get(3)
-                .map(|g| {
-                    g.split(',')
-                        .map(str::trim)
-                        .filter(|g| !g.is_empty())
-                        .map(String::from)
-                        .collect()
-                })
+                .map(|g| g.split(',').map(str::trim).filter(|g| !g.is_empty()).map(String::from).collect())
                 .unwrap_or_default();
             let mut user = UserInfo::new(fields[1].clone(), groups);
             user.uid = fields[2].clone();
@@ -246,15 +228,11 @@ mod tests {
 
     #[test]
     fn token_file_lines() {
-        let t = StaticTokens::parse("# comment\nsecret1,alice,u1,\"devs,ops\"\nsecret2,bob,u2\n")
-            .unwrap();
+        let t = StaticTokens::parse("# comment\nsecret1,alice,u1,\"devs,ops\"\nsecret2,bob,u2\n").unwrap();
         let alice = t.tokens.get("secret1").unwrap();
         assert_eq!((alice.name.as_str(), alice.uid.as_str()), ("alice", "u1"));
         assert_eq!(alice.groups, vec!["devs", "ops", "system:authenticated"]);
-        assert_eq!(
-            t.tokens.get("secret2").unwrap().groups,
-            vec!["system:authenticated"]
-        );
+        assert_eq!(t.tokens.get("secret2").unwrap().groups, vec!["system:authenticated"]);
         assert!(StaticTokens::parse("only,two").is_err());
         assert!(StaticTokens::parse("a,b,c\na,d,e").is_err());
     }

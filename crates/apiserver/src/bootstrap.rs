@@ -23,12 +23,7 @@ pub(crate) fn system_user() -> UserInfo {
 
 impl ApiServer {
     /// Sends a request to this server as the system user; returns the status and JSON body.
-    pub(crate) async fn internal(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> (StatusCode, Value) {
+    pub(crate) async fn internal(&self, method: Method, path: &str, body: Option<&Value>) -> (StatusCode, Value) {
         let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
         let req = Request::builder()
             .method(method)
@@ -39,18 +34,13 @@ impl ApiServer {
             .expect("valid request");
         let resp = self.handle_as(req, system_user()).await;
         let status = resp.status();
-        let body = http_body_util::BodyExt::collect(resp.into_body())
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
+        let body = http_body_util::BodyExt::collect(resp.into_body()).await.map(|b| b.to_bytes()).unwrap_or_default();
         (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
     }
 
     async fn create_if_absent(&self, collection: &str, obj: Value) -> Result<(), ApiError> {
         let name = obj["metadata"]["name"].as_str().unwrap_or("");
-        let (status, _) = self
-            .internal(Method::GET, &format!("{collection}/{name}"), None)
-            .await;
+        let (status, _) = self.internal(Method::GET, &format!("{collection}/{name}"), None).await;
         if status.is_success() {
             return Ok(());
         }
@@ -85,16 +75,7 @@ fn url_rule(urls: &[&str], verbs: &[&str]) -> Value {
 
 const WRITE: &[&str] = &["create", "delete", "deletecollection", "patch", "update"];
 const READ: &[&str] = &["get", "list", "watch"];
-const READ_WRITE: &[&str] = &[
-    "create",
-    "delete",
-    "deletecollection",
-    "get",
-    "list",
-    "patch",
-    "update",
-    "watch",
-];
+const READ_WRITE: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
 
 fn aggregate_to_view() -> Vec<Value> {
     vec![
@@ -149,19 +130,8 @@ fn aggregate_to_view() -> Vec<Value> {
             ],
             READ,
         ),
-        rule(
-            &["autoscaling"],
-            &[
-                "horizontalpodautoscalers",
-                "horizontalpodautoscalers/status",
-            ],
-            READ,
-        ),
-        rule(
-            &["batch"],
-            &["cronjobs", "cronjobs/status", "jobs", "jobs/status"],
-            READ,
-        ),
+        rule(&["autoscaling"], &["horizontalpodautoscalers", "horizontalpodautoscalers/status"], READ),
+        rule(&["batch"], &["cronjobs", "cronjobs/status", "jobs", "jobs/status"], READ),
         rule(
             &["extensions"],
             &[
@@ -180,45 +150,16 @@ fn aggregate_to_view() -> Vec<Value> {
             ],
             READ,
         ),
-        rule(
-            &["policy"],
-            &["poddisruptionbudgets", "poddisruptionbudgets/status"],
-            READ,
-        ),
-        rule(
-            &["networking.k8s.io"],
-            &["ingresses", "ingresses/status", "networkpolicies"],
-            READ,
-        ),
+        rule(&["policy"], &["poddisruptionbudgets", "poddisruptionbudgets/status"], READ),
+        rule(&["networking.k8s.io"], &["ingresses", "ingresses/status", "networkpolicies"], READ),
     ]
 }
 
 fn aggregate_to_edit() -> Vec<Value> {
     vec![
-        rule(
-            &[""],
-            &[
-                "pods/attach",
-                "pods/exec",
-                "pods/portforward",
-                "pods/proxy",
-                "secrets",
-                "services/proxy",
-            ],
-            READ,
-        ),
+        rule(&[""], &["pods/attach", "pods/exec", "pods/portforward", "pods/proxy", "secrets", "services/proxy"], READ),
         rule(&[""], &["serviceaccounts"], &["impersonate"]),
-        rule(
-            &[""],
-            &[
-                "pods",
-                "pods/attach",
-                "pods/exec",
-                "pods/portforward",
-                "pods/proxy",
-            ],
-            WRITE,
-        ),
+        rule(&[""], &["pods", "pods/attach", "pods/exec", "pods/portforward", "pods/proxy"], WRITE),
         rule(&[""], &["pods/eviction"], &["create"]),
         rule(
             &[""],
@@ -268,27 +209,15 @@ fn aggregate_to_edit() -> Vec<Value> {
             WRITE,
         ),
         rule(&["policy"], &["poddisruptionbudgets"], WRITE),
-        rule(
-            &["networking.k8s.io"],
-            &["ingresses", "networkpolicies"],
-            WRITE,
-        ),
+        rule(&["networking.k8s.io"], &["ingresses", "networkpolicies"], WRITE),
         rule(&["coordination.k8s.io"], &["leases"], READ_WRITE),
     ]
 }
 
 fn aggregate_to_admin() -> Vec<Value> {
     vec![
-        rule(
-            &["authorization.k8s.io"],
-            &["localsubjectaccessreviews"],
-            &["create"],
-        ),
-        rule(
-            &["rbac.authorization.k8s.io"],
-            &["rolebindings", "roles"],
-            READ_WRITE,
-        ),
+        rule(&["authorization.k8s.io"], &["localsubjectaccessreviews"], &["create"]),
+        rule(&["rbac.authorization.k8s.io"], &["rolebindings", "roles"], READ_WRITE),
     ]
 }
 
@@ -314,52 +243,27 @@ fn cluster_roles() -> Vec<Value> {
         r
     };
     vec![
-        role(
-            rbac_meta("cluster-admin", &[]),
-            vec![rule(&["*"], &["*"], &["*"]), url_rule(&["*"], &["*"])],
-        ),
+        role(rbac_meta("cluster-admin", &[]), vec![rule(&["*"], &["*"], &["*"]), url_rule(&["*"], &["*"])]),
+        aggregated(rbac_meta("admin", &[]), admin, sel("rbac.authorization.k8s.io/aggregate-to-admin")),
         aggregated(
-            rbac_meta("admin", &[]),
-            admin,
-            sel("rbac.authorization.k8s.io/aggregate-to-admin"),
-        ),
-        aggregated(
-            rbac_meta(
-                "edit",
-                &[("rbac.authorization.k8s.io/aggregate-to-admin", "true")],
-            ),
+            rbac_meta("edit", &[("rbac.authorization.k8s.io/aggregate-to-admin", "true")]),
             edit,
             sel("rbac.authorization.k8s.io/aggregate-to-edit"),
         ),
         aggregated(
-            rbac_meta(
-                "view",
-                &[("rbac.authorization.k8s.io/aggregate-to-edit", "true")],
-            ),
+            rbac_meta("view", &[("rbac.authorization.k8s.io/aggregate-to-edit", "true")]),
             view.clone(),
             sel("rbac.authorization.k8s.io/aggregate-to-view"),
         ),
         role(
-            rbac_meta(
-                "system:aggregate-to-admin",
-                &[("rbac.authorization.k8s.io/aggregate-to-admin", "true")],
-            ),
+            rbac_meta("system:aggregate-to-admin", &[("rbac.authorization.k8s.io/aggregate-to-admin", "true")]),
             aggregate_to_admin(),
         ),
         role(
-            rbac_meta(
-                "system:aggregate-to-edit",
-                &[("rbac.authorization.k8s.io/aggregate-to-edit", "true")],
-            ),
+            rbac_meta("system:aggregate-to-edit", &[("rbac.authorization.k8s.io/aggregate-to-edit", "true")]),
             aggregate_to_edit(),
         ),
-        role(
-            rbac_meta(
-                "system:aggregate-to-view",
-                &[("rbac.authorization.k8s.io/aggregate-to-view", "true")],
-            ),
-            view,
-        ),
+        role(rbac_meta("system:aggregate-to-view", &[("rbac.authorization.k8s.io/aggregate-to-view", "true")]), view),
         role(
             rbac_meta("system:discovery", &[]),
             vec![url_rule(
@@ -382,38 +286,18 @@ fn cluster_roles() -> Vec<Value> {
         role(
             rbac_meta("system:basic-user", &[]),
             vec![
-                rule(
-                    &["authorization.k8s.io"],
-                    &["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
-                    &["create"],
-                ),
-                rule(
-                    &["authentication.k8s.io"],
-                    &["selfsubjectreviews"],
-                    &["create"],
-                ),
+                rule(&["authorization.k8s.io"], &["selfsubjectaccessreviews", "selfsubjectrulesreviews"], &["create"]),
+                rule(&["authentication.k8s.io"], &["selfsubjectreviews"], &["create"]),
             ],
         ),
         role(
             rbac_meta("system:public-info-viewer", &[]),
-            vec![url_rule(
-                &["/healthz", "/livez", "/readyz", "/version", "/version/"],
-                &["get"],
-            )],
+            vec![url_rule(&["/healthz", "/livez", "/readyz", "/version", "/version/"], &["get"])],
         ),
         role(
             rbac_meta("system:monitoring", &[]),
             vec![url_rule(
-                &[
-                    "/healthz",
-                    "/healthz/*",
-                    "/livez",
-                    "/livez/*",
-                    "/metrics",
-                    "/metrics/slis",
-                    "/readyz",
-                    "/readyz/*",
-                ],
+                &["/healthz", "/healthz/*", "/livez", "/livez/*", "/metrics", "/metrics/slis", "/readyz", "/readyz/*"],
                 &["get"],
             )],
         ),
@@ -433,8 +317,7 @@ fn cluster_roles() -> Vec<Value> {
 }
 
 fn cluster_role_bindings() -> Vec<Value> {
-    let group =
-        |n: &str| json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": n});
+    let group = |n: &str| json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": n});
     let binding = |name: &str, subjects: Vec<Value>| {
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": rbac_meta(name, &[]),
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name}, "subjects": subjects})
@@ -443,18 +326,9 @@ fn cluster_role_bindings() -> Vec<Value> {
         binding("cluster-admin", vec![group("system:masters")]),
         binding("system:discovery", vec![group("system:authenticated")]),
         binding("system:basic-user", vec![group("system:authenticated")]),
-        binding(
-            "system:public-info-viewer",
-            vec![
-                group("system:authenticated"),
-                group("system:unauthenticated"),
-            ],
-        ),
+        binding("system:public-info-viewer", vec![group("system:authenticated"), group("system:unauthenticated")]),
         binding("system:monitoring", vec![group("system:monitoring")]),
-        binding(
-            "system:service-account-issuer-discovery",
-            vec![group("system:serviceaccounts")],
-        ),
+        binding("system:service-account-issuer-discovery", vec![group("system:serviceaccounts")]),
     ]
 }
 
@@ -468,12 +342,7 @@ pub(crate) async fn run(api: &ApiServer) -> Result<(), ApiError> {
         .await?;
     }
     let addr = api.config().advertise;
-    let cluster_ip = api
-        .config()
-        .cluster_ips
-        .first_ip()
-        .map(|ip| ip.to_string())
-        .unwrap_or_default();
+    let cluster_ip = api.config().cluster_ips.first_ip().map(|ip| ip.to_string()).unwrap_or_default();
     let mut svc = json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
@@ -483,8 +352,7 @@ pub(crate) async fn run(api: &ApiServer) -> Result<(), ApiError> {
     if !cluster_ip.is_empty() {
         svc["spec"]["clusterIP"] = json!(cluster_ip);
     }
-    api.create_if_absent("/api/v1/namespaces/default/services", svc)
-        .await?;
+    api.create_if_absent("/api/v1/namespaces/default/services", svc).await?;
     reconcile_endpoints(api).await?;
     for (name, value, description) in [
         (
@@ -512,12 +380,10 @@ pub(crate) async fn run(api: &ApiServer) -> Result<(), ApiError> {
         .await?;
     }
     for role in cluster_roles() {
-        api.create_if_absent("/apis/rbac.authorization.k8s.io/v1/clusterroles", role)
-            .await?;
+        api.create_if_absent("/apis/rbac.authorization.k8s.io/v1/clusterroles", role).await?;
     }
     for b in cluster_role_bindings() {
-        api.create_if_absent("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", b)
-            .await?;
+        api.create_if_absent("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", b).await?;
     }
     Ok(())
 }
@@ -540,10 +406,7 @@ async fn reconcile_endpoints(api: &ApiServer) -> Result<(), ApiError> {
     });
     for (path, obj) in [
         ("/api/v1/namespaces/default/endpoints/kubernetes", endpoints),
-        (
-            "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/kubernetes",
-            slice,
-        ),
+        ("/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/kubernetes", slice),
     ] {
         let (status, current) = api.internal(Method::GET, path, None).await;
         let collection = path.rsplit_once('/').map(|(c, _)| c).unwrap_or(path);
@@ -551,9 +414,8 @@ async fn reconcile_endpoints(api: &ApiServer) -> Result<(), ApiError> {
             api.create_if_absent(collection, obj).await?;
             continue;
         }
-        let differs = ["subsets", "endpoints", "ports"]
-            .iter()
-            .any(|k| obj.get(*k).is_some() && current.get(*k) != obj.get(*k));
+        let differs =
+            ["subsets", "endpoints", "ports"].iter().any(|k| obj.get(*k).is_some() && current.get(*k) != obj.get(*k));
         if differs {
             let mut updated = current.clone();
             for k in ["subsets", "endpoints", "ports", "addressType"] {
@@ -563,9 +425,7 @@ async fn reconcile_endpoints(api: &ApiServer) -> Result<(), ApiError> {
             }
             let (status, body) = api.internal(Method::PUT, path, Some(&updated)).await;
             if !status.is_success() {
-                return Err(ApiError::internal(format!(
-                    "bootstrap: updating {path} failed: {body}"
-                )));
+                return Err(ApiError::internal(format!("bootstrap: updating {path} failed: {body}")));
             }
         }
     }

@@ -94,12 +94,8 @@ fn aggregated_group(api: &ApiServer, group: &str, versions: &[String]) -> Value 
     let versions: Vec<Value> = versions
         .iter()
         .map(|v| {
-            let resources: Vec<Value> = api
-                .registry()
-                .in_group_version(group, v)
-                .iter()
-                .map(|t| aggregated_resource(t))
-                .collect();
+            let resources: Vec<Value> =
+                api.registry().in_group_version(group, v).iter().map(|t| aggregated_resource(t)).collect();
             json!({"version": v, "resources": resources, "freshness": "Current"})
         })
         .collect();
@@ -123,10 +119,8 @@ pub fn api(api: &ApiServer, accept: Option<&str>) -> Response<Body> {
 }
 
 fn group_doc(name: &str, versions: &[String]) -> Value {
-    let vs: Vec<Value> = versions
-        .iter()
-        .map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v}))
-        .collect();
+    let vs: Vec<Value> =
+        versions.iter().map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v})).collect();
     json!({"name": name, "versions": vs, "preferredVersion": vs.first().cloned().unwrap_or(Value::Null)})
 }
 
@@ -134,20 +128,11 @@ fn group_doc(name: &str, versions: &[String]) -> Value {
 pub fn apis(api: &ApiServer, accept: Option<&str>) -> Response<Body> {
     let groups = api.registry().groups();
     if let Some(v) = aggregated(accept) {
-        let items = groups
-            .iter()
-            .map(|g| aggregated_group(api, &g.name, &g.versions))
-            .collect();
+        let items = groups.iter().map(|g| aggregated_group(api, &g.name, &g.versions)).collect();
         return aggregated_response(v, items);
     }
-    let docs: Vec<Value> = groups
-        .iter()
-        .map(|g| group_doc(&g.name, &g.versions))
-        .collect();
-    json_response(
-        StatusCode::OK,
-        &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": docs}),
-    )
+    let docs: Vec<Value> = groups.iter().map(|g| group_doc(&g.name, &g.versions)).collect();
+    json_response(StatusCode::OK, &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": docs}))
 }
 
 /// The legacy `APIResourceList` of one group version.
@@ -177,34 +162,22 @@ fn resource_list(api: &ApiServer, group: &str, version: &str) -> Option<Value> {
             resources.push(r);
         }
     }
-    let gv = if group.is_empty() {
-        version.to_string()
-    } else {
-        format!("{group}/{version}")
-    };
-    Some(
-        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
-    )
+    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
 }
 
 /// `/api/v1`, `/apis/<group>` and `/apis/<group>/<version>`.
 pub fn group_or_version(api: &ApiServer, parts: &[String]) -> Result<Response<Body>, ApiError> {
     let doc = match parts {
         [p, v] if p == "api" => resource_list(api, "", v),
-        [p, g] if p == "apis" => api
-            .registry()
-            .groups()
-            .into_iter()
-            .find(|x| &x.name == g)
-            .map(|x| {
-                let mut d = group_doc(&x.name, &x.versions);
-                d["kind"] = json!("APIGroup");
-                d["apiVersion"] = json!("v1");
-                d
-            }),
+        [p, g] if p == "apis" => api.registry().groups().into_iter().find(|x| &x.name == g).map(|x| {
+            let mut d = group_doc(&x.name, &x.versions);
+            d["kind"] = json!("APIGroup");
+            d["apiVersion"] = json!("v1");
+            d
+        }),
         [p, g, v] if p == "apis" => resource_list(api, g, v),
         _ => None,
     };
-    doc.map(|d| json_response(StatusCode::OK, &d))
-        .ok_or_else(ApiError::not_found_path)
+    doc.map(|d| json_response(StatusCode::OK, &d)).ok_or_else(ApiError::not_found_path)
 }

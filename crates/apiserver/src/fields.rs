@@ -77,8 +77,7 @@ impl FieldSet {
                         if let Some(mm) = v.as_object() {
                             for key in ["labels", "annotations", "finalizers", "ownerReferences"] {
                                 if let Some(x) = mm.get(key) {
-                                    meta.children
-                                        .insert(format!("f:{key}"), Self::of_value(key, x));
+                                    meta.children.insert(format!("f:{key}"), Self::of_value(key, x));
                                 }
                             }
                         }
@@ -96,13 +95,14 @@ impl FieldSet {
     }
 
     fn of_value(field: &str, v: &Value) -> FieldSet {
-        let mut node = FieldSet::default();
+        let member = !matches!(v, Value::Object(m) if !m.is_empty())
+            && !matches!(v, Value::Array(a) if !a.is_empty() && !merge_key(field).is_empty());
+        let mut node = FieldSet { member, ..Default::default() };
         match v {
             Value::Object(m) if !m.is_empty() => {
                 node.member = MAP_FIELDS.contains(&field);
                 for (k, child) in m {
-                    node.children
-                        .insert(format!("f:{k}"), Self::of_value(k, child));
+                    node.children.insert(format!("f:{k}"), Self::of_value(k, child));
                 }
             }
             Value::Array(items) if !items.is_empty() => {
@@ -110,19 +110,9 @@ impl FieldSet {
                 let all_scalars = items.iter().all(|i| !i.is_object() && !i.is_array());
                 if field == "finalizers" && all_scalars {
                     for i in items {
-                        node.children.insert(
-                            format!("v:{i}"),
-                            FieldSet {
-                                member: true,
-                                children: BTreeMap::new(),
-                            },
-                        );
+                        node.children.insert(format!("v:{i}"), FieldSet { member: true, children: BTreeMap::new() });
                     }
-                } else if !keys.is_empty()
-                    && items
-                        .iter()
-                        .all(|i| keys.iter().any(|k| i.get(k).is_some()))
-                {
+                } else if !keys.is_empty() && items.iter().all(|i| keys.iter().any(|k| i.get(k).is_some())) {
                     for item in items {
                         let mut key = Map::new();
                         for k in keys {
@@ -132,8 +122,7 @@ impl FieldSet {
                         }
                         let mut child = Self::of_value("", item);
                         child.member = true;
-                        node.children
-                            .insert(format!("k:{}", Value::Object(key)), child);
+                        node.children.insert(format!("k:{}", Value::Object(key)), child);
                     }
                 }
                 // Other lists are atomic: owned as a whole (a leaf).
@@ -164,6 +153,8 @@ impl FieldSet {
     pub fn from_fields_v1(v: &Value) -> FieldSet {
         let mut node = FieldSet::default();
         if let Some(m) = v.as_object() {
+            // `{}` is an owned leaf.
+            node.member = m.is_empty();
             for (k, c) in m {
                 if k == "." {
                     node.member = true;
@@ -195,11 +186,8 @@ impl FieldSet {
                 }
                 continue;
             }
-            let sub = child.diff_values(
-                old_child.expect("checked"),
-                nv.unwrap_or(&Value::Null),
-                ov.unwrap_or(&Value::Null),
-            );
+            let sub =
+                child.diff_values(old_child.expect("checked"), nv.unwrap_or(&Value::Null), ov.unwrap_or(&Value::Null));
             if !sub.is_empty() {
                 out.children.insert(k.clone(), sub);
             }
@@ -253,10 +241,7 @@ fn step<'a>(v: &'a Value, elem: &str) -> Option<&'a Value> {
     }
     if let Some(k) = elem.strip_prefix("k:") {
         let key: Map<String, Value> = serde_json::from_str(k).ok()?;
-        return v
-            .as_array()?
-            .iter()
-            .find(|item| key.iter().all(|(kk, kv)| item.get(kk) == Some(kv)));
+        return v.as_array()?.iter().find(|item| key.iter().all(|(kk, kv)| item.get(kk) == Some(kv)));
     }
     None
 }
@@ -270,9 +255,8 @@ pub fn record_update(
     subresource: &str,
     now: &str,
 ) {
-    let mut entries: Vec<Value> = old
-        .and_then(|o| o.get("metadata")?.get("managedFields")?.as_array().cloned())
-        .unwrap_or_default();
+    let mut entries: Vec<Value> =
+        old.and_then(|o| o.get("metadata")?.get("managedFields")?.as_array().cloned()).unwrap_or_default();
     let changed = match old {
         Some(o) => FieldSet::changed(new, o),
         None => FieldSet::of_object(new),

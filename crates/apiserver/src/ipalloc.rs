@@ -71,9 +71,7 @@ pub struct IpAddressAllocator {
 impl IpAddressAllocator {
     /// An allocator for `cidr` (e.g. `10.96.0.0/12`).
     pub fn new(cidr: &str) -> Result<IpAddressAllocator, String> {
-        let (ip, bits) = cidr
-            .split_once('/')
-            .ok_or_else(|| format!("invalid CIDR {cidr:?}"))?;
+        let (ip, bits) = cidr.split_once('/').ok_or_else(|| format!("invalid CIDR {cidr:?}"))?;
         let ip: Ipv4Addr = ip.parse().map_err(|_| format!("invalid CIDR {cidr:?}"))?;
         let bits: u32 = bits
             .parse()
@@ -82,11 +80,7 @@ impl IpAddressAllocator {
             .ok_or_else(|| format!("invalid CIDR prefix in {cidr:?} (8..30)"))?;
         let size = 1u32 << (32 - bits);
         let base = u32::from(ip) & !(size - 1);
-        Ok(IpAddressAllocator {
-            base,
-            size,
-            cidr: cidr.to_string(),
-        })
+        Ok(IpAddressAllocator { base, size, cidr: cidr.to_string() })
     }
 
     /// The CIDR.
@@ -104,12 +98,7 @@ impl IpAddressAllocator {
         n > self.base && n < self.base + self.size - 1
     }
 
-    async fn claim(
-        &self,
-        store: &dyn Store,
-        service: &ServiceRef,
-        ip: Ipv4Addr,
-    ) -> Result<bool, StoreError> {
+    async fn claim(&self, store: &dyn Store, service: &ServiceRef, ip: Ipv4Addr) -> Result<bool, StoreError> {
         let obj = json!({
             "apiVersion": "networking.k8s.io/v1",
             "kind": "IPAddress",
@@ -122,10 +111,7 @@ impl IpAddressAllocator {
             "spec": {"parentRef": {"group": "", "resource": "services", "namespace": service.namespace, "name": service.name}},
         });
         let key = format!("/registry/networking.k8s.io/ipaddresses/{ip}");
-        match store
-            .create(key.as_bytes(), Bytes::from(obj.to_string()), None)
-            .await
-        {
+        match store.create(key.as_bytes(), Bytes::from(obj.to_string()), None).await {
             Ok(_) => Ok(true),
             Err(StoreError::AlreadyExists { .. }) => Ok(false),
             Err(e) => Err(e),
@@ -153,11 +139,7 @@ impl ClusterIpAllocator for IpAddressAllocator {
                 if !self.contains(ip) {
                     return Err(AllocError::OutOfRange(ip, self.cidr.clone()));
                 }
-                return if self.claim(store, service, ip).await? {
-                    Ok(ip)
-                } else {
-                    Err(AllocError::Taken)
-                };
+                return if self.claim(store, service, ip).await? { Ok(ip) } else { Err(AllocError::Taken) };
             }
             // Random probes first (the range is large and sparse), then a scan. The first
             // address is left to the `kubernetes` Service.

@@ -32,6 +32,7 @@ mod rest;
 pub mod selector;
 pub mod serve;
 pub mod smp;
+pub mod ssa;
 pub mod status;
 mod strategy;
 pub mod validation;
@@ -99,12 +100,7 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        for task in self
-            ._background
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-        {
+        for task in self._background.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
             task.abort();
         }
     }
@@ -125,11 +121,7 @@ impl ApiServer {
         };
         bootstrap::run(&api).await?;
         let finalizer = tokio::spawn(namespaces::run(Arc::downgrade(&api.inner)));
-        api.inner
-            ._background
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(finalizer.abort_handle());
+        api.inner._background.lock().unwrap_or_else(|p| p.into_inner()).push(finalizer.abort_handle());
         Ok(api)
     }
 
@@ -150,21 +142,12 @@ impl ApiServer {
 
     /// Whether namespace `name` is terminating, if the namespace index knows it.
     pub(crate) fn namespace_terminating(&self, name: &str) -> Option<bool> {
-        self.inner
-            .namespaces
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .copied()
+        self.inner.namespaces.read().unwrap_or_else(|p| p.into_inner()).get(name).copied()
     }
 
     /// Records a namespace's state (`None`: deleted) in the namespace index.
     pub(crate) fn index_namespace(&self, name: &str, terminating: Option<bool>) {
-        let mut idx = self
-            .inner
-            .namespaces
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut idx = self.inner.namespaces.write().unwrap_or_else(|p| p.into_inner());
         match terminating {
             Some(t) => idx.insert(name.to_string(), t),
             None => idx.remove(name),
@@ -177,22 +160,15 @@ impl ApiServer {
         if let Some(c) = caches.get(prefix) {
             return Ok(c.clone());
         }
-        let cache = WatchCache::start(
-            self.store().clone(),
-            Bytes::copy_from_slice(prefix.as_bytes()),
-        )
-        .await
-        .map_err(|e| status::from_store(e, &Default::default(), ""))?;
+        let cache = WatchCache::start(self.store().clone(), Bytes::copy_from_slice(prefix.as_bytes()))
+            .await
+            .map_err(|e| status::from_store(e, &Default::default(), ""))?;
         caches.insert(prefix.to_string(), cache.clone());
         Ok(cache)
     }
 
     /// Serves one HTTP request. `cert_user` is the user of a verified client certificate.
-    pub async fn handle(
-        &self,
-        req: Request<hyper::body::Incoming>,
-        cert_user: Option<UserInfo>,
-    ) -> Response<Body> {
+    pub async fn handle(&self, req: Request<hyper::body::Incoming>, cert_user: Option<UserInfo>) -> Response<Body> {
         let (parts, body) = req.into_parts();
         let body = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
             Ok(b) => b.to_bytes(),
@@ -200,9 +176,7 @@ impl ApiServer {
                 return error_response(&ApiError::too_large(MAX_BODY));
             }
             Err(e) => {
-                return error_response(&ApiError::bad_request(format!(
-                    "unable to read the request body: {e}"
-                )));
+                return error_response(&ApiError::bad_request(format!("unable to read the request body: {e}")));
             }
         };
         let user = match self.authenticate(&parts.headers, cert_user).await {
@@ -214,25 +188,14 @@ impl ApiServer {
 
     /// Who is making the request: the client certificate's user, or the bearer token's, or
     /// the anonymous user. An invalid token is a 401 even when anonymous access would do.
-    async fn authenticate(
-        &self,
-        headers: &http::HeaderMap,
-        cert_user: Option<UserInfo>,
-    ) -> Result<UserInfo, ApiError> {
+    async fn authenticate(&self, headers: &http::HeaderMap, cert_user: Option<UserInfo>) -> Result<UserInfo, ApiError> {
         if let Some(u) = cert_user {
             return Ok(u);
         }
-        let Some(auth) = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-        else {
+        let Some(auth) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
             return Ok(UserInfo::anonymous());
         };
-        let Some(token) = auth
-            .strip_prefix("Bearer ")
-            .or_else(|| auth.strip_prefix("bearer "))
-            .map(str::trim)
-        else {
+        let Some(token) = auth.strip_prefix("Bearer ").or_else(|| auth.strip_prefix("bearer ")).map(str::trim) else {
             return Err(ApiError::unauthorized());
         };
         for authn in &self.inner.config.tokens {
@@ -286,8 +249,7 @@ impl ApiServer {
         if let Ok(v) = HeaderValue::from_str(&audit_id) {
             h.insert("audit-id", v);
         }
-        h.entry(header::CACHE_CONTROL)
-            .or_insert(HeaderValue::from_static("no-cache, private"));
+        h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-cache, private"));
         tracing::debug!(tenant = %self.inner.config.name, verb = %info.verb, resource = %info.resource, path = %path, status = resp.status().as_u16(), "request");
         resp
     }
@@ -302,28 +264,17 @@ impl ApiServer {
         if info.is_resource {
             return rest::handle(self, req, info, query, user).await;
         }
-        let accept = req
-            .headers()
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).map(str::to_owned);
         match (req.method(), info.path.trim_end_matches('/')) {
-            (&http::Method::GET, "/version") => {
-                Ok(json_response(StatusCode::OK, &discovery::version()))
-            }
+            (&http::Method::GET, "/version") => Ok(json_response(StatusCode::OK, &discovery::version())),
             (&http::Method::GET, p) if is_health(p) => Ok(text_response(StatusCode::OK, "ok")),
             (&http::Method::GET, "/api") => Ok(discovery::api(self, accept.as_deref())),
             (&http::Method::GET, "/apis") => Ok(discovery::apis(self, accept.as_deref())),
-            (&http::Method::GET, p) if p.starts_with("/openapi/") => {
-                openapi::handle(self, p, accept.as_deref())
-            }
+            (&http::Method::GET, p) if p.starts_with("/openapi/") => openapi::handle(self, p, accept.as_deref()),
             (&http::Method::GET, p) if p.starts_with("/api/") || p.starts_with("/apis/") => {
                 discovery::group_or_version(self, &info.parts)
             }
-            (m, _) if m != http::Method::GET => Err(ApiError::method_not_allowed(
-                &Default::default(),
-                m.as_str(),
-            )),
+            (m, _) if m != http::Method::GET => Err(ApiError::method_not_allowed(&Default::default(), m.as_str())),
             _ => Err(ApiError::not_found_path()),
         }
     }
@@ -338,11 +289,7 @@ fn is_health(p: &str) -> bool {
 impl ApiError {
     /// The 404 of an unknown path.
     pub fn not_found_path() -> ApiError {
-        ApiError::new(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-        )
+        ApiError::new(404, "NotFound", "the server could not find the requested resource")
     }
 }
 
@@ -377,10 +324,8 @@ pub fn text_response(code: StatusCode, text: &str) -> Response<Body> {
 
 /// The response of an error: its `Status` with its code.
 pub fn error_response(e: &ApiError) -> Response<Body> {
-    let mut resp = json_response(
-        StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        &e.to_status(),
-    );
+    let mut resp =
+        json_response(StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &e.to_status());
     if let Some(r) = e.retry_after
         && let Ok(v) = HeaderValue::from_str(&r.to_string())
     {

@@ -20,12 +20,7 @@ pub(crate) async fn run(inner: Weak<Inner>) {
     // The current namespaces, including those left terminating by an earlier run.
     if let Some(api) = inner.upgrade().map(|inner| ApiServer { inner }) {
         let (_, list) = api.internal(Method::GET, "/api/v1/namespaces", None).await;
-        for ns in list
-            .get("items")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-        {
+        for ns in list.get("items").and_then(Value::as_array).cloned().unwrap_or_default() {
             api.index_namespace(object::name(&ns), Some(terminating(&ns)));
             if object::is_deleting(&ns) {
                 spawn_finalizer(inner.clone(), object::name(&ns).to_string());
@@ -42,10 +37,7 @@ pub(crate) async fn run(inner: Weak<Inner>) {
         let Some(api) = inner.upgrade().map(|inner| ApiServer { inner }) else {
             return;
         };
-        api.index_namespace(
-            &name,
-            (!change.deleted).then(|| terminating(&change.object)),
-        );
+        api.index_namespace(&name, (!change.deleted).then(|| terminating(&change.object)));
         if !change.deleted && object::is_deleting(&change.object) {
             spawn_finalizer(inner.clone(), name);
         }
@@ -76,9 +68,7 @@ fn terminating(ns: &Value) -> bool {
 async fn subscribe(
     inner: &Weak<Inner>,
 ) -> Option<tokio::sync::broadcast::Receiver<std::sync::Arc<crate::watchcache::Change>>> {
-    let api = ApiServer {
-        inner: inner.upgrade()?,
-    };
+    let api = ApiServer { inner: inner.upgrade()? };
     let rt = api.registry().get("", "v1", "namespaces")?;
     let cache = api.cache(&rt.key_prefix()).await.ok()?;
     cache.subscribe(cache.head()).map(|s| s.live)
@@ -89,36 +79,29 @@ async fn subscribe(
 async fn finalize(api: &ApiServer, ns: &str) -> bool {
     let mut remaining = 0usize;
     for rt in api.registry().all() {
-        if !rt.namespaced
-            || !rt.preferred
-            || strategy::converts(&rt)
-            || !rt.supports("list")
-            || !rt.supports("delete")
+        if !rt.namespaced || !rt.preferred || strategy::converts(&rt) || !rt.supports("list") || !rt.supports("delete")
         {
             continue;
         }
-        let base = if rt.group.is_empty() {
-            "/api/v1".to_string()
-        } else {
-            format!("/apis/{}/{}", rt.group, rt.version)
-        };
+        let base =
+            if rt.group.is_empty() { "/api/v1".to_string() } else { format!("/apis/{}/{}", rt.group, rt.version) };
         let collection = format!("{base}/namespaces/{ns}/{}", rt.plural);
         let (status, list) = api.internal(Method::GET, &collection, None).await;
         if status != StatusCode::OK {
             continue;
         }
-        for item in list
-            .get("items")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-        {
+        for item in list.get("items").and_then(Value::as_array).cloned().unwrap_or_default() {
             remaining += 1;
             if object::is_deleting(&item) {
                 continue;
             }
             let path = format!("{collection}/{}", object::name(&item));
-            api.internal(Method::DELETE, &path, Some(&json!({"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}))).await;
+            api.internal(
+                Method::DELETE,
+                &path,
+                Some(&json!({"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"})),
+            )
+            .await;
         }
     }
     if remaining > 0 {
@@ -132,16 +115,10 @@ async fn finalize(api: &ApiServer, ns: &str) -> bool {
     let mut fin = current.clone();
     let kept: Vec<Value> = object::at(&current, &["spec", "finalizers"])
         .and_then(Value::as_array)
-        .map(|f| {
-            f.iter()
-                .filter(|x| x.as_str() != Some("kubernetes"))
-                .cloned()
-                .collect()
-        })
+        .map(|f| f.iter().filter(|x| x.as_str() != Some("kubernetes")).cloned().collect())
         .unwrap_or_default();
     fin["spec"]["finalizers"] = json!(kept);
-    api.internal(Method::PUT, &format!("{path}/finalize"), Some(&fin))
-        .await;
+    api.internal(Method::PUT, &format!("{path}/finalize"), Some(&fin)).await;
     let (status, _) = api.internal(Method::DELETE, &path, None).await;
     status == StatusCode::NOT_FOUND || {
         let (s, _) = api.internal(Method::GET, &path, None).await;

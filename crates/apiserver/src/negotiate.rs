@@ -20,10 +20,8 @@ impl MediaType {
     /// Parses one media type with its parameters.
     pub fn parse(s: &str) -> MediaType {
         let mut parts = s.split(';');
-        let mut mt = MediaType {
-            essence: parts.next().unwrap_or("").trim().to_ascii_lowercase(),
-            ..Default::default()
-        };
+        let mut mt =
+            MediaType { essence: parts.next().unwrap_or("").trim().to_ascii_lowercase(), ..Default::default() };
         for p in parts {
             let Some((k, v)) = p.split_once('=') else {
                 continue;
@@ -42,10 +40,7 @@ impl MediaType {
 
     /// Whether this is JSON (or anything a JSON answer satisfies).
     pub fn is_json_like(&self) -> bool {
-        matches!(
-            self.essence.as_str(),
-            "application/json" | "*/*" | "application/*" | ""
-        )
+        matches!(self.essence.as_str(), "application/json" | "*/*" | "application/*" | "")
     }
 }
 
@@ -53,15 +48,8 @@ impl MediaType {
 /// list preferences in order and do not use `q`).
 pub fn accept_list(accept: Option<&str>) -> Vec<MediaType> {
     match accept {
-        None => vec![MediaType {
-            essence: "application/json".into(),
-            ..Default::default()
-        }],
-        Some(a) => a
-            .split(',')
-            .map(MediaType::parse)
-            .filter(|m| !m.essence.is_empty())
-            .collect(),
+        None => vec![MediaType { essence: "application/json".into(), ..Default::default() }],
+        Some(a) => a.split(',').map(MediaType::parse).filter(|m| !m.essence.is_empty()).collect(),
     }
 }
 
@@ -92,10 +80,7 @@ pub fn choose(accept: Option<&str>, tables: bool) -> Option<Output> {
                 _ => continue,
             }
         }
-        if !m.is_json_like()
-            || m.group != "meta.k8s.io"
-            || !matches!(m.version.as_str(), "v1" | "v1beta1")
-        {
+        if !m.is_json_like() || m.group != "meta.k8s.io" || !matches!(m.version.as_str(), "v1" | "v1beta1") {
             continue;
         }
         match m.as_kind.as_str() {
@@ -130,13 +115,8 @@ pub enum BodyFormat {
 
 /// The body format named by a `Content-Type` header, if known.
 pub fn body_format(content_type: Option<&str>) -> Option<BodyFormat> {
-    let essence = content_type
-        .unwrap_or("application/json")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let essence =
+        content_type.unwrap_or("application/json").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     Some(match essence.as_str() {
         "application/json" | "" => BodyFormat::Json,
         "application/yaml" => BodyFormat::Yaml,
@@ -156,20 +136,11 @@ mod tests {
     #[test]
     fn kubectl_get_prefers_tables_then_json() {
         let kubectl = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
-        assert_eq!(
-            choose(Some(kubectl), true),
-            Some(Output::Table("v1".into()))
-        );
+        assert_eq!(choose(Some(kubectl), true), Some(Output::Table("v1".into())));
         assert_eq!(choose(Some(kubectl), false), Some(Output::Json));
         assert_eq!(choose(None, true), Some(Output::Json));
-        assert_eq!(
-            choose(Some("application/vnd.kubernetes.protobuf"), true),
-            None
-        );
-        assert_eq!(
-            choose(Some("application/vnd.kubernetes.protobuf, */*"), true),
-            Some(Output::Json)
-        );
+        assert_eq!(choose(Some("application/vnd.kubernetes.protobuf"), true), None);
+        assert_eq!(choose(Some("application/vnd.kubernetes.protobuf, */*"), true), Some(Output::Json));
         assert_eq!(choose(Some("text/html"), true), None);
     }
 }

@@ -35,9 +35,7 @@ pub fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
         *obj = Value::Object(Map::new());
     }
     let root = obj.as_object_mut().expect("object");
-    let m = root
-        .entry("metadata")
-        .or_insert_with(|| Value::Object(Map::new()));
+    let m = root.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
     if !m.is_object() {
         *m = Value::Object(Map::new());
     }
@@ -68,11 +66,7 @@ pub fn resource_version(obj: &Value) -> &str {
 pub fn labels(obj: &Value) -> BTreeMap<String, String> {
     at(obj, &["metadata", "labels"])
         .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                .collect()
-        })
+        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
         .unwrap_or_default()
 }
 
@@ -80,11 +74,7 @@ pub fn labels(obj: &Value) -> BTreeMap<String, String> {
 pub fn finalizers(obj: &Value) -> Vec<String> {
     at(obj, &["metadata", "finalizers"])
         .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
         .unwrap_or_default()
 }
 
@@ -110,9 +100,7 @@ pub fn spec_part(obj: &Value) -> Value {
     match obj.as_object() {
         Some(m) => Value::Object(
             m.iter()
-                .filter(|(k, _)| {
-                    !matches!(k.as_str(), "metadata" | "status" | "apiVersion" | "kind")
-                })
+                .filter(|(k, _)| !matches!(k.as_str(), "metadata" | "status" | "apiVersion" | "kind"))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         ),
@@ -211,10 +199,7 @@ fn skip_value(json: &[u8], mut i: usize) -> Option<usize> {
             None
         }
         _ => {
-            while i < json.len()
-                && !matches!(json[i], b',' | b'}' | b']')
-                && !json[i].is_ascii_whitespace()
-            {
+            while i < json.len() && !matches!(json[i], b',' | b'}' | b']') && !json[i].is_ascii_whitespace() {
                 i += 1;
             }
             Some(i)
@@ -267,13 +252,10 @@ fn render_fast(json: &[u8], rv: i64, strip_type: bool) -> Option<Vec<u8>> {
     let mut body = rest;
     if strip_type {
         // `,"apiVersion":"<v>","kind":"<k>"}` ends the object.
-        let at = rest
-            .windows(STORED_TYPE_MARK.len())
-            .rposition(|w| w == STORED_TYPE_MARK)?;
+        let at = rest.windows(STORED_TYPE_MARK.len()).rposition(|w| w == STORED_TYPE_MARK)?;
         let tail = &rest[at + STORED_TYPE_MARK.len()..];
-        let plain = tail.iter().filter(|b| **b == b'"').count() == 6
-            && !tail.contains(&b'\\')
-            && tail.ends_with(b"\"}");
+        let plain =
+            tail.iter().filter(|b| **b == b'"').count() == 6 && !tail.contains(&b'\\') && tail.ends_with(b"\"}");
         if !plain {
             return None;
         }
@@ -366,8 +348,7 @@ mod tests {
         let stored = encode_stored(&obj);
         assert!(stored.starts_with(STORED_PREFIX));
         for strip in [false, true] {
-            let fast: Value =
-                serde_json::from_slice(&render_fast(&stored, 9, strip).unwrap()).unwrap();
+            let fast: Value = serde_json::from_slice(&render_fast(&stored, 9, strip).unwrap()).unwrap();
             let mut want = obj.clone();
             want["metadata"]["resourceVersion"] = serde_json::json!("9");
             if strip {
@@ -377,9 +358,6 @@ mod tests {
             assert_eq!(fast, want, "strip={strip}");
         }
         let empty = encode_stored(&serde_json::json!({"metadata": {}}));
-        assert_eq!(
-            render_stored(&empty, 1, false).unwrap(),
-            br#"{"metadata":{"resourceVersion":"1"}}"#
-        );
+        assert_eq!(render_stored(&empty, 1, false).unwrap(), br#"{"metadata":{"resourceVersion":"1"}}"#);
     }
 }

@@ -27,10 +27,7 @@ fn operation(t: &ResourceType, action: &str, id: &str, write: bool) -> Value {
     });
     if write {
         op["parameters"] = json!([
-            param(
-                "dryRun",
-                "When present, indicates that modifications should not be persisted."
-            ),
+            param("dryRun", "When present, indicates that modifications should not be persisted."),
             param(
                 "fieldManager",
                 "fieldManager is a name associated with the actor or entity that is making these changes."
@@ -48,69 +45,35 @@ fn operation(t: &ResourceType, action: &str, id: &str, write: bool) -> Value {
 fn paths(types: &[std::sync::Arc<ResourceType>]) -> Map<String, Value> {
     let mut paths = Map::new();
     for t in types {
-        let base = if t.group.is_empty() {
-            "/api/v1".to_string()
-        } else {
-            format!("/apis/{}/{}", t.group, t.version)
-        };
-        let scope = if t.namespaced {
-            "/namespaces/{namespace}"
-        } else {
-            ""
-        };
+        let base = if t.group.is_empty() { "/api/v1".to_string() } else { format!("/apis/{}/{}", t.group, t.version) };
+        let scope = if t.namespaced { "/namespaces/{namespace}" } else { "" };
         let id = format!("{}{}", t.kind, t.version);
         let collection = format!("{base}{scope}/{}", t.plural);
         let mut c = Map::new();
         if t.supports("list") {
-            c.insert(
-                "get".into(),
-                operation(t, "list", &format!("list{id}"), false),
-            );
+            c.insert("get".into(), operation(t, "list", &format!("list{id}"), false));
         }
         if t.supports("create") {
-            c.insert(
-                "post".into(),
-                operation(t, "post", &format!("create{id}"), true),
-            );
+            c.insert("post".into(), operation(t, "post", &format!("create{id}"), true));
         }
         if t.supports("deletecollection") {
-            c.insert(
-                "delete".into(),
-                operation(
-                    t,
-                    "deletecollection",
-                    &format!("deletecollection{id}"),
-                    false,
-                ),
-            );
+            c.insert("delete".into(), operation(t, "deletecollection", &format!("deletecollection{id}"), false));
         }
         if !c.is_empty() {
             paths.insert(collection.clone(), Value::Object(c));
         }
         let mut item = Map::new();
         if t.supports("get") {
-            item.insert(
-                "get".into(),
-                operation(t, "get", &format!("read{id}"), false),
-            );
+            item.insert("get".into(), operation(t, "get", &format!("read{id}"), false));
         }
         if t.supports("update") {
-            item.insert(
-                "put".into(),
-                operation(t, "put", &format!("replace{id}"), true),
-            );
+            item.insert("put".into(), operation(t, "put", &format!("replace{id}"), true));
         }
         if t.supports("patch") {
-            item.insert(
-                "patch".into(),
-                operation(t, "patch", &format!("patch{id}"), true),
-            );
+            item.insert("patch".into(), operation(t, "patch", &format!("patch{id}"), true));
         }
         if t.supports("delete") {
-            item.insert(
-                "delete".into(),
-                operation(t, "delete", &format!("delete{id}"), false),
-            );
+            item.insert("delete".into(), operation(t, "delete", &format!("delete{id}"), false));
         }
         if !item.is_empty() {
             paths.insert(format!("{collection}/{{name}}"), Value::Object(item));
@@ -125,17 +88,13 @@ fn paths(types: &[std::sync::Arc<ResourceType>]) -> Map<String, Value> {
                 ("create", "post", "post"),
             ] {
                 if s.verbs.iter().any(|v| v == verb) {
-                    let mut op =
-                        operation(t, action, &format!("{method}{id}{}", s.name), verb != "get");
+                    let mut op = operation(t, action, &format!("{method}{id}{}", s.name), verb != "get");
                     op["x-kubernetes-group-version-kind"] = sgvk.clone();
                     sub.insert(method.into(), op);
                 }
             }
             if !sub.is_empty() {
-                paths.insert(
-                    format!("{collection}/{{name}}/{}", s.name),
-                    Value::Object(sub),
-                );
+                paths.insert(format!("{collection}/{{name}}/{}", s.name), Value::Object(sub));
             }
         }
     }
@@ -157,10 +116,7 @@ fn docs() -> &'static Docs {
 
 /// The table message of a definition name (`io.k8s.api.core.v1.PodSpec` → `api::core::v1::PodSpec`).
 fn table_message(def: &str) -> Option<&'static crate::protobuf::Message> {
-    let path = def
-        .strip_prefix("io.k8s.")?
-        .replace('-', "_")
-        .replace('.', "::");
+    let path = def.strip_prefix("io.k8s.")?.replace('-', "_").replace('.', "::");
     crate::protobuf::MESSAGES.iter().find(|m| m.name == path)
 }
 
@@ -219,18 +175,14 @@ fn build_docs() -> Docs {
             match f.map_type {
                 MapType::Unset => {}
                 MapType::Atomic => _ = p.insert("x-kubernetes-map-type".into(), json!("atomic")),
-                MapType::Granular => {
-                    _ = p.insert("x-kubernetes-map-type".into(), json!("granular"))
-                }
+                MapType::Granular => _ = p.insert("x-kubernetes-map-type".into(), json!("granular")),
             }
         }
     }
     for (name, g) in kinds {
         if let Some(def) = definitions.get_mut(&name) {
-            let list = def.as_object_mut().map(|d| {
-                d.entry("x-kubernetes-group-version-kind")
-                    .or_insert_with(|| json!([]))
-            });
+            let list =
+                def.as_object_mut().map(|d| d.entry("x-kubernetes-group-version-kind").or_insert_with(|| json!([])));
             if let Some(Value::Array(l)) = list
                 && !l.contains(&g)
             {
@@ -238,17 +190,11 @@ fn build_docs() -> Docs {
             }
         }
     }
-    Docs {
-        definitions,
-        rendered: std::sync::Mutex::new(std::collections::HashMap::new()),
-    }
+    Docs { definitions, rendered: std::sync::Mutex::new(std::collections::HashMap::new()) }
 }
 
 /// Collects the definitions reachable from `roots` (following `$ref`s).
-fn reachable(
-    defs: &Map<String, Value>,
-    roots: impl IntoIterator<Item = String>,
-) -> Map<String, Value> {
+fn reachable(defs: &Map<String, Value>, roots: impl IntoIterator<Item = String>) -> Map<String, Value> {
     fn refs(v: &Value, out: &mut Vec<String>) {
         match v {
             Value::Object(m) => {
@@ -289,9 +235,7 @@ fn kind_definitions(types: &[std::sync::Arc<ResourceType>]) -> Vec<String> {
                 .definitions
                 .iter()
                 .find(|(_, d)| {
-                    d.get("x-kubernetes-group-version-kind")
-                        .and_then(Value::as_array)
-                        .is_some_and(|l| l.contains(&gv))
+                    d.get("x-kubernetes-group-version-kind").and_then(Value::as_array).is_some_and(|l| l.contains(&gv))
                 })
                 .map(|(n, _)| n.clone())
         })
@@ -303,9 +247,7 @@ fn kind_definitions(types: &[std::sync::Arc<ResourceType>]) -> Vec<String> {
         for s in &t.subresources {
             let gv = json!({"group": s.group, "version": s.version, "kind": s.kind});
             if let Some((n, _)) = docs().definitions.iter().find(|(_, d)| {
-                d.get("x-kubernetes-group-version-kind")
-                    .and_then(Value::as_array)
-                    .is_some_and(|l| l.contains(&gv))
+                d.get("x-kubernetes-group-version-kind").and_then(Value::as_array).is_some_and(|l| l.contains(&gv))
             }) {
                 names.push(n.clone());
             }
@@ -316,19 +258,11 @@ fn kind_definitions(types: &[std::sync::Arc<ResourceType>]) -> Vec<String> {
 
 fn cached(key: &str, build: impl FnOnce() -> Value) -> bytes::Bytes {
     let d = docs();
-    if let Some(b) = d
-        .rendered
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(key)
-    {
+    if let Some(b) = d.rendered.lock().unwrap_or_else(|p| p.into_inner()).get(key) {
         return b.clone();
     }
     let b = bytes::Bytes::from(serde_json::to_vec(&build()).unwrap_or_default());
-    d.rendered
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(key.to_string(), b.clone());
+    d.rendered.lock().unwrap_or_else(|p| p.into_inner()).insert(key.to_string(), b.clone());
     b
 }
 
@@ -341,26 +275,16 @@ fn bytes_response(b: bytes::Bytes) -> Response<Body> {
 }
 
 /// Serves `/openapi/...`.
-pub fn handle(
-    api: &ApiServer,
-    path: &str,
-    _accept: Option<&str>,
-) -> Result<Response<Body>, ApiError> {
+pub fn handle(api: &ApiServer, path: &str, _accept: Option<&str>) -> Result<Response<Body>, ApiError> {
     let rest = path.trim_start_matches("/openapi/").trim_end_matches('/');
     let version = format!("v1.{}.0", crate::KUBERNETES_MINOR);
     if rest == "v3" {
         let mut index = Map::new();
-        index.insert(
-            "api/v1".into(),
-            json!({"serverRelativeURL": "/openapi/v3/api/v1"}),
-        );
+        index.insert("api/v1".into(), json!({"serverRelativeURL": "/openapi/v3/api/v1"}));
         for g in api.registry().groups() {
             for v in &g.versions {
                 let key = format!("apis/{}/{v}", g.name);
-                index.insert(
-                    key.clone(),
-                    json!({"serverRelativeURL": format!("/openapi/v3/{key}")}),
-                );
+                index.insert(key.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{key}")}));
             }
         }
         return Ok(json_response(StatusCode::OK, &json!({"paths": index})));

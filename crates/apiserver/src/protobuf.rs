@@ -258,18 +258,12 @@ fn decode_message(buf: &[u8], idx: usize, depth: usize) -> Result<Value, String>
                 m.get("intVal").cloned().unwrap_or(json!(0))
             });
         }
-        "apimachinery::pkg::apis::meta::v1::Time"
-        | "apimachinery::pkg::apis::meta::v1::MicroTime" => {
+        "apimachinery::pkg::apis::meta::v1::Time" | "apimachinery::pkg::apis::meta::v1::MicroTime" => {
             let m = decode_message_fields(buf, msg, depth)?;
             let secs = m.get("seconds").and_then(Value::as_i64).unwrap_or(0);
             let nanos = m.get("nanos").and_then(Value::as_i64).unwrap_or(0);
-            let t = jiff::Timestamp::new(secs, nanos as i32)
-                .map_err(|e| format!("time out of range: {e}"))?;
-            let fmt = if msg.name.ends_with("MicroTime") {
-                "%Y-%m-%dT%H:%M:%S%.6fZ"
-            } else {
-                "%Y-%m-%dT%H:%M:%SZ"
-            };
+            let t = jiff::Timestamp::new(secs, nanos as i32).map_err(|e| format!("time out of range: {e}"))?;
+            let fmt = if msg.name.ends_with("MicroTime") { "%Y-%m-%dT%H:%M:%S%.6fZ" } else { "%Y-%m-%dT%H:%M:%SZ" };
             return Ok(json!(t.strftime(fmt).to_string()));
         }
         "apimachinery::pkg::apis::meta::v1::Duration" => {
@@ -277,8 +271,7 @@ fn decode_message(buf: &[u8], idx: usize, depth: usize) -> Result<Value, String>
             let ns = m.get("duration").and_then(Value::as_i64).unwrap_or(0);
             return Ok(json!(go_duration(ns)));
         }
-        "apimachinery::pkg::runtime::RawExtension"
-        | "apimachinery::pkg::apis::meta::v1::FieldsV1" => {
+        "apimachinery::pkg::runtime::RawExtension" | "apimachinery::pkg::apis::meta::v1::FieldsV1" => {
             let m = decode_raw_bytes(buf)?;
             return raw_json(&m);
         }
@@ -311,11 +304,7 @@ fn decode_raw_bytes(buf: &[u8]) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-fn decode_message_fields(
-    buf: &[u8],
-    msg: &Message,
-    depth: usize,
-) -> Result<Map<String, Value>, String> {
+fn decode_message_fields(buf: &[u8], msg: &Message, depth: usize) -> Result<Map<String, Value>, String> {
     let mut out = Map::new();
     let mut r = Reader { buf };
     while !r.buf.is_empty() {
@@ -331,24 +320,18 @@ fn decode_message_fields(
             (Kind::Bytes, 2) => values.push(b64(r.bytes()?)),
             (Kind::Int, 0) => values.push(json!(r.varint()? as i64)),
             (Kind::Bool, 0) => values.push(json!(r.varint()? != 0)),
-            (Kind::Double, 1) => values.push(json!(f64::from_le_bytes(
-                r.fixed(8)?.try_into().map_err(|_| "bad double")?
-            ))),
+            (Kind::Double, 1) => {
+                values.push(json!(f64::from_le_bytes(r.fixed(8)?.try_into().map_err(|_| "bad double")?)))
+            }
             // Packed repeated scalars.
             (Kind::Int | Kind::Bool, 2) if f.repeated => {
                 let mut p = Reader { buf: r.bytes()? };
                 while !p.buf.is_empty() {
                     let v = p.varint()?;
-                    values.push(if f.kind == Kind::Bool {
-                        json!(v != 0)
-                    } else {
-                        json!(v as i64)
-                    });
+                    values.push(if f.kind == Kind::Bool { json!(v != 0) } else { json!(v as i64) });
                 }
             }
-            (Kind::Msg, 2) => {
-                values.push(decode_message(r.bytes()?, f.message as usize, depth + 1)?)
-            }
+            (Kind::Msg, 2) => values.push(decode_message(r.bytes()?, f.message as usize, depth + 1)?),
             (Kind::MapStr | Kind::MapMsg | Kind::MapBytes, 2) => {
                 let mut e = Reader { buf: r.bytes()? };
                 let (mut k, mut v) = (String::new(), Value::Null);
@@ -457,42 +440,23 @@ fn go_duration(ns: i64) -> String {
 
 /// Decodes a Kubernetes protobuf body into a JSON object with `apiVersion` and `kind` set.
 pub fn decode(body: &[u8]) -> Result<Value, String> {
-    let payload = body
-        .strip_prefix(MAGIC)
-        .ok_or("the body does not start with the Kubernetes protobuf magic")?;
-    let unknown =
-        message_index("apimachinery::pkg::runtime::Unknown").ok_or("no runtime.Unknown message")?;
+    let payload = body.strip_prefix(MAGIC).ok_or("the body does not start with the Kubernetes protobuf magic")?;
+    let unknown = message_index("apimachinery::pkg::runtime::Unknown").ok_or("no runtime.Unknown message")?;
     let envelope = decode_message_fields(payload, &table::MESSAGES[unknown], 0)?;
     let type_meta = envelope.get("typeMeta").cloned().unwrap_or(json!({}));
-    let api_version = type_meta
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let kind = type_meta
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    if let Some(enc) = envelope
-        .get("contentEncoding")
-        .and_then(Value::as_str)
-        .filter(|e| !e.is_empty())
-    {
+    let api_version = type_meta.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_string();
+    let kind = type_meta.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
+    if let Some(enc) = envelope.get("contentEncoding").and_then(Value::as_str).filter(|e| !e.is_empty()) {
         return Err(format!("unsupported content encoding {enc:?}"));
     }
     let raw = match envelope.get("raw").and_then(Value::as_str) {
-        Some(b) => base64::engine::general_purpose::STANDARD
-            .decode(b)
-            .map_err(|e| e.to_string())?,
+        Some(b) => base64::engine::general_purpose::STANDARD.decode(b).map_err(|e| e.to_string())?,
         None => Vec::new(),
     };
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", &api_version));
-    let module =
-        module_of(group).ok_or_else(|| format!("no protobuf messages for group {group:?}"))?;
+    let module = module_of(group).ok_or_else(|| format!("no protobuf messages for group {group:?}"))?;
     let name = format!("{module}::{version}::{kind}");
-    let idx = message_index(&name)
-        .ok_or_else(|| format!("no protobuf message for {api_version}, Kind={kind}"))?;
+    let idx = message_index(&name).ok_or_else(|| format!("no protobuf message for {api_version}, Kind={kind}"))?;
     let mut obj = decode_message(&raw, idx, 0)?;
     if let Some(m) = obj.as_object_mut() {
         m.insert("apiVersion".into(), json!(api_version));
@@ -539,13 +503,7 @@ mod tests {
 
     #[test]
     fn hostile_bodies_are_errors() {
-        for body in [
-            &b"k8s"[..],
-            b"k8s\0\x0a\xff\xff\xff\xff\x0f",
-            b"k8s\0\x12\x05ab",
-            b"nope",
-            b"k8s\0\x0b",
-        ] {
+        for body in [&b"k8s"[..], b"k8s\0\x0a\xff\xff\xff\xff\x0f", b"k8s\0\x12\x05ab", b"nope", b"k8s\0\x0b"] {
             assert!(decode(body).is_err(), "{body:?}");
         }
     }

@@ -3,9 +3,7 @@
 /// Parses a quantity into its value (cores, bytes, ...); `None` if malformed.
 pub fn parse(s: &str) -> Option<f64> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
-        .unwrap_or(s.len());
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(s.len());
     let (num, suffix) = s.split_at(split);
     let n: f64 = num.parse().ok()?;
     let mult = match suffix {

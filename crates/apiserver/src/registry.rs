@@ -118,11 +118,7 @@ pub struct ResourceType {
 impl ResourceType {
     /// `group/version`, or `version` for core.
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() {
-            self.version.clone()
-        } else {
-            format!("{}/{}", self.group, self.version)
-        }
+        if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
     }
 
     /// The group and resource, for messages.
@@ -142,11 +138,7 @@ impl ResourceType {
 
     /// The store key prefix of the objects in namespace `ns` (all namespaces if empty).
     pub fn list_prefix(&self, ns: &str) -> String {
-        if self.namespaced && !ns.is_empty() {
-            format!("{}{ns}/", self.key_prefix())
-        } else {
-            self.key_prefix()
-        }
+        if self.namespaced && !ns.is_empty() { format!("{}{ns}/", self.key_prefix()) } else { self.key_prefix() }
     }
 
     /// The store key of one object.
@@ -210,19 +202,8 @@ impl Registry {
     /// A registry with the built-in types of Kubernetes 1.33.
     pub fn builtin() -> Registry {
         let types: Vec<Arc<ResourceType>> = builtin_types().to_vec();
-        let index = types
-            .iter()
-            .map(|t| {
-                (
-                    (t.group.clone(), t.version.clone(), t.plural.clone()),
-                    t.clone(),
-                )
-            })
-            .collect();
-        Registry {
-            types: RwLock::new(types),
-            index: RwLock::new(index),
-        }
+        let index = types.iter().map(|t| ((t.group.clone(), t.version.clone(), t.plural.clone()), t.clone())).collect();
+        Registry { types: RwLock::new(types), index: RwLock::new(index) }
     }
 
     /// The type served at `group/version/plural`.
@@ -237,11 +218,7 @@ impl Registry {
     /// The preferred version's type for `group` and `kind`.
     pub fn by_kind(&self, group: &str, kind: &str) -> Option<Arc<ResourceType>> {
         let types = self.types.read().unwrap_or_else(|p| p.into_inner());
-        types
-            .iter()
-            .filter(|t| t.group == group && t.kind == kind)
-            .max_by_key(|t| t.preferred)
-            .cloned()
+        types.iter().filter(|t| t.group == group && t.kind == kind).max_by_key(|t| t.preferred).cloned()
     }
 
     /// Every served type.
@@ -251,10 +228,7 @@ impl Registry {
 
     /// The types served in one group version.
     pub fn in_group_version(&self, group: &str, version: &str) -> Vec<Arc<ResourceType>> {
-        self.all()
-            .into_iter()
-            .filter(|t| t.group == group && t.version == version)
-            .collect()
+        self.all().into_iter().filter(|t| t.group == group && t.version == version).collect()
     }
 
     /// The served groups (except core), with versions, preferred first, in serving order.
@@ -267,19 +241,12 @@ impl Registry {
             let g = match groups.iter_mut().find(|g| g.name == t.group) {
                 Some(g) => g,
                 None => {
-                    groups.push(GroupInfo {
-                        name: t.group.clone(),
-                        versions: Vec::new(),
-                    });
+                    groups.push(GroupInfo { name: t.group.clone(), versions: Vec::new() });
                     groups.last_mut().expect("just pushed")
                 }
             };
             if !g.versions.contains(&t.version) {
-                if t.preferred {
-                    g.versions.insert(0, t.version.clone())
-                } else {
-                    g.versions.push(t.version.clone())
-                }
+                if t.preferred { g.versions.insert(0, t.version.clone()) } else { g.versions.push(t.version.clone()) }
             }
         }
         groups
@@ -291,14 +258,9 @@ impl Registry {
         let mut types = self.types.write().unwrap_or_else(|p| p.into_inner());
         let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
         for t in new {
-            types.retain(|o| {
-                !(o.group == t.group && o.plural == t.plural && o.version == t.version)
-            });
+            types.retain(|o| !(o.group == t.group && o.plural == t.plural && o.version == t.version));
             let t = Arc::new(t);
-            index.insert(
-                (t.group.clone(), t.version.clone(), t.plural.clone()),
-                t.clone(),
-            );
+            index.insert((t.group.clone(), t.version.clone(), t.plural.clone()), t.clone());
             types.push(t);
         }
     }
@@ -307,9 +269,6 @@ impl Registry {
     pub fn remove(&self, group: &str, plural: &str) {
         let mut types = self.types.write().unwrap_or_else(|p| p.into_inner());
         types.retain(|t| !(t.group == group && t.plural == plural));
-        self.index
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|(g, _, p), _| !(g == group && p == plural));
+        self.index.write().unwrap_or_else(|p| p.into_inner()).retain(|(g, _, p), _| !(g == group && p == plural));
     }
 }

@@ -72,17 +72,10 @@ pub fn parse_query(query: Option<&str>) -> HashMap<String, String> {
 impl RequestInfo {
     /// Parses the request line the way kube-apiserver's `RequestInfoFactory` does.
     pub fn parse(method: &Method, path: &str, query: &HashMap<String, String>) -> RequestInfo {
-        let mut info = RequestInfo {
-            path: path.to_string(),
-            verb: method.as_str().to_ascii_lowercase(),
-            ..Default::default()
-        };
-        let mut parts: Vec<String> = path
-            .trim_matches('/')
-            .split('/')
-            .filter(|p| !p.is_empty())
-            .map(unescape)
-            .collect();
+        let mut info =
+            RequestInfo { path: path.to_string(), verb: method.as_str().to_ascii_lowercase(), ..Default::default() };
+        let mut parts: Vec<String> =
+            path.trim_matches('/').split('/').filter(|p| !p.is_empty()).map(unescape).collect();
         info.parts = parts.clone();
         if parts.len() < 3 || !(parts[0] == "api" || parts[0] == "apis") {
             return info;
@@ -134,12 +127,7 @@ impl RequestInfo {
         }
         if info.name.is_empty() && info.verb == "get" {
             let watching = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
-            info.verb = if watching || watch_prefix {
-                "watch"
-            } else {
-                "list"
-            }
-            .into();
+            info.verb = if watching || watch_prefix { "watch" } else { "list" }.into();
         }
         if info.name.is_empty() && info.verb == "delete" {
             info.verb = "deletecollection".into();
@@ -152,11 +140,7 @@ impl RequestInfo {
 
     /// The kind of path for logs and metrics.
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() {
-            self.version.clone()
-        } else {
-            format!("{}/{}", self.group, self.version)
-        }
+        if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
     }
 }
 
@@ -170,11 +154,7 @@ mod tests {
 
     #[test]
     fn resource_paths_parse_like_kube_apiserver() {
-        let i = parse(
-            Method::GET,
-            "/api/v1/namespaces/default/pods/web/status",
-            "",
-        );
+        let i = parse(Method::GET, "/api/v1/namespaces/default/pods/web/status", "");
         assert_eq!(
             (
                 i.verb.as_str(),
@@ -188,37 +168,21 @@ mod tests {
             ("get", "", "v1", "default", "pods", "web", "status")
         );
         let i = parse(Method::GET, "/apis/apps/v1/deployments", "watch=true");
-        assert_eq!(
-            (i.verb.as_str(), i.group.as_str(), i.resource.as_str()),
-            ("watch", "apps", "deployments")
-        );
+        assert_eq!((i.verb.as_str(), i.group.as_str(), i.resource.as_str()), ("watch", "apps", "deployments"));
         let i = parse(Method::GET, "/api/v1/namespaces/kube-system", "");
         assert_eq!(
-            (
-                i.verb.as_str(),
-                i.resource.as_str(),
-                i.name.as_str(),
-                i.namespace.as_str()
-            ),
+            (i.verb.as_str(), i.resource.as_str(), i.name.as_str(), i.namespace.as_str()),
             ("get", "namespaces", "kube-system", "")
         );
         let i = parse(Method::PUT, "/api/v1/namespaces/demo/finalize", "");
         assert_eq!(
-            (
-                i.verb.as_str(),
-                i.resource.as_str(),
-                i.name.as_str(),
-                i.subresource.as_str()
-            ),
+            (i.verb.as_str(), i.resource.as_str(), i.name.as_str(), i.subresource.as_str()),
             ("update", "namespaces", "demo", "finalize")
         );
         let i = parse(Method::DELETE, "/api/v1/namespaces/default/configmaps", "");
         assert_eq!(i.verb, "deletecollection");
         let i = parse(Method::GET, "/api/v1/watch/namespaces/default/pods", "");
-        assert_eq!(
-            (i.verb.as_str(), i.namespace.as_str(), i.resource.as_str()),
-            ("watch", "default", "pods")
-        );
+        assert_eq!((i.verb.as_str(), i.namespace.as_str(), i.resource.as_str()), ("watch", "default", "pods"));
         let i = parse(Method::GET, "/apis/apps/v1", "");
         assert!(!i.is_resource);
         let i = parse(Method::GET, "/api/v1/namespaces/a%2Fb/pods", "");

@@ -101,9 +101,7 @@ pub(crate) fn render(output: &Output, code: StatusCode, v: &Value) -> Response<B
                 .body(body::full(text))
                 .expect("valid response")
         }
-        Output::PartialMetadata(version)
-            if v.get("kind").and_then(Value::as_str) != Some("Status") =>
-        {
+        Output::PartialMetadata(version) if v.get("kind").and_then(Value::as_str) != Some("Status") => {
             crate::json_response(code, &partial_metadata(v, version))
         }
         _ => crate::json_response(code, v),
@@ -128,10 +126,7 @@ fn partial_metadata(v: &Value, version: &str) -> Value {
 /// revision of its last write, converted from the storage version if they differ.
 pub(crate) fn decode(rt: &ResourceType, kv: &KeyValue) -> ApiResult<Value> {
     let mut v: Value = serde_json::from_slice(&kv.value).map_err(|e| {
-        ApiError::internal(format!(
-            "stored object {} is not valid JSON: {e}",
-            String::from_utf8_lossy(&kv.key)
-        ))
+        ApiError::internal(format!("stored object {} is not valid JSON: {e}", String::from_utf8_lossy(&kv.key)))
     })?;
     object::set_resource_version(&mut v, kv.mod_revision);
     strategy::from_storage(rt, &mut v);
@@ -157,10 +152,7 @@ pub(crate) async fn handle(
     query: &HashMap<String, String>,
     user: &UserInfo,
 ) -> ApiResult<Response<Body>> {
-    let Some(rt) = api
-        .registry()
-        .get(&info.group, &info.version, &info.resource)
-    else {
+    let Some(rt) = api.registry().get(&info.group, &info.version, &info.resource) else {
         return Err(ApiError::not_found_path().with_empty_details());
     };
     if !rt.namespaced && !info.namespace.is_empty() {
@@ -173,39 +165,25 @@ pub(crate) async fn handle(
     if info.name.is_empty() && matches!(info.verb.as_str(), "update" | "patch") {
         return Err(ApiError::method_not_allowed_generic());
     }
-    if !info.name.is_empty()
-        && info.verb == "create"
-        && info.subresource.is_empty()
-        && rt.kind != "Namespace"
-    {
+    if !info.name.is_empty() && info.verb == "create" && info.subresource.is_empty() && rt.kind != "Namespace" {
         return Err(ApiError::method_not_allowed_generic());
     }
     let verbs: &[String] = match rt.subresource(&info.subresource) {
         Some(s) => &s.verbs,
         None => &rt.verbs,
     };
-    let verb_ok =
-        verbs.iter().any(|v| v == &info.verb) || (info.verb == "list" && rt.supports("list"));
+    let verb_ok = verbs.iter().any(|v| v == &info.verb) || (info.verb == "list" && rt.supports("list"));
     if !verb_ok {
-        let what = if info.subresource.is_empty() {
-            rt.plural.clone()
-        } else {
-            format!("{}/{}", rt.plural, info.subresource)
-        };
+        let what =
+            if info.subresource.is_empty() { rt.plural.clone() } else { format!("{}/{}", rt.plural, info.subresource) };
         return Err(ApiError::new(
             405,
             "MethodNotAllowed",
-            format!(
-                "{} is not supported on resources of kind {what:?}",
-                info.verb
-            ),
+            format!("{} is not supported on resources of kind {what:?}", info.verb),
         )
         .with_kind(&rt.group, &rt.plural));
     }
-    let accept = req
-        .headers()
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok());
+    let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let tables = false;
     let output = match negotiate::choose(accept, tables) {
         Some(o) => o,
@@ -249,10 +227,7 @@ pub(crate) async fn handle(
         (verb, sub) => Err(ApiError::new(
             405,
             "MethodNotAllowed",
-            format!(
-                "{verb} of {}/{sub} is not served by this server yet",
-                rt.plural
-            ),
+            format!("{verb} of {}/{sub} is not served by this server yet", rt.plural),
         )),
     }
 }
@@ -285,12 +260,8 @@ impl ApiError {
 
     /// The 405 of a method a path does not accept.
     pub(crate) fn method_not_allowed_generic() -> Self {
-        ApiError::new(
-            405,
-            "MethodNotAllowed",
-            "the server does not allow this method on the requested resource",
-        )
-        .with_empty_details()
+        ApiError::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+            .with_empty_details()
     }
 
     fn with_kind(mut self, group: &str, plural: &str) -> Self {
@@ -317,9 +288,7 @@ pub(crate) fn dry_run(op: &Op<'_>, options_kind: &str) -> ApiResult<bool> {
             FieldError {
                 reason: "FieldValueNotSupported",
                 field: "dryRun".into(),
-                message: format!(
-                    "Unsupported value: []string{{{other:?}}}: supported values: \"All\""
-                ),
+                message: format!("Unsupported value: []string{{{other:?}}}: supported values: \"All\""),
             },
         )),
     }

@@ -29,9 +29,7 @@ pub struct LabelSelector {
 }
 
 fn invalid_selector(sel: &str, why: &str) -> ApiError {
-    ApiError::bad_request(format!(
-        "unable to parse requirement: {why} (selector {sel:?})"
-    ))
+    ApiError::bad_request(format!("unable to parse requirement: {why} (selector {sel:?})"))
 }
 
 /// Checks a label key: an optional DNS subdomain prefix and a name of at most 63 characters.
@@ -116,10 +114,7 @@ fn lex(s: &str) -> Result<Vec<Tok>, String> {
             _ => {
                 let start = i;
                 while i < chars.len()
-                    && !matches!(
-                        chars[i],
-                        ' ' | '\t' | '\n' | ',' | '(' | ')' | '=' | '!' | '>' | '<'
-                    )
+                    && !matches!(chars[i], ' ' | '\t' | '\n' | ',' | '(' | ')' | '=' | '!' | '>' | '<')
                 {
                     i += 1;
                 }
@@ -150,13 +145,11 @@ impl LabelSelector {
         };
         while i < toks.len() {
             let req = if toks[i] == Tok::Not {
-                let key = ident(toks.get(i + 1))
-                    .ok_or_else(|| invalid_selector(sel, "expected a key after '!'"))?;
+                let key = ident(toks.get(i + 1)).ok_or_else(|| invalid_selector(sel, "expected a key after '!'"))?;
                 i += 2;
                 Requirement::DoesNotExist(key)
             } else {
-                let key =
-                    ident(toks.get(i)).ok_or_else(|| invalid_selector(sel, "expected a key"))?;
+                let key = ident(toks.get(i)).ok_or_else(|| invalid_selector(sel, "expected a key"))?;
                 i += 1;
                 match toks.get(i) {
                     None | Some(Tok::Comma) => Requirement::Exists(key),
@@ -171,10 +164,7 @@ impl LabelSelector {
                             }
                         };
                         if !valid_label_value(&value) {
-                            return Err(invalid_selector(
-                                sel,
-                                &format!("invalid label value: {value:?}"),
-                            ));
+                            return Err(invalid_selector(sel, &format!("invalid label value: {value:?}")));
                         }
                         if op == Tok::NotEq {
                             Requirement::NotIn(key, vec![value])
@@ -185,21 +175,11 @@ impl LabelSelector {
                     Some(op @ (Tok::Gt | Tok::Lt)) => {
                         let op = op.clone();
                         i += 1;
-                        let n: i64 =
-                            ident(toks.get(i))
-                                .and_then(|v| v.parse().ok())
-                                .ok_or_else(|| {
-                                    invalid_selector(
-                                        sel,
-                                        "for 'Gt', 'Lt' operators, the value must be an integer",
-                                    )
-                                })?;
+                        let n: i64 = ident(toks.get(i)).and_then(|v| v.parse().ok()).ok_or_else(|| {
+                            invalid_selector(sel, "for 'Gt', 'Lt' operators, the value must be an integer")
+                        })?;
                         i += 1;
-                        if op == Tok::Gt {
-                            Requirement::Gt(key, n)
-                        } else {
-                            Requirement::Lt(key, n)
-                        }
+                        if op == Tok::Gt { Requirement::Gt(key, n) } else { Requirement::Lt(key, n) }
                     }
                     Some(op @ (Tok::In | Tok::NotInKw)) => {
                         let op = op.clone();
@@ -217,25 +197,16 @@ impl LabelSelector {
                                 }
                                 Some(Tok::Comma) => i += 1,
                                 t => {
-                                    let v = ident(t).ok_or_else(|| {
-                                        invalid_selector(sel, "expected ')' or a value")
-                                    })?;
+                                    let v = ident(t).ok_or_else(|| invalid_selector(sel, "expected ')' or a value"))?;
                                     if !valid_label_value(&v) {
-                                        return Err(invalid_selector(
-                                            sel,
-                                            &format!("invalid label value: {v:?}"),
-                                        ));
+                                        return Err(invalid_selector(sel, &format!("invalid label value: {v:?}")));
                                     }
                                     values.push(v);
                                     i += 1;
                                 }
                             }
                         }
-                        if op == Tok::In {
-                            Requirement::In(key, values)
-                        } else {
-                            Requirement::NotIn(key, values)
-                        }
+                        if op == Tok::In { Requirement::In(key, values) } else { Requirement::NotIn(key, values) }
                     }
                     Some(t) => {
                         return Err(invalid_selector(sel, &format!("unexpected token {t:?}")));
@@ -258,10 +229,7 @@ impl LabelSelector {
                 None => break,
                 Some(Tok::Comma) => i += 1,
                 Some(t) => {
-                    return Err(invalid_selector(
-                        sel,
-                        &format!("found {t:?}, expected: ','"),
-                    ));
+                    return Err(invalid_selector(sel, &format!("found {t:?}, expected: ','")));
                 }
             }
         }
@@ -280,14 +248,8 @@ impl LabelSelector {
             Requirement::NotIn(k, vs) => labels.get(k).is_none_or(|v| !vs.contains(v)),
             Requirement::Exists(k) => labels.contains_key(k),
             Requirement::DoesNotExist(k) => !labels.contains_key(k),
-            Requirement::Gt(k, n) => labels
-                .get(k)
-                .and_then(|v| v.parse::<i64>().ok())
-                .is_some_and(|v| v > *n),
-            Requirement::Lt(k, n) => labels
-                .get(k)
-                .and_then(|v| v.parse::<i64>().ok())
-                .is_some_and(|v| v < *n),
+            Requirement::Gt(k, n) => labels.get(k).and_then(|v| v.parse::<i64>().ok()).is_some_and(|v| v > *n),
+            Requirement::Lt(k, n) => labels.get(k).and_then(|v| v.parse::<i64>().ok()).is_some_and(|v| v < *n),
         })
     }
 
@@ -306,11 +268,7 @@ impl LabelSelector {
                 let values: Vec<String> = e
                     .get("values")
                     .and_then(|v| v.as_array())
-                    .map(|vs| {
-                        vs.iter()
-                            .filter_map(|v| v.as_str().map(String::from))
-                            .collect()
-                    })
+                    .map(|vs| vs.iter().filter_map(|v| v.as_str().map(String::from)).collect())
                     .unwrap_or_default();
                 requirements.push(match e.get("operator")?.as_str()? {
                     "In" => Requirement::In(key, values),
@@ -349,16 +307,12 @@ impl FieldSelector {
             } else if let Some((f, v)) = part.split_once('=') {
                 (f, v, true)
             } else {
-                return Err(ApiError::bad_request(format!(
-                    "invalid selector: '{sel}'; can't understand '{part}'"
-                )));
+                return Err(ApiError::bad_request(format!("invalid selector: '{sel}'; can't understand '{part}'")));
             };
             let field = field.trim();
             if !supported.contains(&field) {
                 let _ = (kind_for_error, version);
-                return Err(ApiError::bad_request(format!(
-                    "field label not supported: {field}"
-                )));
+                return Err(ApiError::bad_request(format!("field label not supported: {field}")));
             }
             terms.push((field.to_string(), value.trim().to_string(), eq));
         }
@@ -381,10 +335,7 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -408,24 +359,13 @@ mod tests {
             ("", true),
             ("app=", false),
         ] {
-            assert_eq!(
-                LabelSelector::parse(sel).unwrap().matches(&l),
-                want,
-                "{sel}"
-            );
+            assert_eq!(LabelSelector::parse(sel).unwrap().matches(&l), want, "{sel}");
         }
     }
 
     #[test]
     fn malformed_selectors_are_bad_requests() {
-        for sel in [
-            "app in front",
-            "a=b=c",
-            "Bad Key=x",
-            "x>y",
-            "=x",
-            "app in (a",
-        ] {
+        for sel in ["app in front", "a=b=c", "Bad Key=x", "x>y", "=x", "app in (a"] {
             let e = LabelSelector::parse(sel).expect_err(sel);
             assert_eq!(e.code, 400, "{sel}");
         }
@@ -440,16 +380,7 @@ mod tests {
             "v1",
         )
         .unwrap();
-        assert!(f.matches(|k| if k == "metadata.name" {
-            "a".into()
-        } else {
-            "Pending".into()
-        }));
-        assert_eq!(
-            FieldSelector::parse("spec.foo=x", &["metadata.name"], "Pod", "v1")
-                .unwrap_err()
-                .code,
-            400
-        );
+        assert!(f.matches(|k| if k == "metadata.name" { "a".into() } else { "Pending".into() }));
+        assert_eq!(FieldSelector::parse("spec.foo=x", &["metadata.name"], "Pod", "v1").unwrap_err().code, 400);
     }
 }

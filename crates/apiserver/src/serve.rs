@@ -45,16 +45,10 @@ impl Resolver for Single {
 
 /// Builds the rustls configuration of an API server: its serving certificate, and client
 /// certificates verified against `client_ca_pem` (optional, so bearer tokens work too).
-pub fn tls_config(
-    serving: &vt_pki::CertKey,
-    client_ca_pem: &str,
-) -> Result<rustls::ServerConfig, String> {
+pub fn tls_config(serving: &vt_pki::CertKey, client_ca_pem: &str) -> Result<rustls::ServerConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
-    let ca = vt_pki::CertKey {
-        cert_pem: client_ca_pem.to_string(),
-        key_pem: String::new(),
-    };
+    let ca = vt_pki::CertKey { cert_pem: client_ca_pem.to_string(), key_pem: String::new() };
     for der in ca.cert_der().map_err(|e| e.to_string())? {
         roots.add(der).map_err(|e| format!("client CA: {e}"))?;
     }
@@ -66,10 +60,7 @@ pub fn tls_config(
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(
-            serving.cert_der().map_err(|e| e.to_string())?,
-            serving.key_der().map_err(|e| e.to_string())?,
-        )
+        .with_single_cert(serving.cert_der().map_err(|e| e.to_string())?, serving.key_der().map_err(|e| e.to_string())?)
         .map_err(|e| format!("serving certificate: {e}"))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
@@ -99,17 +90,12 @@ pub async fn serve(listener: TcpListener, resolver: Arc<dyn Resolver>) {
 
 async fn connection(tcp: tokio::net::TcpStream, resolver: Arc<dyn Resolver>) -> Result<(), String> {
     let handshake = async {
-        let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp)
-            .await
-            .map_err(|e| e.to_string())?;
+        let start =
+            LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await.map_err(|e| e.to_string())?;
         let sni = start.client_hello().server_name().map(str::to_owned);
-        let endpoint = resolver
-            .resolve(sni.as_deref())
-            .ok_or_else(|| format!("no endpoint for server name {sni:?}"))?;
-        let tls = start
-            .into_stream(endpoint.tls.clone())
-            .await
-            .map_err(|e| e.to_string())?;
+        let endpoint =
+            resolver.resolve(sni.as_deref()).ok_or_else(|| format!("no endpoint for server name {sni:?}"))?;
+        let tls = start.into_stream(endpoint.tls.clone()).await.map_err(|e| e.to_string())?;
         Ok::<_, String>((tls, endpoint))
     };
     let (tls, endpoint) = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
@@ -129,8 +115,5 @@ async fn connection(tcp: tokio::net::TcpStream, resolver: Arc<dyn Resolver>) -> 
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder.http2().max_concurrent_streams(1000);
-    builder
-        .serve_connection_with_upgrades(TokioIo::new(tls), service)
-        .await
-        .map_err(|e| e.to_string())
+    builder.serve_connection_with_upgrades(TokioIo::new(tls), service).await.map_err(|e| e.to_string())
 }

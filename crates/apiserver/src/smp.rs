@@ -32,10 +32,7 @@ pub fn apply(original: &Value, patch: &Value, schema: &'static Message) -> Resul
 }
 
 /// What a field holds, for the next level down.
-fn sub(
-    schema: Option<&'static Message>,
-    key: &str,
-) -> (Option<&'static Field>, Option<&'static Message>) {
+fn sub(schema: Option<&'static Message>, key: &str) -> (Option<&'static Field>, Option<&'static Message>) {
     let Some(m) = schema else { return (None, None) };
     match m.field(key) {
         Some(f) => (Some(f), m.nested(f)),
@@ -63,20 +60,14 @@ fn merge_map(
     }
     // $retainKeys: keys of the original not listed are dropped.
     if let Some(keep) = patch.get(RETAIN_KEYS) {
-        let keep: Vec<&str> = keep
-            .as_array()
-            .ok_or("$retainKeys must be a list")?
-            .iter()
-            .filter_map(Value::as_str)
-            .collect();
+        let keep: Vec<&str> =
+            keep.as_array().ok_or("$retainKeys must be a list")?.iter().filter_map(Value::as_str).collect();
         original.retain(|k, _| keep.contains(&k.as_str()));
     }
     // $deleteFromPrimitiveList/<field>.
     for (k, v) in patch {
         if let Some(field) = k.strip_prefix(DELETE_FROM) {
-            let remove = v
-                .as_array()
-                .ok_or("$deleteFromPrimitiveList must be a list")?;
+            let remove = v.as_array().ok_or("$deleteFromPrimitiveList must be a list")?;
             if let Some(Value::Array(list)) = original.get_mut(field) {
                 list.retain(|x| !remove.contains(x));
             }
@@ -86,14 +77,10 @@ fn merge_map(
     for (k, order) in patch {
         if let Some(field) = k.strip_prefix(SET_ORDER)
             && !patch.contains_key(field)
-            && let (Some(Value::Array(list)), Some(order)) =
-                (original.remove(field), order.as_array())
+            && let (Some(Value::Array(list)), Some(order)) = (original.remove(field), order.as_array())
         {
             let merge_key = sub(schema, field).0.map(|f| f.merge_key).unwrap_or("");
-            original.insert(
-                field.to_string(),
-                Value::Array(reorder(list, order, merge_key)),
-            );
+            original.insert(field.to_string(), Value::Array(reorder(list, order, merge_key)));
         }
     }
     for (k, pv) in patch {
@@ -124,13 +111,9 @@ fn merge_map(
                     }
                 }
             }
-            (Some(Value::Array(o)), Value::Array(p)) => Some(Value::Array(merge_list(
-                o,
-                p,
-                field,
-                nested,
-                patch.get(&format!("{SET_ORDER}{k}")),
-            )?)),
+            (Some(Value::Array(o)), Value::Array(p)) => {
+                Some(Value::Array(merge_list(o, p, field, nested, patch.get(&format!("{SET_ORDER}{k}")))?))
+            }
             (None, Value::Object(p)) => merge_map(Map::new(), p, nested)?.map(Value::Object),
             (None, Value::Array(p)) => Some(Value::Array(strip_list_directives(p))),
             (_, v) => Some(strip(v)),
@@ -154,9 +137,7 @@ fn merge_map_values(
             continue;
         }
         let v = match (original.remove(k), pv) {
-            (Some(Value::Object(o)), Value::Object(p)) => {
-                merge_map(o, p, value_schema)?.map(Value::Object)
-            }
+            (Some(Value::Object(o)), Value::Object(p)) => merge_map(o, p, value_schema)?.map(Value::Object),
             (_, v) => Some(strip(v)),
         };
         if let Some(v) = v {
@@ -195,10 +176,7 @@ fn merge_list(
         }
     } else {
         if merge_key.is_empty() {
-            return Err(format!(
-                "cannot merge lists without merge key for {}",
-                field.map(|f| f.json).unwrap_or("")
-            ));
+            return Err(format!("cannot merge lists without merge key for {}", field.map(|f| f.json).unwrap_or("")));
         }
         merged = original;
         let mut appended = Vec::new();
@@ -209,11 +187,7 @@ fn merge_list(
             match pm.get(PATCH).and_then(Value::as_str) {
                 Some("replace") => {
                     return Ok(strip_list_directives(
-                        &patch
-                            .iter()
-                            .filter(|x| x.get(PATCH).is_none())
-                            .cloned()
-                            .collect::<Vec<_>>(),
+                        &patch.iter().filter(|x| x.get(PATCH).is_none()).cloned().collect::<Vec<_>>(),
                     ));
                 }
                 Some("delete") => {
@@ -224,13 +198,9 @@ fn merge_list(
                 Some("merge") | None => {}
                 Some(other) => return Err(format!("unknown patch type: {other} in list")),
             }
-            let key = key_of(p, merge_key).ok_or_else(|| {
-                format!("map: {p} does not contain declared merge key: {merge_key}")
-            })?;
-            match merged
-                .iter_mut()
-                .find(|o| key_of(o, merge_key) == Some(key))
-            {
+            let key = key_of(p, merge_key)
+                .ok_or_else(|| format!("map: {p} does not contain declared merge key: {merge_key}"))?;
+            match merged.iter_mut().find(|o| key_of(o, merge_key) == Some(key)) {
                 Some(existing) => {
                     let o = existing.as_object().cloned().unwrap_or_default();
                     if let Some(m) = merge_map(o, pm, item_schema)? {
@@ -255,30 +225,17 @@ fn merge_list(
 /// items occupy; items not listed keep their positions.
 fn reorder(items: Vec<Value>, order: &[Value], merge_key: &str) -> Vec<Value> {
     let id = |v: &Value| -> Option<Value> {
-        if merge_key.is_empty() {
-            Some(v.clone())
-        } else {
-            key_of(v, merge_key).cloned()
-        }
+        if merge_key.is_empty() { Some(v.clone()) } else { key_of(v, merge_key).cloned() }
     };
     let wanted: Vec<Value> = order
         .iter()
-        .filter_map(|o| {
-            if merge_key.is_empty() {
-                Some(o.clone())
-            } else {
-                key_of(o, merge_key).cloned()
-            }
-        })
+        .filter_map(|o| if merge_key.is_empty() { Some(o.clone()) } else { key_of(o, merge_key).cloned() })
         .collect();
     let mut listed: Vec<(usize, Value)> = items
         .iter()
         .filter_map(|v| {
             let i = id(v)?;
-            wanted
-                .iter()
-                .position(|w| *w == i)
-                .map(|pos| (pos, v.clone()))
+            wanted.iter().position(|w| *w == i).map(|pos| (pos, v.clone()))
         })
         .collect();
     listed.sort_by_key(|(pos, _)| *pos);
@@ -293,27 +250,18 @@ fn reorder(items: Vec<Value>, order: &[Value], merge_key: &str) -> Vec<Value> {
 }
 
 fn without_directives(m: &Map<String, Value>) -> Map<String, Value> {
-    m.iter()
-        .filter(|(k, _)| !k.starts_with('$'))
-        .map(|(k, v)| (k.clone(), strip(v)))
-        .collect()
+    m.iter().filter(|(k, _)| !k.starts_with('$')).map(|(k, v)| (k.clone(), strip(v))).collect()
 }
 
 fn strip_list_directives(l: &[Value]) -> Vec<Value> {
-    l.iter()
-        .filter(|v| v.get(PATCH).and_then(Value::as_str) != Some("delete"))
-        .map(strip)
-        .collect()
+    l.iter().filter(|v| v.get(PATCH).and_then(Value::as_str) != Some("delete")).map(strip).collect()
 }
 
 /// Removes directives and null values from a value taken over from the patch.
 fn strip(v: &Value) -> Value {
     match v {
         Value::Object(m) => Value::Object(
-            m.iter()
-                .filter(|(k, v)| !k.starts_with('$') && !v.is_null())
-                .map(|(k, v)| (k.clone(), strip(v)))
-                .collect(),
+            m.iter().filter(|(k, v)| !k.starts_with('$') && !v.is_null()).map(|(k, v)| (k.clone(), strip(v))).collect(),
         ),
         Value::Array(a) => Value::Array(a.iter().map(strip).collect()),
         other => other.clone(),
@@ -332,12 +280,7 @@ mod tests {
     }
 
     fn deploy(original: Value, patch: Value) -> Value {
-        apply(
-            &original,
-            &patch,
-            message_for("apps", "v1", "Deployment").unwrap(),
-        )
-        .unwrap()
+        apply(&original, &patch, message_for("apps", "v1", "Deployment").unwrap()).unwrap()
     }
 
     /// Table-driven cases from the documented semantics (Kubernetes' "strategic merge patch"
@@ -346,31 +289,19 @@ mod tests {
     fn containers_merge_by_name() {
         let o = json!({"spec": {"containers": [{"name": "a", "image": "a:1"}, {"name": "b", "image": "b:1"}]}});
         assert_eq!(
-            pod(
-                o.clone(),
-                json!({"spec": {"containers": [{"name": "b", "image": "b:2"}]}})
-            ),
+            pod(o.clone(), json!({"spec": {"containers": [{"name": "b", "image": "b:2"}]}})),
             json!({"spec": {"containers": [{"name": "a", "image": "a:1"}, {"name": "b", "image": "b:2"}]}})
         );
         assert_eq!(
-            pod(
-                o.clone(),
-                json!({"spec": {"containers": [{"name": "c", "image": "c:1"}]}})
-            ),
+            pod(o.clone(), json!({"spec": {"containers": [{"name": "c", "image": "c:1"}]}})),
             json!({"spec": {"containers": [{"name": "a", "image": "a:1"}, {"name": "b", "image": "b:1"}, {"name": "c", "image": "c:1"}]}})
         );
         assert_eq!(
-            pod(
-                o.clone(),
-                json!({"spec": {"containers": [{"name": "a", "$patch": "delete"}]}})
-            ),
+            pod(o.clone(), json!({"spec": {"containers": [{"name": "a", "$patch": "delete"}]}})),
             json!({"spec": {"containers": [{"name": "b", "image": "b:1"}]}})
         );
         assert_eq!(
-            pod(
-                o,
-                json!({"spec": {"containers": [{"name": "z", "image": "z:1"}, {"$patch": "replace"}]}})
-            ),
+            pod(o, json!({"spec": {"containers": [{"name": "z", "image": "z:1"}, {"$patch": "replace"}]}})),
             json!({"spec": {"containers": [{"name": "z", "image": "z:1"}]}})
         );
     }
@@ -396,24 +327,15 @@ mod tests {
     fn lists_without_a_merge_strategy_are_replaced() {
         // container args: no patch strategy → replace.
         let o = json!({"spec": {"containers": [{"name": "a", "args": ["1", "2"]}]}});
-        let r = pod(
-            o,
-            json!({"spec": {"containers": [{"name": "a", "args": ["3"]}]}}),
-        );
+        let r = pod(o, json!({"spec": {"containers": [{"name": "a", "args": ["3"]}]}}));
         assert_eq!(r["spec"]["containers"][0]["args"], json!(["3"]));
     }
 
     #[test]
     fn null_deletes_and_maps_merge() {
         let o = json!({"metadata": {"labels": {"a": "1", "b": "2"}}, "spec": {"nodeSelector": {"x": "y"}}});
-        let r = pod(
-            o,
-            json!({"metadata": {"labels": {"a": null, "c": "3"}}, "spec": {"nodeSelector": null}}),
-        );
-        assert_eq!(
-            r,
-            json!({"metadata": {"labels": {"b": "2", "c": "3"}}, "spec": {}})
-        );
+        let r = pod(o, json!({"metadata": {"labels": {"a": null, "c": "3"}}, "spec": {"nodeSelector": null}}));
+        assert_eq!(r, json!({"metadata": {"labels": {"b": "2", "c": "3"}}, "spec": {}}));
     }
 
     #[test]
@@ -425,10 +347,7 @@ mod tests {
             json!(["a", "b", "c"])
         );
         assert_eq!(
-            pod(
-                o,
-                json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}})
-            )["metadata"]["finalizers"],
+            pod(o, json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}}))["metadata"]["finalizers"],
             json!(["b"])
         );
     }
@@ -436,28 +355,16 @@ mod tests {
     #[test]
     fn set_element_order_reorders() {
         let o = json!({"spec": {"containers": [{"name": "a"}, {"name": "b"}, {"name": "c"}]}});
-        let r = pod(
-            o,
-            json!({"spec": {"$setElementOrder/containers": [{"name": "c"}, {"name": "a"}, {"name": "b"}]}}),
-        );
-        assert_eq!(
-            r["spec"]["containers"],
-            json!([{"name": "c"}, {"name": "a"}, {"name": "b"}])
-        );
+        let r = pod(o, json!({"spec": {"$setElementOrder/containers": [{"name": "c"}, {"name": "a"}, {"name": "b"}]}}));
+        assert_eq!(r["spec"]["containers"], json!([{"name": "c"}, {"name": "a"}, {"name": "b"}]));
     }
 
     #[test]
     fn patch_directives_on_maps() {
         let o = json!({"spec": {"selector": {"matchLabels": {"a": "1"}}, "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}}});
-        let r = deploy(
-            o.clone(),
-            json!({"spec": {"strategy": {"$patch": "replace", "type": "Recreate"}}}),
-        );
+        let r = deploy(o.clone(), json!({"spec": {"strategy": {"$patch": "replace", "type": "Recreate"}}}));
         assert_eq!(r["spec"]["strategy"], json!({"type": "Recreate"}));
-        let r = deploy(
-            o.clone(),
-            json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}}),
-        );
+        let r = deploy(o.clone(), json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}}));
         assert_eq!(r["spec"]["strategy"], json!({"type": "Recreate"}));
         let r = deploy(o, json!({"spec": {"strategy": {"$patch": "delete"}}}));
         assert!(r["spec"].get("strategy").is_none());

@@ -19,20 +19,13 @@ pub struct GroupResource {
 impl GroupResource {
     /// A group and resource.
     pub fn new(group: impl Into<String>, resource: impl Into<String>) -> Self {
-        GroupResource {
-            group: group.into(),
-            resource: resource.into(),
-        }
+        GroupResource { group: group.into(), resource: resource.into() }
     }
 }
 
 impl fmt::Display for GroupResource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.group.is_empty() {
-            f.write_str(&self.resource)
-        } else {
-            write!(f, "{}.{}", self.resource, self.group)
-        }
+        if self.group.is_empty() { f.write_str(&self.resource) } else { write!(f, "{}.{}", self.resource, self.group) }
     }
 }
 
@@ -60,16 +53,9 @@ fn quote_value(v: &Value) -> String {
 impl FieldError {
     /// `Required value[: detail]`.
     pub fn required(field: impl Into<String>, detail: &str) -> Self {
-        let message = if detail.is_empty() {
-            "Required value".to_string()
-        } else {
-            format!("Required value: {detail}")
-        };
-        FieldError {
-            reason: "FieldValueRequired",
-            field: field.into(),
-            message,
-        }
+        let message =
+            if detail.is_empty() { "Required value".to_string() } else { format!("Required value: {detail}") };
+        FieldError { reason: "FieldValueRequired", field: field.into(), message }
     }
 
     /// `Invalid value: "x": detail`.
@@ -79,38 +65,22 @@ impl FieldError {
             message.push_str(": ");
             message.push_str(detail);
         }
-        FieldError {
-            reason: "FieldValueInvalid",
-            field: field.into(),
-            message,
-        }
+        FieldError { reason: "FieldValueInvalid", field: field.into(), message }
     }
 
     /// `Unsupported value: "x": supported values: "a", "b"`.
     pub fn not_supported(field: impl Into<String>, value: &Value, supported: &[&str]) -> Self {
-        let list = supported
-            .iter()
-            .map(|s| format!("{s:?}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let list = supported.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
         let mut message = format!("Unsupported value: {}", quote_value(value));
         if !supported.is_empty() {
             message.push_str(&format!(": supported values: {list}"));
         }
-        FieldError {
-            reason: "FieldValueNotSupported",
-            field: field.into(),
-            message,
-        }
+        FieldError { reason: "FieldValueNotSupported", field: field.into(), message }
     }
 
     /// `Forbidden: detail`.
     pub fn forbidden(field: impl Into<String>, detail: &str) -> Self {
-        FieldError {
-            reason: "FieldValueForbidden",
-            field: field.into(),
-            message: format!("Forbidden: {detail}"),
-        }
+        FieldError { reason: "FieldValueForbidden", field: field.into(), message: format!("Forbidden: {detail}") }
     }
 
     /// `Duplicate value: x`.
@@ -209,22 +179,13 @@ impl ApiError {
 
     /// 409: `pods "x" already exists`.
     pub fn already_exists(gr: &GroupResource, name: &str) -> Self {
-        Self::new(
-            409,
-            "AlreadyExists",
-            format!("{gr} {name:?} already exists"),
-        )
-        .with_resource(gr, name)
+        Self::new(409, "AlreadyExists", format!("{gr} {name:?} already exists")).with_resource(gr, name)
     }
 
     /// 409: `Operation cannot be fulfilled on pods "x": <why>`.
     pub fn conflict(gr: &GroupResource, name: &str, why: &str) -> Self {
-        Self::new(
-            409,
-            "Conflict",
-            format!("Operation cannot be fulfilled on {gr} {name:?}: {why}"),
-        )
-        .with_resource(gr, name)
+        Self::new(409, "Conflict", format!("Operation cannot be fulfilled on {gr} {name:?}: {why}"))
+            .with_resource(gr, name)
     }
 
     /// The conflict of a stale resourceVersion.
@@ -240,24 +201,10 @@ impl ApiError {
     pub fn invalid(group: &str, kind: &str, name: &str, causes: Vec<FieldError>) -> Self {
         let list = match causes.as_slice() {
             [one] => one.to_string(),
-            many => format!(
-                "[{}]",
-                many.iter()
-                    .map(|c| c.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            many => format!("[{}]", many.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")),
         };
-        let qualified = if group.is_empty() {
-            kind.to_string()
-        } else {
-            format!("{kind}.{group}")
-        };
-        let mut e = Self::new(
-            422,
-            "Invalid",
-            format!("{qualified} {name:?} is invalid: {list}"),
-        );
+        let qualified = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
+        let mut e = Self::new(422, "Invalid", format!("{qualified} {name:?} is invalid: {list}"));
         e.name = (!name.is_empty()).then(|| name.to_string());
         e.group = (!group.is_empty()).then(|| group.to_string());
         e.kind = Some(kind.to_string());
@@ -272,13 +219,8 @@ impl ApiError {
 
     /// 403: `pods "x" is forbidden: <why>`.
     pub fn forbidden(gr: &GroupResource, name: &str, why: &str) -> Self {
-        let subject = if name.is_empty() {
-            gr.to_string()
-        } else {
-            format!("{gr} {name:?}")
-        };
-        Self::new(403, "Forbidden", format!("{subject} is forbidden: {why}"))
-            .with_resource(gr, name)
+        let subject = if name.is_empty() { gr.to_string() } else { format!("{gr} {name:?}") };
+        Self::new(403, "Forbidden", format!("{subject} is forbidden: {why}")).with_resource(gr, name)
     }
 
     /// 401.
@@ -288,17 +230,8 @@ impl ApiError {
 
     /// 405.
     pub fn method_not_allowed(gr: &GroupResource, verb: &str) -> Self {
-        let what = if gr.resource.is_empty() {
-            "the requested resource".to_string()
-        } else {
-            format!("{gr}")
-        };
-        Self::new(
-            405,
-            "MethodNotAllowed",
-            format!("{verb} is not supported on {what}"),
-        )
-        .with_resource(gr, "")
+        let what = if gr.resource.is_empty() { "the requested resource".to_string() } else { format!("{gr}") };
+        Self::new(405, "MethodNotAllowed", format!("{verb} is not supported on {what}")).with_resource(gr, "")
     }
 
     /// 410 `Expired`: a resource version or continue token older than retained history.
@@ -313,11 +246,7 @@ impl ApiError {
 
     /// 413: `Request entity too large: limit is 3145728`.
     pub fn too_large(limit: usize) -> Self {
-        Self::new(
-            413,
-            "RequestEntityTooLarge",
-            format!("Request entity too large: limit is {limit}"),
-        )
+        Self::new(413, "RequestEntityTooLarge", format!("Request entity too large: limit is {limit}"))
     }
 
     /// 415.
@@ -337,36 +266,21 @@ impl ApiError {
         Self::new(
             406,
             "NotAcceptable",
-            format!(
-                "only the following media types are accepted: {}",
-                supported.join(", ")
-            ),
+            format!("only the following media types are accepted: {}", supported.join(", ")),
         )
     }
 
     /// 429 with `Retry-After`.
     pub fn too_many_requests(retry_after: u32) -> Self {
-        let mut e = Self::new(
-            429,
-            "TooManyRequests",
-            "Too many requests, please try again later.",
-        );
+        let mut e = Self::new(429, "TooManyRequests", "Too many requests, please try again later.");
         e.retry_after = Some(retry_after);
         e
     }
 
     /// 500: `Internal error occurred: <err>`, with the error as the one cause.
     pub fn internal(message: impl fmt::Display) -> Self {
-        let mut e = Self::new(
-            500,
-            "InternalError",
-            format!("Internal error occurred: {message}"),
-        );
-        e.causes = vec![FieldError {
-            reason: "",
-            field: String::new(),
-            message: message.to_string(),
-        }];
+        let mut e = Self::new(500, "InternalError", format!("Internal error occurred: {message}"));
+        e.causes = vec![FieldError { reason: "", field: String::new(), message: message.to_string() }];
         e
     }
 
@@ -384,9 +298,7 @@ impl ApiError {
 
     /// 504 for a resource version the store has not reached within the wait.
     pub fn too_large_rv(requested: i64, current: i64) -> Self {
-        let mut e = Self::timeout(format!(
-            "Too large resource version: {requested}, current: {current}"
-        ));
+        let mut e = Self::timeout(format!("Too large resource version: {requested}, current: {current}"));
         e.causes = vec![FieldError {
             reason: "ResourceVersionTooLarge",
             field: String::new(),
@@ -470,19 +382,11 @@ pub fn from_store(err: vt_store::StoreError, gr: &GroupResource, name: &str) -> 
         S::AlreadyExists { .. } => ApiError::already_exists(gr, name),
         S::NotFound => ApiError::not_found(gr, name),
         S::Conflict { .. } => ApiError::stale(gr, name),
-        S::Compacted { .. } => {
-            ApiError::expired("The resourceVersion for the provided list is too old.")
-        }
+        S::Compacted { .. } => ApiError::expired("The resourceVersion for the provided list is too old."),
         S::FutureRevision { requested, current } => ApiError::too_large_rv(requested, current),
         S::InvalidArgument(m) => ApiError::bad_request(m),
-        S::Full(m) => ApiError::new(
-            507,
-            "InsufficientStorage",
-            format!("the tenant's store is full: {m}"),
-        ),
-        S::Unavailable(m) | S::Locked(m) => {
-            ApiError::unavailable(format!("storage unavailable: {m}"))
-        }
+        S::Full(m) => ApiError::new(507, "InsufficientStorage", format!("the tenant's store is full: {m}")),
+        S::Unavailable(m) | S::Locked(m) => ApiError::unavailable(format!("storage unavailable: {m}")),
         other => ApiError::internal(other),
     }
 }

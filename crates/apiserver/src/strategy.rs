@@ -33,10 +33,7 @@ pub(crate) fn prepare_for_create(rt: &ResourceType, obj: &mut Value) {
         }
         ("", "Namespace") => {
             obj["status"] = json!({"phase": "Active"});
-            let fins = obj["spec"]["finalizers"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
+            let fins = obj["spec"]["finalizers"].as_array().cloned().unwrap_or_default();
             if !fins.iter().any(|f| f == "kubernetes") {
                 let mut fins = fins;
                 fins.push(json!("kubernetes"));
@@ -65,12 +62,7 @@ pub(crate) fn prepare_for_create(rt: &ResourceType, obj: &mut Value) {
                 .entry("annotations")
                 .or_insert_with(|| json!({}))
                 .as_object_mut()
-                .map(|a| {
-                    a.insert(
-                        "deprecated.daemonset.template.generation".into(),
-                        json!("1"),
-                    )
-                });
+                .map(|a| a.insert("deprecated.daemonset.template.generation".into(), json!("1")));
         }
         _ => {}
     }
@@ -88,9 +80,7 @@ pub(crate) fn prepare_named(rt: &ResourceType, obj: &mut Value) {
             }
         }
         ("batch", "Job") => {
-            let manual = object::at(obj, &["spec", "manualSelector"])
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
+            let manual = object::at(obj, &["spec", "manualSelector"]).and_then(Value::as_bool).unwrap_or(false);
             if !manual {
                 let name = object::name(obj).to_string();
                 let uid = object::uid(obj).to_string();
@@ -104,18 +94,12 @@ pub(crate) fn prepare_named(rt: &ResourceType, obj: &mut Value) {
                     ("controller-uid", &uid),
                     ("job-name", &name),
                 ] {
-                    labels
-                        .as_object_mut()
-                        .map(|l| l.entry(k).or_insert_with(|| json!(v)));
+                    labels.as_object_mut().map(|l| l.entry(k).or_insert_with(|| json!(v)));
                 }
-                obj["spec"]["selector"] =
-                    json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
+                obj["spec"]["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
                 let job_labels = object::at(obj, &["metadata", "labels"])
                     .is_some_and(|l| l.as_object().is_some_and(|m| !m.is_empty()));
-                if !job_labels
-                    && let Some(tl) =
-                        object::at(obj, &["spec", "template", "metadata", "labels"]).cloned()
-                {
+                if !job_labels && let Some(tl) = object::at(obj, &["spec", "template", "metadata", "labels"]).cloned() {
                     object::meta_mut(obj).insert("labels".into(), tl);
                 }
             }
@@ -129,9 +113,7 @@ pub(crate) fn prepare_for_update(rt: &ResourceType, new: &mut Value, old: &Value
     defaults::apply(rt, new);
     if (gk(rt) == ("", "Pod")) && sub == "status" {
         // A status write keeps the spec and backfills the QoS class.
-        if object::str_at(new, &["status", "qosClass"])
-            .unwrap_or("")
-            .is_empty()
+        if object::str_at(new, &["status", "qosClass"]).unwrap_or("").is_empty()
             && let Some(q) = object::at(old, &["status", "qosClass"])
         {
             new["status"]["qosClass"] = q.clone();
@@ -145,34 +127,21 @@ pub(crate) fn prepare_for_update(rt: &ResourceType, new: &mut Value, old: &Value
     }
     if gk(rt) == ("", "Service") {
         // Allocated values are kept unless the client names them.
-        for field in [
-            "clusterIP",
-            "clusterIPs",
-            "ipFamilies",
-            "ipFamilyPolicy",
-            "healthCheckNodePort",
-        ] {
-            let absent = new
-                .get("spec")
-                .and_then(|s| s.get(field))
-                .is_none_or(|v| v.is_null() || v == "");
+        for field in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy", "healthCheckNodePort"] {
+            let absent = new.get("spec").and_then(|s| s.get(field)).is_none_or(|v| v.is_null() || v == "");
             if absent && let Some(v) = old.get("spec").and_then(|s| s.get(field)) {
                 new["spec"][field] = v.clone();
             }
         }
         if let (Some(new_ports), Some(old_ports)) = (
-            new.get_mut("spec")
-                .and_then(|s| s.get_mut("ports"))
-                .and_then(Value::as_array_mut),
-            old.get("spec")
-                .and_then(|s| s.get("ports"))
-                .and_then(Value::as_array),
+            new.get_mut("spec").and_then(|s| s.get_mut("ports")).and_then(Value::as_array_mut),
+            old.get("spec").and_then(|s| s.get("ports")).and_then(Value::as_array),
         ) {
             for p in new_ports.iter_mut() {
                 if p.get("nodePort").is_none()
-                    && let Some(op) = old_ports.iter().find(|o| {
-                        o.get("port") == p.get("port") && o.get("protocol") == p.get("protocol")
-                    })
+                    && let Some(op) = old_ports
+                        .iter()
+                        .find(|o| o.get("port") == p.get("port") && o.get("protocol") == p.get("protocol"))
                     && let Some(np) = op.get("nodePort")
                 {
                     p["nodePort"] = np.clone();
@@ -188,18 +157,14 @@ pub(crate) fn generation_changed(rt: &ResourceType, new: &Value, old: &Value) ->
     match gk(rt) {
         ("apps", "Deployment") => {
             spec_changed
-                || object::at(new, &["metadata", "annotations"])
-                    != object::at(old, &["metadata", "annotations"])
+                || object::at(new, &["metadata", "annotations"]) != object::at(old, &["metadata", "annotations"])
         }
         ("discovery.k8s.io", "EndpointSlice") => {
-            spec_changed
-                || object::at(new, &["metadata", "labels"])
-                    != object::at(old, &["metadata", "labels"])
+            spec_changed || object::at(new, &["metadata", "labels"]) != object::at(old, &["metadata", "labels"])
         }
-        (
-            "admissionregistration.k8s.io",
-            "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration",
-        ) => new.get("webhooks") != old.get("webhooks"),
+        ("admissionregistration.k8s.io", "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration") => {
+            new.get("webhooks") != old.get("webhooks")
+        }
         ("", "PodTemplate") => new.get("template") != old.get("template"),
         _ => {
             // Status has its own subresource: compare everything but metadata and status.
@@ -209,21 +174,12 @@ pub(crate) fn generation_changed(rt: &ResourceType, new: &Value, old: &Value) ->
 }
 
 /// Kind-specific validation of a whole object.
-pub(crate) fn validate(
-    rt: &ResourceType,
-    obj: &Value,
-    old: Option<&Value>,
-    errs: &mut Vec<FieldError>,
-) {
+pub(crate) fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
     validate::object(rt, obj, old, errs);
 }
 
 /// Kind-specific rules about what an update may change.
-pub(crate) fn validate_update(
-    rt: &ResourceType,
-    new: &Value,
-    old: &Value,
-) -> Result<(), Vec<FieldError>> {
+pub(crate) fn validate_update(rt: &ResourceType, new: &Value, old: &Value) -> Result<(), Vec<FieldError>> {
     let mut errs = Vec::new();
     validate::update(rt, new, old, &mut errs);
     if errs.is_empty() { Ok(()) } else { Err(errs) }

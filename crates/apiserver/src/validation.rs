@@ -5,20 +5,14 @@ use serde_json::Value;
 use crate::status::FieldError;
 
 const DNS1123_LABEL_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
-const DNS1123_SUBDOMAIN_FMT: &str =
-    "[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
+const DNS1123_SUBDOMAIN_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
 const DNS1035_LABEL_FMT: &str = "[a-z]([-a-z0-9]*[a-z0-9])?";
 
 fn label_ok(s: &str, first_alpha: bool) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && if first_alpha {
-            b[0].is_ascii_lowercase()
-        } else {
-            b[0] != b'-'
-        }
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && if first_alpha { b[0].is_ascii_lowercase() } else { b[0] != b'-' }
         && b[b.len() - 1] != b'-'
 }
 
@@ -77,8 +71,7 @@ pub fn qualified_name_part(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
 }
@@ -126,25 +119,13 @@ pub fn qualified_name(field: &str, key: &str, errs: &mut Vec<FieldError>) {
     }
     if let Some(p) = prefix {
         if p.is_empty() {
-            errs.push(FieldError::invalid(
-                field,
-                &Value::String(key.into()),
-                "prefix part must be non-empty",
-            ));
+            errs.push(FieldError::invalid(field, &Value::String(key.into()), "prefix part must be non-empty"));
         } else if let Some(d) = dns1123_subdomain(p) {
-            errs.push(FieldError::invalid(
-                field,
-                &Value::String(key.into()),
-                &format!("prefix part {d}"),
-            ));
+            errs.push(FieldError::invalid(field, &Value::String(key.into()), &format!("prefix part {d}")));
         }
     }
     if name.is_empty() {
-        errs.push(FieldError::invalid(
-            field,
-            &Value::String(key.into()),
-            "name part must be non-empty",
-        ));
+        errs.push(FieldError::invalid(field, &Value::String(key.into()), "name part must be non-empty"));
     } else if name.len() > 63 {
         errs.push(FieldError::invalid(
             field,
@@ -152,11 +133,7 @@ pub fn qualified_name(field: &str, key: &str, errs: &mut Vec<FieldError>) {
             "name part must be no more than 63 characters",
         ));
     } else if !qualified_name_part(name) {
-        errs.push(FieldError::invalid(
-            field,
-            &Value::String(key.into()),
-            QUALIFIED_NAME_MSG,
-        ));
+        errs.push(FieldError::invalid(field, &Value::String(key.into()), QUALIFIED_NAME_MSG));
     }
 }
 
@@ -168,11 +145,7 @@ pub fn labels(field: &str, labels: &Value, errs: &mut Vec<FieldError>) {
     for (k, v) in map {
         qualified_name(field, k, errs);
         let Some(v) = v.as_str() else {
-            errs.push(FieldError::invalid(
-                field,
-                v,
-                "label values must be strings",
-            ));
+            errs.push(FieldError::invalid(field, v, "label values must be strings"));
             continue;
         };
         if !v.is_empty() && !qualified_name_part(v) {
@@ -181,11 +154,7 @@ pub fn labels(field: &str, labels: &Value, errs: &mut Vec<FieldError>) {
             } else {
                 "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')".to_string()
             };
-            errs.push(FieldError::invalid(
-                field,
-                &Value::String(v.into()),
-                &detail,
-            ));
+            errs.push(FieldError::invalid(field, &Value::String(v.into()), &detail));
         }
     }
 }

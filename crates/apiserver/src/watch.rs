@@ -91,11 +91,7 @@ fn object_json(rt: &ResourceType, change: &Change, obj: &Value, is_change_object
         strategy::from_storage(rt, &mut v);
         return Bytes::from(v.to_string());
     }
-    if is_change_object {
-        change.object_json().clone()
-    } else {
-        Bytes::from(obj.to_string())
-    }
+    if is_change_object { change.object_json().clone() } else { Bytes::from(obj.to_string()) }
 }
 
 /// The event a change produces for a watcher with `filter`, if any.
@@ -110,11 +106,7 @@ fn event_for(rt: &ResourceType, change: &Change, filter: &Filter) -> Option<Byte
         }
     };
     let matches = |o: &Value| {
-        if strategy::converts(rt) {
-            filter.matches(&view(o))
-        } else {
-            filter.matches(o)
-        }
+        if strategy::converts(rt) { filter.matches(&view(o)) } else { filter.matches(o) }
     };
     let cur = !change.deleted && matches(&change.object);
     let old = change.prev.as_deref().is_some_and(matches);
@@ -122,14 +114,8 @@ fn event_for(rt: &ResourceType, change: &Change, filter: &Filter) -> Option<Byte
         return old.then(|| frame("DELETED", &object_json(rt, change, &change.object, true)));
     }
     match (cur, old) {
-        (true, false) => Some(frame(
-            "ADDED",
-            &object_json(rt, change, &change.object, true),
-        )),
-        (true, true) => Some(frame(
-            "MODIFIED",
-            &object_json(rt, change, &change.object, true),
-        )),
+        (true, false) => Some(frame("ADDED", &object_json(rt, change, &change.object, true))),
+        (true, true) => Some(frame("MODIFIED", &object_json(rt, change, &change.object, true))),
         (false, true) => {
             // Left the selection: the previous state, at the change's revision.
             let mut prev = change.prev.as_deref().cloned().unwrap_or(Value::Null);
@@ -145,10 +131,7 @@ pub(crate) async fn watch(op: &Op<'_>) -> ApiResult<Response<Body>> {
     let filter = Filter::parse(op)?;
     let rv = op.param("resourceVersion").to_string();
     let rvm = op.param("resourceVersionMatch");
-    let send_initial_param = op
-        .query
-        .get("sendInitialEvents")
-        .map(|v| v == "true" || v == "1");
+    let send_initial_param = op.query.get("sendInitialEvents").map(|v| v == "true" || v == "1");
     let bookmarks = matches!(op.param("allowWatchBookmarks"), "true" | "1");
     let invalid = |c: FieldError| rest::invalid_options("ListOptions", c);
     if send_initial_param.is_some() && rvm != "NotOlderThan" {
@@ -164,11 +147,7 @@ pub(crate) async fn watch(op: &Op<'_>) -> ApiResult<Response<Body>> {
         )));
     }
     if !matches!(rvm, "" | "NotOlderThan") {
-        return Err(invalid(FieldError::not_supported(
-            "resourceVersionMatch",
-            &json!(rvm),
-            &["NotOlderThan"],
-        )));
+        return Err(invalid(FieldError::not_supported("resourceVersionMatch", &json!(rvm), &["NotOlderThan"])));
     }
     let start: Option<Revision> = match rv.as_str() {
         "" | "0" => None,
@@ -180,8 +159,7 @@ pub(crate) async fn watch(op: &Op<'_>) -> ApiResult<Response<Body>> {
     let timeout = match op.param("timeoutSeconds") {
         "" => Duration::from_secs(rand::rng().random_range(1800..3600)),
         t => Duration::from_secs(
-            t.parse::<u64>()
-                .map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds {t:?}")))?,
+            t.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds {t:?}")))?,
         ),
     };
     let cache = op.api.cache(&op.rt.key_prefix()).await?;
@@ -204,26 +182,15 @@ pub(crate) async fn watch(op: &Op<'_>) -> ApiResult<Response<Body>> {
     } else {
         after = match start {
             Some(n) => n,
-            None => op
-                .store()
-                .current_revision()
-                .await
-                .map_err(|e| rest_err(op, e))?,
+            None => op.store().current_revision().await.map_err(|e| rest_err(op, e))?,
         };
     }
     let (replay, source) = match cache.subscribe(after) {
         Some(sub) => (sub.replay, Source::Cache(sub.live)),
-        None => match op
-            .store()
-            .watch(op.rt.key_prefix().as_bytes(), after + 1)
-            .await
-        {
+        None => match op.store().watch(op.rt.key_prefix().as_bytes(), after + 1).await {
             Ok(s) => (Vec::new(), Source::Store(s)),
             Err(StoreError::Compacted { .. }) => {
-                let e = ApiError::expired(format!(
-                    "too old resource version: {after} ({})",
-                    cache_oldest(op).await
-                ));
+                let e = ApiError::expired(format!("too old resource version: {after} ({})", cache_oldest(op).await));
                 initial.push(error_frame(&e));
                 return Ok(stream_response(op, tx, body, initial, None));
             }
@@ -242,13 +209,7 @@ pub(crate) async fn watch(op: &Op<'_>) -> ApiResult<Response<Body>> {
         timeout,
         cache: cache.clone(),
     };
-    Ok(stream_response(
-        op,
-        tx,
-        body,
-        initial,
-        Some((state, replay, source)),
-    ))
+    Ok(stream_response(op, tx, body, initial, Some((state, replay, source))))
 }
 
 fn rest_err(op: &Op<'_>, e: StoreError) -> ApiError {
@@ -317,8 +278,7 @@ impl Stream {
                 return;
             }
         }
-        let mut tick =
-            tokio::time::interval_at(tokio::time::Instant::now() + self.every, self.every);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + self.every, self.every);
         loop {
             tokio::select! {
                 _ = &mut deadline => return,

@@ -46,8 +46,7 @@ pub struct Change {
 impl Change {
     /// The object's JSON, encoded once.
     pub fn object_json(&self) -> &Bytes {
-        self.json
-            .get_or_init(|| Bytes::from(serde_json::to_vec(&*self.object).unwrap_or_default()))
+        self.json.get_or_init(|| Bytes::from(serde_json::to_vec(&*self.object).unwrap_or_default()))
     }
 
     /// Builds a change from a store event; `None` for values that are not JSON objects.
@@ -112,10 +111,7 @@ pub struct Subscription {
 
 impl WatchCache {
     /// Starts following the store under `prefix`.
-    pub async fn start(
-        store: Arc<dyn Store>,
-        prefix: Bytes,
-    ) -> Result<Arc<WatchCache>, StoreError> {
+    pub async fn start(store: Arc<dyn Store>, prefix: Bytes) -> Result<Arc<WatchCache>, StoreError> {
         let current = store.current_revision().await?;
         let stream = store.watch(&prefix, current + 1).await?;
         let (tx, _) = broadcast::channel(BROADCAST);
@@ -149,11 +145,7 @@ impl WatchCache {
                                         Ok(c) => c,
                                         Err(_) => continue,
                                     };
-                                    cache
-                                        .window
-                                        .lock()
-                                        .unwrap_or_else(|p| p.into_inner())
-                                        .evicted_up_to = cur;
+                                    cache.window.lock().unwrap_or_else(|p| p.into_inner()).evicted_up_to = cur;
                                     cur + 1
                                 }
                                 _ => next,
@@ -172,11 +164,7 @@ impl WatchCache {
                 }
             });
             WatchCache {
-                window: Mutex::new(Window {
-                    changes: VecDeque::new(),
-                    evicted_up_to: current,
-                    head: current,
-                }),
+                window: Mutex::new(Window { changes: VecDeque::new(), evicted_up_to: current, head: current }),
                 tx,
                 task,
             }
@@ -215,16 +203,8 @@ impl WatchCache {
         if after < w.evicted_up_to {
             return None;
         }
-        let replay = w
-            .changes
-            .iter()
-            .filter(|(_, c)| c.revision > after)
-            .map(|(_, c)| c.clone())
-            .collect();
-        Some(Subscription {
-            replay,
-            live: self.tx.subscribe(),
-        })
+        let replay = w.changes.iter().filter(|(_, c)| c.revision > after).map(|(_, c)| c.clone()).collect();
+        Some(Subscription { replay, live: self.tx.subscribe() })
     }
 
     /// The number of live subscribers.

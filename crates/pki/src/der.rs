@@ -24,9 +24,7 @@ fn tlv(input: &[u8]) -> Result<(u8, &[u8], &[u8]), String> {
         if n == 0 || n > 4 || rest.len() < n {
             return Err("unsupported DER length".into());
         }
-        let len = rest[..n]
-            .iter()
-            .fold(0usize, |acc, b| (acc << 8) | *b as usize);
+        let len = rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | *b as usize);
         (len, &rest[n..])
     };
     if rest.len() < len {
@@ -38,9 +36,7 @@ fn tlv(input: &[u8]) -> Result<(u8, &[u8], &[u8]), String> {
 fn expect(input: &[u8], want: u8) -> Result<(&[u8], &[u8]), String> {
     let (tag, content, rest) = tlv(input)?;
     if tag != want {
-        return Err(format!(
-            "unexpected DER tag {tag:#04x}, expected {want:#04x}"
-        ));
+        return Err(format!("unexpected DER tag {tag:#04x}, expected {want:#04x}"));
     }
     Ok((content, rest))
 }
@@ -73,8 +69,7 @@ pub fn subject_of(cert: &[u8]) -> Result<Subject, String> {
             if !matches!(tag, 0x0c | 0x13 | 0x16 | 0x14) {
                 continue;
             }
-            let text =
-                String::from_utf8(text.to_vec()).map_err(|_| "subject attribute is not UTF-8")?;
+            let text = String::from_utf8(text.to_vec()).map_err(|_| "subject attribute is not UTF-8")?;
             if oid == OID_COMMON_NAME {
                 subject.common_name = text;
             } else if oid == OID_ORGANIZATION {
@@ -91,13 +86,7 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        for input in [
-            &[][..],
-            &[0x30],
-            &[0x30, 0x85, 1, 2, 3, 4, 5],
-            &[0x30, 0x05, 0x30, 0x10],
-            &[0xff; 64],
-        ] {
+        for input in [&[][..], &[0x30], &[0x30, 0x85, 1, 2, 3, 4, 5], &[0x30, 0x05, 0x30, 0x10], &[0xff; 64]] {
             assert!(subject_of(input).is_err());
         }
     }

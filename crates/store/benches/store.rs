@@ -18,10 +18,7 @@ use vt_store::{ListOptions, Store};
 use vt_testkit::EtcdServer;
 
 fn scale(n: usize) -> usize {
-    let s: f64 = std::env::var("VT_BENCH_SCALE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1.0);
+    let s: f64 = std::env::var("VT_BENCH_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(1.0);
     ((n as f64 * s) as usize).max(10)
 }
 
@@ -36,9 +33,7 @@ fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
 }
@@ -50,21 +45,12 @@ struct Row {
     p99_us: f64,
 }
 
-async fn writes(
-    store: &Arc<dyn Store>,
-    tag: &str,
-    writers: usize,
-    total: usize,
-    update: bool,
-) -> Row {
+async fn writes(store: &Arc<dyn Store>, tag: &str, writers: usize, total: usize, update: bool) -> Row {
     let value = Bytes::from(vec![b'x'; 512]);
     // For updates, create the keys first.
     if update {
         for w in 0..writers {
-            store
-                .create(format!("/bench/{tag}/u{w}").as_bytes(), value.clone(), None)
-                .await
-                .unwrap();
+            store.create(format!("/bench/{tag}/u{w}").as_bytes(), value.clone(), None).await.unwrap();
         }
     }
     let per = total / writers;
@@ -75,32 +61,13 @@ async fn writes(
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(per);
             let key = format!("/bench/{tag}/u{w}");
-            let mut rev = if update {
-                store
-                    .get(key.as_bytes())
-                    .await
-                    .unwrap()
-                    .unwrap()
-                    .mod_revision
-            } else {
-                0
-            };
+            let mut rev = if update { store.get(key.as_bytes()).await.unwrap().unwrap().mod_revision } else { 0 };
             for i in 0..per {
                 let t = Instant::now();
                 if update {
-                    rev = store
-                        .update(key.as_bytes(), value.clone(), rev, None)
-                        .await
-                        .unwrap();
+                    rev = store.update(key.as_bytes(), value.clone(), rev, None).await.unwrap();
                 } else {
-                    store
-                        .create(
-                            format!("/bench/{tag}/c{w}/{i}").as_bytes(),
-                            value.clone(),
-                            None,
-                        )
-                        .await
-                        .unwrap();
+                    store.create(format!("/bench/{tag}/c{w}/{i}").as_bytes(), value.clone(), None).await.unwrap();
                 }
                 lat.push(t.elapsed());
             }
@@ -127,14 +94,7 @@ async fn reads(store: &Arc<dyn Store>) -> Vec<Row> {
         let (store, value) = (store.clone(), value.clone());
         tasks.push(tokio::spawn(async move {
             for i in (w..1000).step_by(16) {
-                store
-                    .create(
-                        format!("/bench/list/{i:04}").as_bytes(),
-                        value.clone(),
-                        None,
-                    )
-                    .await
-                    .unwrap();
+                store.create(format!("/bench/list/{i:04}").as_bytes(), value.clone(), None).await.unwrap();
             }
         }));
     }
@@ -146,10 +106,7 @@ async fn reads(store: &Arc<dyn Store>) -> Vec<Row> {
     let start = Instant::now();
     for i in 0..n {
         let t = Instant::now();
-        let got = store
-            .get(format!("/bench/list/{:04}", i % 1000).as_bytes())
-            .await
-            .unwrap();
+        let got = store.get(format!("/bench/list/{:04}", i % 1000).as_bytes()).await.unwrap();
         assert!(got.is_some());
         lat.push(t.elapsed());
     }
@@ -163,10 +120,7 @@ async fn reads(store: &Arc<dyn Store>) -> Vec<Row> {
     let mut lat = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
-        let l = store
-            .list(b"/bench/list/", ListOptions::default())
-            .await
-            .unwrap();
+        let l = store.list(b"/bench/list/", ListOptions::default()).await.unwrap();
         assert_eq!(l.kvs.len(), 1000);
         lat.push(t.elapsed());
     }
@@ -185,14 +139,7 @@ async fn watch_latency(store: &Arc<dyn Store>) -> Row {
     let mut lat = Vec::with_capacity(n);
     for i in 0..n {
         let t = Instant::now();
-        store
-            .create(
-                format!("/bench/watch/{i}").as_bytes(),
-                Bytes::from_static(b"w"),
-                None,
-            )
-            .await
-            .unwrap();
+        store.create(format!("/bench/watch/{i}").as_bytes(), Bytes::from_static(b"w"), None).await.unwrap();
         let ev = w.next().await.unwrap().unwrap();
         lat.push(t.elapsed());
         assert!(ev.key().ends_with(format!("/{i}").as_bytes()));
@@ -217,9 +164,7 @@ async fn run(name: &str, store: Arc<dyn Store>) -> Vec<Row> {
         eprintln!(
             "{name:7} {:24} {:>10} p50 {:>8.0} µs  p99 {:>8.0} µs",
             r.what,
-            r.ops_per_sec
-                .map(|o| format!("{o:.0}/s"))
-                .unwrap_or_default(),
+            r.ops_per_sec.map(|o| format!("{o:.0}/s")).unwrap_or_default(),
             r.p50_us,
             r.p99_us
         );
@@ -229,11 +174,7 @@ async fn run(name: &str, store: Arc<dyn Store>) -> Vec<Row> {
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing else to parse.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let rss_before = rss_kib(std::process::id());

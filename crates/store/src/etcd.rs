@@ -16,17 +16,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use etcd_client::{
-    Client, CompactionOptions, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType,
-    GetOptions, KvClient, LeaseClient, PutOptions, Txn, TxnOp, TxnOpResponse, WatchClient,
-    WatchOptions,
+    Client, CompactionOptions, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, KvClient,
+    LeaseClient, PutOptions, Txn, TxnOp, TxnOpResponse, WatchClient, WatchOptions,
 };
 use futures::future::BoxFuture;
 use tonic::Code;
 
-use crate::{
-    Event, KeyValue, ListOptions, ListResult, Result, Revision, Store, StoreError, WatchStream,
-    prefix_end,
-};
+use crate::{Event, KeyValue, ListOptions, ListResult, Result, Revision, Store, StoreError, WatchStream, prefix_end};
 
 /// The largest gRPC message the client accepts (values may be a few MiB; etcd's own
 /// `--max-request-bytes` bounds what can be written).
@@ -89,23 +85,18 @@ impl EtcdStore {
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
         let client = Client::connect(&opts.endpoints, Some(connect))
             .await
-            .map_err(|e| {
-                StoreError::Unavailable(format!("cannot reach etcd at {:?}: {e}", opts.endpoints))
-            })?;
+            .map_err(|e| StoreError::Unavailable(format!("cannot reach etcd at {:?}: {e}", opts.endpoints)))?;
         let store = EtcdStore {
-            kv: client
-                .kv_client()
-                .max_decoding_message_size(MAX_MESSAGE)
-                .max_encoding_message_size(MAX_MESSAGE),
+            kv: client.kv_client().max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE),
             watch: client.watch_client().max_decoding_message_size(MAX_MESSAGE),
             lease: client.lease_client(),
             prefix: Bytes::from(prefix),
             leases: Arc::new(Mutex::new(HashMap::new())),
         };
         store.current_revision().await.map_err(|e| match e {
-            StoreError::Unavailable(m) | StoreError::Backend(m) => StoreError::Unavailable(
-                format!("etcd at {:?} does not answer: {m}", opts.endpoints),
-            ),
+            StoreError::Unavailable(m) | StoreError::Backend(m) => {
+                StoreError::Unavailable(format!("etcd at {:?} does not answer: {m}", opts.endpoints))
+            }
             other => other,
         })?;
         Ok(store)
@@ -143,32 +134,18 @@ impl EtcdStore {
         let secs = (ttl.as_millis().div_ceil(1000) as i64).max(1);
         let reuse = Duration::from_millis((secs as u64) * 50).min(MAX_LEASE_REUSE);
         let now = Instant::now();
-        if let Some(slot) = self
-            .leases
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&secs)
+        if let Some(slot) = self.leases.lock().unwrap_or_else(|p| p.into_inner()).get(&secs)
             && slot.reusable_until > now
         {
             return Ok(slot.id);
         }
-        let granted = self
-            .lease
-            .clone()
-            .grant(secs + reuse.as_millis().div_ceil(1000) as i64, None)
-            .await
-            .map_err(map_err)?;
+        let granted =
+            self.lease.clone().grant(secs + reuse.as_millis().div_ceil(1000) as i64, None).await.map_err(map_err)?;
         if !reuse.is_zero() {
             self.leases
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .insert(
-                    secs,
-                    LeaseSlot {
-                        id: granted.id(),
-                        reusable_until: now + reuse,
-                    },
-                );
+                .insert(secs, LeaseSlot { id: granted.id(), reusable_until: now + reuse });
         }
         Ok(granted.id())
     }
@@ -187,10 +164,7 @@ impl EtcdStore {
         compare: Compare,
         then: TxnOp,
     ) -> Result<(bool, Revision, Vec<TxnOpResponse>)> {
-        let txn = Txn::new()
-            .when([compare])
-            .and_then([then])
-            .or_else([TxnOp::get(key, None)]);
+        let txn = Txn::new().when([compare]).and_then([then]).or_else([TxnOp::get(key, None)]);
         let resp = self.kv.clone().txn(txn).await.map_err(map_err)?;
         let rev = resp.header().map(|h| h.revision()).unwrap_or_default();
         Ok((resp.succeeded(), rev, resp.op_responses()))
@@ -209,9 +183,7 @@ impl EtcdStore {
         let opts = GetOptions::new().with_count_only().with_revision(revision);
         match self.kv.clone().get(self.prefix.to_vec(), Some(opts)).await {
             Ok(_) => Ok(()),
-            Err(e) if is_compacted(&e) => Err(StoreError::Compacted {
-                requested: revision,
-            }),
+            Err(e) if is_compacted(&e) => Err(StoreError::Compacted { requested: revision }),
             Err(e) if is_future(&e) => Ok(()),
             Err(e) => Err(map_err(e)),
         }
@@ -252,9 +224,7 @@ fn map_err(e: etcd_client::Error) -> StoreError {
                 }
             }
         }
-        E::TransportError(_) | E::IoError(_) | E::EndpointError(_) => {
-            StoreError::Unavailable(format!("etcd: {e}"))
-        }
+        E::TransportError(_) | E::IoError(_) | E::EndpointError(_) => StoreError::Unavailable(format!("etcd: {e}")),
         _ => StoreError::Backend(format!("etcd: {e}")),
     }
 }
@@ -262,34 +232,21 @@ fn map_err(e: etcd_client::Error) -> StoreError {
 impl Store for EtcdStore {
     fn get<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<Option<KeyValue>>> {
         Box::pin(async move {
-            let resp = self
-                .kv
-                .clone()
-                .get(self.full(key), None)
-                .await
-                .map_err(map_err)?;
+            let resp = self.kv.clone().get(self.full(key), None).await.map_err(map_err)?;
             Ok(resp.kvs().first().map(|kv| self.convert(kv)))
         })
     }
 
-    fn list<'a>(
-        &'a self,
-        prefix: &'a [u8],
-        opts: ListOptions,
-    ) -> BoxFuture<'a, Result<ListResult>> {
+    fn list<'a>(&'a self, prefix: &'a [u8], opts: ListOptions) -> BoxFuture<'a, Result<ListResult>> {
         Box::pin(async move {
             let start = match &opts.start {
                 Some(s) if !s.starts_with(prefix) => {
-                    return Err(StoreError::InvalidArgument(
-                        "list start key is outside the prefix".into(),
-                    ));
+                    return Err(StoreError::InvalidArgument("list start key is outside the prefix".into()));
                 }
                 Some(s) => self.full(s),
                 None => self.full(prefix),
             };
-            let mut get = GetOptions::new()
-                .with_limit(opts.limit as i64)
-                .with_revision(opts.revision.max(0));
+            let mut get = GetOptions::new().with_limit(opts.limit as i64).with_revision(opts.revision.max(0));
             get = match prefix_end(&self.full(prefix)) {
                 Some(end) => get.with_range(end),
                 None => get.with_from_key(),
@@ -297,38 +254,21 @@ impl Store for EtcdStore {
             let resp = match self.kv.clone().get(start, Some(get)).await {
                 Ok(r) => r,
                 Err(e) if is_compacted(&e) => {
-                    return Err(StoreError::Compacted {
-                        requested: opts.revision,
-                    });
+                    return Err(StoreError::Compacted { requested: opts.revision });
                 }
                 Err(e) if is_future(&e) => {
                     let current = self.current_revision().await?;
-                    return Err(StoreError::FutureRevision {
-                        requested: opts.revision,
-                        current,
-                    });
+                    return Err(StoreError::FutureRevision { requested: opts.revision, current });
                 }
                 Err(e) => return Err(map_err(e)),
             };
-            let revision = if opts.revision > 0 {
-                opts.revision
-            } else {
-                resp.header().map(|h| h.revision()).unwrap_or_default()
-            };
-            Ok(ListResult {
-                kvs: resp.kvs().iter().map(|kv| self.convert(kv)).collect(),
-                revision,
-                more: resp.more(),
-            })
+            let revision =
+                if opts.revision > 0 { opts.revision } else { resp.header().map(|h| h.revision()).unwrap_or_default() };
+            Ok(ListResult { kvs: resp.kvs().iter().map(|kv| self.convert(kv)).collect(), revision, more: resp.more() })
         })
     }
 
-    fn create<'a>(
-        &'a self,
-        key: &'a [u8],
-        value: Bytes,
-        ttl: Option<Duration>,
-    ) -> BoxFuture<'a, Result<Revision>> {
+    fn create<'a>(&'a self, key: &'a [u8], value: Bytes, ttl: Option<Duration>) -> BoxFuture<'a, Result<Revision>> {
         Box::pin(async move {
             let k = self.full(key);
             let put = TxnOp::put(k.clone(), value.to_vec(), self.put_options(ttl).await?);
@@ -337,10 +277,7 @@ impl Store for EtcdStore {
             if ok {
                 return Ok(rev);
             }
-            let revision = self
-                .read_back(&responses)
-                .map(|kv| kv.mod_revision)
-                .unwrap_or(rev);
+            let revision = self.read_back(&responses).map(|kv| kv.mod_revision).unwrap_or(rev);
             Err(StoreError::AlreadyExists { revision })
         })
     }
@@ -361,19 +298,13 @@ impl Store for EtcdStore {
                 return Ok(rev);
             }
             match self.read_back(&responses) {
-                Some(current) => Err(StoreError::Conflict {
-                    current: Box::new(current),
-                }),
+                Some(current) => Err(StoreError::Conflict { current: Box::new(current) }),
                 None => Err(StoreError::NotFound),
             }
         })
     }
 
-    fn delete<'a>(
-        &'a self,
-        key: &'a [u8],
-        expected: Option<Revision>,
-    ) -> BoxFuture<'a, Result<(Revision, KeyValue)>> {
+    fn delete<'a>(&'a self, key: &'a [u8], expected: Option<Revision>) -> BoxFuture<'a, Result<(Revision, KeyValue)>> {
         Box::pin(async move {
             let k = self.full(key);
             let del = TxnOp::delete(k.clone(), Some(DeleteOptions::new().with_prev_key()));
@@ -392,9 +323,7 @@ impl Store for EtcdStore {
                 return prev.map(|p| (rev, p)).ok_or(StoreError::NotFound);
             }
             match self.read_back(&responses) {
-                Some(current) => Err(StoreError::Conflict {
-                    current: Box::new(current),
-                }),
+                Some(current) => Err(StoreError::Conflict { current: Box::new(current) }),
                 None => Err(StoreError::NotFound),
             }
         })
@@ -406,26 +335,13 @@ impl Store for EtcdStore {
                 self.check_not_compacted(from).await?;
             }
             let full = self.full(prefix);
-            let mut opts = WatchOptions::new()
-                .with_prev_key()
-                .with_start_revision(from.max(0));
+            let mut opts = WatchOptions::new().with_prev_key().with_start_revision(from.max(0));
             opts = match prefix_end(&full) {
                 Some(end) => opts.with_range(end),
                 None => opts.with_from_key(),
             };
-            let stream = self
-                .watch
-                .clone()
-                .watch(full, Some(opts))
-                .await
-                .map_err(map_err)?;
-            let state = WatchState {
-                stream,
-                pending: VecDeque::new(),
-                store: self.clone(),
-                next: from,
-                done: false,
-            };
+            let stream = self.watch.clone().watch(full, Some(opts)).await.map_err(map_err)?;
+            let state = WatchState { stream, pending: VecDeque::new(), store: self.clone(), next: from, done: false };
             let events = futures::stream::unfold(state, |mut st| async move {
                 let item = st.next_event().await?;
                 Some((item, st))
@@ -437,12 +353,7 @@ impl Store for EtcdStore {
     fn current_revision(&self) -> BoxFuture<'_, Result<Revision>> {
         Box::pin(async move {
             let opts = GetOptions::new().with_count_only();
-            let resp = self
-                .kv
-                .clone()
-                .get(self.prefix.to_vec(), Some(opts))
-                .await
-                .map_err(map_err)?;
+            let resp = self.kv.clone().get(self.prefix.to_vec(), Some(opts)).await.map_err(map_err)?;
             Ok(resp.header().map(|h| h.revision()).unwrap_or_default())
         })
     }
@@ -455,10 +366,7 @@ impl Store for EtcdStore {
                 Err(e) if is_compacted(&e) => Ok(()),
                 Err(e) if is_future(&e) => {
                     let current = self.current_revision().await?;
-                    Err(StoreError::FutureRevision {
-                        requested: revision,
-                        current,
-                    })
+                    Err(StoreError::FutureRevision { requested: revision, current })
                 }
                 Err(e) => Err(map_err(e)),
             }
@@ -499,29 +407,19 @@ impl WatchState {
             if resp.canceled() {
                 self.done = true;
                 return Some(Err(if resp.compact_revision() > 0 {
-                    StoreError::Compacted {
-                        requested: self.next,
-                    }
+                    StoreError::Compacted { requested: self.next }
                 } else {
-                    StoreError::Backend(format!(
-                        "etcd canceled the watch: {}",
-                        resp.cancel_reason()
-                    ))
+                    StoreError::Backend(format!("etcd canceled the watch: {}", resp.cancel_reason()))
                 }));
             }
             for ev in resp.events() {
                 let Some(kv) = ev.kv() else { continue };
                 let prev = ev.prev_kv().map(|p| self.store.convert(p));
                 self.pending.push_back(match ev.event_type() {
-                    EventType::Put => Event::Put {
-                        kv: self.store.convert(kv),
-                        prev,
-                    },
-                    EventType::Delete => Event::Delete {
-                        key: self.store.strip(kv.key()),
-                        revision: kv.mod_revision(),
-                        prev,
-                    },
+                    EventType::Put => Event::Put { kv: self.store.convert(kv), prev },
+                    EventType::Delete => {
+                        Event::Delete { key: self.store.strip(kv.key()), revision: kv.mod_revision(), prev }
+                    }
                 });
             }
         }

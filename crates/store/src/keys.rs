@@ -20,10 +20,7 @@ mod tests {
 
     #[test]
     fn prefix_end_increments_last_byte() {
-        assert_eq!(
-            prefix_end(b"/registry/pods/"),
-            Some(b"/registry/pods0".to_vec())
-        );
+        assert_eq!(prefix_end(b"/registry/pods/"), Some(b"/registry/pods0".to_vec()));
         assert_eq!(prefix_end(b"a"), Some(b"b".to_vec()));
     }
 

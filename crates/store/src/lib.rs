@@ -132,17 +132,11 @@ pub trait Store: Send + Sync + 'static {
     fn get<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<Option<KeyValue>>>;
 
     /// Lists the keys starting with `prefix` from one consistent snapshot.
-    fn list<'a>(&'a self, prefix: &'a [u8], opts: ListOptions)
-    -> BoxFuture<'a, Result<ListResult>>;
+    fn list<'a>(&'a self, prefix: &'a [u8], opts: ListOptions) -> BoxFuture<'a, Result<ListResult>>;
 
     /// Creates `key`, failing with [`StoreError::AlreadyExists`] if it exists. Returns the
     /// revision of the write. With `ttl`, the key is deleted once it expires.
-    fn create<'a>(
-        &'a self,
-        key: &'a [u8],
-        value: Bytes,
-        ttl: Option<Duration>,
-    ) -> BoxFuture<'a, Result<Revision>>;
+    fn create<'a>(&'a self, key: &'a [u8], value: Bytes, ttl: Option<Duration>) -> BoxFuture<'a, Result<Revision>>;
 
     /// Replaces the value of `key` if its last write was at revision `expected`; otherwise
     /// fails with [`StoreError::Conflict`] (carrying the current key) or
@@ -157,11 +151,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes `key`, if `expected` is given only when its last write was at that revision.
     /// Returns the revision of the deletion and the deleted key.
-    fn delete<'a>(
-        &'a self,
-        key: &'a [u8],
-        expected: Option<Revision>,
-    ) -> BoxFuture<'a, Result<(Revision, KeyValue)>>;
+    fn delete<'a>(&'a self, key: &'a [u8], expected: Option<Revision>) -> BoxFuture<'a, Result<(Revision, KeyValue)>>;
 
     /// Watches the keys starting with `prefix`. With `from == 0` the stream carries the
     /// changes after the current revision; otherwise every change at `from` or later, which

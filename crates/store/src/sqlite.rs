@@ -40,20 +40,14 @@ pub struct CompactionPolicy {
 impl Default for CompactionPolicy {
     /// Every minute, keeping the last 10,000 revisions.
     fn default() -> Self {
-        CompactionPolicy {
-            interval: Duration::from_secs(60),
-            retain_revisions: 10_000,
-        }
+        CompactionPolicy { interval: Duration::from_secs(60), retain_revisions: 10_000 }
     }
 }
 
 impl CompactionPolicy {
     /// No automatic compaction: history is only trimmed by explicit [`Store::compact`] calls.
     pub fn disabled() -> Self {
-        CompactionPolicy {
-            interval: Duration::ZERO,
-            retain_revisions: 0,
-        }
+        CompactionPolicy { interval: Duration::ZERO, retain_revisions: 0 }
     }
 
     fn next_tick(&self) -> Option<Instant> {
@@ -144,9 +138,8 @@ impl SqliteStore {
             )));
         }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Unavailable(format!("cannot create directory {}: {e}", dir.display()))
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Unavailable(format!("cannot create directory {}: {e}", dir.display())))?;
         }
         let lock = lock_file(&path)?;
         let conn = schema::open_writer(&path, opts.cache_kib, opts.max_size_bytes)?;
@@ -157,11 +150,8 @@ impl SqliteStore {
             groups: AtomicU64::new(0),
         });
         let (events, _) = broadcast::channel(BROADCAST_CAPACITY);
-        let cfg = WriterConfig {
-            path: path.clone(),
-            max_group: opts.max_group.max(1),
-            compaction: opts.compaction.clone(),
-        };
+        let cfg =
+            WriterConfig { path: path.clone(), max_group: opts.max_group.max(1), compaction: opts.compaction.clone() };
         let writer = Writer::new(conn, lock, cfg, shared.clone(), events.clone())?;
         let (commands, rx) = mpsc::channel();
         std::thread::Builder::new()
@@ -173,20 +163,8 @@ impl SqliteStore {
                 }
             })
             .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
-        let readers = Arc::new(Readers::new(
-            path.clone(),
-            opts.max_idle_readers,
-            opts.cache_kib,
-        ));
-        Ok(SqliteStore {
-            inner: Arc::new(Inner {
-                path,
-                commands,
-                events,
-                readers,
-                shared,
-            }),
-        })
+        let readers = Arc::new(Readers::new(path.clone(), opts.max_idle_readers, opts.cache_kib));
+        Ok(SqliteStore { inner: Arc::new(Inner { path, commands, events, readers, shared }) })
     }
 
     /// The database file.
@@ -216,20 +194,11 @@ impl SqliteStore {
 
     async fn write(&self, op: Op) -> Result<Outcome> {
         let (reply, answer) = oneshot::channel();
-        self.inner
-            .commands
-            .send(Command::Write(Request {
-                op,
-                reply: Some(reply),
-            }))
-            .map_err(|_| StoreError::Closed)?;
+        self.inner.commands.send(Command::Write(Request { op, reply: Some(reply) })).map_err(|_| StoreError::Closed)?;
         answer.await.unwrap_or(Err(StoreError::Closed))
     }
 
-    async fn read<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Readers) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
+    async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Readers) -> Result<T> + Send + 'static) -> Result<T> {
         let readers = self.inner.readers.clone();
         tokio::task::spawn_blocking(move || f(&readers))
             .await
@@ -247,9 +216,7 @@ fn lock_file(path: &Path) -> Result<File> {
         .truncate(false)
         .write(true)
         .open(&lock_path)
-        .map_err(|e| {
-            StoreError::Unavailable(format!("cannot open {}: {e}", lock_path.display()))
-        })?;
+        .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", lock_path.display())))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(TryLockError::WouldBlock) => Err(StoreError::Locked(format!(
@@ -257,10 +224,9 @@ fn lock_file(path: &Path) -> Result<File> {
             path.display(),
             lock_path.display()
         ))),
-        Err(TryLockError::Error(e)) => Err(StoreError::Unavailable(format!(
-            "cannot lock {}: {e}",
-            lock_path.display()
-        ))),
+        Err(TryLockError::Error(e)) => {
+            Err(StoreError::Unavailable(format!("cannot lock {}: {e}", lock_path.display())))
+        }
     }
 }
 
@@ -274,11 +240,7 @@ impl Store for SqliteStore {
         Box::pin(async move { self.inner.readers.get(key) })
     }
 
-    fn list<'a>(
-        &'a self,
-        prefix: &'a [u8],
-        opts: ListOptions,
-    ) -> BoxFuture<'a, Result<ListResult>> {
+    fn list<'a>(&'a self, prefix: &'a [u8], opts: ListOptions) -> BoxFuture<'a, Result<ListResult>> {
         if (1..=INLINE_LIST_LIMIT).contains(&opts.limit) {
             return Box::pin(async move { self.inner.readers.list(prefix, &opts) });
         }
@@ -286,17 +248,8 @@ impl Store for SqliteStore {
         Box::pin(self.read(move |r| r.list(&prefix, &opts)))
     }
 
-    fn create<'a>(
-        &'a self,
-        key: &'a [u8],
-        value: Bytes,
-        ttl: Option<Duration>,
-    ) -> BoxFuture<'a, Result<Revision>> {
-        let op = Op::Create {
-            key: Bytes::copy_from_slice(key),
-            value,
-            expires_at: expires_at(ttl),
-        };
+    fn create<'a>(&'a self, key: &'a [u8], value: Bytes, ttl: Option<Duration>) -> BoxFuture<'a, Result<Revision>> {
+        let op = Op::Create { key: Bytes::copy_from_slice(key), value, expires_at: expires_at(ttl) };
         Box::pin(async move {
             match self.write(op).await? {
                 Outcome::Written(rev) => Ok(rev),
@@ -312,12 +265,7 @@ impl Store for SqliteStore {
         expected: Revision,
         ttl: Option<Duration>,
     ) -> BoxFuture<'a, Result<Revision>> {
-        let op = Op::Update {
-            key: Bytes::copy_from_slice(key),
-            value,
-            expected,
-            expires_at: expires_at(ttl),
-        };
+        let op = Op::Update { key: Bytes::copy_from_slice(key), value, expected, expires_at: expires_at(ttl) };
         Box::pin(async move {
             match self.write(op).await? {
                 Outcome::Written(rev) => Ok(rev),
@@ -326,15 +274,8 @@ impl Store for SqliteStore {
         })
     }
 
-    fn delete<'a>(
-        &'a self,
-        key: &'a [u8],
-        expected: Option<Revision>,
-    ) -> BoxFuture<'a, Result<(Revision, KeyValue)>> {
-        let op = Op::Delete {
-            key: Bytes::copy_from_slice(key),
-            expected,
-        };
+    fn delete<'a>(&'a self, key: &'a [u8], expected: Option<Revision>) -> BoxFuture<'a, Result<(Revision, KeyValue)>> {
+        let op = Op::Delete { key: Bytes::copy_from_slice(key), expected };
         Box::pin(async move {
             match self.write(op).await? {
                 Outcome::Deleted(rev, prev) => Ok((rev, prev)),
@@ -350,28 +291,12 @@ impl Store for SqliteStore {
             let live = self.inner.events.subscribe();
             if from <= 0 {
                 let next = self.inner.shared.revision.load(Ordering::Acquire) + 1;
-                return Ok(watch::spawn(
-                    self.inner.readers.clone(),
-                    live,
-                    prefix,
-                    next,
-                    Vec::new(),
-                    true,
-                ));
+                return Ok(watch::spawn(self.inner.readers.clone(), live, prefix, next, Vec::new(), true));
             }
             let p = prefix.clone();
-            let page = self
-                .read(move |r| r.read_log(&p, from, watch::PAGE))
-                .await?;
+            let page = self.read(move |r| r.read_log(&p, from, watch::PAGE)).await?;
             let next = if page.complete { page.head + 1 } else { from };
-            Ok(watch::spawn(
-                self.inner.readers.clone(),
-                live,
-                prefix,
-                next.max(from),
-                page.events,
-                page.complete,
-            ))
+            Ok(watch::spawn(self.inner.readers.clone(), live, prefix, next.max(from), page.events, page.complete))
         })
     }
 

@@ -48,13 +48,8 @@ fn torture(path: &std::path::Path, kill_after: Duration) -> Acked {
             }
         }
     });
-    let ready = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("torture process did not start");
-    assert!(
-        ready.starts_with("ready "),
-        "unexpected first line {ready:?}"
-    );
+    let ready = rx.recv_timeout(Duration::from_secs(30)).expect("torture process did not start");
+    assert!(ready.starts_with("ready "), "unexpected first line {ready:?}");
     std::thread::sleep(kill_after);
     child.kill().expect("SIGKILL"); // std's kill() is SIGKILL on Unix
     child.wait().unwrap();
@@ -67,9 +62,7 @@ fn torture(path: &std::path::Path, kill_after: Duration) -> Acked {
             ["ack", key, rev] => {
                 acked.creates.insert(key.to_string(), rev.parse().unwrap());
             }
-            ["cas", value, rev] => acked
-                .cas
-                .push((value.parse().unwrap(), rev.parse().unwrap())),
+            ["cas", value, rev] => acked.cas.push((value.parse().unwrap(), rev.parse().unwrap())),
             _ => {}
         }
     }
@@ -80,10 +73,7 @@ fn torture(path: &std::path::Path, kill_after: Duration) -> Acked {
 async fn sqlite_acknowledged_writes_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("crash.db");
-    let opts = SqliteOptions {
-        compaction: CompactionPolicy::disabled(),
-        ..Default::default()
-    };
+    let opts = SqliteOptions { compaction: CompactionPolicy::disabled(), ..Default::default() };
     let started = Instant::now();
     let mut rng = rand::rng();
     let mut iterations = 0;
@@ -96,9 +86,7 @@ async fn sqlite_acknowledged_writes_survive_sigkill() {
         total_acked += acked.creates.len();
         all_acked.extend(acked.creates);
 
-        let store = SqliteStore::open(&path, opts.clone())
-            .await
-            .expect("reopen after SIGKILL");
+        let store = SqliteStore::open(&path, opts.clone()).await.expect("reopen after SIGKILL");
         let head = store.current_revision().await.unwrap();
         // Every write acknowledged in any iteration is there, at its revision.
         for (key, rev) in &all_acked {
@@ -114,43 +102,20 @@ async fn sqlite_acknowledged_writes_survive_sigkill() {
         let counter = store.get(b"/torture/counter").await.unwrap();
         if let Some((value, rev)) = acked.cas.last() {
             let counter = counter.expect("counter lost");
-            let now: u64 = std::str::from_utf8(&counter.value)
-                .unwrap()
-                .parse()
-                .unwrap();
-            assert!(
-                now >= *value && counter.mod_revision >= *rev,
-                "counter went back: {now} < {value}"
-            );
+            let now: u64 = std::str::from_utf8(&counter.value).unwrap().parse().unwrap();
+            assert!(now >= *value && counter.mod_revision >= *rev, "counter went back: {now} < {value}");
         }
         // The history is whole: revisions 2..=head each hold exactly one event, in order.
         let mut w = store.watch(b"", 2).await.unwrap();
         for expected in 2..=head {
-            let ev = tokio::time::timeout(Duration::from_secs(30), w.next())
-                .await
-                .unwrap()
-                .unwrap()
-                .unwrap();
-            assert_eq!(
-                ev.revision(),
-                expected,
-                "history gap after a crash (iteration {iterations})"
-            );
+            let ev = tokio::time::timeout(Duration::from_secs(30), w.next()).await.unwrap().unwrap().unwrap();
+            assert_eq!(ev.revision(), expected, "history gap after a crash (iteration {iterations})");
         }
-        let listed = store
-            .list(b"/torture/", ListOptions::default())
-            .await
-            .unwrap();
-        assert!(
-            listed.kvs.len() > all_acked.len() || all_acked.is_empty(),
-            "the listing lost keys"
-        );
+        let listed = store.list(b"/torture/", ListOptions::default()).await.unwrap();
+        assert!(listed.kvs.len() > all_acked.len() || all_acked.is_empty(), "the listing lost keys");
         store.close().await;
     }
-    assert!(
-        total_acked > 1000,
-        "too few acknowledged writes ({total_acked}) to prove anything"
-    );
+    assert!(total_acked > 1000, "too few acknowledged writes ({total_acked}) to prove anything");
     println!("{iterations} SIGKILLs, {total_acked} acknowledged writes verified");
 }
 
@@ -166,22 +131,14 @@ async fn sqlite_store_held_by_another_process_is_locked() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
     assert!(line.starts_with("ready"));
     let result = SqliteStore::open(&path, SqliteOptions::default()).await;
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(
-        matches!(result, Err(StoreError::Locked(_))),
-        "{:?}",
-        result.map(|_| ())
-    );
+    assert!(matches!(result, Err(StoreError::Locked(_))), "{:?}", result.map(|_| ()));
     // The lock dies with the process.
-    SqliteStore::open(&path, SqliteOptions::default())
-        .await
-        .expect("open after the holder died");
+    SqliteStore::open(&path, SqliteOptions::default()).await.expect("open after the holder died");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,10 +163,7 @@ async fn etcd_acknowledged_writes_survive_server_sigkill() {
             writers.push(tokio::spawn(async move {
                 for i in 0u64.. {
                     let key = format!("/r{round}/w{w}/{i}");
-                    match store
-                        .create(key.as_bytes(), Bytes::from(key.clone()), None)
-                        .await
-                    {
+                    match store.create(key.as_bytes(), Bytes::from(key.clone()), None).await {
                         Ok(rev) => {
                             let _ = tx.send((key, rev));
                         }
@@ -228,21 +182,11 @@ async fn etcd_acknowledged_writes_survive_server_sigkill() {
             acked.insert(key, rev);
         }
         server.restart();
-        let store = EtcdStore::connect(EtcdOptions::new(vec![endpoint.clone()], "/crash"))
-            .await
-            .unwrap();
+        let store = EtcdStore::connect(EtcdOptions::new(vec![endpoint.clone()], "/crash")).await.unwrap();
         for (key, rev) in &acked {
-            let kv = store
-                .get(key.as_bytes())
-                .await
-                .unwrap()
-                .unwrap_or_else(|| panic!("acknowledged {key} lost"));
+            let kv = store.get(key.as_bytes()).await.unwrap().unwrap_or_else(|| panic!("acknowledged {key} lost"));
             assert_eq!(kv.mod_revision, *rev);
         }
     }
-    assert!(
-        acked.len() > 100,
-        "too few acknowledged writes ({})",
-        acked.len()
-    );
+    assert!(acked.len() > 100, "too few acknowledged writes ({})", acked.len());
 }

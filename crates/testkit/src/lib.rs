@@ -119,13 +119,7 @@ impl EtcdServer {
             "--logger=zap".to_string(),
             "--log-outputs=stderr".to_string(),
         ];
-        let mut server = EtcdServer {
-            endpoint,
-            data_dir,
-            args,
-            process: None,
-            cleanup_on_exit: false,
-        };
+        let mut server = EtcdServer { endpoint, data_dir, args, process: None, cleanup_on_exit: false };
         server.spawn()?;
         Ok(server)
     }
@@ -133,13 +127,7 @@ impl EtcdServer {
     /// Starts the etcd process under its watchdog and waits until it is healthy.
     fn spawn(&mut self) -> Result<(), String> {
         let cleanup = self.cleanup_on_exit.then_some(self.data_dir.as_path());
-        let process = Watched::spawn(
-            &etcd_binary(),
-            &self.args,
-            &[],
-            &self.data_dir.join("etcd.log"),
-            cleanup,
-        )?;
+        let process = Watched::spawn(&etcd_binary(), &self.args, &[], &self.data_dir.join("etcd.log"), cleanup)?;
         self.process = Some(process);
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
@@ -149,10 +137,7 @@ impl EtcdServer {
             if !self.process.as_ref().is_some_and(Watched::alive) {
                 let log = self.process.as_ref().map(Watched::log).unwrap_or_default();
                 self.stop();
-                return Err(format!(
-                    "etcd exited; its log:\n{}",
-                    process::tail(&log, 40)
-                ));
+                return Err(format!("etcd exited; its log:\n{}", process::tail(&log, 40)));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -168,8 +153,7 @@ impl EtcdServer {
     /// Starts the server again on the same ports and data after [`EtcdServer::kill`].
     pub fn restart(&mut self) {
         self.stop();
-        self.spawn()
-            .unwrap_or_else(|e| panic!("etcd did not restart: {e}"));
+        self.spawn().unwrap_or_else(|e| panic!("etcd did not restart: {e}"));
     }
 
     fn stop(&mut self) {
@@ -193,10 +177,7 @@ fn healthy(endpoint: &str) -> bool {
         return false;
     };
     let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-    if conn
-        .write_all(format!("GET /health HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .is_err()
-    {
+    if conn.write_all(format!("GET /health HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).is_err() {
         return false;
     }
     let mut body = String::new();

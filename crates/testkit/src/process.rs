@@ -32,19 +32,11 @@ impl Watched {
     {
         let script = r#"log="$1"; shift; "$@" >>"$log" 2>&1 & pid=$!; echo "$pid"; read _ignored; kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; if [ -n "$VT_CLEANUP" ]; then rm -rf "$VT_CLEANUP"; fi"#;
         let mut cmd = Command::new("sh");
-        cmd.arg("-c")
-            .arg(script)
-            .arg("sh")
-            .arg(log)
-            .arg(program)
-            .args(args);
+        cmd.arg("-c").arg(script).arg("sh").arg(log).arg(program).args(args);
         for (k, v) in envs {
             cmd.env(k, v);
         }
-        cmd.env(
-            "VT_CLEANUP",
-            cleanup.map(|p| p.as_os_str()).unwrap_or_default(),
-        );
+        cmd.env("VT_CLEANUP", cleanup.map(|p| p.as_os_str()).unwrap_or_default());
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -56,15 +48,8 @@ impl Watched {
         BufReader::new(child.stdout.take().ok_or("no stdout")?)
             .read_line(&mut line)
             .map_err(|e| format!("cannot read the pid: {e}"))?;
-        let pid = line
-            .trim()
-            .parse()
-            .map_err(|_| format!("bad pid line {line:?}"))?;
-        Ok(Watched {
-            watchdog: Some((child, stdin)),
-            pid,
-            log: log.to_path_buf(),
-        })
+        let pid = line.trim().parse().map_err(|_| format!("bad pid line {line:?}"))?;
+        Ok(Watched { watchdog: Some((child, stdin)), pid, log: log.to_path_buf() })
     }
 
     /// The process id.
@@ -74,9 +59,7 @@ impl Watched {
 
     /// Whether the process is still running.
     pub fn alive(&self) -> bool {
-        self.watchdog.is_some()
-            && Path::new(&format!("/proc/{}", self.pid)).exists()
-            && !is_zombie(self.pid)
+        self.watchdog.is_some() && Path::new(&format!("/proc/{}", self.pid)).exists() && !is_zombie(self.pid)
     }
 
     /// The log so far.
@@ -95,11 +78,7 @@ impl Watched {
 
 fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit(')')
-                .next()
-                .is_some_and(|rest| rest.trim_start().starts_with('Z'))
-        })
+        .map(|s| s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
         .unwrap_or(true)
 }
 

@@ -23,15 +23,9 @@ impl VtServer {
     /// Starts `vt apiserver` (binary `bin`) with `extra` arguments, on SQLite in a temporary
     /// directory unless `extra` names etcd endpoints.
     pub fn start(bin: &Path, extra: &[&str]) -> VtServer {
-        let dir = tempfile::Builder::new()
-            .prefix("vt-e2e-")
-            .tempdir()
-            .expect("temp dir");
-        let mut args = vec![
-            "apiserver".to_string(),
-            "--data-dir".into(),
-            dir.path().join("data").display().to_string(),
-        ];
+        let dir = tempfile::Builder::new().prefix("vt-e2e-").tempdir().expect("temp dir");
+        let mut args =
+            vec!["apiserver".to_string(), "--data-dir".into(), dir.path().join("data").display().to_string()];
         args.extend(["--listen".to_string(), "127.0.0.1:0".into()]);
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut s = VtServer {
@@ -56,25 +50,13 @@ impl VtServer {
     }
 
     fn spawn(&mut self) {
-        let before = std::fs::read_to_string(self.log_path())
-            .map(|l| l.len())
-            .unwrap_or(0);
-        let p = Watched::spawn(
-            &self.bin,
-            &self.args,
-            &[("VT_LOG", "warn")],
-            &self.log_path(),
-            None,
-        )
-        .expect("start vt");
+        let before = std::fs::read_to_string(self.log_path()).map(|l| l.len()).unwrap_or(0);
+        let p = Watched::spawn(&self.bin, &self.args, &[("VT_LOG", "warn")], &self.log_path(), None).expect("start vt");
         self.process = Some(p);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-            if let Some(line) = log[before.min(log.len())..]
-                .lines()
-                .find(|l| l.starts_with("serving on "))
-            {
+            if let Some(line) = log[before.min(log.len())..].lines().find(|l| l.starts_with("serving on ")) {
                 let rest = line.trim_start_matches("serving on ");
                 let (url, kc) = rest.split_once(", kubeconfig ").expect("serving line");
                 self.url = url.to_string();
@@ -146,22 +128,12 @@ impl Kubectl {
         let binary = match version {
             Some(v) => {
                 let p = PathBuf::from(format!("/usr/lib/google-cloud-sdk/bin/kubectl.{v}"));
-                assert!(
-                    p.exists(),
-                    "kubectl {v} is not installed at {}",
-                    p.display()
-                );
+                assert!(p.exists(), "kubectl {v} is not installed at {}", p.display());
                 p
             }
-            None => std::env::var_os("VT_KUBECTL")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("kubectl")),
+            None => std::env::var_os("VT_KUBECTL").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("kubectl")),
         };
-        Kubectl {
-            binary,
-            kubeconfig: kubeconfig.to_path_buf(),
-            cache: tempfile::tempdir().expect("cache dir"),
-        }
+        Kubectl { binary, kubeconfig: kubeconfig.to_path_buf(), cache: tempfile::tempdir().expect("cache dir") }
     }
 
     /// The same kubeconfig with a specific kubectl version.
@@ -183,9 +155,7 @@ impl Kubectl {
 
     /// Runs kubectl.
     pub fn run(&self, args: &[&str]) -> Output {
-        self.command(args)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run kubectl: {e}"))
+        self.command(args).output().unwrap_or_else(|e| panic!("cannot run kubectl: {e}"))
     }
 
     /// Runs kubectl with `input` on stdin.
@@ -197,34 +167,21 @@ impl Kubectl {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run kubectl: {e}"));
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("write stdin");
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
         child.wait_with_output().expect("kubectl output")
     }
 
     /// Runs kubectl and returns its stdout; panics with its stderr if it fails.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "kubectl {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Like [`Kubectl::ok`] with `input` on stdin.
     pub fn ok_stdin(&self, args: &[&str], input: &str) -> String {
         let out = self.run_stdin(args, input);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "kubectl {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 

@@ -16,10 +16,7 @@ use vt_store::{ListOptions, Store};
 use vt_testkit::VtServer;
 
 fn scale(n: usize) -> usize {
-    let s: f64 = std::env::var("VT_BENCH_SCALE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1.0);
+    let s: f64 = std::env::var("VT_BENCH_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(1.0);
     ((n as f64 * s) as usize).max(16)
 }
 
@@ -32,9 +29,7 @@ fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
 }
@@ -72,32 +67,25 @@ where
         lat.extend(t.await.unwrap());
     }
     let secs = start.elapsed().as_secs_f64();
-    Figures {
-        ops: (per * workers) as f64 / secs,
-        p50: pct(&mut lat, 0.5),
-        p99: pct(&mut lat, 0.99),
-    }
+    Figures { ops: (per * workers) as f64 / secs, p50: pct(&mut lat, 0.5), p99: pct(&mut lat, 0.99) }
 }
 
 fn configmap(name: &str) -> Vec<u8> {
-    format!(r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"{name}"}},"data":{{"key":"{}"}}}}"#, "v".repeat(400)).into_bytes()
+    format!(
+        r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"{name}"}},"data":{{"key":"{}"}}}}"#,
+        "v".repeat(400)
+    )
+    .into_bytes()
 }
 
 fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(run());
 }
 
 async fn run() {
-    let server = VtServer::start(
-        std::path::Path::new(env!("CARGO_BIN_EXE_vt")),
-        &["--compaction-interval", "0"],
-    );
+    let server = VtServer::start(std::path::Path::new(env!("CARGO_BIN_EXE_vt")), &["--compaction-interval", "0"]);
     let pid = server.pid();
     if let Ok(path) = std::env::var("VT_BENCH_PIDFILE") {
         let _ = std::fs::write(path, pid.to_string());
@@ -105,9 +93,7 @@ async fn run() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_rss = rss_kib(pid);
     let kc = kube::config::Kubeconfig::read_from(&server.kubeconfig).unwrap();
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .unwrap();
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
     let client = kube::Client::try_from(cfg).unwrap();
     let ns = r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"bench"}}"#;
     client
@@ -121,11 +107,8 @@ async fn run() {
         .unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(dir.path().join("raw.db"), SqliteOptions::default())
-            .await
-            .unwrap(),
-    );
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(dir.path().join("raw.db"), SqliteOptions::default()).await.unwrap());
 
     println!(
         "| operation | clients | API ops/s | API p50 / p99 (µs) | store ops/s | store p50 / p99 (µs) | API/store (p50) |"
@@ -161,13 +144,9 @@ async fn run() {
         let store_create = measure(clients, total, move |w, i| {
             let s = s.clone();
             async move {
-                s.create(
-                    format!("/raw/c{clients}-{w}-{i}").as_bytes(),
-                    Bytes::from(configmap("x")),
-                    None,
-                )
-                .await
-                .unwrap();
+                s.create(format!("/raw/c{clients}-{w}-{i}").as_bytes(), Bytes::from(configmap("x")), None)
+                    .await
+                    .unwrap();
             }
         })
         .await;
@@ -177,11 +156,9 @@ async fn run() {
         let api_get = measure(clients, total, move |w, _| {
             let c = c.clone();
             async move {
-                let req = http::Request::get(format!(
-                    "/api/v1/namespaces/bench/configmaps/c{clients}-{w}-0"
-                ))
-                .body(Vec::new())
-                .unwrap();
+                let req = http::Request::get(format!("/api/v1/namespaces/bench/configmaps/c{clients}-{w}-0"))
+                    .body(Vec::new())
+                    .unwrap();
                 c.request_text(req).await.unwrap();
             }
         })
@@ -190,10 +167,7 @@ async fn run() {
         let store_get = measure(clients, total, move |w, _| {
             let s = s.clone();
             async move {
-                s.get(format!("/raw/c{clients}-{w}-0").as_bytes())
-                    .await
-                    .unwrap()
-                    .unwrap();
+                s.get(format!("/raw/c{clients}-{w}-0").as_bytes()).await.unwrap().unwrap();
             }
         })
         .await;
@@ -204,9 +178,7 @@ async fn run() {
         let api_list = measure(clients, lists, move |_, _| {
             let c = c.clone();
             async move {
-                let req = http::Request::get("/api/v1/namespaces/bench/configmaps?limit=100")
-                    .body(Vec::new())
-                    .unwrap();
+                let req = http::Request::get("/api/v1/namespaces/bench/configmaps?limit=100").body(Vec::new()).unwrap();
                 c.request_text(req).await.unwrap();
             }
         })
@@ -215,15 +187,7 @@ async fn run() {
         let store_list = measure(clients, lists, move |_, _| {
             let s = s.clone();
             async move {
-                s.list(
-                    b"/raw/",
-                    ListOptions {
-                        limit: 100,
-                        ..Default::default()
-                    },
-                )
-                .await
-                .unwrap();
+                s.list(b"/raw/", ListOptions { limit: 100, ..Default::default() }).await.unwrap();
             }
         })
         .await;
@@ -232,15 +196,9 @@ async fn run() {
 
     // Watch delivery: time from the create call to the event at a watcher.
     let rv = {
-        let req = http::Request::get("/api/v1/namespaces/bench/configmaps?limit=1")
-            .body(Vec::new())
-            .unwrap();
-        let v: serde_json::Value =
-            serde_json::from_str(&client.request_text(req).await.unwrap()).unwrap();
-        v["metadata"]["resourceVersion"]
-            .as_str()
-            .unwrap()
-            .to_string()
+        let req = http::Request::get("/api/v1/namespaces/bench/configmaps?limit=1").body(Vec::new()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&client.request_text(req).await.unwrap()).unwrap();
+        v["metadata"]["resourceVersion"].as_str().unwrap().to_string()
     };
     let req = http::Request::get(format!(
         "/api/v1/namespaces/bench/configmaps?watch=true&resourceVersion={rv}&labelSelector=w%3D1"
@@ -251,9 +209,8 @@ async fn run() {
     let n = scale(300);
     let mut lat = Vec::with_capacity(n);
     for i in 0..n {
-        let body = format!(
-            r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"w-{i}","labels":{{"w":"1"}}}}}}"#
-        );
+        let body =
+            format!(r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"w-{i}","labels":{{"w":"1"}}}}}}"#);
         let t = Instant::now();
         client
             .request_text(
@@ -273,14 +230,7 @@ async fn run() {
         let mut lat = Vec::with_capacity(n);
         for i in 0..n {
             let t = Instant::now();
-            store
-                .create(
-                    format!("/rawwatch/{i}").as_bytes(),
-                    Bytes::from_static(b"{}"),
-                    None,
-                )
-                .await
-                .unwrap();
+            store.create(format!("/rawwatch/{i}").as_bytes(), Bytes::from_static(b"{}"), None).await.unwrap();
             w.next().await.unwrap().unwrap();
             lat.push(t.elapsed());
         }
@@ -300,7 +250,11 @@ async fn run() {
     let before = rss_kib(pid);
     let mut watches = Vec::new();
     for i in 0..1000 {
-        let req = http::Request::get(format!("/api/v1/namespaces/bench/configmaps?watch=true&resourceVersion={rv}&labelSelector=idle%3D{i}")).body(Vec::new()).unwrap();
+        let req = http::Request::get(format!(
+            "/api/v1/namespaces/bench/configmaps?watch=true&resourceVersion={rv}&labelSelector=idle%3D{i}"
+        ))
+        .body(Vec::new())
+        .unwrap();
         watches.push(client.request_stream(req).await.unwrap());
     }
     tokio::time::sleep(Duration::from_millis(500)).await;

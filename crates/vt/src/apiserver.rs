@@ -51,10 +51,8 @@ fn read_or_create_ca(dir: &std::path::Path) -> Result<Ca, String> {
     let (cert, key) = (dir.join("ca.crt"), dir.join("ca.key"));
     if cert.exists() && key.exists() {
         let material = CertKey {
-            cert_pem: std::fs::read_to_string(&cert)
-                .map_err(|e| format!("{}: {e}", cert.display()))?,
-            key_pem: std::fs::read_to_string(&key)
-                .map_err(|e| format!("{}: {e}", key.display()))?,
+            cert_pem: std::fs::read_to_string(&cert).map_err(|e| format!("{}: {e}", cert.display()))?,
+            key_pem: std::fs::read_to_string(&key).map_err(|e| format!("{}: {e}", key.display()))?,
         };
         return Ca::load(material).map_err(|e| e.to_string());
     }
@@ -74,14 +72,12 @@ fn write_private(path: &std::path::Path, contents: &str) -> Result<(), String> {
         .mode(0o600)
         .open(path)
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    f.write_all(contents.as_bytes())
-        .map_err(|e| format!("{}: {e}", path.display()))
+    f.write_all(contents.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Runs the server until killed.
 pub async fn run(args: Args) -> Result<(), String> {
-    std::fs::create_dir_all(&args.data_dir)
-        .map_err(|e| format!("{}: {e}", args.data_dir.display()))?;
+    std::fs::create_dir_all(&args.data_dir).map_err(|e| format!("{}: {e}", args.data_dir.display()))?;
     let store: Arc<dyn Store> = if args.etcd.is_empty() {
         Arc::new(
             SqliteStore::open(
@@ -99,43 +95,24 @@ pub async fn run(args: Args) -> Result<(), String> {
         )
     } else {
         Arc::new(
-            EtcdStore::connect(EtcdOptions::new(
-                args.etcd.clone(),
-                args.etcd_prefix.clone(),
-            ))
-            .await
-            .map_err(|e| e.to_string())?,
+            EtcdStore::connect(EtcdOptions::new(args.etcd.clone(), args.etcd_prefix.clone()))
+                .await
+                .map_err(|e| e.to_string())?,
         )
     };
     let ca = read_or_create_ca(&args.data_dir)?;
     let ips = vec![args.listen.ip()];
     let serving = ca
-        .issue_server(
-            "vt-apiserver",
-            &[
-                "localhost".into(),
-                "kubernetes".into(),
-                "kubernetes.default.svc".into(),
-            ],
-            &ips,
-        )
+        .issue_server("vt-apiserver", &["localhost".into(), "kubernetes".into(), "kubernetes.default.svc".into()], &ips)
         .map_err(|e| e.to_string())?;
-    let admin = ca
-        .issue_client("vt-admin", Some("system:masters"), vt_pki::DEFAULT_VALIDITY)
-        .map_err(|e| e.to_string())?;
+    let admin =
+        ca.issue_client("vt-admin", Some("system:masters"), vt_pki::DEFAULT_VALIDITY).map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let server = format!("https://{addr}");
-    let kubeconfig = crate::kubeconfig::render(
-        "vt",
-        &server,
-        ca.cert_pem(),
-        &admin.cert_pem,
-        &admin.key_pem,
-        None,
-    );
+    let kubeconfig = crate::kubeconfig::render("vt", &server, ca.cert_pem(), &admin.cert_pem, &admin.key_pem, None);
     let kc_path = args.data_dir.join("admin.kubeconfig");
     write_private(&kc_path, &kubeconfig)?;
     let config = Config {
@@ -143,10 +120,8 @@ pub async fn run(args: Args) -> Result<(), String> {
         authorizer: Arc::new(MastersOnly),
         tokens: match &args.token_auth_file {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                let tokens =
-                    StaticTokens::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+                let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let tokens = StaticTokens::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
                 vec![Arc::new(tokens) as Arc<dyn vt_apiserver::auth::TokenAuthenticator>]
             }
             None => Vec::new(),
@@ -156,9 +131,7 @@ pub async fn run(args: Args) -> Result<(), String> {
         name: "standalone".into(),
         bookmark_interval: std::time::Duration::from_secs(args.bookmark_interval.max(1)),
     };
-    let api = ApiServer::new(config)
-        .await
-        .map_err(|e| format!("bootstrap failed: {e}"))?;
+    let api = ApiServer::new(config).await.map_err(|e| format!("bootstrap failed: {e}"))?;
     let tls = Arc::new(tls_config(&serving, ca.cert_pem())?);
     tracing::info!(%addr, kubeconfig = %kc_path.display(), "vt apiserver serving");
     // A line tests and scripts can wait for.

@@ -30984,11 +30984,7 @@ pub static MESSAGES: &[Message] = &[
             },
         ],
     },
-    Message {
-        name: "apimachinery::pkg::apis::meta::v1::Patch",
-        atomic: false,
-        fields: &[],
-    },
+    Message { name: "apimachinery::pkg::apis::meta::v1::Patch", atomic: false, fields: &[] },
     Message {
         name: "apimachinery::pkg::apis::meta::v1::PatchOptions",
         atomic: false,

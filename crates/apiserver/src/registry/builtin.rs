@@ -13,13 +13,7 @@ fn v(xs: &[&str]) -> Vec<String> {
 }
 
 fn sub(name: &str, group: &str, version: &str, kind: &str, verbs: &[&str]) -> Subresource {
-    Subresource {
-        name: name.into(),
-        group: group.into(),
-        version: version.into(),
-        kind: kind.into(),
-        verbs: v(verbs),
-    }
+    Subresource { name: name.into(), group: group.into(), version: version.into(), kind: kind.into(), verbs: v(verbs) }
 }
 
 /// Decodes into `T` and encodes back (type check and pruning of unknown fields).
@@ -169,7 +163,19 @@ pub(super) fn table() -> Vec<ResourceType> {
                 unconditional_update: true,
                 create_on_update: true,
                 default_gc: GcPolicy::Background,
-                field_selectors: vec!["involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"],
+                field_selectors: vec![
+                    "involvedObject.kind",
+                    "involvedObject.namespace",
+                    "involvedObject.name",
+                    "involvedObject.uid",
+                    "involvedObject.apiVersion",
+                    "involvedObject.resourceVersion",
+                    "involvedObject.fieldPath",
+                    "reason",
+                    "reportingComponent",
+                    "source",
+                    "type",
+                ],
                 ttl: Some(Duration::from_secs(3600)),
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::core::v1::Event>),
@@ -213,7 +219,10 @@ pub(super) fn table() -> Vec<ResourceType> {
             verbs: v(&["create", "delete", "get", "list", "patch", "update", "watch"]),
             short_names: v(&["ns"]),
             categories: v(&[]),
-            subresources: vec![sub("finalize", "", "v1", "Namespace", &["update"]), sub("status", "", "v1", "Namespace", &["get", "patch", "update"])],
+            subresources: vec![
+                sub("finalize", "", "v1", "Namespace", &["update"]),
+                sub("status", "", "v1", "Namespace", &["get", "patch", "update"]),
+            ],
             preferred: true,
             policy: Policy {
                 name_rule: NameRule::Label,
@@ -240,7 +249,10 @@ pub(super) fn table() -> Vec<ResourceType> {
             verbs: v(&["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]),
             short_names: v(&["no"]),
             categories: v(&[]),
-            subresources: vec![sub("proxy", "", "v1", "NodeProxyOptions", &["create", "delete", "get", "patch", "update"]), sub("status", "", "v1", "Node", &["get", "patch", "update"])],
+            subresources: vec![
+                sub("proxy", "", "v1", "NodeProxyOptions", &["create", "delete", "get", "patch", "update"]),
+                sub("status", "", "v1", "Node", &["get", "patch", "update"]),
+            ],
             preferred: true,
             policy: Policy {
                 name_rule: NameRule::Subdomain,
@@ -321,7 +333,18 @@ pub(super) fn table() -> Vec<ResourceType> {
             verbs: v(&["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]),
             short_names: v(&["po"]),
             categories: v(&["all"]),
-            subresources: vec![sub("attach", "", "v1", "PodAttachOptions", &["create", "get"]), sub("binding", "", "v1", "Binding", &["create"]), sub("ephemeralcontainers", "", "v1", "Pod", &["get", "patch", "update"]), sub("eviction", "policy", "v1", "Eviction", &["create"]), sub("exec", "", "v1", "PodExecOptions", &["create", "get"]), sub("log", "", "v1", "Pod", &["get"]), sub("portforward", "", "v1", "PodPortForwardOptions", &["create", "get"]), sub("proxy", "", "v1", "PodProxyOptions", &["create", "delete", "get", "patch", "update"]), sub("resize", "", "v1", "Pod", &["get", "patch", "update"]), sub("status", "", "v1", "Pod", &["get", "patch", "update"])],
+            subresources: vec![
+                sub("attach", "", "v1", "PodAttachOptions", &["create", "get"]),
+                sub("binding", "", "v1", "Binding", &["create"]),
+                sub("ephemeralcontainers", "", "v1", "Pod", &["get", "patch", "update"]),
+                sub("eviction", "policy", "v1", "Eviction", &["create"]),
+                sub("exec", "", "v1", "PodExecOptions", &["create", "get"]),
+                sub("log", "", "v1", "Pod", &["get"]),
+                sub("portforward", "", "v1", "PodPortForwardOptions", &["create", "get"]),
+                sub("proxy", "", "v1", "PodProxyOptions", &["create", "delete", "get", "patch", "update"]),
+                sub("resize", "", "v1", "Pod", &["get", "patch", "update"]),
+                sub("status", "", "v1", "Pod", &["get", "patch", "update"]),
+            ],
             preferred: true,
             policy: Policy {
                 name_rule: NameRule::Subdomain,
@@ -331,7 +354,16 @@ pub(super) fn table() -> Vec<ResourceType> {
                 unconditional_update: true,
                 create_on_update: false,
                 default_gc: GcPolicy::Background,
-                field_selectors: vec!["spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName", "spec.hostNetwork", "status.phase", "status.podIP", "status.nominatedNodeName"],
+                field_selectors: vec![
+                    "spec.nodeName",
+                    "spec.restartPolicy",
+                    "spec.schedulerName",
+                    "spec.serviceAccountName",
+                    "spec.hostNetwork",
+                    "status.phase",
+                    "status.podIP",
+                    "status.nominatedNodeName",
+                ],
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::core::v1::Pod>),
@@ -375,7 +407,10 @@ pub(super) fn table() -> Vec<ResourceType> {
             verbs: v(&["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]),
             short_names: v(&["rc"]),
             categories: v(&["all"]),
-            subresources: vec![sub("scale", "autoscaling", "v1", "Scale", &["get", "patch", "update"]), sub("status", "", "v1", "ReplicationController", &["get", "patch", "update"])],
+            subresources: vec![
+                sub("scale", "autoscaling", "v1", "Scale", &["get", "patch", "update"]),
+                sub("status", "", "v1", "ReplicationController", &["get", "patch", "update"]),
+            ],
             preferred: true,
             policy: Policy {
                 name_rule: NameRule::Subdomain,
@@ -483,7 +518,10 @@ pub(super) fn table() -> Vec<ResourceType> {
             verbs: v(&["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]),
             short_names: v(&["svc"]),
             categories: v(&["all"]),
-            subresources: vec![sub("proxy", "", "v1", "ServiceProxyOptions", &["create", "delete", "get", "patch", "update"]), sub("status", "", "v1", "Service", &["get", "patch", "update"])],
+            subresources: vec![
+                sub("proxy", "", "v1", "ServiceProxyOptions", &["create", "delete", "get", "patch", "update"]),
+                sub("status", "", "v1", "Service", &["get", "patch", "update"]),
+            ],
             preferred: true,
             policy: Policy {
                 name_rule: NameRule::Dns1035,
@@ -510,7 +548,13 @@ pub(super) fn table() -> Vec<ResourceType> {
             verbs: v(&["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]),
             short_names: v(&[]),
             categories: v(&["api-extensions"]),
-            subresources: vec![sub("status", "apiregistration.k8s.io", "v1", "APIService", &["get", "patch", "update"])],
+            subresources: vec![sub(
+                "status",
+                "apiregistration.k8s.io",
+                "v1",
+                "APIService",
+                &["get", "patch", "update"],
+            )],
             preferred: true,
             policy: Policy {
                 name_rule: NameRule::Subdomain,
@@ -591,7 +635,10 @@ pub(super) fn table() -> Vec<ResourceType> {
             verbs: v(&["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]),
             short_names: v(&["deploy"]),
             categories: v(&["all"]),
-            subresources: vec![sub("scale", "autoscaling", "v1", "Scale", &["get", "patch", "update"]), sub("status", "apps", "v1", "Deployment", &["get", "patch", "update"])],
+            subresources: vec![
+                sub("scale", "autoscaling", "v1", "Scale", &["get", "patch", "update"]),
+                sub("status", "apps", "v1", "Deployment", &["get", "patch", "update"]),
+            ],
             preferred: true,
             policy: Policy {
                 name_rule: NameRule::Subdomain,
@@ -618,7 +665,10 @@ pub(super) fn table() -> Vec<ResourceType> {
             verbs: v(&["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]),
             short_names: v(&["rs"]),
             categories: v(&["all"]),
-            subresources: vec![sub("scale", "autoscaling", "v1", "Scale", &["get", "patch", "update"]), sub("status", "apps", "v1", "ReplicaSet", &["get", "patch", "update"])],
+            subresources: vec![
+                sub("scale", "autoscaling", "v1", "Scale", &["get", "patch", "update"]),
+                sub("status", "apps", "v1", "ReplicaSet", &["get", "patch", "update"]),
+            ],
             preferred: true,
             policy: Policy {
                 name_rule: NameRule::Subdomain,
@@ -645,7 +695,10 @@ pub(super) fn table() -> Vec<ResourceType> {
             verbs: v(&["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]),
             short_names: v(&["sts"]),
             categories: v(&["all"]),
-            subresources: vec![sub("scale", "autoscaling", "v1", "Scale", &["get", "patch", "update"]), sub("status", "apps", "v1", "StatefulSet", &["get", "patch", "update"])],
+            subresources: vec![
+                sub("scale", "autoscaling", "v1", "Scale", &["get", "patch", "update"]),
+                sub("status", "apps", "v1", "StatefulSet", &["get", "patch", "update"]),
+            ],
             preferred: true,
             policy: Policy {
                 name_rule: NameRule::Subdomain,
@@ -861,7 +914,13 @@ pub(super) fn table() -> Vec<ResourceType> {
             verbs: v(&["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]),
             short_names: v(&["hpa"]),
             categories: v(&["all"]),
-            subresources: vec![sub("status", "autoscaling", "v2", "HorizontalPodAutoscaler", &["get", "patch", "update"])],
+            subresources: vec![sub(
+                "status",
+                "autoscaling",
+                "v2",
+                "HorizontalPodAutoscaler",
+                &["get", "patch", "update"],
+            )],
             preferred: true,
             policy: Policy {
                 name_rule: NameRule::Subdomain,
@@ -888,7 +947,13 @@ pub(super) fn table() -> Vec<ResourceType> {
             verbs: v(&["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]),
             short_names: v(&["hpa"]),
             categories: v(&["all"]),
-            subresources: vec![sub("status", "autoscaling", "v1", "HorizontalPodAutoscaler", &["get", "patch", "update"])],
+            subresources: vec![sub(
+                "status",
+                "autoscaling",
+                "v1",
+                "HorizontalPodAutoscaler",
+                &["get", "patch", "update"],
+            )],
             preferred: false,
             policy: Policy {
                 name_rule: NameRule::Subdomain,
@@ -969,7 +1034,10 @@ pub(super) fn table() -> Vec<ResourceType> {
             verbs: v(&["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]),
             short_names: v(&["csr"]),
             categories: v(&[]),
-            subresources: vec![sub("approval", "certificates.k8s.io", "v1", "CertificateSigningRequest", &["get", "patch", "update"]), sub("status", "certificates.k8s.io", "v1", "CertificateSigningRequest", &["get", "patch", "update"])],
+            subresources: vec![
+                sub("approval", "certificates.k8s.io", "v1", "CertificateSigningRequest", &["get", "patch", "update"]),
+                sub("status", "certificates.k8s.io", "v1", "CertificateSigningRequest", &["get", "patch", "update"]),
+            ],
             preferred: true,
             policy: Policy {
                 name_rule: NameRule::Subdomain,
@@ -1428,7 +1496,13 @@ pub(super) fn table() -> Vec<ResourceType> {
             verbs: v(&["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]),
             short_names: v(&[]),
             categories: v(&["api-extensions"]),
-            subresources: vec![sub("status", "admissionregistration.k8s.io", "v1", "ValidatingAdmissionPolicy", &["get", "patch", "update"])],
+            subresources: vec![sub(
+                "status",
+                "admissionregistration.k8s.io",
+                "v1",
+                "ValidatingAdmissionPolicy",
+                &["get", "patch", "update"],
+            )],
             preferred: true,
             policy: Policy {
                 name_rule: NameRule::Subdomain,
@@ -1509,7 +1583,13 @@ pub(super) fn table() -> Vec<ResourceType> {
             verbs: v(&["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]),
             short_names: v(&["crd", "crds"]),
             categories: v(&["api-extensions"]),
-            subresources: vec![sub("status", "apiextensions.k8s.io", "v1", "CustomResourceDefinition", &["get", "patch", "update"])],
+            subresources: vec![sub(
+                "status",
+                "apiextensions.k8s.io",
+                "v1",
+                "CustomResourceDefinition",
+                &["get", "patch", "update"],
+            )],
             preferred: true,
             policy: Policy {
                 name_rule: NameRule::Subdomain,
@@ -1522,8 +1602,12 @@ pub(super) fn table() -> Vec<ResourceType> {
                 field_selectors: vec![],
                 ttl: None,
             },
-            roundtrip: Some(roundtrip::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>),
-            openapi: Some(schema::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>),
+            roundtrip: Some(
+                roundtrip::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>,
+            ),
+            openapi: Some(
+                schema::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>,
+            ),
         },
         ResourceType {
             group: "scheduling.k8s.io".into(),
@@ -1644,7 +1728,13 @@ pub(super) fn table() -> Vec<ResourceType> {
             verbs: v(&["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]),
             short_names: v(&[]),
             categories: v(&[]),
-            subresources: vec![sub("status", "flowcontrol.apiserver.k8s.io", "v1", "FlowSchema", &["get", "patch", "update"])],
+            subresources: vec![sub(
+                "status",
+                "flowcontrol.apiserver.k8s.io",
+                "v1",
+                "FlowSchema",
+                &["get", "patch", "update"],
+            )],
             preferred: true,
             policy: Policy {
                 name_rule: NameRule::Subdomain,
@@ -1671,7 +1761,13 @@ pub(super) fn table() -> Vec<ResourceType> {
             verbs: v(&["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]),
             short_names: v(&[]),
             categories: v(&[]),
-            subresources: vec![sub("status", "flowcontrol.apiserver.k8s.io", "v1", "PriorityLevelConfiguration", &["get", "patch", "update"])],
+            subresources: vec![sub(
+                "status",
+                "flowcontrol.apiserver.k8s.io",
+                "v1",
+                "PriorityLevelConfiguration",
+                &["get", "patch", "update"],
+            )],
             preferred: true,
             policy: Policy {
                 name_rule: NameRule::Subdomain,

@@ -15,14 +15,7 @@ use crate::status::{ApiError, ApiResult, FieldError, GroupResource, from_store};
 use crate::{object, strategy};
 
 /// Kinds whose immediate delete answers with the deleted object rather than a Status.
-const RETURN_DELETED: &[&str] = &[
-    "Pod",
-    "Service",
-    "ServiceAccount",
-    "StorageClass",
-    "Namespace",
-    "PersistentVolume",
-];
+const RETURN_DELETED: &[&str] = &["Pod", "Service", "ServiceAccount", "StorageClass", "Namespace", "PersistentVolume"];
 
 /// Namespaces kube-apiserver refuses to delete.
 const IMMORTAL: &[&str] = &["default", "kube-system", "kube-public"];
@@ -58,27 +51,14 @@ fn parse_options(op: &Op<'_>, body: &Bytes) -> ApiResult<DeleteOptions> {
                 }
             }
         }
-        o.uid = v
-            .get("preconditions")
-            .and_then(|p| p.get("uid"))
-            .and_then(Value::as_str)
-            .map(String::from);
-        o.resource_version = v
-            .get("preconditions")
-            .and_then(|p| p.get("resourceVersion"))
-            .and_then(Value::as_str)
-            .map(String::from);
-        o.propagation = v
-            .get("propagationPolicy")
-            .and_then(Value::as_str)
-            .map(String::from);
+        o.uid = v.get("preconditions").and_then(|p| p.get("uid")).and_then(Value::as_str).map(String::from);
+        o.resource_version =
+            v.get("preconditions").and_then(|p| p.get("resourceVersion")).and_then(Value::as_str).map(String::from);
+        o.propagation = v.get("propagationPolicy").and_then(Value::as_str).map(String::from);
         o.orphan_dependents = v.get("orphanDependents").and_then(Value::as_bool);
     }
     if let Some(g) = op.query.get("gracePeriodSeconds") {
-        o.grace = Some(
-            g.parse()
-                .map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds {g:?}")))?,
-        );
+        o.grace = Some(g.parse().map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds {g:?}")))?);
     }
     if let Some(p) = op.query.get("propagationPolicy") {
         o.propagation = Some(p.clone());
@@ -124,11 +104,7 @@ fn gc_finalizers(op: &Op<'_>, current: &Value, opts: &DeleteOptions) -> Vec<Stri
         (None, Some(true)) => Some("Orphan"),
         (None, Some(false)) => Some("Background"),
         (None, None) if had_orphan || had_foreground => None,
-        (None, None) => Some(if op.rt.policy.default_gc == GcPolicy::Orphan {
-            "Orphan"
-        } else {
-            "Background"
-        }),
+        (None, None) => Some(if op.rt.policy.default_gc == GcPolicy::Orphan { "Orphan" } else { "Background" }),
     };
     if object::is_deleting(current) {
         // Once deletion started, the finalizers are final.
@@ -153,20 +129,12 @@ fn grace_period(op: &Op<'_>, current: &Value, opts: &DeleteOptions) -> Option<i6
     }
     let mut period = opts
         .grace
-        .or_else(|| {
-            object::at(current, &["spec", "terminationGracePeriodSeconds"]).and_then(Value::as_i64)
-        })
+        .or_else(|| object::at(current, &["spec", "terminationGracePeriodSeconds"]).and_then(Value::as_i64))
         .unwrap_or(0);
-    if object::str_at(current, &["spec", "nodeName"])
-        .unwrap_or("")
-        .is_empty()
-    {
+    if object::str_at(current, &["spec", "nodeName"]).unwrap_or("").is_empty() {
         period = 0;
     }
-    if matches!(
-        object::str_at(current, &["status", "phase"]),
-        Some("Failed" | "Succeeded")
-    ) {
+    if matches!(object::str_at(current, &["status", "phase"]), Some("Failed" | "Succeeded")) {
         period = 0;
     }
     if period < 0 {
@@ -177,8 +145,7 @@ fn grace_period(op: &Op<'_>, current: &Value, opts: &DeleteOptions) -> Option<i6
 
 /// The Status of a completed delete.
 fn success_status(op: &Op<'_>, obj: &Value) -> Value {
-    let mut details =
-        json!({"name": object::name(obj), "kind": op.rt.plural, "uid": object::uid(obj)});
+    let mut details = json!({"name": object::name(obj), "kind": op.rt.plural, "uid": object::uid(obj)});
     if !op.rt.group.is_empty() {
         details["group"] = json!(op.rt.group);
     }
@@ -194,19 +161,10 @@ pub(crate) enum Deleted {
 }
 
 /// Deletes one object.
-pub(crate) async fn delete_object(
-    op: &Op<'_>,
-    name: &str,
-    opts: &DeleteOptions,
-    dry: bool,
-) -> ApiResult<Deleted> {
+pub(crate) async fn delete_object(op: &Op<'_>, name: &str, opts: &DeleteOptions, dry: bool) -> ApiResult<Deleted> {
     let key = op.key(name);
     for _ in 0..64 {
-        let kv = op
-            .store()
-            .get(key.as_bytes())
-            .await
-            .map_err(|e| from_store(e, &op.gr(), name))?;
+        let kv = op.store().get(key.as_bytes()).await.map_err(|e| from_store(e, &op.gr(), name))?;
         let Some(kv) = kv else {
             return Err(ApiError::not_found(&op.gr(), name));
         };
@@ -237,25 +195,19 @@ pub(crate) async fn delete_object(
             ));
         }
         if op.rt.kind == "Namespace" && op.rt.group.is_empty() && IMMORTAL.contains(&name) {
-            return Err(ApiError::forbidden(
-                &op.gr(),
-                name,
-                "this namespace may not be deleted",
-            ));
+            return Err(ApiError::forbidden(&op.gr(), name, "this namespace may not be deleted"));
         }
         let finalizers = gc_finalizers(op, &current, opts);
         let grace = grace_period(op, &current, opts);
         let spec_finalizers = op.rt.kind == "Namespace"
-            && object::at(&current, &["spec", "finalizers"])
-                .and_then(Value::as_array)
-                .is_some_and(|a| !a.is_empty());
+            && object::at(&current, &["spec", "finalizers"]).and_then(Value::as_array).is_some_and(|a| !a.is_empty());
         let pending = !finalizers.is_empty() || spec_finalizers || grace.is_some_and(|g| g > 0);
         if pending {
             let mut new = current.clone();
             let now = jiff::Timestamp::now();
             let already = object::is_deleting(&current);
-            let current_grace = object::at(&current, &["metadata", "deletionGracePeriodSeconds"])
-                .and_then(Value::as_i64);
+            let current_grace =
+                object::at(&current, &["metadata", "deletionGracePeriodSeconds"]).and_then(Value::as_i64);
             {
                 let meta = object::meta_mut(&mut new);
                 if finalizers.is_empty() {
@@ -271,11 +223,7 @@ pub(crate) async fn delete_object(
                     meta.insert("deletionTimestamp".into(), json!(object::format_time(at)));
                     meta.insert("deletionGracePeriodSeconds".into(), json!(g));
                 }
-                if !already
-                    && let Some(generation) = meta
-                        .get("generation")
-                        .and_then(Value::as_i64)
-                        .filter(|g| *g > 0)
+                if !already && let Some(generation) = meta.get("generation").and_then(Value::as_i64).filter(|g| *g > 0)
                 {
                     meta.insert("generation".into(), json!(generation + 1));
                 }
@@ -284,22 +232,12 @@ pub(crate) async fn delete_object(
                 new["status"]["phase"] = json!("Terminating");
             }
             // A pod whose grace period is shortened to zero is deleted right away.
-            let grace_now_zero =
-                grace == Some(0) && already && finalizers.is_empty() && !spec_finalizers;
+            let grace_now_zero = grace == Some(0) && already && finalizers.is_empty() && !spec_finalizers;
             if !grace_now_zero {
                 if new == current || dry {
                     return Ok(Deleted::Pending(new));
                 }
-                match op
-                    .store()
-                    .update(
-                        key.as_bytes(),
-                        encode(&op.rt, &new),
-                        kv.mod_revision,
-                        op.rt.policy.ttl,
-                    )
-                    .await
-                {
+                match op.store().update(key.as_bytes(), encode(&op.rt, &new), kv.mod_revision, op.rt.policy.ttl).await {
                     Ok(rev) => {
                         object::set_resource_version(&mut new, rev);
                         return Ok(Deleted::Pending(new));
@@ -313,11 +251,7 @@ pub(crate) async fn delete_object(
         if dry {
             return Ok(Deleted::Gone(current));
         }
-        match op
-            .store()
-            .delete(key.as_bytes(), Some(kv.mod_revision))
-            .await
-        {
+        match op.store().delete(key.as_bytes(), Some(kv.mod_revision)).await {
             Ok(_) => {
                 strategy::after_delete(op, &current).await;
                 return Ok(Deleted::Gone(current));
@@ -327,11 +261,7 @@ pub(crate) async fn delete_object(
             Err(e) => return Err(from_store(e, &op.gr(), name)),
         }
     }
-    Err(ApiError::conflict(
-        &op.gr(),
-        name,
-        "too many concurrent updates, please try again",
-    ))
+    Err(ApiError::conflict(&op.gr(), name, "too many concurrent updates, please try again"))
 }
 
 /// `DELETE` on an object.
@@ -340,11 +270,7 @@ pub(crate) async fn delete(op: &Op<'_>, body: &Bytes) -> ApiResult<Response<Body
     let dry = dry_run(op, "DeleteOptions")? || opts.dry_run;
     match delete_object(op, &op.name, &opts, dry).await? {
         Deleted::Pending(obj) => {
-            let code = if opts.orphan_dependents == Some(false) {
-                StatusCode::ACCEPTED
-            } else {
-                StatusCode::OK
-            };
+            let code = if opts.orphan_dependents == Some(false) { StatusCode::ACCEPTED } else { StatusCode::OK };
             Ok(op.respond(code, &obj))
         }
         Deleted::Gone(obj)

@@ -29,18 +29,8 @@ impl Filter {
     pub fn parse(op: &Op<'_>) -> ApiResult<Filter> {
         let labels = LabelSelector::parse(op.param("labelSelector"))?;
         let supported = op.rt.field_selectors();
-        let fields = FieldSelector::parse(
-            op.param("fieldSelector"),
-            &supported,
-            &op.rt.kind,
-            &op.rt.version,
-        )?;
-        Ok(Filter {
-            labels,
-            fields,
-            namespace: op.ns.clone(),
-            name: op.name.clone(),
-        })
+        let fields = FieldSelector::parse(op.param("fieldSelector"), &supported, &op.rt.kind, &op.rt.version)?;
+        Ok(Filter { labels, fields, namespace: op.ns.clone(), name: op.name.clone() })
     }
 
     /// Whether any selector is set.
@@ -66,39 +56,22 @@ struct Continue {
 fn encode_continue(rv: Revision, start: &str) -> String {
     // Field order as kube-apiserver writes it (serde_json would sort the keys).
     let start = serde_json::to_string(start).unwrap_or_default();
-    URL_SAFE_NO_PAD.encode(format!(
-        r#"{{"v":"meta.k8s.io/v1","rv":{rv},"start":{start}}}"#
-    ))
+    URL_SAFE_NO_PAD.encode(format!(r#"{{"v":"meta.k8s.io/v1","rv":{rv},"start":{start}}}"#))
 }
 
 fn decode_continue(token: &str) -> ApiResult<Continue> {
-    let bad = |why: &str| {
-        ApiError::bad_request(format!(
-            "invalid continue token: continue key is not valid: {why}"
-        ))
-    };
-    let raw = URL_SAFE_NO_PAD
-        .decode(token.trim_end_matches('='))
-        .map_err(|_| bad("illegal base64 data"))?;
+    let bad = |why: &str| ApiError::bad_request(format!("invalid continue token: continue key is not valid: {why}"));
+    let raw = URL_SAFE_NO_PAD.decode(token.trim_end_matches('=')).map_err(|_| bad("illegal base64 data"))?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad("invalid JSON"))?;
     let version = v.get("v").and_then(Value::as_str).unwrap_or("");
     if version != "meta.k8s.io/v1" {
-        return Err(bad(&format!(
-            "server does not recognize this encoded version {version}"
-        )));
+        return Err(bad(&format!("server does not recognize this encoded version {version}")));
     }
     let rv = v.get("rv").and_then(Value::as_i64).unwrap_or(0);
     if rv == 0 {
-        return Err(bad(
-            "incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
-        ));
+        return Err(bad("incorrect encoded start resourceVersion (version meta.k8s.io/v1)"));
     }
-    let start = v
-        .get("start")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .trim_start_matches('/')
-        .to_string();
+    let start = v.get("start").and_then(Value::as_str).unwrap_or("").trim_start_matches('/').to_string();
     if start.is_empty() {
         return Err(bad("encoded start key empty (version meta.k8s.io/v1)"));
     }
@@ -164,23 +137,14 @@ fn read_at(op: &Op<'_>, cont: &Option<Continue>, limit: usize) -> ApiResult<Read
     if op.query.contains_key("sendInitialEvents") {
         return Err(invalid(
             "sendInitialEvents",
-            FieldError::forbidden(
-                "sendInitialEvents",
-                "sendInitialEvents is forbidden for list",
-            ),
+            FieldError::forbidden("sendInitialEvents", "sendInitialEvents is forbidden for list"),
         ));
     }
     if let Some(c) = cont {
         if !rv.is_empty() && rv != "0" {
-            return Err(ApiError::bad_request(
-                "specifying resource version is not allowed when using continue",
-            ));
+            return Err(ApiError::bad_request("specifying resource version is not allowed when using continue"));
         }
-        return Ok(if c.rv < 0 {
-            ReadAt::Latest { not_older_than: 0 }
-        } else {
-            ReadAt::Exact(c.rv)
-        });
+        return Ok(if c.rv < 0 { ReadAt::Latest { not_older_than: 0 } } else { ReadAt::Exact(c.rv) });
     }
     if rv.is_empty() || rv == "0" {
         return Ok(ReadAt::Latest { not_older_than: 0 });
@@ -206,11 +170,7 @@ pub(crate) async fn wait_for_revision(op: &Op<'_>, rv: Revision) -> ApiResult<()
     }
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
     loop {
-        let current = op
-            .store()
-            .current_revision()
-            .await
-            .map_err(|e| from_store(e, &op.gr(), ""))?;
+        let current = op.store().current_revision().await.map_err(|e| from_store(e, &op.gr(), ""))?;
         if current >= rv {
             return Ok(());
         }
@@ -253,14 +213,7 @@ async fn read_list<T>(
         };
         let page = op
             .store()
-            .list(
-                prefix.as_bytes(),
-                ListOptions {
-                    limit: page_size,
-                    start: start_key.clone(),
-                    revision,
-                },
-            )
+            .list(prefix.as_bytes(), ListOptions { limit: page_size, start: start_key.clone(), revision })
             .await?;
         revision = page.revision;
         let mut last_key: Option<bytes::Bytes> = None;
@@ -275,8 +228,7 @@ async fn read_list<T>(
                 }
             }
         }
-        let more =
-            page.more || (stopped_early && last_key.as_ref() != page.kvs.last().map(|kv| &kv.key));
+        let more = page.more || (stopped_early && last_key.as_ref() != page.kvs.last().map(|kv| &kv.key));
         if limit > 0 && items.len() == limit {
             let token = if more {
                 let last = last_key.expect("a full page has a last key");
@@ -285,28 +237,17 @@ async fn read_list<T>(
             } else {
                 None
             };
-            return Ok(Listed {
-                items,
-                revision,
-                continue_token: token,
-            });
+            return Ok(Listed { items, revision, continue_token: token });
         }
         if !page.more {
-            return Ok(Listed {
-                items,
-                revision,
-                continue_token: None,
-            });
+            return Ok(Listed { items, revision, continue_token: None });
         }
         start_key = last_key.map(|k| key_successor(&k));
     }
 }
 
 /// Decodes a stored object if it passes `filter` (undecodable objects are skipped, logged).
-fn decoded<'a>(
-    op: &'a Op<'_>,
-    filter: &'a Filter,
-) -> impl FnMut(&vt_store::KeyValue) -> Option<Value> + 'a {
+fn decoded<'a>(op: &'a Op<'_>, filter: &'a Filter) -> impl FnMut(&vt_store::KeyValue) -> Option<Value> + 'a {
     move |kv| match op.decode(kv) {
         Ok(obj) if filter.matches(&obj) => Some(obj),
         Ok(_) => None,
@@ -335,11 +276,7 @@ async fn list_with<T>(
     };
     let at = read_at(op, &cont, limit)?;
     // resourceVersion=0 serves "any" state without pagination, as kube-apiserver's cache does.
-    let limit = if op.param("resourceVersion") == "0" && cont.is_none() {
-        0
-    } else {
-        limit
-    };
+    let limit = if op.param("resourceVersion") == "0" && cont.is_none() { 0 } else { limit };
     let (revision, exact) = match at {
         ReadAt::Latest { not_older_than } => {
             wait_for_revision(op, not_older_than).await?;
@@ -358,9 +295,7 @@ async fn list_with<T>(
             Err(e)
         }
         Err(StoreError::FutureRevision { requested, current }) if exact => {
-            wait_for_revision(op, requested)
-                .await
-                .and(Err(ApiError::too_large_rv(requested, current)))
+            wait_for_revision(op, requested).await.and(Err(ApiError::too_large_rv(requested, current)))
         }
         Err(e) => Err(from_store(e, &op.gr(), "")),
     }
@@ -406,10 +341,7 @@ pub(crate) async fn list(op: &Op<'_>) -> ApiResult<Response<Body>> {
     let filter = Filter::parse(op)?;
     let keep_type = op.rt.roundtrip.is_none();
     if op.output == Output::Json && !filter.is_selective() && !strategy::converts(&op.rt) {
-        let listed = list_with(op, false, |kv| {
-            object::render_stored(&kv.value, kv.mod_revision, !keep_type)
-        })
-        .await?;
+        let listed = list_with(op, false, |kv| object::render_stored(&kv.value, kv.mod_revision, !keep_type)).await?;
         let mut out = Vec::with_capacity(listed.items.iter().map(Vec::len).sum::<usize>() + 256);
         let mut metadata = json!({"resourceVersion": listed.revision.to_string()});
         if let Some(c) = &listed.continue_token {
@@ -444,18 +376,10 @@ mod tests {
     #[test]
     fn continue_tokens_round_trip_and_match_kube_format() {
         let t = encode_continue(12345, "b\u{0}");
-        assert_eq!(
-            t,
-            "eyJ2IjoibWV0YS5rOHMuaW8vdjEiLCJydiI6MTIzNDUsInN0YXJ0IjoiYlx1MDAwMCJ9"
-        );
+        assert_eq!(t, "eyJ2IjoibWV0YS5rOHMuaW8vdjEiLCJydiI6MTIzNDUsInN0YXJ0IjoiYlx1MDAwMCJ9");
         let c = decode_continue(&t).unwrap();
         assert_eq!((c.rv, c.start.as_str()), (12345, "b\u{0}"));
         assert!(decode_continue("!!").is_err());
-        assert!(
-            decode_continue(
-                &URL_SAFE_NO_PAD.encode(r#"{"v":"meta.k8s.io/v1","rv":0,"start":"a"}"#)
-            )
-            .is_err()
-        );
+        assert!(decode_continue(&URL_SAFE_NO_PAD.encode(r#"{"v":"meta.k8s.io/v1","rv":0,"start":"a"}"#)).is_err());
     }
 }

@@ -25,11 +25,7 @@ fn selector_string(obj: &Value) -> String {
         && sel.get("matchExpressions").is_none()
         && let Some(m) = sel.as_object()
     {
-        return m
-            .iter()
-            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-            .collect::<Vec<_>>()
-            .join(",");
+        return m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(",");
     }
     let Some(parsed) = LabelSelector::from_api(sel) else {
         return String::new();
@@ -57,13 +53,7 @@ fn selector_string(obj: &Value) -> String {
 fn scale_of(obj: &Value) -> Value {
     let m = obj.get("metadata").cloned().unwrap_or(json!({}));
     let mut meta = json!({});
-    for k in [
-        "name",
-        "namespace",
-        "uid",
-        "resourceVersion",
-        "creationTimestamp",
-    ] {
+    for k in ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"] {
         if let Some(v) = m.get(k) {
             meta[k] = v.clone();
         }
@@ -82,24 +72,16 @@ fn scale_of(obj: &Value) -> Value {
 
 /// The replicas of a Scale, validated.
 fn scale_replicas(op: &Op<'_>, scale: &Value) -> ApiResult<(i64, Option<String>)> {
-    let replicas = object::at(scale, &["spec", "replicas"])
-        .and_then(Value::as_i64)
-        .unwrap_or(0);
+    let replicas = object::at(scale, &["spec", "replicas"]).and_then(Value::as_i64).unwrap_or(0);
     if replicas < 0 {
         return Err(ApiError::invalid(
             "autoscaling",
             "Scale",
             &op.name,
-            vec![FieldError::invalid(
-                "spec.replicas",
-                &json!(replicas),
-                "must be greater than or equal to 0",
-            )],
+            vec![FieldError::invalid("spec.replicas", &json!(replicas), "must be greater than or equal to 0")],
         ));
     }
-    let rv = object::str_at(scale, &["metadata", "resourceVersion"])
-        .filter(|s| !s.is_empty())
-        .map(String::from);
+    let rv = object::str_at(scale, &["metadata", "resourceVersion"]).filter(|s| !s.is_empty()).map(String::from);
     Ok((replicas, rv))
 }
 
@@ -110,44 +92,28 @@ pub(crate) async fn scale(op: &Op<'_>, verb: &str, body: &Bytes) -> ApiResult<Re
         return Ok(op.respond(StatusCode::OK, &scale_of(&obj)));
     }
     let manager = field_manager(op, "UpdateOptions")?;
-    let ct = op
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let ct = op.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let desired = if verb == "update" {
         let s = decode_body(op, body)?;
         Some(scale_replicas(op, &s)?)
     } else {
         None
     };
-    let written = guaranteed_update(op, &op.name, &manager, |current| {
+    let written = guaranteed_update(op, &op.name, Some(&manager), |current| {
         let (replicas, rv) = match &desired {
             Some(d) => d.clone(),
             None => {
                 let format = match body_format(ct.as_deref()) {
-                    Some(
-                        f @ (BodyFormat::JsonPatch
-                        | BodyFormat::MergePatch
-                        | BodyFormat::StrategicMergePatch),
-                    ) => f,
+                    Some(f @ (BodyFormat::JsonPatch | BodyFormat::MergePatch | BodyFormat::StrategicMergePatch)) => f,
                     _ => {
-                        return Err(ApiError::new(
-                            415,
-                            "UnsupportedMediaType",
-                            "415: Unsupported Media Type",
-                        )
-                        .with_empty_details());
+                        return Err(ApiError::new(415, "UnsupportedMediaType", "415: Unsupported Media Type")
+                            .with_empty_details());
                     }
                 };
                 let mut s = scale_of(current);
                 object::meta_mut(&mut s).remove("resourceVersion");
-                let patched = apply_patch(
-                    format,
-                    &s,
-                    body,
-                    crate::protobuf::message_for("autoscaling", "v1", "Scale"),
-                )?;
+                let patched =
+                    apply_patch(format, &s, body, crate::protobuf::message_for("autoscaling", "v1", "Scale"))?;
                 scale_replicas(op, &patched)?
             }
         };
@@ -161,9 +127,7 @@ pub(crate) async fn scale(op: &Op<'_>, verb: &str, body: &Bytes) -> ApiResult<Re
     })
     .await?;
     match written {
-        Written::Updated(obj) | Written::Deleted(obj) => {
-            Ok(op.respond(StatusCode::OK, &scale_of(&obj)))
-        }
+        Written::Updated(obj) | Written::Deleted(obj) => Ok(op.respond(StatusCode::OK, &scale_of(&obj))),
     }
 }
 
@@ -173,11 +137,7 @@ pub(crate) async fn binding(op: &Op<'_>, body: &Bytes) -> ApiResult<Response<Bod
     let b = decode_body(op, body)?;
     if op.rt.kind == "Binding" {
         // The legacy `bindings` collection names the pod in the body.
-        let pods = op
-            .api
-            .registry()
-            .get("", "v1", "pods")
-            .ok_or_else(ApiError::not_found_path)?;
+        let pods = op.api.registry().get("", "v1", "pods").ok_or_else(ApiError::not_found_path)?;
         let pod_op = Op {
             api: op.api,
             rt: pods,
@@ -192,33 +152,21 @@ pub(crate) async fn binding(op: &Op<'_>, body: &Bytes) -> ApiResult<Response<Bod
         };
         return Box::pin(binding(&pod_op, body)).await;
     }
-    let node = object::str_at(&b, &["target", "name"])
-        .unwrap_or("")
-        .to_string();
+    let node = object::str_at(&b, &["target", "name"]).unwrap_or("").to_string();
     if node.is_empty() {
-        return Err(ApiError::invalid(
-            "",
-            "Binding",
-            &op.name,
-            vec![FieldError::required("target.name", "")],
-        ));
+        return Err(ApiError::invalid("", "Binding", &op.name, vec![FieldError::required("target.name", "")]));
     }
     let manager = field_manager(op, "CreateOptions")?;
     let gr = crate::status::GroupResource::new("", "pods/binding");
-    guaranteed_update(op, &op.name, &manager, |current| {
+    guaranteed_update(op, &op.name, Some(&manager), |current| {
         if object::is_deleting(current) {
             return Err(ApiError::conflict(
                 &gr,
                 &op.name,
-                &format!(
-                    "pod {} is being deleted, cannot be assigned to a host",
-                    op.name
-                ),
+                &format!("pod {} is being deleted, cannot be assigned to a host", op.name),
             ));
         }
-        if let Some(existing) =
-            object::str_at(current, &["spec", "nodeName"]).filter(|n| !n.is_empty())
-        {
+        if let Some(existing) = object::str_at(current, &["spec", "nodeName"]).filter(|n| !n.is_empty()) {
             return Err(ApiError::conflict(
                 &gr,
                 &op.name,
@@ -231,7 +179,10 @@ pub(crate) async fn binding(op: &Op<'_>, body: &Bytes) -> ApiResult<Response<Bod
         Ok(new)
     })
     .await?;
-    Ok(op.respond(StatusCode::CREATED, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
+    Ok(op.respond(
+        StatusCode::CREATED,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
 }
 
 fn user_json(u: &UserInfo) -> Value {
@@ -261,22 +212,11 @@ fn attributes(user: UserInfo, spec: &Value) -> Attributes {
             path: String::new(),
         }
     } else {
-        let n = spec
-            .get("nonResourceAttributes")
-            .cloned()
-            .unwrap_or(json!({}));
+        let n = spec.get("nonResourceAttributes").cloned().unwrap_or(json!({}));
         Attributes {
             user,
-            verb: n
-                .get("verb")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
-            path: n
-                .get("path")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
+            verb: n.get("verb").and_then(Value::as_str).unwrap_or("").to_string(),
+            path: n.get("path").and_then(Value::as_str).unwrap_or("").to_string(),
             ..Default::default()
         }
     }
@@ -300,24 +240,12 @@ pub(crate) async fn review(op: &Op<'_>, body: &Bytes) -> ApiResult<Response<Body
         "SelfSubjectAccessReview" => access_status(op, &attributes(op.user.clone(), &spec)).await,
         "SubjectAccessReview" | "LocalSubjectAccessReview" => {
             let user = UserInfo {
-                name: spec
-                    .get("user")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string(),
-                uid: spec
-                    .get("uid")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string(),
+                name: spec.get("user").and_then(Value::as_str).unwrap_or("").to_string(),
+                uid: spec.get("uid").and_then(Value::as_str).unwrap_or("").to_string(),
                 groups: spec
                     .get("groups")
                     .and_then(Value::as_array)
-                    .map(|g| {
-                        g.iter()
-                            .filter_map(|x| x.as_str().map(String::from))
-                            .collect()
-                    })
+                    .map(|g| g.iter().filter_map(|x| x.as_str().map(String::from)).collect())
                     .unwrap_or_default(),
                 extra: Default::default(),
             };
@@ -362,11 +290,7 @@ pub(crate) async fn review(op: &Op<'_>, body: &Bytes) -> ApiResult<Response<Body
             }
         }
         other => {
-            return Err(ApiError::new(
-                405,
-                "MethodNotAllowed",
-                format!("create of {other} is not supported"),
-            ));
+            return Err(ApiError::new(405, "MethodNotAllowed", format!("create of {other} is not supported")));
         }
     };
     obj["status"] = status;

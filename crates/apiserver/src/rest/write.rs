@@ -19,11 +19,7 @@ use crate::status::{ApiError, ApiResult, FieldError, from_store};
 use crate::{fields, object, strategy};
 
 /// Media types accepted for create and update bodies.
-const BODY_TYPES: &[&str] = &[
-    "application/json",
-    "application/yaml",
-    "application/vnd.kubernetes.protobuf",
-];
+const BODY_TYPES: &[&str] = &["application/json", "application/yaml", "application/vnd.kubernetes.protobuf"];
 
 /// `fieldValidation`.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -53,25 +49,13 @@ pub(crate) fn field_validation(op: &Op<'_>, options_kind: &str) -> ApiResult<Fie
 pub(crate) fn field_manager(op: &Op<'_>, options_kind: &str) -> ApiResult<String> {
     let explicit = op.param("fieldManager");
     let manager = if explicit.is_empty() {
-        let ua = op
-            .headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        ua.split('/')
-            .next()
-            .unwrap_or("")
-            .chars()
-            .take(128)
-            .collect::<String>()
+        let ua = op.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
+        ua.split('/').next().unwrap_or("").chars().take(128).collect::<String>()
     } else {
         explicit.to_string()
     };
     if manager.len() > 128 {
-        return Err(invalid_options(
-            options_kind,
-            FieldError::too_long("fieldManager", 128),
-        ));
+        return Err(invalid_options(options_kind, FieldError::too_long("fieldManager", 128)));
     }
     if manager.chars().any(|c| c.is_control()) {
         return Err(invalid_options(
@@ -96,24 +80,16 @@ fn body_summary(body: &[u8]) -> String {
     if body.first() == Some(&b'{') {
         format!("{}{more}", String::from_utf8_lossy(head))
     } else {
-        format!(
-            "{}{more}",
-            head.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        )
+        format!("{}{more}", head.iter().map(|b| format!("{b:02x}")).collect::<String>())
     }
 }
 
 /// Decodes a create/update body into a JSON object.
 pub(crate) fn decode_body(op: &Op<'_>, body: &Bytes) -> ApiResult<Value> {
-    let ct = op
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
+    let ct = op.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let parsed: Result<Value, String> = match body_format(ct) {
         Some(BodyFormat::Json) => serde_json::from_slice(body).map_err(|e| e.to_string()),
-        Some(BodyFormat::Yaml) => {
-            serde_saphyr::from_slice::<Value>(body).map_err(|e| e.to_string())
-        }
+        Some(BodyFormat::Yaml) => serde_saphyr::from_slice::<Value>(body).map_err(|e| e.to_string()),
         Some(BodyFormat::Protobuf) => crate::protobuf::decode(body),
         _ => return Err(ApiError::unsupported_media_type(BODY_TYPES)),
     };
@@ -133,26 +109,11 @@ pub(crate) fn decode_body(op: &Op<'_>, body: &Bytes) -> ApiResult<Value> {
 }
 
 /// Checks the body's `apiVersion`/`kind` against the endpoint and fills them in.
-pub(crate) fn check_type(
-    op: &Op<'_>,
-    obj: &mut Value,
-    expect_kind: &str,
-    expect_api_version: &str,
-) -> ApiResult<()> {
-    let kind = obj
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let av = obj
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
+pub(crate) fn check_type(op: &Op<'_>, obj: &mut Value, expect_kind: &str, expect_api_version: &str) -> ApiResult<()> {
+    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
+    let av = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_string();
     if !av.is_empty() && av != expect_api_version {
-        let (g, _) = expect_api_version
-            .split_once('/')
-            .unwrap_or(("", expect_api_version));
+        let (g, _) = expect_api_version.split_once('/').unwrap_or(("", expect_api_version));
         let (dg, _) = av.split_once('/').unwrap_or(("", &av));
         if dg != g || kind.is_empty() || kind == expect_kind {
             return Err(ApiError::bad_request(format!(
@@ -161,11 +122,7 @@ pub(crate) fn check_type(
         }
     }
     if !kind.is_empty() && kind != expect_kind {
-        let version = if av.is_empty() {
-            expect_api_version.to_string()
-        } else {
-            av.clone()
-        };
+        let version = if av.is_empty() { expect_api_version.to_string() } else { av.clone() };
         return Err(ApiError::bad_request(format!(
             "{kind} in version {:?} cannot be handled as a {expect_kind}: no kind {kind:?} is registered for version {version:?}",
             version.rsplit('/').next().unwrap_or(&version)
@@ -183,11 +140,7 @@ fn unknown_fields(input: &Value, typed: &Value, path: &str, out: &mut Vec<String
     match (input, typed) {
         (Value::Object(a), Value::Object(b)) => {
             for (k, v) in a {
-                let p = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
                 match b.get(k) {
                     Some(tv) => unknown_fields(v, tv, &p, out),
                     None if v.is_null() => {}
@@ -206,28 +159,19 @@ fn unknown_fields(input: &Value, typed: &Value, path: &str, out: &mut Vec<String
 
 /// Type-checks `obj` through the kind's typed form; returns the pruned object. Unknown fields
 /// are errors under `Strict`, warnings under `Warn`, and silently dropped under `Ignore`.
-pub(crate) fn typed_check(
-    op: &Op<'_>,
-    obj: Value,
-    validation: FieldValidation,
-) -> ApiResult<Value> {
+pub(crate) fn typed_check(op: &Op<'_>, obj: Value, validation: FieldValidation) -> ApiResult<Value> {
     let Some(roundtrip) = op.rt.roundtrip else {
         return Ok(obj);
     };
     let kind = &op.rt.kind;
     let version = &op.rt.version;
     let typed = roundtrip(&obj).map_err(|e| {
-        ApiError::bad_request(format!(
-            "{kind} in version {version:?} cannot be handled as a {kind}: {e}"
-        ))
+        ApiError::bad_request(format!("{kind} in version {version:?} cannot be handled as a {kind}: {e}"))
     })?;
     let mut unknown = Vec::new();
     unknown_fields(&obj, &typed, "", &mut unknown);
     if !unknown.is_empty() {
-        let list: Vec<String> = unknown
-            .iter()
-            .map(|u| format!("unknown field {u:?}"))
-            .collect();
+        let list: Vec<String> = unknown.iter().map(|u| format!("unknown field {u:?}")).collect();
         match validation {
             FieldValidation::Strict => {
                 return Err(ApiError::bad_request(format!(
@@ -265,10 +209,7 @@ fn terminating_error(op: &Op<'_>, name_for_error: &str) -> ApiError {
     let mut e = ApiError::forbidden(
         &op.gr(),
         name_for_error,
-        &format!(
-            "unable to create new content in namespace {} because it is being terminated",
-            op.ns
-        ),
+        &format!("unable to create new content in namespace {} because it is being terminated", op.ns),
     );
     e.causes = vec![FieldError {
         reason: "NamespaceTerminating",
@@ -291,20 +232,12 @@ async fn check_namespace_lifecycle(op: &Op<'_>, name_for_error: &str) -> ApiResu
         None => {}
     }
     let key = format!("/registry/core/namespaces/{}", op.ns);
-    let ns = op
-        .store()
-        .get(key.as_bytes())
-        .await
-        .map_err(|e| from_store(e, &op.gr(), ""))?;
+    let ns = op.store().get(key.as_bytes()).await.map_err(|e| from_store(e, &op.gr(), ""))?;
     let Some(kv) = ns else {
-        return Err(ApiError::not_found(
-            &crate::status::GroupResource::new("", "namespaces"),
-            &op.ns,
-        ));
+        return Err(ApiError::not_found(&crate::status::GroupResource::new("", "namespaces"), &op.ns));
     };
     let ns: Value = serde_json::from_slice(&kv.value).unwrap_or(Value::Null);
-    if object::is_deleting(&ns) || object::str_at(&ns, &["status", "phase"]) == Some("Terminating")
-    {
+    if object::is_deleting(&ns) || object::str_at(&ns, &["status", "phase"]) == Some("Terminating") {
         return Err(terminating_error(op, name_for_error));
     }
     Ok(())
@@ -316,10 +249,7 @@ pub(crate) fn validate(op: &Op<'_>, obj: &Value, old: Option<&Value>) -> ApiResu
     let name = object::name(obj);
     let generate = object::str_at(obj, &["metadata", "generateName"]).unwrap_or("");
     if name.is_empty() {
-        errs.push(FieldError::required(
-            "metadata.name",
-            "name or generateName is required",
-        ));
+        errs.push(FieldError::required("metadata.name", "name or generateName is required"));
     } else if let Some(d) = op.rt.policy.name_rule.check(name) {
         errs.push(FieldError::invalid("metadata.name", &json!(name), &d));
     } else if op.rt.policy.name_rule != crate::validation::NameRule::PathSegment
@@ -330,11 +260,7 @@ pub(crate) fn validate(op: &Op<'_>, obj: &Value, old: Option<&Value>) -> ApiResu
     if !generate.is_empty() && old.is_none() && name.is_empty() {
         let masked = mask_trailing_dash(generate);
         if let Some(d) = op.rt.policy.name_rule.check(&masked) {
-            errs.push(FieldError::invalid(
-                "metadata.generateName",
-                &json!(generate),
-                &d,
-            ));
+            errs.push(FieldError::invalid("metadata.generateName", &json!(generate), &d));
         }
     }
     if op.rt.namespaced && object::namespace(obj).is_empty() {
@@ -354,10 +280,7 @@ pub(crate) fn validate(op: &Op<'_>, obj: &Value, old: Option<&Value>) -> ApiResu
         && object::is_deleting(old)
     {
         let before = object::finalizers(old);
-        let added: Vec<String> = object::finalizers(obj)
-            .into_iter()
-            .filter(|f| !before.contains(f))
-            .collect();
+        let added: Vec<String> = object::finalizers(obj).into_iter().filter(|f| !before.contains(f)).collect();
         if !added.is_empty() {
             errs.push(FieldError::forbidden(
                 "metadata.finalizers",
@@ -369,12 +292,7 @@ pub(crate) fn validate(op: &Op<'_>, obj: &Value, old: Option<&Value>) -> ApiResu
     if errs.is_empty() {
         Ok(())
     } else {
-        Err(ApiError::invalid(
-            &op.rt.group,
-            &op.rt.kind,
-            if name.is_empty() { generate } else { name },
-            errs,
-        ))
+        Err(ApiError::invalid(&op.rt.group, &op.rt.kind, if name.is_empty() { generate } else { name }, errs))
     }
 }
 
@@ -393,9 +311,7 @@ fn mask_trailing_dash(s: &str) -> String {
 fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
-    (0..5)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect()
+    (0..5).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
 }
 
 /// `POST` on a collection.
@@ -407,40 +323,37 @@ pub(crate) async fn create(op: &Op<'_>, body: &Bytes) -> ApiResult<Response<Body
     check_type(op, &mut obj, &op.rt.kind, &op.rt.api_version())?;
     object::drop_null_metadata(&mut obj);
     check_namespace(op, &mut obj)?;
-    let mut obj = typed_check(op, obj, validation)?;
+    let obj = typed_check(op, obj, validation)?;
+    create_object(op, obj, dry, Some(&manager)).await
+}
+
+/// Creates a decoded, type-checked object. With `manager`, the create is an Update by it in
+/// the managed fields; without, `obj` carries its managed fields already (server-side apply).
+pub(crate) async fn create_object(
+    op: &Op<'_>,
+    mut obj: Value,
+    dry: bool,
+    manager: Option<&str>,
+) -> ApiResult<Response<Body>> {
     let generate = object::name(&obj).is_empty()
         && object::str_at(&obj, &["metadata", "generateName"]).is_some_and(|g| !g.is_empty());
     let err_name = if generate {
-        object::str_at(&obj, &["metadata", "generateName"])
-            .unwrap_or("")
-            .to_string()
+        object::str_at(&obj, &["metadata", "generateName"]).unwrap_or("").to_string()
     } else {
         object::name(&obj).to_string()
     };
-    check_namespace_lifecycle(
-        op,
-        if err_name.is_empty() {
-            "Unknown"
-        } else {
-            &err_name
-        },
-    )
-    .await?;
-    let rv_set = object::resource_version(&obj)
-        .parse::<i64>()
-        .is_ok_and(|r| r != 0);
+    check_namespace_lifecycle(op, if err_name.is_empty() { "Unknown" } else { &err_name }).await?;
+    let rv_set = object::resource_version(&obj).parse::<i64>().is_ok_and(|r| r != 0);
     let now = object::now_rfc3339();
     {
         let meta = object::meta_mut(&mut obj);
         meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
         meta.insert("creationTimestamp".into(), json!(now));
-        for k in [
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-            "selfLink",
-            "managedFields",
-        ] {
+        for k in ["deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
             meta.remove(k);
+        }
+        if manager.is_some() {
+            meta.remove("managedFields");
         }
         if op.rt.policy.sets_generation {
             meta.insert("generation".into(), json!(1));
@@ -454,35 +367,24 @@ pub(crate) async fn create(op: &Op<'_>, body: &Bytes) -> ApiResult<Response<Body
         m.remove("status");
     }
     strategy::prepare_for_create(&op.rt, &mut obj);
-    let prefix = object::str_at(&obj, &["metadata", "generateName"])
-        .unwrap_or("")
-        .to_string();
+    let prefix = object::str_at(&obj, &["metadata", "generateName"]).unwrap_or("").to_string();
     for _attempt in 0..8 {
         if generate {
             let base: String = prefix.chars().take(58).collect();
-            object::meta_mut(&mut obj)
-                .insert("name".into(), json!(format!("{base}{}", random_suffix())));
+            object::meta_mut(&mut obj).insert("name".into(), json!(format!("{base}{}", random_suffix())));
         }
         strategy::prepare_named(&op.rt, &mut obj);
-        fields::record_update(&mut obj, None, &manager, &op.rt.api_version(), "", &now);
+        if let Some(manager) = manager {
+            fields::record_update(&mut obj, None, manager, &op.rt.api_version(), "", &now);
+        }
         validate(op, &obj, None)?;
         if rv_set && !dry {
-            return Err(ApiError::new(
-                500,
-                "",
-                "resourceVersion should not be set on objects to be created",
-            ));
+            return Err(ApiError::new(500, "", "resourceVersion should not be set on objects to be created"));
         }
         let name = object::name(&obj).to_string();
         let key = op.key(&name);
         if dry {
-            if op
-                .store()
-                .get(key.as_bytes())
-                .await
-                .map_err(|e| from_store(e, &op.gr(), &name))?
-                .is_some()
-            {
+            if op.store().get(key.as_bytes()).await.map_err(|e| from_store(e, &op.gr(), &name))?.is_some() {
                 if generate {
                     continue;
                 }
@@ -493,11 +395,7 @@ pub(crate) async fn create(op: &Op<'_>, body: &Bytes) -> ApiResult<Response<Body
         }
         object::meta_mut(&mut obj).remove("resourceVersion");
         let allocated = strategy::allocate(op, &mut obj).await?;
-        match op
-            .store()
-            .create(key.as_bytes(), encode(&op.rt, &obj), op.rt.policy.ttl)
-            .await
-        {
+        match op.store().create(key.as_bytes(), encode(&op.rt, &obj), op.rt.policy.ttl).await {
             Ok(rev) => {
                 object::set_resource_version(&mut obj, rev);
                 strategy::after_create(op, &obj).await;
@@ -524,8 +422,7 @@ pub(crate) async fn create(op: &Op<'_>, body: &Bytes) -> ApiResult<Response<Body
     }
     let name = object::name(&obj).to_string();
     let mut e = ApiError::already_exists(&op.gr(), &name);
-    e.message
-        .push_str(", the server was not able to generate a unique name for the object");
+    e.message.push_str(", the server was not able to generate a unique name for the object");
     e.retry_after = Some(1);
     Err(e)
 }
@@ -541,34 +438,21 @@ pub(crate) enum Written {
 /// Reads, transforms and writes one object, retrying on conflicts unless the caller pinned a
 /// resourceVersion. `f` gets the current object and returns the desired one; the common
 /// metadata rules (immutable fields, generation, managed fields) are applied after it.
-pub(crate) async fn guaranteed_update<F>(
-    op: &Op<'_>,
-    name: &str,
-    manager: &str,
-    mut f: F,
-) -> ApiResult<Written>
+pub(crate) async fn guaranteed_update<F>(op: &Op<'_>, name: &str, manager: Option<&str>, mut f: F) -> ApiResult<Written>
 where
     F: FnMut(&Value) -> ApiResult<Value>,
 {
     let dry = dry_run(op, "UpdateOptions")?;
     let key = op.key(name);
     for _ in 0..64 {
-        let kv = op
-            .store()
-            .get(key.as_bytes())
-            .await
-            .map_err(|e| from_store(e, &op.gr(), name))?;
+        let kv = op.store().get(key.as_bytes()).await.map_err(|e| from_store(e, &op.gr(), name))?;
         let Some(kv) = kv else {
             return Err(ApiError::not_found(&op.gr(), name));
         };
         let current = decode(&op.rt, &kv)?;
         let mut new = f(&current)?;
         let pinned = object::resource_version(&new).to_string();
-        let pinned = if pinned.is_empty() {
-            None
-        } else {
-            Some(pinned)
-        };
+        let pinned = if pinned.is_empty() { None } else { Some(pinned) };
         if let Some(rv) = &pinned
             && rv.parse::<Revision>().ok() != Some(kv.mod_revision)
         {
@@ -580,12 +464,8 @@ where
                 &op.rt.plural,
                 name,
                 vec![
-                    FieldError::invalid(
-                        "metadata.resourceVersion",
-                        &json!("0x0"),
-                        "must be specified for an update",
-                    )
-                    .raw_invalid("0x0"),
+                    FieldError::invalid("metadata.resourceVersion", &json!("0x0"), "must be specified for an update")
+                        .raw_invalid("0x0"),
                 ],
             ));
         }
@@ -596,22 +476,14 @@ where
         let deleting = object::is_deleting(&new);
         let no_finalizers = object::finalizers(&new).is_empty()
             && (op.rt.kind != "Namespace"
-                || object::at(&new, &["spec", "finalizers"])
-                    .and_then(Value::as_array)
-                    .is_none_or(|a| a.is_empty()));
-        let grace_over = object::at(&new, &["metadata", "deletionGracePeriodSeconds"])
-            .and_then(Value::as_i64)
-            .unwrap_or(0)
-            == 0;
+                || object::at(&new, &["spec", "finalizers"]).and_then(Value::as_array).is_none_or(|a| a.is_empty()));
+        let grace_over =
+            object::at(&new, &["metadata", "deletionGracePeriodSeconds"]).and_then(Value::as_i64).unwrap_or(0) == 0;
         if deleting && no_finalizers && grace_over {
             if dry {
                 return Ok(Written::Deleted(new));
             }
-            match op
-                .store()
-                .delete(key.as_bytes(), Some(kv.mod_revision))
-                .await
-            {
+            match op.store().delete(key.as_bytes(), Some(kv.mod_revision)).await {
                 Ok(_) => {
                     strategy::after_delete(op, &current).await;
                     return Ok(Written::Deleted(new));
@@ -625,16 +497,7 @@ where
             object::set_resource_version(&mut new, kv.mod_revision);
             return Ok(Written::Updated(if dry { new } else { current }));
         }
-        match op
-            .store()
-            .update(
-                key.as_bytes(),
-                encode(&op.rt, &new),
-                kv.mod_revision,
-                op.rt.policy.ttl,
-            )
-            .await
-        {
+        match op.store().update(key.as_bytes(), encode(&op.rt, &new), kv.mod_revision, op.rt.policy.ttl).await {
             Ok(rev) => {
                 object::set_resource_version(&mut new, rev);
                 return Ok(Written::Updated(new));
@@ -645,11 +508,7 @@ where
             Err(e) => return Err(from_store(e, &op.gr(), name)),
         }
     }
-    Err(ApiError::conflict(
-        &op.gr(),
-        name,
-        "too many concurrent updates, please try again",
-    ))
+    Err(ApiError::conflict(&op.gr(), name, "too many concurrent updates, please try again"))
 }
 
 impl FieldError {
@@ -683,7 +542,9 @@ fn same_object(a: &Value, b: &Value) -> bool {
 /// The metadata rules of every update: identity and creation fields come from the stored
 /// object, deletion fields cannot be changed, generation moves with the spec, and the manager
 /// is recorded.
-fn finish_update(op: &Op<'_>, new: &mut Value, current: &Value, manager: &str) -> ApiResult<()> {
+/// With `manager`, the write is an Update by it and managed fields follow what changed;
+/// without, `new` carries its managed fields already (server-side apply).
+fn finish_update(op: &Op<'_>, new: &mut Value, current: &Value, manager: Option<&str>) -> ApiResult<()> {
     let name = object::name(current).to_string();
     let body_uid = object::uid(new).to_string();
     if !body_uid.is_empty() && body_uid != object::uid(current) {
@@ -722,29 +583,18 @@ fn finish_update(op: &Op<'_>, new: &mut Value, current: &Value, manager: &str) -
         }
     }
     // Binding assigns a node without the update strategy, so it does not move generation.
-    if op.rt.policy.sets_generation
-        && op.sub != "binding"
-        && strategy::generation_changed(&op.rt, new, current)
-    {
-        let g = object::at(current, &["metadata", "generation"])
-            .and_then(Value::as_i64)
-            .unwrap_or(0);
+    if op.rt.policy.sets_generation && op.sub != "binding" && strategy::generation_changed(&op.rt, new, current) {
+        let g = object::at(current, &["metadata", "generation"]).and_then(Value::as_i64).unwrap_or(0);
         object::meta_mut(new).insert("generation".into(), json!(g + 1));
     }
+    let Some(manager) = manager else { return Ok(()) };
     // The body's managedFields are ignored; ownership follows what changed.
     if let Some(mf) = cur_meta.get("managedFields") {
         object::meta_mut(new).insert("managedFields".into(), mf.clone());
     } else {
         object::meta_mut(new).remove("managedFields");
     }
-    fields::record_update(
-        new,
-        Some(current),
-        manager,
-        &op.rt.api_version(),
-        &op.sub,
-        &object::now_rfc3339(),
-    );
+    fields::record_update(new, Some(current), manager, &op.rt.api_version(), &op.sub, &object::now_rfc3339());
     Ok(())
 }
 
@@ -772,11 +622,8 @@ pub(crate) fn split_subresource(op: &Op<'_>, body: &Value, current: &Value) -> V
         }
         "finalize" => {
             let mut new = current.clone();
-            new["spec"]["finalizers"] = body
-                .get("spec")
-                .and_then(|s| s.get("finalizers"))
-                .cloned()
-                .unwrap_or(json!([]));
+            new["spec"]["finalizers"] =
+                body.get("spec").and_then(|s| s.get("finalizers")).cloned().unwrap_or(json!([]));
             if let Some(rv) = body.get("metadata").and_then(|m| m.get("resourceVersion")) {
                 object::meta_mut(&mut new).insert("resourceVersion".into(), rv.clone());
             } else {
@@ -825,7 +672,7 @@ pub(crate) async fn update(op: &Op<'_>, body: &Bytes) -> ApiResult<Response<Body
     }
     check_namespace(op, &mut obj)?;
     let obj = typed_check(op, obj, validation)?;
-    let result = guaranteed_update(op, &op.name, &manager, |current| {
+    let result = guaranteed_update(op, &op.name, Some(&manager), |current| {
         let mut new = split_subresource(op, &obj, current);
         strategy::prepare_for_update(&op.rt, &mut new, current, &op.sub);
         Ok(new)
@@ -865,8 +712,7 @@ pub(crate) fn apply_patch(
             Ok(doc)
         }
         BodyFormat::MergePatch | BodyFormat::StrategicMergePatch => {
-            let p: Value =
-                serde_json::from_slice(patch).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let p: Value = serde_json::from_slice(patch).map_err(|e| ApiError::bad_request(e.to_string()))?;
             if !p.is_object() {
                 return Err(ApiError::bad_request(
                     "json: cannot unmarshal into Go value of type map[string]interface {}",
@@ -896,19 +742,12 @@ pub(crate) fn apply_patch(
 pub(crate) async fn patch(op: &Op<'_>, body: &Bytes) -> ApiResult<Response<Body>> {
     let validation = field_validation(op, "PatchOptions")?;
     let manager = field_manager(op, "PatchOptions")?;
-    let ct = op
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
+    let ct = op.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let format = match body_format(ct) {
-        Some(
-            f @ (BodyFormat::JsonPatch | BodyFormat::MergePatch | BodyFormat::StrategicMergePatch),
-        ) => f,
+        Some(BodyFormat::ApplyPatch) => return apply(op, body, validation).await,
+        Some(f @ (BodyFormat::JsonPatch | BodyFormat::MergePatch | BodyFormat::StrategicMergePatch)) => f,
         _ => {
-            return Err(
-                ApiError::new(415, "UnsupportedMediaType", "415: Unsupported Media Type")
-                    .with_empty_details(),
-            );
+            return Err(ApiError::new(415, "UnsupportedMediaType", "415: Unsupported Media Type").with_empty_details());
         }
     };
     if format == BodyFormat::StrategicMergePatch && op.rt.roundtrip.is_none() {
@@ -918,7 +757,7 @@ pub(crate) async fn patch(op: &Op<'_>, body: &Bytes) -> ApiResult<Response<Body>
             "application/apply-patch+yaml",
         ]));
     }
-    let result = guaranteed_update(op, &op.name, &manager, |current| {
+    let result = guaranteed_update(op, &op.name, Some(&manager), |current| {
         let mut base = current.clone();
         object::meta_mut(&mut base).remove("resourceVersion");
         let mut patched = apply_patch(format, &base, body, op.rt.schema())?;
@@ -936,6 +775,80 @@ pub(crate) async fn patch(op: &Op<'_>, body: &Bytes) -> ApiResult<Response<Body>
         }
         let patched = typed_check(op, patched, validation)?;
         let mut new = split_subresource(op, &patched, current);
+        strategy::prepare_for_update(&op.rt, &mut new, current, &op.sub);
+        Ok(new)
+    })
+    .await?;
+    match result {
+        Written::Updated(v) | Written::Deleted(v) => Ok(op.respond(StatusCode::OK, &v)),
+    }
+}
+
+/// Server-side apply (`application/apply-patch+yaml`): creates the object or merges the
+/// applied configuration into it, tracking ownership per field manager (see `ssa.rs`).
+async fn apply(op: &Op<'_>, body: &Bytes, validation: FieldValidation) -> ApiResult<Response<Body>> {
+    if op.param("fieldManager").is_empty() {
+        return Err(invalid_options(
+            "PatchOptions",
+            FieldError::required("fieldManager", "is required for apply patch"),
+        ));
+    }
+    let manager = field_manager(op, "PatchOptions")?;
+    let force = matches!(op.param("force"), "true" | "1");
+    let dry = dry_run(op, "PatchOptions")?;
+    let mut config: Value =
+        serde_saphyr::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+    if !config.is_object() {
+        return Err(ApiError::bad_request("the applied configuration must be an object"));
+    }
+    let has = |k: &str| config.get(k).and_then(Value::as_str).is_some_and(|v| !v.is_empty());
+    if !has("apiVersion") || !has("kind") {
+        return Err(ApiError::bad_request("apiVersion and kind must be set in an applied configuration"));
+    }
+    check_type(op, &mut config, &op.rt.kind, &op.rt.api_version())?;
+    object::drop_null_metadata(&mut config);
+    match object::name(&config) {
+        "" => _ = object::meta_mut(&mut config).insert("name".into(), json!(op.name)),
+        n if n != op.name => {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({})",
+                op.name
+            )));
+        }
+        _ => {}
+    }
+    check_namespace(op, &mut config)?;
+    let config = typed_check(op, config, validation)?;
+    let root = op.rt.schema().map(crate::ssa::Node::Struct).unwrap_or(crate::ssa::Node::Deduced);
+    let api_version = op.rt.api_version();
+    let now = object::now_rfc3339();
+    let exists =
+        op.store().get(op.key(&op.name).as_bytes()).await.map_err(|e| from_store(e, &op.gr(), &op.name))?.is_some();
+    if !exists {
+        let applied = crate::ssa::apply(None, &config, root, &manager, &api_version, force, &now)
+            .map_err(|c| crate::ssa::conflict_error(&c))?;
+        return match create_object(op, applied.object, dry, None).await {
+            // Created meanwhile by someone else: apply over it.
+            Err(e) if e.code == 409 && e.reason == "AlreadyExists" => Box::pin(apply(op, body, validation)).await,
+            other => other,
+        };
+    }
+    let result = guaranteed_update(op, &op.name, None, |current| {
+        let mut base = current.clone();
+        object::meta_mut(&mut base).remove("resourceVersion");
+        let applied = crate::ssa::apply(Some(&base), &config, root, &manager, &api_version, force, &now)
+            .map_err(|c| crate::ssa::conflict_error(&c))?;
+        let mut new = split_subresource(op, &applied.object, current);
+        // Keep the computed ownership (split_subresource takes the stored metadata for
+        // subresources).
+        if let Some(mf) = applied.object.get("metadata").and_then(|m| m.get("managedFields")) {
+            object::meta_mut(&mut new).insert("managedFields".into(), mf.clone());
+        }
+        // An applied configuration pins the resourceVersion only if it names one.
+        match config.get("metadata").and_then(|m| m.get("resourceVersion")) {
+            Some(rv) => _ = object::meta_mut(&mut new).insert("resourceVersion".into(), rv.clone()),
+            None => _ = object::meta_mut(&mut new).remove("resourceVersion"),
+        }
         strategy::prepare_for_update(&op.rt, &mut new, current, &op.sub);
         Ok(new)
     })

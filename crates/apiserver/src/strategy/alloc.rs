@@ -28,15 +28,7 @@ fn node_port_key(port: i64) -> String {
 }
 
 async fn claim_node_port(op: &Op<'_>, port: i64, owner: &str) -> Result<bool, StoreError> {
-    match op
-        .store()
-        .create(
-            node_port_key(port).as_bytes(),
-            Bytes::from(owner.to_string()),
-            None,
-        )
-        .await
-    {
+    match op.store().create(node_port_key(port).as_bytes(), Bytes::from(owner.to_string()), None).await {
         Ok(_) => Ok(true),
         Err(StoreError::AlreadyExists { .. }) => Ok(false),
         Err(e) => Err(e),
@@ -50,36 +42,19 @@ pub(crate) async fn allocate(op: &Op<'_>, obj: &mut Value) -> ApiResult<Allocate
         return Ok(done);
     }
     let name = object::name(obj).to_string();
-    let svc = ServiceRef {
-        namespace: op.ns.clone(),
-        name: name.clone(),
-    };
-    let ty = object::str_at(obj, &["spec", "type"])
-        .unwrap_or("ClusterIP")
-        .to_string();
-    let requested = object::str_at(obj, &["spec", "clusterIP"])
-        .unwrap_or("")
-        .to_string();
+    let svc = ServiceRef { namespace: op.ns.clone(), name: name.clone() };
+    let ty = object::str_at(obj, &["spec", "type"]).unwrap_or("ClusterIP").to_string();
+    let requested = object::str_at(obj, &["spec", "clusterIP"]).unwrap_or("").to_string();
     let invalid = |e: FieldError| ApiError::invalid("", "Service", &name, vec![e]);
     if ty != "ExternalName" && requested != "None" {
         let want = if requested.is_empty() {
             None
         } else {
             Some(requested.parse::<Ipv4Addr>().map_err(|_| {
-                invalid(FieldError::invalid(
-                    "spec.clusterIPs[0]",
-                    &json!(requested),
-                    "must be a valid IP address",
-                ))
+                invalid(FieldError::invalid("spec.clusterIPs[0]", &json!(requested), "must be a valid IP address"))
             })?)
         };
-        match op
-            .api
-            .config()
-            .cluster_ips
-            .allocate(op.store().as_ref(), &svc, want)
-            .await
-        {
+        match op.api.config().cluster_ips.allocate(op.store().as_ref(), &svc, want).await {
             Ok(ip) => {
                 done.ips.push(ip);
                 obj["spec"]["clusterIP"] = json!(ip.to_string());
@@ -100,9 +75,7 @@ pub(crate) async fn allocate(op: &Op<'_>, obj: &mut Value) -> ApiResult<Allocate
     }
     let wants_node_ports = ty == "NodePort"
         || (ty == "LoadBalancer"
-            && object::at(obj, &["spec", "allocateLoadBalancerNodePorts"])
-                .and_then(Value::as_bool)
-                != Some(false));
+            && object::at(obj, &["spec", "allocateLoadBalancerNodePorts"]).and_then(Value::as_bool) != Some(false));
     if wants_node_ports {
         let owner = format!("{}/{name}", op.ns);
         let ports = obj["spec"]["ports"].as_array().cloned().unwrap_or_default();
@@ -110,17 +83,10 @@ pub(crate) async fn allocate(op: &Op<'_>, obj: &mut Value) -> ApiResult<Allocate
         let mut out = Vec::new();
         for mut p in ports {
             let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
-            let np = match p
-                .get("nodePort")
-                .and_then(Value::as_i64)
-                .filter(|n| *n != 0)
-            {
+            let np = match p.get("nodePort").and_then(Value::as_i64).filter(|n| *n != 0) {
                 Some(np) => {
                     if !by_port.values().any(|v| *v == np) {
-                        if !claim_node_port(op, np, &owner)
-                            .await
-                            .map_err(|e| from_store(e, &op.gr(), &name))?
-                        {
+                        if !claim_node_port(op, np, &owner).await.map_err(|e| from_store(e, &op.gr(), &name))? {
                             release(op, &done).await;
                             return Err(invalid(FieldError::invalid(
                                 "spec.ports[0].nodePort",
@@ -137,19 +103,14 @@ pub(crate) async fn allocate(op: &Op<'_>, obj: &mut Value) -> ApiResult<Allocate
                     let mut got = None;
                     for _ in 0..256 {
                         let candidate = rand::rng().random_range(NODE_PORTS);
-                        if claim_node_port(op, candidate, &owner)
-                            .await
-                            .map_err(|e| from_store(e, &op.gr(), &name))?
-                        {
+                        if claim_node_port(op, candidate, &owner).await.map_err(|e| from_store(e, &op.gr(), &name))? {
                             got = Some(candidate);
                             break;
                         }
                     }
                     let Some(np) = got else {
                         release(op, &done).await;
-                        return Err(ApiError::internal(
-                            "failed to allocate a nodePort: range is full",
-                        ));
+                        return Err(ApiError::internal("failed to allocate a nodePort: range is full"));
                     };
                     done.node_ports.push(np);
                     np
@@ -168,9 +129,7 @@ impl FieldError {
     /// Renders a slice value the way Go's `%#v` does (`[]string{"10.0.0.5"}`).
     fn raw_invalid_list(mut self, ip: &str) -> Self {
         let quoted = serde_json::to_string(&format!("[]string{{{ip:?}}}")).unwrap_or_default();
-        self.message = self
-            .message
-            .replacen(&quoted, &format!("[]string{{{ip:?}}}"), 1);
+        self.message = self.message.replacen(&quoted, &format!("[]string{{{ip:?}}}"), 1);
         self
     }
 }
@@ -178,11 +137,7 @@ impl FieldError {
 /// Releases what a failed create allocated.
 pub(crate) async fn release(op: &Op<'_>, a: &Allocated) {
     for ip in &a.ips {
-        op.api
-            .config()
-            .cluster_ips
-            .release(op.store().as_ref(), *ip)
-            .await;
+        op.api.config().cluster_ips.release(op.store().as_ref(), *ip).await;
     }
     for np in &a.node_ports {
         let _ = op.store().delete(node_port_key(*np).as_bytes(), None).await;
@@ -193,16 +148,10 @@ pub(crate) async fn release(op: &Op<'_>, a: &Allocated) {
 pub(crate) async fn release_service(op: &Op<'_>, svc: &Value) {
     let mut a = Allocated::default();
     if let Some(ips) = object::at(svc, &["spec", "clusterIPs"]).and_then(Value::as_array) {
-        a.ips = ips
-            .iter()
-            .filter_map(|i| i.as_str()?.parse().ok())
-            .collect();
+        a.ips = ips.iter().filter_map(|i| i.as_str()?.parse().ok()).collect();
     }
     if let Some(ports) = object::at(svc, &["spec", "ports"]).and_then(Value::as_array) {
-        let mut nps: Vec<i64> = ports
-            .iter()
-            .filter_map(|p| p.get("nodePort")?.as_i64())
-            .collect();
+        let mut nps: Vec<i64> = ports.iter().filter_map(|p| p.get("nodePort")?.as_i64()).collect();
         nps.sort();
         nps.dedup();
         a.node_ports = nps;

@@ -55,8 +55,7 @@ pub(crate) fn from_storage(rt: &ResourceType, obj: &mut Value) {
             rename(obj, EVENT_RENAMES, false);
             obj["apiVersion"] = json!("events.k8s.io/v1");
             if let Some(m) = obj.as_object_mut() {
-                m.remove("reportingInstance")
-                    .map(|v| m.insert("reportingInstance".into(), v));
+                m.remove("reportingInstance").map(|v| m.insert("reportingInstance".into(), v));
             }
         }
         ("autoscaling", "v1", "HorizontalPodAutoscaler") => hpa_v2_to_v1(obj),
@@ -97,10 +96,7 @@ fn hpa_v2_to_v1(obj: &mut Value) {
                     .filter(|v| !v.is_null())
             })
         });
-        spec.insert(
-            "targetCPUUtilizationPercentage".into(),
-            cpu.unwrap_or(json!(80)),
-        );
+        spec.insert("targetCPUUtilizationPercentage".into(), cpu.unwrap_or(json!(80)));
     }
     if let Some(status) = obj.get_mut("status").and_then(Value::as_object_mut) {
         let current = status.remove("currentMetrics");

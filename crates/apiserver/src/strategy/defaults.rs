@@ -10,19 +10,14 @@ use crate::registry::ResourceType;
 /// Sets `v[key]` to `default` if it is missing, null or the empty string.
 fn or(v: &mut Value, key: &str, default: Value) {
     let Some(m) = v.as_object_mut() else { return };
-    let missing = m
-        .get(key)
-        .is_none_or(|x| x.is_null() || x.as_str() == Some(""));
+    let missing = m.get(key).is_none_or(|x| x.is_null() || x.as_str() == Some(""));
     if missing {
         m.insert(key.to_string(), default);
     }
 }
 
 fn each<'a>(v: &'a mut Value, key: &str) -> impl Iterator<Item = &'a mut Value> {
-    v.get_mut(key)
-        .and_then(Value::as_array_mut)
-        .into_iter()
-        .flat_map(|a| a.iter_mut())
+    v.get_mut(key).and_then(Value::as_array_mut).into_iter().flat_map(|a| a.iter_mut())
 }
 
 /// Applies the defaults of `rt`'s kind.
@@ -40,17 +35,14 @@ pub(crate) fn apply(rt: &ResourceType, obj: &mut Value) {
             if let Some(spec) = obj.get_mut("spec") {
                 or(spec, "replicas", json!(1));
                 if let Some(tl) = &tl
-                    && spec
-                        .get("selector")
-                        .is_none_or(|s| s.as_object().is_none_or(|m| m.is_empty()))
+                    && spec.get("selector").is_none_or(|s| s.as_object().is_none_or(|m| m.is_empty()))
                 {
                     spec["selector"] = tl.clone();
                 }
                 template(spec.get_mut("template"));
             }
             if let Some(tl) = tl
-                && object::at(obj, &["metadata", "labels"])
-                    .is_none_or(|l| l.as_object().is_none_or(|m| m.is_empty()))
+                && object::at(obj, &["metadata", "labels"]).is_none_or(|l| l.as_object().is_none_or(|m| m.is_empty()))
             {
                 object::meta_mut(obj).insert("labels".into(), tl);
             }
@@ -85,9 +77,7 @@ pub(crate) fn apply(rt: &ResourceType, obj: &mut Value) {
         ("apps", "Deployment") => {
             if let Some(spec) = obj.get_mut("spec") {
                 or(spec, "replicas", json!(1));
-                let strategy = spec
-                    .as_object_mut()
-                    .map(|m| m.entry("strategy").or_insert_with(|| json!({})));
+                let strategy = spec.as_object_mut().map(|m| m.entry("strategy").or_insert_with(|| json!({})));
                 if let Some(s) = strategy {
                     or(s, "type", json!("RollingUpdate"));
                     if s["type"] == "RollingUpdate" {
@@ -111,9 +101,7 @@ pub(crate) fn apply(rt: &ResourceType, obj: &mut Value) {
         ("apps", "StatefulSet") => {
             if let Some(spec) = obj.get_mut("spec") {
                 or(spec, "podManagementPolicy", json!("OrderedReady"));
-                let us = spec
-                    .as_object_mut()
-                    .map(|m| m.entry("updateStrategy").or_insert_with(|| json!({})));
+                let us = spec.as_object_mut().map(|m| m.entry("updateStrategy").or_insert_with(|| json!({})));
                 if let Some(us) = us {
                     let was_empty = us.get("type").is_none_or(|t| t.is_null() || t == "");
                     or(us, "type", json!("RollingUpdate"));
@@ -126,10 +114,9 @@ pub(crate) fn apply(rt: &ResourceType, obj: &mut Value) {
                         or(ru, "partition", json!(0));
                     }
                 }
-                let retention = spec.as_object_mut().map(|m| {
-                    m.entry("persistentVolumeClaimRetentionPolicy")
-                        .or_insert_with(|| json!({}))
-                });
+                let retention = spec
+                    .as_object_mut()
+                    .map(|m| m.entry("persistentVolumeClaimRetentionPolicy").or_insert_with(|| json!({})));
                 if let Some(r) = retention {
                     or(r, "whenDeleted", json!("Retain"));
                     or(r, "whenScaled", json!("Retain"));
@@ -147,9 +134,7 @@ pub(crate) fn apply(rt: &ResourceType, obj: &mut Value) {
         }
         ("apps", "DaemonSet") => {
             if let Some(spec) = obj.get_mut("spec") {
-                let us = spec
-                    .as_object_mut()
-                    .map(|m| m.entry("updateStrategy").or_insert_with(|| json!({})));
+                let us = spec.as_object_mut().map(|m| m.entry("updateStrategy").or_insert_with(|| json!({})));
                 if let Some(us) = us {
                     or(us, "type", json!("RollingUpdate"));
                     if us["type"] == "RollingUpdate" {
@@ -168,8 +153,7 @@ pub(crate) fn apply(rt: &ResourceType, obj: &mut Value) {
                 job_spec(spec);
             }
             if let Some(tl) = tl
-                && object::at(obj, &["metadata", "labels"])
-                    .is_none_or(|l| l.as_object().is_none_or(|m| m.is_empty()))
+                && object::at(obj, &["metadata", "labels"]).is_none_or(|l| l.as_object().is_none_or(|m| m.is_empty()))
             {
                 object::meta_mut(obj).insert("labels".into(), tl);
             }
@@ -187,15 +171,8 @@ pub(crate) fn apply(rt: &ResourceType, obj: &mut Value) {
         }
         ("networking.k8s.io", "NetworkPolicy") => {
             if let Some(spec) = obj.get_mut("spec") {
-                let has_egress = spec
-                    .get("egress")
-                    .and_then(Value::as_array)
-                    .is_some_and(|e| !e.is_empty());
-                if spec
-                    .get("policyTypes")
-                    .and_then(Value::as_array)
-                    .is_none_or(|p| p.is_empty())
-                {
+                let has_egress = spec.get("egress").and_then(Value::as_array).is_some_and(|e| !e.is_empty());
+                if spec.get("policyTypes").and_then(Value::as_array).is_none_or(|p| p.is_empty()) {
                     let mut types = vec![json!("Ingress")];
                     if has_egress {
                         types.push(json!("Egress"));
@@ -212,22 +189,14 @@ pub(crate) fn apply(rt: &ResourceType, obj: &mut Value) {
             }
         }
         ("networking.k8s.io", "IngressClass") => {
-            if let Some(p) = obj
-                .get_mut("spec")
-                .and_then(|s| s.get_mut("parameters"))
-                .filter(|p| p.is_object())
-            {
+            if let Some(p) = obj.get_mut("spec").and_then(|s| s.get_mut("parameters")).filter(|p| p.is_object()) {
                 or(p, "scope", json!("Cluster"));
             }
         }
         ("autoscaling", "HorizontalPodAutoscaler") if rt.version == "v2" => {
             if let Some(spec) = obj.get_mut("spec") {
                 or(spec, "minReplicas", json!(1));
-                if spec
-                    .get("metrics")
-                    .and_then(Value::as_array)
-                    .is_none_or(|m| m.is_empty())
-                {
+                if spec.get("metrics").and_then(Value::as_array).is_none_or(|m| m.is_empty()) {
                     spec["metrics"] = json!([{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]);
                 }
             }
@@ -242,17 +211,12 @@ pub(crate) fn apply(rt: &ResourceType, obj: &mut Value) {
                 or(r, "apiGroup", json!("rbac.authorization.k8s.io"));
             }
             for s in each(obj, "subjects") {
-                if matches!(
-                    s.get("kind").and_then(Value::as_str),
-                    Some("User" | "Group")
-                ) {
+                if matches!(s.get("kind").and_then(Value::as_str), Some("User" | "Group")) {
                     or(s, "apiGroup", json!("rbac.authorization.k8s.io"));
                 }
             }
         }
-        ("scheduling.k8s.io", "PriorityClass") => {
-            or(obj, "preemptionPolicy", json!("PreemptLowerPriority"))
-        }
+        ("scheduling.k8s.io", "PriorityClass") => or(obj, "preemptionPolicy", json!("PreemptLowerPriority")),
         ("storage.k8s.io", "StorageClass") => {
             or(obj, "reclaimPolicy", json!("Delete"));
             or(obj, "volumeBindingMode", json!("Immediate"));
@@ -281,26 +245,12 @@ fn job_spec(spec: &mut Value) {
     } else {
         or(spec, "parallelism", json!(1));
     }
-    let per_index = spec
-        .get("backoffLimitPerIndex")
-        .is_some_and(|v| !v.is_null());
-    or(
-        spec,
-        "backoffLimit",
-        json!(if per_index { 2147483647 } else { 6 }),
-    );
+    let per_index = spec.get("backoffLimitPerIndex").is_some_and(|v| !v.is_null());
+    or(spec, "backoffLimit", json!(if per_index { 2147483647 } else { 6 }));
     or(spec, "completionMode", json!("NonIndexed"));
     or(spec, "suspend", json!(false));
     let has_pfp = spec.get("podFailurePolicy").is_some_and(|v| !v.is_null());
-    or(
-        spec,
-        "podReplacementPolicy",
-        json!(if has_pfp {
-            "Failed"
-        } else {
-            "TerminatingOrFailed"
-        }),
-    );
+    or(spec, "podReplacementPolicy", json!(if has_pfp { "Failed" } else { "TerminatingOrFailed" }));
     or(spec, "manualSelector", json!(false));
     template(spec.get_mut("template"));
 }
@@ -319,11 +269,7 @@ fn pod_only(obj: &mut Value) {
     };
     for list in ["containers", "initContainers"] {
         for c in each(spec, list) {
-            let Some(limits) = c
-                .get("resources")
-                .and_then(|r| r.get("limits"))
-                .and_then(Value::as_object)
-                .cloned()
+            let Some(limits) = c.get("resources").and_then(|r| r.get("limits")).and_then(Value::as_object).cloned()
             else {
                 continue;
             };
@@ -332,9 +278,7 @@ fn pod_only(obj: &mut Value) {
                 res["requests"] = json!({});
             }
             for (k, v) in limits {
-                res["requests"]
-                    .as_object_mut()
-                    .map(|r| r.entry(k).or_insert(v));
+                res["requests"].as_object_mut().map(|r| r.entry(k).or_insert(v));
             }
         }
     }
@@ -374,13 +318,7 @@ fn pod_spec(spec: &mut Value) {
 /// The image pull policy kube defaults: `Always` for `:latest` or no tag, else `IfNotPresent`.
 fn pull_policy(image: &str) -> &'static str {
     let without_digest = image.split('@').next().unwrap_or("");
-    if image.contains('@')
-        && !without_digest
-            .rsplit('/')
-            .next()
-            .unwrap_or("")
-            .contains(':')
-    {
+    if image.contains('@') && !without_digest.rsplit('/').next().unwrap_or("").contains(':') {
         return "IfNotPresent";
     }
     let last = without_digest.rsplit('/').next().unwrap_or("");
@@ -391,11 +329,7 @@ fn pull_policy(image: &str) -> &'static str {
 }
 
 fn container(c: &mut Value) {
-    let image = c
-        .get("image")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
+    let image = c.get("image").and_then(Value::as_str).unwrap_or("").to_string();
     or(c, "imagePullPolicy", json!(pull_policy(&image)));
     or(c, "terminationMessagePath", json!("/dev/termination-log"));
     or(c, "terminationMessagePolicy", json!("File"));
@@ -412,12 +346,9 @@ fn container(c: &mut Value) {
     }
     for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
         if let Some(p) = c.get_mut(probe).filter(|p| p.is_object()) {
-            for (k, d) in [
-                ("timeoutSeconds", 1),
-                ("periodSeconds", 10),
-                ("successThreshold", 1),
-                ("failureThreshold", 3),
-            ] {
+            for (k, d) in
+                [("timeoutSeconds", 1), ("periodSeconds", 10), ("successThreshold", 1), ("failureThreshold", 3)]
+            {
                 if p.get(k).and_then(Value::as_i64).unwrap_or(0) == 0 {
                     p[k] = json!(d);
                 }
@@ -480,10 +411,7 @@ const VOLUME_SOURCES: &[&str] = &[
 ];
 
 fn volume(v: &mut Value) {
-    if !VOLUME_SOURCES
-        .iter()
-        .any(|s| v.get(*s).is_some_and(|x| !x.is_null()))
-    {
+    if !VOLUME_SOURCES.iter().any(|s| v.get(*s).is_some_and(|x| !x.is_null())) {
         v["emptyDir"] = json!({});
     }
     for src in ["secret", "configMap", "downwardAPI", "projected"] {
@@ -517,10 +445,8 @@ fn volume(v: &mut Value) {
     {
         h["type"] = json!("");
     }
-    if let Some(s) = v
-        .get_mut("ephemeral")
-        .and_then(|e| e.get_mut("volumeClaimTemplate"))
-        .and_then(|t| t.get_mut("spec"))
+    if let Some(s) =
+        v.get_mut("ephemeral").and_then(|e| e.get_mut("volumeClaimTemplate")).and_then(|t| t.get_mut("spec"))
     {
         or(s, "volumeMode", json!("Filesystem"));
     }
@@ -536,11 +462,7 @@ fn service(obj: &mut Value) {
             m.remove("sessionAffinityConfig");
         }
     } else if spec["sessionAffinity"] == "ClientIP"
-        && object::at(
-            spec,
-            &["sessionAffinityConfig", "clientIP", "timeoutSeconds"],
-        )
-        .is_none()
+        && object::at(spec, &["sessionAffinityConfig", "clientIP", "timeoutSeconds"]).is_none()
     {
         spec["sessionAffinityConfig"] = json!({"clientIP": {"timeoutSeconds": 10800}});
     }
@@ -553,10 +475,7 @@ fn service(obj: &mut Value) {
             p["targetPort"] = p.get("port").cloned().unwrap_or(json!(0));
         }
     }
-    let external_ips = spec
-        .get("externalIPs")
-        .and_then(Value::as_array)
-        .is_some_and(|e| !e.is_empty());
+    let external_ips = spec.get("externalIPs").and_then(Value::as_array).is_some_and(|e| !e.is_empty());
     if ty == "LoadBalancer" || ty == "NodePort" || (ty == "ClusterIP" && external_ips) {
         or(spec, "externalTrafficPolicy", json!("Cluster"));
     }
@@ -567,41 +486,22 @@ fn service(obj: &mut Value) {
         or(spec, "allocateLoadBalancerNodePorts", json!(true));
     }
     if ty != "ExternalName" {
-        if let Some(ip) = spec
-            .get("clusterIP")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            && spec
-                .get("clusterIPs")
-                .and_then(Value::as_array)
-                .is_none_or(|a| a.is_empty())
+        if let Some(ip) = spec.get("clusterIP").and_then(Value::as_str).filter(|s| !s.is_empty()).map(String::from)
+            && spec.get("clusterIPs").and_then(Value::as_array).is_none_or(|a| a.is_empty())
         {
             spec["clusterIPs"] = json!([ip]);
         }
         let headless = spec.get("clusterIP").and_then(Value::as_str) == Some("None");
-        let selectorless = spec
-            .get("selector")
-            .and_then(Value::as_object)
-            .is_none_or(|m| m.is_empty());
+        let selectorless = spec.get("selector").and_then(Value::as_object).is_none_or(|m| m.is_empty());
         if spec.get("ipFamilyPolicy").is_none_or(Value::is_null) {
-            spec["ipFamilyPolicy"] = json!(if headless && selectorless {
-                "RequireDualStack"
-            } else {
-                "SingleStack"
-            });
+            spec["ipFamilyPolicy"] = json!(if headless && selectorless { "RequireDualStack" } else { "SingleStack" });
         }
-        if spec
-            .get("ipFamilies")
-            .and_then(Value::as_array)
-            .is_none_or(|a| a.is_empty())
-        {
-            spec["ipFamilies"] =
-                if headless && selectorless && spec["ipFamilyPolicy"] != "SingleStack" {
-                    json!(["IPv4", "IPv6"])
-                } else {
-                    json!(["IPv4"])
-                };
+        if spec.get("ipFamilies").and_then(Value::as_array).is_none_or(|a| a.is_empty()) {
+            spec["ipFamilies"] = if headless && selectorless && spec["ipFamilyPolicy"] != "SingleStack" {
+                json!(["IPv4", "IPv6"])
+            } else {
+                json!(["IPv4"])
+            };
         }
     }
 }
@@ -614,27 +514,15 @@ pub(crate) fn qos_class(pod: &Value) -> &'static str {
     let mut any = false;
     let containers = ["containers", "initContainers"]
         .iter()
-        .flat_map(|l| {
-            object::at(pod, &["spec", l])
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default()
-        })
+        .flat_map(|l| object::at(pod, &["spec", l]).and_then(Value::as_array).cloned().unwrap_or_default())
         .collect::<Vec<_>>();
     for c in &containers {
         let mut limited = std::collections::BTreeSet::new();
         for (kind, acc) in [("requests", &mut requests), ("limits", &mut limits)] {
-            if let Some(m) = c
-                .get("resources")
-                .and_then(|r| r.get(kind))
-                .and_then(Value::as_object)
-            {
+            if let Some(m) = c.get("resources").and_then(|r| r.get(kind)).and_then(Value::as_object) {
                 for r in ["cpu", "memory"] {
-                    if let Some(q) = m
-                        .get(r)
-                        .and_then(Value::as_str)
-                        .and_then(crate::quantity::parse)
-                        .filter(|q| *q > 0.0)
+                    if let Some(q) =
+                        m.get(r).and_then(Value::as_str).and_then(crate::quantity::parse).filter(|q| *q > 0.0)
                     {
                         any = true;
                         *acc.entry(r.to_string()).or_default() += q;
@@ -654,9 +542,7 @@ pub(crate) fn qos_class(pod: &Value) -> &'static str {
     }
     if all_limited
         && requests.len() == limits.len()
-        && requests
-            .iter()
-            .all(|(k, v)| limits.get(k).is_some_and(|l| (l - v).abs() < 1e-9))
+        && requests.iter().all(|(k, v)| limits.get(k).is_some_and(|l| (l - v).abs() < 1e-9))
     {
         return "Guaranteed";
     }
@@ -671,21 +557,13 @@ pub(crate) fn pod_admission(pod: &mut Value) {
     };
     or(spec, "serviceAccountName", json!("default"));
     spec["serviceAccount"] = spec["serviceAccountName"].clone();
-    let tolerations = spec
-        .as_object_mut()
-        .map(|m| m.entry("tolerations").or_insert_with(|| json!([])));
+    let tolerations = spec.as_object_mut().map(|m| m.entry("tolerations").or_insert_with(|| json!([])));
     if let Some(Value::Array(t)) = tolerations {
-        for key in [
-            "node.kubernetes.io/not-ready",
-            "node.kubernetes.io/unreachable",
-        ] {
+        for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
             let present = t.iter().any(|x| {
                 (x.get("key").and_then(Value::as_str) == Some(key)
-                    || x.get("key").is_none()
-                        && x.get("operator").and_then(Value::as_str) == Some("Exists"))
-                    && x.get("effect")
-                        .and_then(Value::as_str)
-                        .is_none_or(|e| e == "NoExecute" || e.is_empty())
+                    || x.get("key").is_none() && x.get("operator").and_then(Value::as_str) == Some("Exists"))
+                    && x.get("effect").and_then(Value::as_str).is_none_or(|e| e == "NoExecute" || e.is_empty())
             });
             if !present {
                 t.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));

@@ -15,12 +15,7 @@ fn str_of<'a>(v: &'a Value, k: &str) -> &'a str {
 }
 
 /// Validates a whole object of `rt`'s kind.
-pub(crate) fn object(
-    rt: &ResourceType,
-    obj: &Value,
-    _old: Option<&Value>,
-    errs: &mut Vec<FieldError>,
-) {
+pub(crate) fn object(rt: &ResourceType, obj: &Value, _old: Option<&Value>, errs: &mut Vec<FieldError>) {
     match gk(rt) {
         ("", "Pod") => {
             if let Some(spec) = obj.get("spec") {
@@ -38,9 +33,7 @@ pub(crate) fn object(
         ("", "Service") => service(obj, errs),
         ("", "ConfigMap") => data_keys(obj, &["data", "binaryData"], errs),
         ("", "Secret") => data_keys(obj, &["data", "stringData"], errs),
-        ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet") => {
-            workload(rt, obj, errs)
-        }
+        ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet") => workload(rt, obj, errs),
         ("batch", "Job") => {
             let spec = obj.get("spec").cloned().unwrap_or(json!({}));
             template(spec.get("template"), "spec.template", errs);
@@ -52,13 +45,8 @@ pub(crate) fn object(
                     &["OnFailure", "Never"],
                 ));
             }
-            for f in [
-                "parallelism",
-                "completions",
-                "backoffLimit",
-                "activeDeadlineSeconds",
-                "ttlSecondsAfterFinished",
-            ] {
+            for f in ["parallelism", "completions", "backoffLimit", "activeDeadlineSeconds", "ttlSecondsAfterFinished"]
+            {
                 if let Some(n) = spec.get(f).and_then(Value::as_i64).filter(|n| *n < 0) {
                     errs.push(FieldError::invalid(
                         format!("spec.{f}"),
@@ -71,43 +59,24 @@ pub(crate) fn object(
         ("batch", "CronJob") => {
             let name = object::name(obj);
             if name.len() > 52 {
-                errs.push(FieldError::invalid(
-                    "metadata.name",
-                    &json!(name),
-                    "must be no more than 52 characters",
-                ));
+                errs.push(FieldError::invalid("metadata.name", &json!(name), "must be no more than 52 characters"));
             }
             let schedule = object::str_at(obj, &["spec", "schedule"]).unwrap_or("");
             if schedule.is_empty() {
                 errs.push(FieldError::required("spec.schedule", ""));
             } else if !valid_schedule(schedule) {
-                errs.push(FieldError::invalid(
-                    "spec.schedule",
-                    &json!(schedule),
-                    "unparseable schedule",
-                ));
+                errs.push(FieldError::invalid("spec.schedule", &json!(schedule), "unparseable schedule"));
             }
             let tpl = object::at(obj, &["spec", "jobTemplate", "spec", "template"]);
             template(tpl, "spec.jobTemplate.spec.template", errs);
         }
         ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => {
             let kind = object::str_at(obj, &["roleRef", "kind"]).unwrap_or("");
-            let allowed: &[&str] = if rt.kind == "RoleBinding" {
-                &["Role", "ClusterRole"]
-            } else {
-                &["ClusterRole"]
-            };
+            let allowed: &[&str] = if rt.kind == "RoleBinding" { &["Role", "ClusterRole"] } else { &["ClusterRole"] };
             if !allowed.contains(&kind) {
-                errs.push(FieldError::not_supported(
-                    "roleRef.kind",
-                    &json!(kind),
-                    allowed,
-                ));
+                errs.push(FieldError::not_supported("roleRef.kind", &json!(kind), allowed));
             }
-            if object::str_at(obj, &["roleRef", "name"])
-                .unwrap_or("")
-                .is_empty()
-            {
+            if object::str_at(obj, &["roleRef", "name"]).unwrap_or("").is_empty() {
                 errs.push(FieldError::required("roleRef.name", ""));
             }
         }
@@ -123,55 +92,30 @@ pub(crate) fn update(rt: &ResourceType, new: &Value, old: &Value, errs: &mut Vec
         ("", "Service") => {
             let ty = object::str_at(new, &["spec", "type"]).unwrap_or("");
             let old_ty = object::str_at(old, &["spec", "type"]).unwrap_or("");
-            let (n, o) = (
-                object::at(new, &["spec", "clusterIP"]),
-                object::at(old, &["spec", "clusterIP"]),
-            );
-            if ty != "ExternalName"
-                && old_ty != "ExternalName"
-                && n != o
-                && o.is_some_and(|v| v != "")
-            {
-                errs.push(FieldError::immutable(
-                    "spec.clusterIP",
-                    n.unwrap_or(&Value::Null),
-                ));
+            let (n, o) = (object::at(new, &["spec", "clusterIP"]), object::at(old, &["spec", "clusterIP"]));
+            if ty != "ExternalName" && old_ty != "ExternalName" && n != o && o.is_some_and(|v| v != "") {
+                errs.push(FieldError::immutable("spec.clusterIP", n.unwrap_or(&Value::Null)));
             }
         }
         ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet") | ("batch", "Job") => {
-            let (n, o) = (
-                object::at(new, &["spec", "selector"]),
-                object::at(old, &["spec", "selector"]),
-            );
+            let (n, o) = (object::at(new, &["spec", "selector"]), object::at(old, &["spec", "selector"]));
             if n != o {
-                errs.push(FieldError::immutable(
-                    "spec.selector",
-                    n.unwrap_or(&Value::Null),
-                ));
+                errs.push(FieldError::immutable("spec.selector", n.unwrap_or(&Value::Null)));
             }
         }
         ("", "ConfigMap" | "Secret") => {
             if old.get("immutable").and_then(Value::as_bool) == Some(true) {
                 for f in ["data", "binaryData", "stringData"] {
                     if new.get(f) != old.get(f) {
-                        errs.push(FieldError::forbidden(
-                            f,
-                            "field is immutable when `immutable` is set",
-                        ));
+                        errs.push(FieldError::forbidden(f, "field is immutable when `immutable` is set"));
                     }
                 }
                 if new.get("immutable") != old.get("immutable") {
-                    errs.push(FieldError::forbidden(
-                        "immutable",
-                        "field is immutable when `immutable` is set",
-                    ));
+                    errs.push(FieldError::forbidden("immutable", "field is immutable when `immutable` is set"));
                 }
             }
             if gk(rt).1 == "Secret" && new.get("type") != old.get("type") {
-                errs.push(FieldError::immutable(
-                    "type",
-                    new.get("type").unwrap_or(&Value::Null),
-                ));
+                errs.push(FieldError::immutable("type", new.get("type").unwrap_or(&Value::Null)));
             }
         }
         ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding")
@@ -188,16 +132,8 @@ pub(crate) fn update(rt: &ResourceType, new: &Value, old: &Value, errs: &mut Vec
 }
 
 fn replicas(spec: &Value, errs: &mut Vec<FieldError>) {
-    if let Some(n) = spec
-        .get("replicas")
-        .and_then(Value::as_i64)
-        .filter(|n| *n < 0)
-    {
-        errs.push(FieldError::invalid(
-            "spec.replicas",
-            &json!(n),
-            "must be greater than or equal to 0",
-        ));
+    if let Some(n) = spec.get("replicas").and_then(Value::as_i64).filter(|n| *n < 0) {
+        errs.push(FieldError::invalid("spec.replicas", &json!(n), "must be greater than or equal to 0"));
     }
 }
 
@@ -211,34 +147,18 @@ fn template(t: Option<&Value>, path: &str, errs: &mut Vec<FieldError>) {
 fn workload(rt: &ResourceType, obj: &Value, errs: &mut Vec<FieldError>) {
     let spec = obj.get("spec").cloned().unwrap_or(json!({}));
     replicas(&spec, errs);
-    let labels = object::at(&spec, &["template", "metadata", "labels"])
-        .cloned()
-        .unwrap_or(json!({}));
+    let labels = object::at(&spec, &["template", "metadata", "labels"]).cloned().unwrap_or(json!({}));
     match spec.get("selector") {
         None | Some(Value::Null) => errs.push(FieldError::required("spec.selector", "")),
         Some(sel) => {
-            let empty = sel
-                .get("matchLabels")
-                .and_then(Value::as_object)
-                .is_none_or(|m| m.is_empty())
-                && sel
-                    .get("matchExpressions")
-                    .and_then(Value::as_array)
-                    .is_none_or(|m| m.is_empty());
+            let empty = sel.get("matchLabels").and_then(Value::as_object).is_none_or(|m| m.is_empty())
+                && sel.get("matchExpressions").and_then(Value::as_array).is_none_or(|m| m.is_empty());
             if empty {
-                errs.push(FieldError::invalid(
-                    "spec.selector",
-                    sel,
-                    "empty selector is invalid for deployment",
-                ));
+                errs.push(FieldError::invalid("spec.selector", sel, "empty selector is invalid for deployment"));
             } else if let Some(parsed) = LabelSelector::from_api(sel) {
                 let map = labels
                     .as_object()
-                    .map(|m| {
-                        m.iter()
-                            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                            .collect()
-                    })
+                    .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
                     .unwrap_or_default();
                 if !parsed.matches(&map) {
                     errs.push(FieldError::invalid(
@@ -254,34 +174,19 @@ fn workload(rt: &ResourceType, obj: &Value, errs: &mut Vec<FieldError>) {
     if rt.kind != "StatefulSet" {
         let rp = object::str_at(&spec, &["template", "spec", "restartPolicy"]).unwrap_or("Always");
         if rp != "Always" {
-            errs.push(FieldError::not_supported(
-                "spec.template.spec.restartPolicy",
-                &json!(rp),
-                &["Always"],
-            ));
+            errs.push(FieldError::not_supported("spec.template.spec.restartPolicy", &json!(rp), &["Always"]));
         }
     }
 }
 
 fn pod_spec(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
-    let containers = spec
-        .get("containers")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let containers = spec.get("containers").and_then(Value::as_array).cloned().unwrap_or_default();
     if containers.is_empty() {
         errs.push(FieldError::required(format!("{path}.containers"), ""));
     }
     let mut names = std::collections::HashSet::new();
     for list in ["initContainers", "containers"] {
-        for (i, c) in spec
-            .get(list)
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .enumerate()
-        {
+        for (i, c) in spec.get(list).and_then(Value::as_array).cloned().unwrap_or_default().iter().enumerate() {
             let p = format!("{path}.{list}[{i}]");
             let name = str_of(c, "name");
             if name.is_empty() {
@@ -294,18 +199,8 @@ fn pod_spec(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
             if str_of(c, "image").trim().is_empty() {
                 errs.push(FieldError::required(format!("{p}.image"), ""));
             }
-            for (j, port) in c
-                .get("ports")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default()
-                .iter()
-                .enumerate()
-            {
-                let n = port
-                    .get("containerPort")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0);
+            for (j, port) in c.get("ports").and_then(Value::as_array).cloned().unwrap_or_default().iter().enumerate() {
+                let n = port.get("containerPort").and_then(Value::as_i64).unwrap_or(0);
                 if !(1..=65535).contains(&n) {
                     errs.push(FieldError::invalid(
                         format!("{p}.ports[{j}].containerPort"),
@@ -333,12 +228,7 @@ fn pod_spec(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
         ));
     }
     let dns = str_of(spec, "dnsPolicy");
-    if !dns.is_empty()
-        && !matches!(
-            dns,
-            "ClusterFirstWithHostNet" | "ClusterFirst" | "Default" | "None"
-        )
-    {
+    if !dns.is_empty() && !matches!(dns, "ClusterFirstWithHostNet" | "ClusterFirst" | "Default" | "None") {
         errs.push(FieldError::not_supported(
             format!("{path}.dnsPolicy"),
             &json!(dns),
@@ -346,31 +236,14 @@ fn pod_spec(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
         ));
     }
     let mut vols = std::collections::HashSet::new();
-    for (i, v) in spec
-        .get("volumes")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .enumerate()
-    {
+    for (i, v) in spec.get("volumes").and_then(Value::as_array).cloned().unwrap_or_default().iter().enumerate() {
         let name = str_of(v, "name");
         if name.is_empty() {
-            errs.push(FieldError::required(
-                format!("{path}.volumes[{i}].name"),
-                "",
-            ));
+            errs.push(FieldError::required(format!("{path}.volumes[{i}].name"), ""));
         } else if let Some(d) = dns1123_label(name) {
-            errs.push(FieldError::invalid(
-                format!("{path}.volumes[{i}].name"),
-                &json!(name),
-                &d,
-            ));
+            errs.push(FieldError::invalid(format!("{path}.volumes[{i}].name"), &json!(name), &d));
         } else if !vols.insert(name.to_string()) {
-            errs.push(FieldError::duplicate(
-                format!("{path}.volumes[{i}].name"),
-                &json!(name),
-            ));
+            errs.push(FieldError::duplicate(format!("{path}.volumes[{i}].name"), &json!(name)));
         }
     }
 }
@@ -403,10 +276,7 @@ fn pod_update(new: &Value, old: &Value, errs: &mut Vec<FieldError>) {
         }
         s
     };
-    let (n, o) = (
-        new.get("spec").cloned().unwrap_or(json!({})),
-        old.get("spec").cloned().unwrap_or(json!({})),
-    );
+    let (n, o) = (new.get("spec").cloned().unwrap_or(json!({})), old.get("spec").cloned().unwrap_or(json!({})));
     // A pod is bound once, through pods/binding; afterwards nodeName is fixed.
     let mut n_masked = mask(&n);
     let o_masked = mask(&o);
@@ -429,21 +299,14 @@ fn pod_update(new: &Value, old: &Value, errs: &mut Vec<FieldError>) {
 fn service(obj: &Value, errs: &mut Vec<FieldError>) {
     let spec = obj.get("spec").cloned().unwrap_or(json!({}));
     let ty = str_of(&spec, "type");
-    if !matches!(
-        ty,
-        "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName"
-    ) {
+    if !matches!(ty, "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName") {
         errs.push(FieldError::not_supported(
             "spec.type",
             &json!(ty),
             &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"],
         ));
     }
-    let ports = spec
-        .get("ports")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let ports = spec.get("ports").and_then(Value::as_array).cloned().unwrap_or_default();
     let headless = str_of(&spec, "clusterIP") == "None";
     if ty == "ExternalName" {
         let name = str_of(&spec, "externalName");
@@ -469,10 +332,7 @@ fn service(obj: &Value, errs: &mut Vec<FieldError>) {
         if ports.len() > 1 && name.is_empty() {
             errs.push(FieldError::required(format!("spec.ports[{i}].name"), ""));
         } else if !name.is_empty() && !names.insert(name.to_string()) {
-            errs.push(FieldError::duplicate(
-                format!("spec.ports[{i}].name"),
-                &json!(name),
-            ));
+            errs.push(FieldError::duplicate(format!("spec.ports[{i}].name"), &json!(name)));
         }
         let proto = str_of(p, "protocol");
         if !matches!(proto, "TCP" | "UDP" | "SCTP") {
@@ -482,18 +342,18 @@ fn service(obj: &Value, errs: &mut Vec<FieldError>) {
                 &["SCTP", "TCP", "UDP"],
             ));
         }
-        if let Some(np) = p
-            .get("nodePort")
-            .and_then(Value::as_i64)
-            .filter(|np| *np != 0)
-        {
+        if let Some(np) = p.get("nodePort").and_then(Value::as_i64).filter(|np| *np != 0) {
             if ty == "ClusterIP" {
                 errs.push(FieldError::forbidden(
                     format!("spec.ports[{i}].nodePort"),
                     "may not be used when `type` is 'ClusterIP'",
                 ));
             } else if !(30000..=32767).contains(&np) {
-                errs.push(FieldError::invalid(format!("spec.ports[{i}].nodePort"), &json!(np), "provided port is not in the valid range. The range of valid ports is 30000-32767"));
+                errs.push(FieldError::invalid(
+                    format!("spec.ports[{i}].nodePort"),
+                    &json!(np),
+                    "provided port is not in the valid range. The range of valid ports is 30000-32767",
+                ));
             }
         }
     }
@@ -503,8 +363,7 @@ fn data_keys(obj: &Value, fields: &[&str], errs: &mut Vec<FieldError>) {
     let valid = |k: &str| {
         !k.is_empty()
             && k.len() <= 253
-            && k.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
             && k != "."
             && k != ".."
     };
@@ -531,15 +390,12 @@ fn valid_schedule(s: &str) -> bool {
         _ => s,
     };
     if s.starts_with('@') {
-        return matches!(
-            s,
-            "@yearly" | "@annually" | "@monthly" | "@weekly" | "@daily" | "@midnight" | "@hourly"
-        ) || s.starts_with("@every ");
+        return matches!(s, "@yearly" | "@annually" | "@monthly" | "@weekly" | "@daily" | "@midnight" | "@hourly")
+            || s.starts_with("@every ");
     }
     let fields: Vec<&str> = s.split_whitespace().collect();
     fields.len() == 5
-        && fields.iter().all(|f| {
-            f.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | '/' | ',' | '-' | '?'))
-        })
+        && fields
+            .iter()
+            .all(|f| f.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | '/' | ',' | '-' | '?')))
 }

@@ -20,11 +20,7 @@ fn main() {
         std::process::exit(2);
     };
     let writers: usize = args.next().and_then(|w| w.parse().ok()).unwrap_or(8);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     if let Err(e) = rt.block_on(run(path, writers)) {
         eprintln!("vt-store-torture: {e}");
         std::process::exit(1);
@@ -44,10 +40,7 @@ async fn run(path: String, writers: usize) -> Result<(), StoreError> {
     let start = store.current_revision().await?;
     say(&out, format!("ready {start}"));
     if store.get(b"/torture/counter").await?.is_none() {
-        match store
-            .create(b"/torture/counter", Bytes::from_static(b"0"), None)
-            .await
-        {
+        match store.create(b"/torture/counter", Bytes::from_static(b"0"), None).await {
             Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
             Err(e) => return Err(e),
         }
@@ -59,28 +52,15 @@ async fn run(path: String, writers: usize) -> Result<(), StoreError> {
             for i in 0u64.. {
                 if w == 0 && i % 4 == 0 {
                     // One writer also moves a shared counter with compare-and-swap.
-                    let cur = store
-                        .get(b"/torture/counter")
-                        .await?
-                        .ok_or(StoreError::NotFound)?;
-                    let n: u64 = std::str::from_utf8(&cur.value)
-                        .ok()
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(0);
+                    let cur = store.get(b"/torture/counter").await?.ok_or(StoreError::NotFound)?;
+                    let n: u64 = std::str::from_utf8(&cur.value).ok().and_then(|v| v.parse().ok()).unwrap_or(0);
                     let rev = store
-                        .update(
-                            b"/torture/counter",
-                            Bytes::from((n + 1).to_string()),
-                            cur.mod_revision,
-                            None,
-                        )
+                        .update(b"/torture/counter", Bytes::from((n + 1).to_string()), cur.mod_revision, None)
                         .await?;
                     say(&out, format!("cas {} {rev}", n + 1));
                 }
                 let key = format!("/torture/{start}/w{w}/{i}");
-                let rev = store
-                    .create(key.as_bytes(), Bytes::from(format!("value of {key}")), None)
-                    .await?;
+                let rev = store.create(key.as_bytes(), Bytes::from(format!("value of {key}")), None).await?;
                 say(&out, format!("ack {key} {rev}"));
             }
             Ok::<(), StoreError>(())

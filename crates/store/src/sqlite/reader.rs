@@ -30,19 +30,11 @@ pub(super) struct LogPage {
 
 impl Readers {
     pub(super) fn new(path: PathBuf, max_idle: usize, cache_kib: u32) -> Self {
-        Readers {
-            path,
-            idle: Mutex::new(Vec::new()),
-            max_idle,
-            cache_kib,
-        }
+        Readers { path, idle: Mutex::new(Vec::new()), max_idle, cache_kib }
     }
 
     /// Runs `f` in a read transaction on a pooled connection.
-    fn read<T>(
-        &self,
-        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<Result<T>>,
-    ) -> Result<T> {
+    fn read<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<Result<T>>) -> Result<T> {
         let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let mut conn = match pooled {
             Some(c) => c,
@@ -76,9 +68,7 @@ impl Readers {
     pub(super) fn list(&self, prefix: &[u8], opts: &ListOptions) -> Result<ListResult> {
         let start: Vec<u8> = match &opts.start {
             Some(s) if !s.starts_with(prefix) => {
-                return Err(StoreError::InvalidArgument(
-                    "list start key is outside the prefix".into(),
-                ));
+                return Err(StoreError::InvalidArgument("list start key is outside the prefix".into()));
             }
             Some(s) => s.to_vec(),
             None => prefix.to_vec(),
@@ -152,11 +142,7 @@ impl Readers {
                 events.push(event_from_row(row)?);
             }
             let complete = events.len() < limit;
-            Ok(Ok(LogPage {
-                events,
-                head,
-                complete,
-            }))
+            Ok(Ok(LogPage { events, head, complete }))
         })
     }
 }
@@ -198,11 +184,7 @@ fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Event> {
         None => None,
     };
     Ok(if deleted {
-        Event::Delete {
-            key,
-            revision: rev,
-            prev,
-        }
+        Event::Delete { key, revision: rev, prev }
     } else {
         let value: Option<Vec<u8>> = row.get(2)?;
         Event::Put {

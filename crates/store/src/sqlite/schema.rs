@@ -36,14 +36,8 @@ INSERT INTO meta (name, value) VALUES ('revision', 1), ('compacted', 0);
 ";
 
 /// Opens (creating if needed) the database for the single writer.
-pub(super) fn open_writer(
-    path: &Path,
-    cache_kib: u32,
-    max_size: Option<u64>,
-) -> Result<Connection> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-        | OpenFlags::SQLITE_OPEN_CREATE
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+pub(super) fn open_writer(path: &Path, cache_kib: u32, max_size: Option<u64>) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(|e| map_err(e, path))?;
     let setup = || -> rusqlite::Result<std::result::Result<(), String>> {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -60,21 +54,15 @@ pub(super) fn open_writer(
                  PRAGMA user_version = {SCHEMA_VERSION};"
             ))?;
         } else if app_id != APPLICATION_ID {
-            return Ok(Err(
-                "the file is an SQLite database of another application".into()
-            ));
+            return Ok(Err("the file is an SQLite database of another application".into()));
         }
         let version: i32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         if version != SCHEMA_VERSION {
-            return Ok(Err(format!(
-                "schema version {version} is not supported (expected {SCHEMA_VERSION})"
-            )));
+            return Ok(Err(format!("schema version {version} is not supported (expected {SCHEMA_VERSION})")));
         }
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Ok(Err(format!(
-                "cannot switch the journal to WAL (mode is {mode})"
-            )));
+            return Ok(Err(format!("cannot switch the journal to WAL (mode is {mode})")));
         }
         conn.execute_batch(&format!(
             "PRAGMA synchronous = FULL;
@@ -87,11 +75,8 @@ pub(super) fn open_writer(
             conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
         }
         // Both bookkeeping rows must be there; a damaged file usually fails right here.
-        let rows: i64 = conn.query_row(
-            "SELECT count(*) FROM meta WHERE name IN ('revision', 'compacted')",
-            [],
-            |r| r.get(0),
-        )?;
+        let rows: i64 =
+            conn.query_row("SELECT count(*) FROM meta WHERE name IN ('revision', 'compacted')", [], |r| r.get(0))?;
         if rows != 2 {
             return Ok(Err("the revision bookkeeping rows are missing".into()));
         }
@@ -121,11 +106,7 @@ pub(super) fn open_reader(path: &Path, cache_kib: u32) -> Result<Connection> {
 /// and twice the cost of a 100-key page). An unlimited 1,000-key scan pays about 0.3 ms more
 /// with it, which the API's paginated reads do not do.
 fn stable_plans(conn: &Connection) -> rusqlite::Result<()> {
-    conn.set_db_config(
-        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
-        true,
-    )
-    .map(|_| ())
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true).map(|_| ())
 }
 
 /// Reads the revision and the compacted revision, in the caller's transaction.
@@ -139,9 +120,7 @@ pub(super) fn read_meta(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
 
 /// The earliest expiry among live keys, in Unix milliseconds.
 pub(super) fn next_expiry(conn: &Connection) -> rusqlite::Result<Option<i64>> {
-    conn.query_row("SELECT min(expires_at) FROM kv", [], |r| r.get(0))
-        .optional()
-        .map(Option::flatten)
+    conn.query_row("SELECT min(expires_at) FROM kv", [], |r| r.get(0)).optional().map(Option::flatten)
 }
 
 /// Maps an SQLite error to a store error that says what is wrong with the file.
@@ -151,25 +130,16 @@ pub(super) fn map_err(err: rusqlite::Error, path: &Path) -> StoreError {
         rusqlite::Error::SqliteFailure(e, msg) => {
             let detail = msg.clone().unwrap_or_else(|| e.to_string());
             match e.code {
-                ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
-                    StoreError::Locked(format!("{p}: {detail}"))
+                ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => StoreError::Locked(format!("{p}: {detail}")),
+                ErrorCode::DiskFull => {
+                    StoreError::Full(format!("{p}: {detail} (the store reached its size limit or the disk is full)"))
                 }
-                ErrorCode::DiskFull => StoreError::Full(format!(
-                    "{p}: {detail} (the store reached its size limit or the disk is full)"
-                )),
-                ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => {
-                    StoreError::Corrupt(format!("{p}: {detail}"))
+                ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => StoreError::Corrupt(format!("{p}: {detail}")),
+                ErrorCode::CannotOpen | ErrorCode::PermissionDenied | ErrorCode::ReadOnly | ErrorCode::NotFound => {
+                    StoreError::Unavailable(format!("{p}: {detail}"))
                 }
-                ErrorCode::CannotOpen
-                | ErrorCode::PermissionDenied
-                | ErrorCode::ReadOnly
-                | ErrorCode::NotFound => StoreError::Unavailable(format!("{p}: {detail}")),
-                ErrorCode::SystemIoFailure => {
-                    StoreError::Unavailable(format!("{p}: I/O error: {detail}"))
-                }
-                ErrorCode::TooBig => {
-                    StoreError::InvalidArgument(format!("value too big: {detail}"))
-                }
+                ErrorCode::SystemIoFailure => StoreError::Unavailable(format!("{p}: I/O error: {detail}")),
+                ErrorCode::TooBig => StoreError::InvalidArgument(format!("value too big: {detail}")),
                 _ => StoreError::Backend(format!("{p}: {detail}")),
             }
         }

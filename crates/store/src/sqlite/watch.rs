@@ -31,9 +31,7 @@ pub(super) fn spawn(
 ) -> WatchStream {
     let (tx, rx) = mpsc::channel(BUFFER);
     tokio::spawn(run(readers, live, prefix, next, first, caught_up, tx));
-    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    }))
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }))
 }
 
 async fn run(

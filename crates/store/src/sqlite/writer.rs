@@ -30,24 +30,10 @@ const EXPIRY_BATCH: i64 = 512;
 
 /// A write operation.
 pub(super) enum Op {
-    Create {
-        key: Bytes,
-        value: Bytes,
-        expires_at: Option<i64>,
-    },
-    Update {
-        key: Bytes,
-        value: Bytes,
-        expected: Revision,
-        expires_at: Option<i64>,
-    },
-    Delete {
-        key: Bytes,
-        expected: Option<Revision>,
-    },
-    Compact {
-        revision: Revision,
-    },
+    Create { key: Bytes, value: Bytes, expires_at: Option<i64> },
+    Update { key: Bytes, value: Bytes, expected: Revision, expires_at: Option<i64> },
+    Delete { key: Bytes, expected: Option<Revision> },
+    Compact { revision: Revision },
 }
 
 /// What a successful write produced.
@@ -111,10 +97,7 @@ pub(super) struct Writer {
 
 /// The current time in Unix milliseconds.
 pub(super) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 impl Writer {
@@ -199,12 +182,8 @@ impl Writer {
 
     /// How long until the next expiry or compaction tick, if any is scheduled.
     fn until_housekeeping(&self) -> Option<Duration> {
-        let expiry = self
-            .next_expiry
-            .map(|at| Duration::from_millis(at.saturating_sub(now_ms()).max(0) as u64));
-        let compaction = self
-            .next_compaction
-            .map(|t| t.saturating_duration_since(Instant::now()));
+        let expiry = self.next_expiry.map(|at| Duration::from_millis(at.saturating_sub(now_ms()).max(0) as u64));
+        let compaction = self.next_compaction.map(|t| t.saturating_duration_since(Instant::now()));
         match (expiry, compaction) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -224,10 +203,7 @@ impl Writer {
             self.next_compaction = self.cfg.compaction.next_tick();
             let target = self.revision - self.cfg.compaction.retain_revisions;
             if target > self.compacted {
-                self.commit_batch(vec![Request {
-                    op: Op::Compact { revision: target },
-                    reply: None,
-                }]);
+                self.commit_batch(vec![Request { op: Op::Compact { revision: target }, reply: None }]);
             }
         }
     }
@@ -237,32 +213,20 @@ impl Writer {
         let now = now_ms();
         let expired: rusqlite::Result<Vec<(Vec<u8>, i64)>> = self
             .conn
-            .prepare_cached(
-                "SELECT key, rev FROM kv WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2",
-            )
-            .and_then(|mut s| {
-                s.query_map(params![now, EXPIRY_BATCH], |r| Ok((r.get(0)?, r.get(1)?)))?
-                    .collect()
-            });
+            .prepare_cached("SELECT key, rev FROM kv WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2")
+            .and_then(|mut s| s.query_map(params![now, EXPIRY_BATCH], |r| Ok((r.get(0)?, r.get(1)?)))?.collect());
         match expired {
             Ok(keys) => {
                 let full = keys.len() as i64 == EXPIRY_BATCH;
                 let batch = keys
                     .into_iter()
                     .map(|(key, rev)| Request {
-                        op: Op::Delete {
-                            key: Bytes::from(key),
-                            expected: Some(rev),
-                        },
+                        op: Op::Delete { key: Bytes::from(key), expected: Some(rev) },
                         reply: None,
                     })
                     .collect();
                 self.commit_batch(batch);
-                self.next_expiry = if full {
-                    Some(now)
-                } else {
-                    next_expiry(&self.conn).ok().flatten()
-                };
+                self.next_expiry = if full { Some(now) } else { next_expiry(&self.conn).ok().flatten() };
             }
             Err(e) => {
                 tracing::warn!(path = %self.cfg.path.display(), error = %e, "store: reading expired keys failed");
@@ -302,10 +266,7 @@ impl Writer {
     fn execute(&mut self, ops: &[&Op]) -> Result<Vec<Result<Outcome>>> {
         let path = self.cfg.path.clone();
         let storage = |e: rusqlite::Error| map_err(e, &path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(storage)?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(storage)?;
         let mut rev = self.revision;
         let mut compacted = self.compacted;
         let mut events = Vec::with_capacity(ops.len());
@@ -314,14 +275,7 @@ impl Writer {
         for op in ops {
             let r = apply(&tx, op, &mut rev, &mut compacted, &mut events).map_err(storage)?;
             if r.is_ok()
-                && let Op::Create {
-                    expires_at: Some(at),
-                    ..
-                }
-                | Op::Update {
-                    expires_at: Some(at),
-                    ..
-                } = op
+                && let Op::Create { expires_at: Some(at), .. } | Op::Update { expires_at: Some(at), .. } = op
             {
                 expiry = Some(expiry.map_or(*at, |e: i64| e.min(*at)));
             }
@@ -343,20 +297,13 @@ impl Writer {
         self.revision = rev;
         self.shared.revision.store(rev, Ordering::Release);
         self.shared.groups.fetch_add(1, Ordering::Relaxed);
-        self.shared
-            .writes
-            .fetch_add(ops.len() as u64, Ordering::Relaxed);
+        self.shared.writes.fetch_add(ops.len() as u64, Ordering::Relaxed);
         if compacted != self.compacted {
             self.compacted = compacted;
             self.shared.compacted.store(compacted, Ordering::Release);
-            let first = self.conn.query_row("SELECT min(rev) FROM log", [], |r| {
-                r.get::<_, Option<i64>>(0)
-            });
+            let first = self.conn.query_row("SELECT min(rev) FROM log", [], |r| r.get::<_, Option<i64>>(0));
             let next = first.ok().flatten().unwrap_or(compacted);
-            self.job = Some(CompactionJob {
-                target: compacted,
-                next,
-            });
+            self.job = Some(CompactionJob { target: compacted, next });
         }
         if let Some(at) = expiry {
             self.next_expiry = Some(self.next_expiry.map_or(at, |e| e.min(at)));
@@ -418,56 +365,39 @@ fn apply(
     events: &mut Vec<Event>,
 ) -> rusqlite::Result<Result<Outcome>> {
     match op {
-        Op::Create {
-            key,
-            value,
-            expires_at,
-        } => {
+        Op::Create { key, value, expires_at } => {
             if let Some(cur) = current(tx, key)? {
-                return Ok(Err(StoreError::AlreadyExists {
-                    revision: cur.mod_revision,
-                }));
+                return Ok(Err(StoreError::AlreadyExists { revision: cur.mod_revision }));
             }
             let new = *rev + 1;
             tx.prepare_cached(
                 "INSERT INTO log (rev, key, value, create_rev, prev_rev, deleted) VALUES (?1, ?2, ?3, ?1, NULL, 0)",
             )?
             .execute(params![new, &key[..], &value[..]])?;
-            tx.prepare_cached(
-                "INSERT INTO kv (key, rev, create_rev, expires_at) VALUES (?1, ?2, ?2, ?3)",
-            )?
-            .execute(params![&key[..], new, expires_at])?;
+            tx.prepare_cached("INSERT INTO kv (key, rev, create_rev, expires_at) VALUES (?1, ?2, ?2, ?3)")?
+                .execute(params![&key[..], new, expires_at])?;
             *rev = new;
-            let kv = KeyValue {
-                key: key.clone(),
-                value: value.clone(),
-                create_revision: new,
-                mod_revision: new,
-            };
+            let kv = KeyValue { key: key.clone(), value: value.clone(), create_revision: new, mod_revision: new };
             events.push(Event::Put { kv, prev: None });
             Ok(Ok(Outcome::Written(new)))
         }
-        Op::Update {
-            key,
-            value,
-            expected,
-            expires_at,
-        } => {
+        Op::Update { key, value, expected, expires_at } => {
             let Some(cur) = current(tx, key)? else {
                 return Ok(Err(StoreError::NotFound));
             };
             if cur.mod_revision != *expected {
-                return Ok(Err(StoreError::Conflict {
-                    current: Box::new(cur),
-                }));
+                return Ok(Err(StoreError::Conflict { current: Box::new(cur) }));
             }
             let new = *rev + 1;
             tx.prepare_cached(
                 "INSERT INTO log (rev, key, value, create_rev, prev_rev, deleted) VALUES (?1, ?2, ?3, ?4, ?5, 0)",
             )?
             .execute(params![new, &key[..], &value[..], cur.create_revision, cur.mod_revision])?;
-            tx.prepare_cached("UPDATE kv SET rev = ?1, expires_at = ?2 WHERE key = ?3")?
-                .execute(params![new, expires_at, &key[..]])?;
+            tx.prepare_cached("UPDATE kv SET rev = ?1, expires_at = ?2 WHERE key = ?3")?.execute(params![
+                new,
+                expires_at,
+                &key[..]
+            ])?;
             *rev = new;
             let kv = KeyValue {
                 key: key.clone(),
@@ -475,10 +405,7 @@ fn apply(
                 create_revision: cur.create_revision,
                 mod_revision: new,
             };
-            events.push(Event::Put {
-                kv,
-                prev: Some(cur),
-            });
+            events.push(Event::Put { kv, prev: Some(cur) });
             Ok(Ok(Outcome::Written(new)))
         }
         Op::Delete { key, expected } => {
@@ -486,31 +413,21 @@ fn apply(
                 return Ok(Err(StoreError::NotFound));
             };
             if expected.is_some_and(|e| e != cur.mod_revision) {
-                return Ok(Err(StoreError::Conflict {
-                    current: Box::new(cur),
-                }));
+                return Ok(Err(StoreError::Conflict { current: Box::new(cur) }));
             }
             let new = *rev + 1;
             tx.prepare_cached(
                 "INSERT INTO log (rev, key, value, create_rev, prev_rev, deleted) VALUES (?1, ?2, NULL, ?3, ?4, 1)",
             )?
             .execute(params![new, &key[..], cur.create_revision, cur.mod_revision])?;
-            tx.prepare_cached("DELETE FROM kv WHERE key = ?1")?
-                .execute([&key[..]])?;
+            tx.prepare_cached("DELETE FROM kv WHERE key = ?1")?.execute([&key[..]])?;
             *rev = new;
-            events.push(Event::Delete {
-                key: key.clone(),
-                revision: new,
-                prev: Some(cur.clone()),
-            });
+            events.push(Event::Delete { key: key.clone(), revision: new, prev: Some(cur.clone()) });
             Ok(Ok(Outcome::Deleted(new, cur)))
         }
         Op::Compact { revision } => {
             if *revision > *rev {
-                return Ok(Err(StoreError::FutureRevision {
-                    requested: *revision,
-                    current: *rev,
-                }));
+                return Ok(Err(StoreError::FutureRevision { requested: *revision, current: *rev }));
             }
             if *revision > *compacted {
                 *compacted = *revision;

@@ -19,18 +19,9 @@ pub struct Fixture {
 /// SQLite in a fresh temporary file, without automatic compaction.
 pub async fn sqlite(_case: &str) -> Fixture {
     let dir = tempfile::tempdir().expect("temp dir");
-    let opts = SqliteOptions {
-        compaction: CompactionPolicy::disabled(),
-        ..Default::default()
-    };
-    let store = SqliteStore::open(dir.path().join("store.db"), opts)
-        .await
-        .expect("open sqlite store");
-    Fixture {
-        store: Arc::new(store),
-        exclusive: true,
-        _keep: Box::new(dir),
-    }
+    let opts = SqliteOptions { compaction: CompactionPolicy::disabled(), ..Default::default() };
+    let store = SqliteStore::open(dir.path().join("store.db"), opts).await.expect("open sqlite store");
+    Fixture { store: Arc::new(store), exclusive: true, _keep: Box::new(dir) }
 }
 
 /// etcd: the binary's shared server under a unique prefix, or a dedicated server for cases
@@ -40,28 +31,13 @@ pub async fn etcd(case: &str) -> Fixture {
     let prefix = format!("/vt-test/{case}-{}/", N.fetch_add(1, Ordering::Relaxed));
     if case.contains("compaction") {
         let server = EtcdServer::start();
-        let store = EtcdStore::connect(EtcdOptions::new(
-            vec![server.endpoint().to_string()],
-            prefix,
-        ))
-        .await
-        .expect("connect etcd");
-        return Fixture {
-            store: Arc::new(store),
-            exclusive: true,
-            _keep: Box::new(server),
-        };
+        let store = EtcdStore::connect(EtcdOptions::new(vec![server.endpoint().to_string()], prefix))
+            .await
+            .expect("connect etcd");
+        return Fixture { store: Arc::new(store), exclusive: true, _keep: Box::new(server) };
     }
     let server = EtcdServer::shared();
-    let store = EtcdStore::connect(EtcdOptions::new(
-        vec![server.endpoint().to_string()],
-        prefix,
-    ))
-    .await
-    .expect("connect etcd");
-    Fixture {
-        store: Arc::new(store),
-        exclusive: false,
-        _keep: Box::new(()),
-    }
+    let store =
+        EtcdStore::connect(EtcdOptions::new(vec![server.endpoint().to_string()], prefix)).await.expect("connect etcd");
+    Fixture { store: Arc::new(store), exclusive: false, _keep: Box::new(()) }
 }
