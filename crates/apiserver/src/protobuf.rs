@@ -456,7 +456,10 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", &api_version));
     let module = module_of(group).ok_or_else(|| format!("no protobuf messages for group {group:?}"))?;
     let name = format!("{module}::{version}::{kind}");
-    let idx = message_index(&name).ok_or_else(|| format!("no protobuf message for {api_version}, Kind={kind}"))?;
+    // Options kinds (DeleteOptions, ...) travel as core v1 but live in meta.k8s.io.
+    let idx = message_index(&name)
+        .or_else(|| message_index(&format!("apimachinery::pkg::apis::meta::{version}::{kind}")))
+        .ok_or_else(|| format!("no protobuf message for {api_version}, Kind={kind}"))?;
     let mut obj = decode_message(&raw, idx, 0)?;
     if let Some(m) = obj.as_object_mut() {
         m.insert("apiVersion".into(), json!(api_version));

@@ -140,7 +140,14 @@ fn item_key(item: &Value, keys: &[&str]) -> Option<String> {
     let mut sorted: Vec<&&str> = keys.iter().collect();
     sorted.sort();
     for k in sorted {
-        m.insert((*k).to_string(), item.get(*k)?.clone());
+        let v = match item.get(*k) {
+            Some(v) => v.clone(),
+            // A missing key field takes its schema default, as structured-merge-diff does;
+            // the only defaulted key fields of the built-in types are the ports' protocols.
+            None if *k == "protocol" => json!("TCP"),
+            None => return None,
+        };
+        m.insert((*k).to_string(), v);
     }
     Some(format!("k:{}", Value::Object(m)))
 }

@@ -35,8 +35,13 @@ pub(crate) struct DeleteOptions {
 fn parse_options(op: &Op<'_>, body: &Bytes) -> ApiResult<DeleteOptions> {
     let mut o = DeleteOptions::default();
     if !body.is_empty() {
-        let v: Value = serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("unable to decode DeleteOptions: {e}")))?;
+        let ct = op.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let v: Value = match crate::negotiate::body_format(ct) {
+            Some(crate::negotiate::BodyFormat::Protobuf) => crate::protobuf::decode(body),
+            Some(crate::negotiate::BodyFormat::Yaml) => serde_saphyr::from_slice(body).map_err(|e| e.to_string()),
+            _ => serde_json::from_slice(body).map_err(|e| e.to_string()),
+        }
+        .map_err(|e| ApiError::bad_request(format!("unable to decode DeleteOptions: {e}")))?;
         o.grace = v.get("gracePeriodSeconds").and_then(Value::as_i64);
         if let Some(d) = v.get("dryRun").and_then(Value::as_array) {
             for x in d {
