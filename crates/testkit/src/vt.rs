@@ -136,6 +136,16 @@ impl Kubectl {
         Kubectl { binary, kubeconfig: kubeconfig.to_path_buf(), cache: tempfile::tempdir().expect("cache dir") }
     }
 
+    /// The kubectl binary.
+    pub fn binary_path(&self) -> PathBuf {
+        self.binary.clone()
+    }
+
+    /// The kubeconfig.
+    pub fn kubeconfig_path(&self) -> PathBuf {
+        self.kubeconfig.clone()
+    }
+
     /// The same kubeconfig with a specific kubectl version.
     pub fn version(&self, v: &str) -> Kubectl {
         Kubectl::new(&self.kubeconfig, Some(v))
