@@ -73,11 +73,19 @@ fn server_side_apply(k: &Kubectl, ns: &str) {
     let out = k.run_stdin(&["-n", ns, "apply", "--server-side", "-f", "-"], DEPLOYMENT);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(r#"Apply failed with 1 conflict: conflict with "kubectl-patch""#) && err.contains(".spec.replicas"), "{err}");
+    assert!(
+        err.contains(r#"Apply failed with 1 conflict: conflict with "kubectl-patch""#)
+            && err.contains(".spec.replicas"),
+        "{err}"
+    );
     k.ok_stdin(&["-n", ns, "apply", "--server-side", "--force-conflicts", "-f", "-"], DEPLOYMENT);
     assert_eq!(jsonpath(k, ns, "deploy/web", "{.spec.replicas}"), "2");
     k.ok_stdin(&["-n", ns, "apply", "--server-side", "-f", "-"], DEPLOYMENT_TRIMMED);
-    assert_eq!(jsonpath(k, ns, "deploy/web", "{.spec.template.spec.containers[*].name}"), "nginx", "the sidecar is pruned");
+    assert_eq!(
+        jsonpath(k, ns, "deploy/web", "{.spec.template.spec.containers[*].name}"),
+        "nginx",
+        "the sidecar is pruned"
+    );
     assert_eq!(jsonpath(k, ns, "deploy/web", "{.metadata.labels}"), r#"{"app":"web"}"#);
     let managers = jsonpath(k, ns, "deploy/web", "{range .metadata.managedFields[*]}{.manager}:{.operation} {end}");
     assert!(managers.contains("kubectl:Apply"), "{managers}");
@@ -97,7 +105,15 @@ fn everyday_edits(k: &Kubectl, ns: &str, dir: &std::path::Path) {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(jsonpath(k, ns, "deploy/web", "{.spec.replicas}"), "4");
     // Strategic merge is kubectl patch's default: containers merge by name.
-    k.ok(&["-n", ns, "patch", "deploy", "web", "-p", r#"{"spec":{"template":{"spec":{"containers":[{"name":"cache","image":"redis:7"}]}}}}"#]);
+    k.ok(&[
+        "-n",
+        ns,
+        "patch",
+        "deploy",
+        "web",
+        "-p",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"cache","image":"redis:7"}]}}}}"#,
+    ]);
     assert_eq!(jsonpath(k, ns, "deploy/web", "{.spec.template.spec.containers[*].name}"), "nginx cache");
     k.ok(&["-n", ns, "set", "image", "deploy/web", "nginx=nginx:1.28"]);
     assert_eq!(jsonpath(k, ns, "deploy/web", "{.spec.template.spec.containers[0].image}"), "nginx:1.28");
@@ -110,7 +126,10 @@ fn everyday_edits(k: &Kubectl, ns: &str, dir: &std::path::Path) {
     let err = k.fails(&["-n", ns, "annotate", "deploy/web", "note=three"]);
     assert!(err.contains("already has a value"), "{err}");
     k.ok(&["-n", ns, "rollout", "restart", "deploy/web"]);
-    assert!(!jsonpath(k, ns, "deploy/web", "{.spec.template.metadata.annotations.kubectl\\.kubernetes\\.io/restartedAt}").is_empty());
+    assert!(
+        !jsonpath(k, ns, "deploy/web", "{.spec.template.metadata.annotations.kubectl\\.kubernetes\\.io/restartedAt}")
+            .is_empty()
+    );
 }
 
 fn k_binary(k: &Kubectl) -> std::path::PathBuf {
@@ -131,9 +150,19 @@ fn explain(k: &Kubectl) {
 
 /// wait for a condition, a jsonpath and a deletion; describe; auth can-i.
 fn wait_describe_can_i(k: &Kubectl, ns: &str) {
-    k.ok_stdin(&["-n", ns, "apply", "-f", "-"], "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: c, image: busybox:1.36}]\n");
+    k.ok_stdin(
+        &["-n", ns, "apply", "-f", "-"],
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: c, image: busybox:1.36}]\n",
+    );
     k.ok(&[
-        "-n", ns, "patch", "pod", "p", "--subresource=status", "--type=merge", "-p",
+        "-n",
+        ns,
+        "patch",
+        "pod",
+        "p",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
         r#"{"status":{"conditions":[{"type":"Ready","status":"True"}],"phase":"Running"}}"#,
     ]);
     k.ok(&["-n", ns, "wait", "--for=condition=Ready", "pod/p", "--timeout=20s"]);
@@ -144,7 +173,10 @@ fn wait_describe_can_i(k: &Kubectl, ns: &str) {
     assert!(deploy.contains("Replicas:") && deploy.contains("nginx:1.28"), "{deploy}");
     let nsd = k.ok(&["describe", "namespace", ns]);
     assert!(nsd.contains("Status:") && nsd.contains("Active"), "{nsd}");
-    k.ok_stdin(&["apply", "-f", "-"], "apiVersion: v1\nkind: Node\nmetadata: {name: node-a, labels: {kubernetes.io/hostname: node-a}}\n");
+    k.ok_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Node\nmetadata: {name: node-a, labels: {kubernetes.io/hostname: node-a}}\n",
+    );
     let node = k.ok(&["describe", "node", "node-a"]);
     assert!(node.contains("Name:") && node.contains("node-a"), "{node}");
     // auth can-i sends a protobuf SelfSubjectAccessReview.
@@ -206,6 +238,7 @@ fn helm_4_release_lifecycle() {
     assert!(stdout.contains("uninstall"), "{stdout}");
     // Everything the release made is gone; only Helm's nothing remains.
     let left = k.ok(&["-n", "helm", "get", "deploy,svc,cm,secret,sa,role,rolebinding", "-o", "name"]);
-    let left: Vec<&str> = left.lines().filter(|l| !l.contains("kube-root-ca") && !l.contains("serviceaccount/default")).collect();
+    let left: Vec<&str> =
+        left.lines().filter(|l| !l.contains("kube-root-ca") && !l.contains("serviceaccount/default")).collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }

@@ -10,15 +10,26 @@ use crate::registry::ResourceType;
 use crate::status::ApiError;
 use crate::{ApiServer, json_response};
 
+mod v2pb;
+
+/// The media type of the protobuf OpenAPI v2 document, and its older spelling.
+const V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+const V2_PROTOBUF_OLD: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+
 fn gvk(t: &ResourceType) -> Value {
     json!({"group": t.group, "version": t.version, "kind": t.kind})
 }
 
-fn param(name: &str, description: &str) -> Value {
-    json!({"name": name, "in": "query", "description": description, "schema": {"type": "string", "uniqueItems": true}})
+/// A query parameter, in OpenAPI v3 form (`schema`) or Swagger 2.0 form (`type` inline).
+fn param(name: &str, description: &str, v2: bool) -> Value {
+    if v2 {
+        json!({"name": name, "in": "query", "description": description, "type": "string", "uniqueItems": true})
+    } else {
+        json!({"name": name, "in": "query", "description": description, "schema": {"type": "string", "uniqueItems": true}})
+    }
 }
 
-fn operation(t: &ResourceType, action: &str, id: &str, write: bool) -> Value {
+fn operation(t: &ResourceType, action: &str, id: &str, write: bool, v2: bool) -> Value {
     let mut op = json!({
         "operationId": id,
         "x-kubernetes-action": action,
@@ -27,14 +38,16 @@ fn operation(t: &ResourceType, action: &str, id: &str, write: bool) -> Value {
     });
     if write {
         op["parameters"] = json!([
-            param("dryRun", "When present, indicates that modifications should not be persisted."),
+            param("dryRun", "When present, indicates that modifications should not be persisted.", v2),
             param(
                 "fieldManager",
-                "fieldManager is a name associated with the actor or entity that is making these changes."
+                "fieldManager is a name associated with the actor or entity that is making these changes.",
+                v2
             ),
             param(
                 "fieldValidation",
-                "fieldValidation instructs the server on how to handle objects in the request containing unknown or duplicate fields. Valid values are: Ignore, Warn (default), Strict."
+                "fieldValidation instructs the server on how to handle objects in the request containing unknown or duplicate fields. Valid values are: Ignore, Warn (default), Strict.",
+                v2
             ),
         ]);
     }
@@ -42,7 +55,7 @@ fn operation(t: &ResourceType, action: &str, id: &str, write: bool) -> Value {
 }
 
 /// The paths of one group version.
-fn paths(types: &[std::sync::Arc<ResourceType>]) -> Map<String, Value> {
+fn paths(types: &[std::sync::Arc<ResourceType>], v2: bool) -> Map<String, Value> {
     let mut paths = Map::new();
     for t in types {
         let base = if t.group.is_empty() { "/api/v1".to_string() } else { format!("/apis/{}/{}", t.group, t.version) };
@@ -51,29 +64,29 @@ fn paths(types: &[std::sync::Arc<ResourceType>]) -> Map<String, Value> {
         let collection = format!("{base}{scope}/{}", t.plural);
         let mut c = Map::new();
         if t.supports("list") {
-            c.insert("get".into(), operation(t, "list", &format!("list{id}"), false));
+            c.insert("get".into(), operation(t, "list", &format!("list{id}"), false, v2));
         }
         if t.supports("create") {
-            c.insert("post".into(), operation(t, "post", &format!("create{id}"), true));
+            c.insert("post".into(), operation(t, "post", &format!("create{id}"), true, v2));
         }
         if t.supports("deletecollection") {
-            c.insert("delete".into(), operation(t, "deletecollection", &format!("deletecollection{id}"), false));
+            c.insert("delete".into(), operation(t, "deletecollection", &format!("deletecollection{id}"), false, v2));
         }
         if !c.is_empty() {
             paths.insert(collection.clone(), Value::Object(c));
         }
         let mut item = Map::new();
         if t.supports("get") {
-            item.insert("get".into(), operation(t, "get", &format!("read{id}"), false));
+            item.insert("get".into(), operation(t, "get", &format!("read{id}"), false, v2));
         }
         if t.supports("update") {
-            item.insert("put".into(), operation(t, "put", &format!("replace{id}"), true));
+            item.insert("put".into(), operation(t, "put", &format!("replace{id}"), true, v2));
         }
         if t.supports("patch") {
-            item.insert("patch".into(), operation(t, "patch", &format!("patch{id}"), true));
+            item.insert("patch".into(), operation(t, "patch", &format!("patch{id}"), true, v2));
         }
         if t.supports("delete") {
-            item.insert("delete".into(), operation(t, "delete", &format!("delete{id}"), false));
+            item.insert("delete".into(), operation(t, "delete", &format!("delete{id}"), false, v2));
         }
         if !item.is_empty() {
             paths.insert(format!("{collection}/{{name}}"), Value::Object(item));
@@ -88,7 +101,7 @@ fn paths(types: &[std::sync::Arc<ResourceType>]) -> Map<String, Value> {
                 ("create", "post", "post"),
             ] {
                 if s.verbs.iter().any(|v| v == verb) {
-                    let mut op = operation(t, action, &format!("{method}{id}{}", s.name), verb != "get");
+                    let mut op = operation(t, action, &format!("{method}{id}{}", s.name), verb != "get", v2);
                     op["x-kubernetes-group-version-kind"] = sgvk.clone();
                     sub.insert(method.into(), op);
                 }
@@ -256,12 +269,24 @@ fn kind_definitions(types: &[std::sync::Arc<ResourceType>]) -> Vec<String> {
     names
 }
 
+/// Whether the client's most preferred acceptable type is the protobuf OpenAPI v2 document
+/// (client-go sends it alone; other clients list JSON first or only).
+fn wants_v2_protobuf(accept: Option<&str>) -> bool {
+    let Some(first) = accept.and_then(|a| a.split(',').next()) else { return false };
+    let media = first.split(';').next().unwrap_or("").trim();
+    media.eq_ignore_ascii_case(V2_PROTOBUF) || media.eq_ignore_ascii_case(V2_PROTOBUF_OLD)
+}
+
 fn cached(key: &str, build: impl FnOnce() -> Value) -> bytes::Bytes {
+    cached_bytes(key, || serde_json::to_vec(&build()).unwrap_or_default())
+}
+
+fn cached_bytes(key: &str, build: impl FnOnce() -> Vec<u8>) -> bytes::Bytes {
     let d = docs();
     if let Some(b) = d.rendered.lock().unwrap_or_else(|p| p.into_inner()).get(key) {
         return b.clone();
     }
-    let b = bytes::Bytes::from(serde_json::to_vec(&build()).unwrap_or_default());
+    let b = bytes::Bytes::from(build());
     d.rendered.lock().unwrap_or_else(|p| p.into_inner()).insert(key.to_string(), b.clone());
     b
 }
@@ -275,7 +300,7 @@ fn bytes_response(b: bytes::Bytes) -> Response<Body> {
 }
 
 /// Serves `/openapi/...`.
-pub fn handle(api: &ApiServer, path: &str, _accept: Option<&str>) -> Result<Response<Body>, ApiError> {
+pub fn handle(api: &ApiServer, path: &str, accept: Option<&str>) -> Result<Response<Body>, ApiError> {
     let rest = path.trim_start_matches("/openapi/").trim_end_matches('/');
     let version = format!("v1.{}.0", crate::KUBERNETES_MINOR);
     if rest == "v3" {
@@ -303,7 +328,7 @@ pub fn handle(api: &ApiServer, path: &str, _accept: Option<&str>) -> Result<Resp
             json!({
                 "openapi": "3.0.0",
                 "info": {"title": "Kubernetes", "version": version},
-                "paths": paths(&types),
+                "paths": paths(&types, false),
                 "components": {"schemas": schemas},
             })
         });
@@ -311,14 +336,24 @@ pub fn handle(api: &ApiServer, path: &str, _accept: Option<&str>) -> Result<Resp
     }
     if rest == "v2" {
         let all = api.registry().all();
-        let body = cached("v2", || {
+        let doc = || {
             let text = serde_json::to_string(&docs().definitions)
                 .unwrap_or_default()
                 .replace("#/components/schemas/", "#/definitions/");
             let definitions: Value = serde_json::from_str(&text).unwrap_or(json!({}));
-            json!({"swagger": "2.0", "info": {"title": "Kubernetes", "version": version}, "paths": paths(&all), "definitions": definitions})
-        });
-        return Ok(bytes_response(body));
+            json!({"swagger": "2.0", "info": {"title": "Kubernetes", "version": version}, "paths": paths(&all, true), "definitions": definitions})
+        };
+        if wants_v2_protobuf(accept) {
+            let body = cached_bytes("v2.pb", || v2pb::encode(&doc()));
+            return Ok(Response::builder()
+                .status(StatusCode::OK)
+                // As kube-openapi: the spec's media type is not a valid MIME type ('@'), so Go
+                // clients would fail to parse it as Content-Type.
+                .header(http::header::CONTENT_TYPE, "application/octet-stream")
+                .body(crate::body::full(body))
+                .expect("valid response"));
+        }
+        return Ok(bytes_response(cached("v2", doc)));
     }
     Err(ApiError::not_found_path())
 }

@@ -9,6 +9,7 @@
 //! their JSON forms.
 
 mod table;
+pub(crate) mod wire;
 
 use base64::Engine;
 use serde_json::{Map, Value, json};
