@@ -370,3 +370,123 @@ async fn negotiation_and_methods() {
         code(send(http::Request::get("/api/v1/nothings").body(Vec::new()).unwrap()).await.unwrap_err());
     assert_eq!((status, message.as_str()), (404, "the server could not find the requested resource"));
 }
+
+/// Server-side printing as kube-apiserver does it: `as=Table` (v1 and v1beta1) for list, get
+/// and watch, every column sent (priority 1 is what `-o wide` shows), `includeObject`
+/// Metadata (default) / Object / None and 400 otherwise, the default convertor's
+/// `Name`/`Created At` (rows null when empty), column definitions only in a watch's first
+/// event, watch-list falling back to the next acceptable type, and PartialObjectMetadata.
+#[tokio::test]
+async fn tables_and_partial_metadata() {
+    let (_s, c) = setup("tbl").await;
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "tbl");
+    pods.create(&PostParams::default(), &pod("web")).await.unwrap();
+    pods.create(&PostParams::default(), &pod("db")).await.unwrap();
+    let get = |path: String, accept: &'static str| {
+        let c = c.clone();
+        async move {
+            let text =
+                c.request_text(http::Request::get(path).header("accept", accept).body(Vec::new()).unwrap()).await?;
+            Ok::<_, Error>(text)
+        }
+    };
+    const V1: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
+    const V1BETA1: &str = "application/json;as=Table;v=v1beta1;g=meta.k8s.io";
+    let t: serde_json::Value =
+        serde_json::from_str(&get("/api/v1/namespaces/tbl/pods".into(), V1).await.unwrap()).unwrap();
+    assert_eq!((t["kind"].as_str(), t["apiVersion"].as_str()), (Some("Table"), Some("meta.k8s.io/v1")));
+    let columns: Vec<(&str, u64)> = t["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap(), c["priority"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            ("Name", 0),
+            ("Ready", 0),
+            ("Status", 0),
+            ("Restarts", 0),
+            ("Age", 0),
+            ("IP", 1),
+            ("Node", 1),
+            ("Nominated Node", 1),
+            ("Readiness Gates", 1)
+        ]
+    );
+    assert!(t["metadata"]["resourceVersion"].as_str().is_some_and(|rv| !rv.is_empty()));
+    let rows = t["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        rows[0]["cells"],
+        json!(["db", "0/1", "Pending", "0", rows[0]["cells"][4], "<none>", "<none>", "<none>", "<none>"])
+    );
+    assert_eq!(rows[0]["object"]["kind"], "PartialObjectMetadata");
+    assert_eq!(rows[0]["object"]["apiVersion"], "meta.k8s.io/v1");
+    assert_eq!(rows[0]["object"]["metadata"]["name"], "db");
+
+    // One object, v1beta1, with the whole object; or with none.
+    let t: serde_json::Value = serde_json::from_str(
+        &get("/api/v1/namespaces/tbl/pods/web?includeObject=Object".into(), V1BETA1).await.unwrap(),
+    )
+    .unwrap();
+    assert_eq!(t["apiVersion"], "meta.k8s.io/v1beta1");
+    assert_eq!(t["rows"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        (t["rows"][0]["object"]["kind"].as_str(), t["rows"][0]["object"]["spec"]["containers"][0]["name"].as_str()),
+        (Some("Pod"), Some("c"))
+    );
+    let t: serde_json::Value =
+        serde_json::from_str(&get("/api/v1/namespaces/tbl/pods/web?includeObject=None".into(), V1).await.unwrap())
+            .unwrap();
+    assert!(t["rows"][0]["object"].is_null());
+    let (status, reason, message) =
+        code(get("/api/v1/namespaces/tbl/pods?includeObject=All".into(), V1).await.unwrap_err());
+    assert_eq!((status, reason.as_str()), (400, "BadRequest"));
+    assert!(message.contains("must be 'Metadata', 'Object', 'None', or empty"), "{message}");
+
+    // The default convertor (Roles): Name and Created At; an empty list has null rows.
+    let t: serde_json::Value =
+        serde_json::from_str(&get("/apis/rbac.authorization.k8s.io/v1/namespaces/tbl/roles".into(), V1).await.unwrap())
+            .unwrap();
+    let names: Vec<&str> =
+        t["columnDefinitions"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["Name", "Created At"]);
+    assert!(t["rows"].is_null());
+
+    // Watch: one one-row Table per event, column definitions only in the first.
+    let text = get("/api/v1/namespaces/tbl/pods?watch=true&timeoutSeconds=1".into(), V1).await.unwrap();
+    let events: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(events.len(), 2, "{text}");
+    assert!(events.iter().all(|e| e["type"] == "ADDED" && e["object"]["kind"] == "Table"));
+    assert!(events[0]["object"]["columnDefinitions"].as_array().is_some_and(|c| c.len() == 9));
+    assert!(events[1]["object"]["columnDefinitions"].is_null());
+    assert_eq!(events[1]["object"]["rows"][0]["cells"][0], "web");
+    // A watch-list request cannot have Tables: negotiation moves on to plain JSON.
+    let text = get(
+        "/api/v1/namespaces/tbl/pods?watch=true&timeoutSeconds=1&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan".into(),
+        "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
+    )
+    .await
+    .unwrap();
+    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(first["object"]["kind"], "Pod");
+
+    // PartialObjectMetadata for lists and watch events (what metadata-only informers use).
+    const PARTIAL: &str = "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io";
+    let l: serde_json::Value =
+        serde_json::from_str(&get("/api/v1/namespaces/tbl/pods".into(), PARTIAL).await.unwrap()).unwrap();
+    assert_eq!(l["kind"], "PartialObjectMetadataList");
+    assert_eq!(l["items"][1]["metadata"]["name"], "web");
+    assert!(l["items"][1].get("spec").is_none());
+    let text = get(
+        "/api/v1/namespaces/tbl/pods?watch=true&timeoutSeconds=1".into(),
+        "application/json;as=PartialObjectMetadata;v=v1;g=meta.k8s.io",
+    )
+    .await
+    .unwrap();
+    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(first["object"]["kind"], "PartialObjectMetadata");
+    assert!(first["object"].get("spec").is_none());
+}

@@ -190,6 +190,64 @@ fn wait_describe_can_i(k: &Kubectl, ns: &str) {
     assert!(child.wait_with_output().unwrap().status.success(), "wait --for=delete");
 }
 
+/// Server-side printing: `-o wide` shows the priority-1 columns, custom columns read the
+/// row objects, `get -w` prints a table row per event.
+fn printing(k: &Kubectl, ns: &str) {
+    let wide = k.ok(&["-n", ns, "get", "deploy", "web", "-o", "wide"]);
+    let mut lines = wide.lines();
+    let header: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE", "CONTAINERS", "IMAGES", "SELECTOR"],
+        "{wide}"
+    );
+    let row: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+    assert_eq!((row[0], row[1], row[5], row[7]), ("web", "0/1", "nginx,cache", "app=web"), "{wide}");
+    let narrow = k.ok(&["-n", ns, "get", "deploy"]);
+    assert!(narrow.starts_with("NAME") && !narrow.contains("CONTAINERS"), "{narrow}");
+    let custom = k.ok(&["-n", ns, "get", "deploy", "-o", "custom-columns=N:.metadata.name,R:.spec.replicas"]);
+    assert_eq!(custom.split_whitespace().collect::<Vec<_>>(), ["N", "R", "web", "1"]);
+    let nodes = k.ok(&["get", "nodes", "-o", "wide"]);
+    assert!(nodes.contains("INTERNAL-IP") && nodes.contains("node-a"), "{nodes}");
+
+    // get -w: the initial rows, then one row per change.
+    let mut child = std::process::Command::new(k_binary(k))
+        .env("KUBECONFIG", k_config(k))
+        .args(["-n", ns, "get", "pods", "-w", "--output-watch-events"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next = |what: &str| -> String {
+        rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap_or_else(|_| panic!("no watch line for {what}"))
+    };
+    // kubectl lists, then watches from the list's resourceVersion: nothing is missed whether the
+    // pod lands in the list or in the watch, and either way it prints as ADDED.
+    k.ok_stdin(
+        &["-n", ns, "apply", "-f", "-"],
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: watched}\nspec:\n  containers: [{name: c, image: busybox:1.36}]\n",
+    );
+    let header = next("the header");
+    assert!(header.starts_with("EVENT") && header.contains("READY") && header.contains("RESTARTS"), "{header}");
+    let added = next("ADDED");
+    assert!(added.starts_with("ADDED") && added.contains("watched") && added.contains("Pending"), "{added}");
+    k.ok(&["-n", ns, "label", "pod", "watched", "seen=yes"]);
+    let modified = next("MODIFIED");
+    assert!(modified.starts_with("MODIFIED") && modified.contains("watched"), "{modified}");
+    let _ = child.kill();
+    let _ = child.wait();
+    k.ok(&["-n", ns, "delete", "pod", "watched"]);
+}
+
 fn scenario(server: &VtServer, version: &str) {
     let k = server.kubectl().version(version);
     let ns = format!("tools-{}", version.replace('.', "-"));
@@ -200,6 +258,7 @@ fn scenario(server: &VtServer, version: &str) {
     everyday_edits(&k, &ns, dir.path());
     explain(&k);
     wait_describe_can_i(&k, &ns);
+    printing(&k, &ns);
 }
 
 #[test]

@@ -35,6 +35,7 @@ pub mod smp;
 pub mod ssa;
 pub mod status;
 mod strategy;
+pub mod table;
 pub mod validation;
 mod watch;
 pub mod watchcache;

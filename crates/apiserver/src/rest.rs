@@ -78,7 +78,12 @@ impl Op<'_> {
 
     /// Renders an object (or list, or Status) in the negotiated format.
     pub fn respond(&self, code: StatusCode, v: &Value) -> Response<Body> {
-        let mut resp = render(&self.output, code, v);
+        let mut resp = match &self.output {
+            Output::Table(version) if v.get("kind").and_then(Value::as_str) != Some("Status") => {
+                crate::json_response(code, &self.table_converter(version).convert(v, true))
+            }
+            output => render(output, code, v),
+        };
         let ws = self.warnings.lock().unwrap_or_else(|p| p.into_inner());
         for w in ws.iter() {
             let text = format!("299 - \"{}\"", w.replace('\\', "\\\\").replace('"', "\\\""));
@@ -87,6 +92,15 @@ impl Op<'_> {
             }
         }
         resp
+    }
+}
+
+impl Op<'_> {
+    /// The Table converter for this request (`includeObject` was validated up front).
+    pub fn table_converter(&self, version: &str) -> crate::table::Converter {
+        let include = crate::table::parse_include(self.query.get("includeObject").map(String::as_str))
+            .unwrap_or(crate::table::Include::Metadata);
+        crate::table::Converter::new(&self.rt, &self.sub, version, include)
     }
 }
 
@@ -109,7 +123,7 @@ pub(crate) fn render(output: &Output, code: StatusCode, v: &Value) -> Response<B
 }
 
 /// Reduces an object or list to `PartialObjectMetadata[List]`.
-fn partial_metadata(v: &Value, version: &str) -> Value {
+pub(crate) fn partial_metadata(v: &Value, version: &str) -> Value {
     let api_version = format!("meta.k8s.io/{version}");
     if let Some(items) = v.get("items").and_then(Value::as_array) {
         let items: Vec<Value> = items
@@ -184,8 +198,11 @@ pub(crate) async fn handle(
         .with_kind(&rt.group, &rt.plural));
     }
     let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    let tables = false;
-    let output = match negotiate::choose(accept, tables) {
+    // Every built-in resource prints as a Table (the default convertor at least), except that
+    // a watch-list request (sendInitialEvents with bookmarks) cannot: negotiation moves on.
+    let flag = |k: &str| query.get(k).is_some_and(|v| v == "true" || v == "1");
+    let watch_list = info.verb == "watch" && flag("sendInitialEvents") && flag("allowWatchBookmarks");
+    let output = match negotiate::choose(accept, !watch_list) {
         Some(o) => o,
         None => {
             return Err(ApiError::new(
@@ -195,6 +212,9 @@ pub(crate) async fn handle(
             ));
         }
     };
+    if matches!(output, Output::Table(_)) {
+        crate::table::parse_include(query.get("includeObject").map(String::as_str))?;
+    }
     let (parts, body) = req.into_parts();
     let op = Op {
         api,

@@ -23,6 +23,7 @@ use tokio::sync::{broadcast, mpsc};
 use vt_store::{Revision, StoreError};
 
 use crate::body::{self, Body};
+use crate::negotiate::Output;
 use crate::registry::ResourceType;
 use crate::rest::Op;
 use crate::rest::list::{Filter, snapshot, wait_for_revision};
@@ -40,17 +41,61 @@ fn frame(kind: &str, object_json: &[u8]) -> Bytes {
     Bytes::from(out)
 }
 
-fn bookmark(rt: &ResourceType, rv: Revision, initial_end: bool) -> Bytes {
+/// A BOOKMARK event's object.
+fn bookmark(rt: &ResourceType, rv: Revision, initial_end: bool) -> Vec<u8> {
     let mut meta = json!({"resourceVersion": rv.to_string(), "creationTimestamp": null});
     if initial_end {
         meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
     }
-    let obj = json!({"kind": rt.kind, "apiVersion": rt.api_version(), "metadata": meta});
-    frame("BOOKMARK", obj.to_string().as_bytes())
+    json!({"kind": rt.kind, "apiVersion": rt.api_version(), "metadata": meta}).to_string().into_bytes()
 }
 
-fn error_frame(e: &ApiError) -> Bytes {
-    frame("ERROR", e.to_status().to_string().as_bytes())
+/// An ERROR event's Status.
+fn error_status(e: &ApiError) -> Vec<u8> {
+    e.to_status().to_string().into_bytes()
+}
+
+/// How each event's object is rendered: as stored, as a one-row Table (`as=Table`; column
+/// definitions only in the connection's first event, as kube-apiserver), or as
+/// `PartialObjectMetadata`.
+enum Transform {
+    None,
+    Table { converter: crate::table::Converter, headers_sent: bool },
+    Partial(String),
+}
+
+impl Transform {
+    fn of(op: &Op<'_>) -> Transform {
+        match &op.output {
+            Output::Table(version) => Transform::Table { converter: op.table_converter(version), headers_sent: false },
+            Output::PartialMetadata(version) => Transform::Partial(version.clone()),
+            _ => Transform::None,
+        }
+    }
+
+    /// The frame of one event.
+    fn frame(&mut self, kind: &str, object_json: &[u8]) -> Bytes {
+        let converted = match self {
+            Transform::None => return frame(kind, object_json),
+            _ if kind == "ERROR" => {
+                if let Transform::Table { headers_sent, .. } = self {
+                    *headers_sent = true;
+                }
+                return frame(kind, object_json);
+            }
+            Transform::Table { converter, headers_sent } => {
+                let obj: Value = serde_json::from_slice(object_json).unwrap_or(Value::Null);
+                let t = converter.convert(&obj, !*headers_sent);
+                *headers_sent = true;
+                t
+            }
+            Transform::Partial(version) => {
+                let obj: Value = serde_json::from_slice(object_json).unwrap_or(Value::Null);
+                rest::partial_metadata(&obj, version)
+            }
+        };
+        frame(kind, converted.to_string().as_bytes())
+    }
 }
 
 /// Where a watcher's changes come from.
@@ -94,8 +139,8 @@ fn object_json(rt: &ResourceType, change: &Change, obj: &Value, is_change_object
     if is_change_object { change.object_json().clone() } else { Bytes::from(obj.to_string()) }
 }
 
-/// The event a change produces for a watcher with `filter`, if any.
-fn event_for(rt: &ResourceType, change: &Change, filter: &Filter) -> Option<Bytes> {
+/// The event a change produces for a watcher with `filter`, if any: its type and object.
+fn event_for(rt: &ResourceType, change: &Change, filter: &Filter) -> Option<(&'static str, Bytes)> {
     let view = |o: &Value| -> Value {
         if strategy::converts(rt) {
             let mut v = o.clone();
@@ -111,16 +156,16 @@ fn event_for(rt: &ResourceType, change: &Change, filter: &Filter) -> Option<Byte
     let cur = !change.deleted && matches(&change.object);
     let old = change.prev.as_deref().is_some_and(matches);
     if change.deleted {
-        return old.then(|| frame("DELETED", &object_json(rt, change, &change.object, true)));
+        return old.then(|| ("DELETED", object_json(rt, change, &change.object, true)));
     }
     match (cur, old) {
-        (true, false) => Some(frame("ADDED", &object_json(rt, change, &change.object, true))),
-        (true, true) => Some(frame("MODIFIED", &object_json(rt, change, &change.object, true))),
+        (true, false) => Some(("ADDED", object_json(rt, change, &change.object, true))),
+        (true, true) => Some(("MODIFIED", object_json(rt, change, &change.object, true))),
         (false, true) => {
             // Left the selection: the previous state, at the change's revision.
             let mut prev = change.prev.as_deref().cloned().unwrap_or(Value::Null);
             object::set_resource_version(&mut prev, change.revision);
-            Some(frame("DELETED", &object_json(rt, change, &prev, false)))
+            Some(("DELETED", object_json(rt, change, &prev, false)))
         }
         (false, false) => None,
     }
@@ -165,6 +210,7 @@ pub(crate) async fn watch(op: &Op<'_>) -> ApiResult<Response<Body>> {
     let cache = op.api.cache(&op.rt.key_prefix()).await?;
 
     let (tx, body) = body::channel(64);
+    let mut transform = Transform::of(op);
     let mut initial: Vec<Bytes> = Vec::new();
     let after: Revision;
     if send_initial {
@@ -173,10 +219,10 @@ pub(crate) async fn watch(op: &Op<'_>) -> ApiResult<Response<Body>> {
         }
         let (items, revision) = snapshot(op, &filter).await?;
         for obj in items {
-            initial.push(frame("ADDED", obj.to_string().as_bytes()));
+            initial.push(transform.frame("ADDED", obj.to_string().as_bytes()));
         }
         if send_initial_param == Some(true) && bookmarks {
-            initial.push(bookmark(&op.rt, revision, true));
+            initial.push(transform.frame("BOOKMARK", &bookmark(&op.rt, revision, true)));
         }
         after = revision;
     } else {
@@ -191,7 +237,7 @@ pub(crate) async fn watch(op: &Op<'_>) -> ApiResult<Response<Body>> {
             Ok(s) => (Vec::new(), Source::Store(s)),
             Err(StoreError::Compacted { .. }) => {
                 let e = ApiError::expired(format!("too old resource version: {after} ({})", cache_oldest(op).await));
-                initial.push(error_frame(&e));
+                initial.push(transform.frame("ERROR", &error_status(&e)));
                 return Ok(stream_response(op, tx, body, initial, None));
             }
             Err(e) => return Err(rest_err(op, e)),
@@ -208,6 +254,7 @@ pub(crate) async fn watch(op: &Op<'_>) -> ApiResult<Response<Body>> {
         every: op.api.config().bookmark_interval,
         timeout,
         cache: cache.clone(),
+        transform,
     };
     Ok(stream_response(op, tx, body, initial, Some((state, replay, source))))
 }
@@ -231,6 +278,7 @@ struct Stream {
     every: Duration,
     timeout: Duration,
     cache: Arc<crate::watchcache::WatchCache>,
+    transform: Transform,
 }
 
 fn stream_response(
@@ -265,7 +313,10 @@ impl Stream {
         }
         self.last = c.revision;
         match event_for(&self.rt, c, &self.filter) {
-            Some(f) => self.tx.send(f).await.is_ok(),
+            Some((kind, object)) => {
+                let f = self.transform.frame(kind, &object);
+                self.tx.send(f).await.is_ok()
+            }
             None => true,
         }
     }
@@ -284,8 +335,11 @@ impl Stream {
                 _ = &mut deadline => return,
                 _ = tick.tick(), if self.bookmarks => {
                     let rv = self.last.max(self.cache.head());
-                    if rv > self.start && self.tx.send(bookmark(&self.rt, rv, false)).await.is_err() {
-                        return;
+                    if rv > self.start {
+                        let f = self.transform.frame("BOOKMARK", &bookmark(&self.rt, rv, false));
+                        if self.tx.send(f).await.is_err() {
+                            return;
+                        }
                     }
                 }
                 _ = self.tx.closed() => return,
@@ -293,7 +347,8 @@ impl Stream {
                     Some(Ok(c)) => if !self.send_change(&c).await { return },
                     Some(Err(StoreError::Compacted { .. })) => {
                         let e = ApiError::expired("The resourceVersion for the provided watch is too old.");
-                        let _ = self.tx.send(error_frame(&e)).await;
+                        let f = self.transform.frame("ERROR", &error_status(&e));
+                        let _ = self.tx.send(f).await;
                         return;
                     }
                     Some(Err(_)) | None => return,

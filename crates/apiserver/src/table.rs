@@ -1,0 +1,252 @@
+//! Server-side printing: `meta.k8s.io` Tables (`Accept: application/json;as=Table;v=v1;g=meta.k8s.io`),
+//! which is how `kubectl get` renders every kind without knowing it.
+//!
+//! Like kube-apiserver, the server always prints the wide table: every column (priority 1 ones
+//! are what `-o wide` adds) and every cell. Column names are Title-Case on the wire; kubectl
+//! upper-cases them. Kinds without a printer get the default convertor: `Name` and `Created At`.
+//! Each row carries the object as `includeObject` asks: `Metadata` (the default) gives a
+//! `PartialObjectMetadata`, `Object` the whole object, `None` nothing.
+
+mod printers;
+
+use serde_json::{Map, Value, json};
+
+use crate::registry::ResourceType;
+use crate::status::ApiError;
+
+/// One column of a Table.
+#[derive(Clone, Copy, Debug)]
+pub struct Column {
+    /// Title-Case name, as kube-apiserver sends it.
+    pub name: &'static str,
+    /// `string`, `integer`, `boolean`, `date`.
+    pub ty: &'static str,
+    /// `name` for the name column, else empty.
+    pub format: &'static str,
+    /// 0: always shown; 1: shown by `-o wide`.
+    pub priority: u8,
+    /// What the column shows.
+    pub description: &'static str,
+}
+
+/// What each row's `object` holds (`includeObject`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Include {
+    /// `null`.
+    None,
+    /// A `PartialObjectMetadata` (the default).
+    Metadata,
+    /// The whole object.
+    Object,
+}
+
+/// Parses `includeObject`; unknown values are a 400 as in kube-apiserver.
+pub fn parse_include(v: Option<&str>) -> Result<Include, ApiError> {
+    match v.unwrap_or("") {
+        "" | "Metadata" => Ok(Include::Metadata),
+        "Object" => Ok(Include::Object),
+        "None" => Ok(Include::None),
+        other => Err(ApiError::bad_request(format!(
+            "Unable to convert to Table as requested: includeObject: Invalid value: {other:?}: must be 'Metadata', 'Object', 'None', or empty"
+        ))),
+    }
+}
+
+/// How to print one kind.
+pub(crate) struct Printer {
+    pub columns: &'static [Column],
+    /// The cells of one object's row and the row's conditions.
+    pub cells: fn(&Value, jiff::Timestamp) -> Row,
+}
+
+/// A row's cells and, for pods, its conditions.
+pub(crate) struct Row {
+    pub cells: Vec<Value>,
+    pub conditions: Option<Value>,
+}
+
+impl From<Vec<Value>> for Row {
+    fn from(cells: Vec<Value>) -> Row {
+        Row { cells, conditions: None }
+    }
+}
+
+/// Converts an object or a list to a Table.
+pub struct Converter {
+    printer: &'static Printer,
+    api_version: String,
+    include: Include,
+    now: jiff::Timestamp,
+}
+
+impl Converter {
+    /// A converter for `rt` producing `meta.k8s.io/<version>` Tables.
+    pub fn new(rt: &ResourceType, subresource: &str, version: &str, include: Include) -> Converter {
+        Converter {
+            printer: printers::for_kind(rt, subresource),
+            api_version: format!("meta.k8s.io/{version}"),
+            include,
+            now: jiff::Timestamp::now(),
+        }
+    }
+
+    fn row(&self, obj: &Value) -> Value {
+        let Row { cells, conditions } = (self.printer.cells)(obj, self.now);
+        let object = match self.include {
+            Include::None => Value::Null,
+            Include::Object => obj.clone(),
+            Include::Metadata => json!({
+                "kind": "PartialObjectMetadata",
+                "apiVersion": self.api_version,
+                "metadata": obj.get("metadata").cloned().unwrap_or(json!({})),
+            }),
+        };
+        let mut row = Map::new();
+        row.insert("cells".into(), Value::Array(cells));
+        if let Some(c) = conditions {
+            row.insert("conditions".into(), c);
+        }
+        row.insert("object".into(), object);
+        Value::Object(row)
+    }
+
+    fn columns(&self) -> Value {
+        Value::Array(
+            self.printer
+                .columns
+                .iter()
+                .map(|c| {
+                    json!({"name": c.name, "type": c.ty, "format": c.format, "description": c.description, "priority": c.priority})
+                })
+                .collect(),
+        )
+    }
+
+    /// The Table of an object or a list (a list has `items`). `headers: false` leaves
+    /// `columnDefinitions` null, as watch events after the first.
+    pub fn convert(&self, v: &Value, headers: bool) -> Value {
+        let mut meta = Map::new();
+        let rows: Value;
+        if let Some(items) = v.get("items").and_then(Value::as_array) {
+            if let Some(m) = v.get("metadata").and_then(Value::as_object) {
+                for k in ["resourceVersion", "continue", "remainingItemCount"] {
+                    if let Some(x) = m.get(k).filter(|x| !x.is_null() && x.as_str() != Some("")) {
+                        meta.insert(k.into(), x.clone());
+                    }
+                }
+            }
+            // The default convertor leaves an empty list's rows nil.
+            rows = if items.is_empty() && std::ptr::eq(self.printer, &printers::DEFAULT) {
+                Value::Null
+            } else {
+                Value::Array(items.iter().map(|i| self.row(i)).collect())
+            };
+        } else {
+            if let Some(rv) = v.pointer("/metadata/resourceVersion").filter(|x| x.as_str() != Some("")) {
+                meta.insert("resourceVersion".into(), rv.clone());
+            }
+            rows = Value::Array(vec![self.row(v)]);
+        }
+        json!({
+            "kind": "Table",
+            "apiVersion": self.api_version,
+            "metadata": meta,
+            "columnDefinitions": if headers { self.columns() } else { Value::Null },
+            "rows": rows,
+        })
+    }
+}
+
+/// `duration.HumanDuration`: the AGE column's format (`45s`, `3m10s`, `5h`, `2d1h`, `3y`).
+pub fn human_duration(d: jiff::SignedDuration) -> String {
+    let secs = d.as_secs();
+    if secs < -1 {
+        return "<invalid>".into();
+    }
+    if secs < 0 {
+        return "0s".into();
+    }
+    if secs < 120 {
+        return format!("{secs}s");
+    }
+    let minutes = secs / 60;
+    if minutes < 10 {
+        let s = secs % 60;
+        return if s == 0 { format!("{minutes}m") } else { format!("{minutes}m{s}s") };
+    }
+    if minutes < 180 {
+        return format!("{minutes}m");
+    }
+    let hours = secs / 3600;
+    if hours < 8 {
+        let m = minutes % 60;
+        return if m == 0 { format!("{hours}h") } else { format!("{hours}h{m}m") };
+    }
+    if hours < 48 {
+        return format!("{hours}h");
+    }
+    if hours < 24 * 8 {
+        let h = hours % 24;
+        return if h == 0 { format!("{}d", hours / 24) } else { format!("{}d{h}h", hours / 24) };
+    }
+    if hours < 24 * 365 * 2 {
+        return format!("{}d", hours / 24);
+    }
+    if hours < 24 * 365 * 8 {
+        let dy = (hours / 24) % 365;
+        return if dy == 0 { format!("{}y", hours / 24 / 365) } else { format!("{}y{dy}d", hours / 24 / 365) };
+    }
+    format!("{}y", hours / 24 / 365)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiff::SignedDuration as D;
+
+    /// Pins apimachinery's `HumanDuration` (its duration_test.go vectors).
+    #[test]
+    fn human_durations() {
+        let h = |s: i64| D::from_secs(s);
+        for (d, want) in [
+            (D::ZERO, "0s"),
+            (D::from_millis(999), "0s"),
+            (h(1), "1s"),
+            (h(70), "70s"),
+            (D::from_millis(119_999), "119s"),
+            (h(120), "2m"),
+            (h(121), "2m1s"),
+            (h(190), "3m10s"),
+            (D::from_millis(599_999), "9m59s"),
+            (h(600), "10m"),
+            (h(601), "10m"),
+            (h(70 * 60), "70m"),
+            (h(3 * 3600), "3h"),
+            (h(3 * 3600 + 60), "3h1m"),
+            (D::from_millis((8 * 3600 * 1000) - 1), "7h59m"),
+            (h(8 * 3600), "8h"),
+            (h(47 * 3600), "47h"),
+            (h(48 * 3600), "2d"),
+            (h(49 * 3600), "2d1h"),
+            (D::from_millis(8 * 86400 * 1000 - 1), "7d23h"),
+            (h(8 * 86400), "8d"),
+            (h(367 * 86400), "367d"),
+            (h(730 * 86400), "2y"),
+            (h(731 * 86400), "2y1d"),
+            (h(8 * 365 * 86400), "8y"),
+            (h(-2), "<invalid>"),
+            (D::new(-1, -999_999_999), "0s"),
+        ] {
+            assert_eq!(human_duration(d), want, "{d:?}");
+        }
+    }
+
+    #[test]
+    fn include_object_values() {
+        assert_eq!(parse_include(None).unwrap(), Include::Metadata);
+        assert_eq!(parse_include(Some("Object")).unwrap(), Include::Object);
+        assert_eq!(parse_include(Some("None")).unwrap(), Include::None);
+        let e = parse_include(Some("All")).unwrap_err();
+        assert_eq!(e.code, 400);
+    }
+}
