@@ -268,6 +268,24 @@ fn bad_input_is_refused_and_changes_nothing() {
         String::from_utf8_lossy(&out.stderr)
     );
     k.ok(&["-n", "bad", "delete", "cm", "warned"]);
+    // Duplicate fields (the JSON parser alone would keep the last silently): an error under
+    // Strict, a Warning header by default (Warn).
+    let f = write("dup.json", br#"{"metadata":{"name":"dup"},"data":{"a":"1","a":"2"}}"#);
+    let err = k.fails(&["create", "--raw", "/api/v1/namespaces/bad/configmaps?fieldValidation=Strict", "-f", &f]);
+    assert!(
+        err.contains(r#"strict decoding error: duplicate field \"data.a\""#)
+            || err.contains(r#"strict decoding error: duplicate field "data.a""#),
+        "{err}"
+    );
+    let out = k.run(&["create", "--raw", "/api/v1/namespaces/bad/configmaps", "-f", &f]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(r#"duplicate field "data.a""#),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(k.ok(&["-n", "bad", "get", "cm", "dup", "-o", "jsonpath={.data.a}"]), "2");
+    k.ok(&["-n", "bad", "delete", "cm", "dup"]);
     // Nothing changed, and the server still answers.
     assert_eq!(k.ok(&["-n", "bad", "get", "cm", "keep", "-o", "jsonpath={.metadata.resourceVersion}"]), before);
     assert_eq!(k.ok(&["-n", "bad", "get", "cm", "-o", "name"]).lines().count(), 1);

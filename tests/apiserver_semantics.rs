@@ -490,3 +490,50 @@ async fn tables_and_partial_metadata() {
     assert_eq!(first["object"]["kind"], "PartialObjectMetadata");
     assert!(first["object"].get("spec").is_none());
 }
+
+/// fieldValidation on patches and YAML bodies, as kube-apiserver's handler tests pin it: a
+/// strict error in a merge or strategic patch is a 422 on the field `patch`; a YAML body with a
+/// repeated key is refused under Strict (`line N: key "k" already set in map`) and otherwise
+/// taken with the last value.
+#[tokio::test]
+async fn field_validation_of_patches_and_yaml() {
+    use kube::api::ValidationDirective;
+    let (_s, c) = setup("fv").await;
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "fv");
+    cms.create(&PostParams::default(), &cm("a")).await.unwrap();
+    let strict = PatchParams { field_validation: Some(ValidationDirective::Strict), ..Default::default() };
+    for patch in [
+        Patch::Merge(json!({"bogus": 1, "data": {"k": "v"}})),
+        Patch::Strategic(json!({"bogus": 1, "data": {"k": "v"}})),
+    ] {
+        let (status, reason, message) = code(cms.patch("a", &strict, &patch).await.unwrap_err());
+        assert_eq!((status, reason.as_str()), (422, "Invalid"));
+        assert!(
+            message.contains("patch: Invalid value:")
+                && message.contains(r#"strict decoding error: unknown field "bogus""#),
+            "{message}"
+        );
+    }
+    assert!(cms.get("a").await.unwrap().data.is_none(), "a refused patch changes nothing");
+    // Under Warn (the default) the same patch applies, without the unknown field.
+    let warn = PatchParams::default();
+    let patched = cms.patch("a", &warn, &Patch::Merge(json!({"bogus": 1, "data": {"k": "v"}}))).await.unwrap();
+    assert_eq!(patched.data.unwrap()["k"], "v");
+
+    let yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: yml\ndata:\n  k: one\n  k: two\n";
+    let post = |query: &str| {
+        http::Request::post(format!("/api/v1/namespaces/fv/configmaps{query}"))
+            .header("content-type", "application/yaml")
+            .body(yaml.as_bytes().to_vec())
+            .unwrap()
+    };
+    let (status, _, message) = code(c.request_text(post("?fieldValidation=Strict")).await.unwrap_err());
+    assert_eq!(status, 400);
+    assert!(
+        message.contains(r#"strict decoding error: yaml: unmarshal errors:"#)
+            && message.contains(r#"line 7: key "k" already set in map"#),
+        "{message}"
+    );
+    c.request_text(post("?fieldValidation=Ignore")).await.unwrap();
+    assert_eq!(cms.get("yml").await.unwrap().data.unwrap()["k"], "two");
+}

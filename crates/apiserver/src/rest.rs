@@ -3,6 +3,7 @@
 //! (see the module docs of each part). Watch is in `watch.rs`.
 
 mod delete;
+mod dups;
 pub(crate) mod list;
 mod sub;
 mod write;

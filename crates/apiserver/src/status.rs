@@ -207,7 +207,7 @@ impl ApiError {
         let mut e = Self::new(422, "Invalid", format!("{qualified} {name:?} is invalid: {list}"));
         e.name = (!name.is_empty()).then(|| name.to_string());
         e.group = (!group.is_empty()).then(|| group.to_string());
-        e.kind = Some(kind.to_string());
+        e.kind = (!kind.is_empty()).then(|| kind.to_string());
         e.causes = causes;
         e
     }

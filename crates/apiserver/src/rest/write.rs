@@ -89,7 +89,8 @@ pub(crate) fn decode_body(op: &Op<'_>, body: &Bytes) -> ApiResult<Value> {
     let ct = op.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let parsed: Result<Value, String> = match body_format(ct) {
         Some(BodyFormat::Json) => serde_json::from_slice(body).map_err(|e| e.to_string()),
-        Some(BodyFormat::Yaml) => serde_saphyr::from_slice::<Value>(body).map_err(|e| e.to_string()),
+        // Repeated keys: the last wins; `body_duplicates` reports them per fieldValidation.
+        Some(BodyFormat::Yaml) => super::dups::yaml_last_wins(body).map_err(|e| e.to_string()),
         Some(BodyFormat::Protobuf) => crate::protobuf::decode(body),
         _ => return Err(ApiError::unsupported_media_type(BODY_TYPES)),
     };
@@ -157,31 +158,86 @@ fn unknown_fields(input: &Value, typed: &Value, path: &str, out: &mut Vec<String
     }
 }
 
-/// Type-checks `obj` through the kind's typed form; returns the pruned object. Unknown fields
-/// are errors under `Strict`, warnings under `Warn`, and silently dropped under `Ignore`.
-pub(crate) fn typed_check(op: &Op<'_>, obj: Value, validation: FieldValidation) -> ApiResult<Value> {
-    let Some(roundtrip) = op.rt.roundtrip else {
-        return Ok(obj);
-    };
+/// The duplicate fields of a JSON request body, when `fieldValidation` wants them reported
+/// (YAML's decoder refuses duplicate keys itself; protobuf cannot repeat a field by name).
+pub(crate) fn body_duplicates(op: &Op<'_>, body: &[u8], validation: FieldValidation) -> Vec<Duplicate> {
+    if validation == FieldValidation::Ignore {
+        return Vec::new();
+    }
+    let ct = op.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    match body_format(ct) {
+        Some(BodyFormat::Json | BodyFormat::MergePatch | BodyFormat::StrategicMergePatch) => {
+            super::dups::duplicate_fields(body)
+                .into_iter()
+                .map(|path| {
+                    let text = format!("duplicate field {path:?}");
+                    Duplicate { error: text.clone(), warning: text }
+                })
+                .collect()
+        }
+        Some(BodyFormat::Yaml) => match serde_saphyr::from_slice::<Value>(body) {
+            Err(e) => super::dups::yaml_duplicate(&e)
+                .map(|d| Duplicate { error: format!("yaml: unmarshal errors:\n  {d}"), warning: d })
+                .into_iter()
+                .collect(),
+            Ok(_) => Vec::new(),
+        },
+        _ => Vec::new(),
+    }
+}
+
+/// A duplicate field in a request body: its strict-error and warning wordings.
+pub(crate) struct Duplicate {
+    error: String,
+    warning: String,
+}
+
+/// Type-checks `obj` through the kind's typed form; returns the pruned object. Duplicate
+/// fields (`dups`, found in the body) and unknown fields are errors under `Strict`, warnings
+/// under `Warn`, and silently dropped under `Ignore`. For a patch (`patch` is its body) a
+/// strict error is kube-apiserver's 422 on the field `patch`; for a body, a 400.
+pub(crate) fn typed_check(
+    op: &Op<'_>,
+    obj: Value,
+    validation: FieldValidation,
+    dups: &[Duplicate],
+    patch: Option<&[u8]>,
+) -> ApiResult<Value> {
     let kind = &op.rt.kind;
     let version = &op.rt.version;
-    let typed = roundtrip(&obj).map_err(|e| {
-        ApiError::bad_request(format!("{kind} in version {version:?} cannot be handled as a {kind}: {e}"))
-    })?;
-    let mut unknown = Vec::new();
-    unknown_fields(&obj, &typed, "", &mut unknown);
-    if !unknown.is_empty() {
-        let list: Vec<String> = unknown.iter().map(|u| format!("unknown field {u:?}")).collect();
-        match validation {
-            FieldValidation::Strict => {
-                return Err(ApiError::bad_request(format!(
-                    "{kind} in version {version:?} cannot be handled as a {kind}: strict decoding error: {}",
-                    list.join(", ")
-                )));
-            }
-            FieldValidation::Warn => list.into_iter().for_each(|w| op.warn(w)),
-            FieldValidation::Ignore => {}
+    let (typed, unknown) = match op.rt.roundtrip {
+        Some(roundtrip) => {
+            let typed = roundtrip(&obj).map_err(|e| {
+                ApiError::bad_request(format!("{kind} in version {version:?} cannot be handled as a {kind}: {e}"))
+            })?;
+            let mut unknown = Vec::new();
+            unknown_fields(&obj, &typed, "", &mut unknown);
+            (typed, unknown)
         }
+        None => (obj, Vec::new()),
+    };
+    if dups.is_empty() && unknown.is_empty() {
+        return Ok(typed);
+    }
+    let unknown = unknown.iter().map(|u| format!("unknown field {u:?}"));
+    match validation {
+        FieldValidation::Strict => {
+            let list: Vec<String> = dups.iter().map(|d| d.error.clone()).chain(unknown).collect();
+            let detail = format!("strict decoding error: {}", list.join(", "));
+            return Err(match patch {
+                Some(p) => ApiError::invalid(
+                    "",
+                    "",
+                    "",
+                    vec![FieldError::invalid("patch", &json!(String::from_utf8_lossy(p)), &detail)],
+                ),
+                None => ApiError::bad_request(format!(
+                    "{kind} in version {version:?} cannot be handled as a {kind}: {detail}"
+                )),
+            });
+        }
+        FieldValidation::Warn => dups.iter().map(|d| d.warning.clone()).chain(unknown).for_each(|w| op.warn(w)),
+        FieldValidation::Ignore => {}
     }
     Ok(typed)
 }
@@ -323,7 +379,7 @@ pub(crate) async fn create(op: &Op<'_>, body: &Bytes) -> ApiResult<Response<Body
     check_type(op, &mut obj, &op.rt.kind, &op.rt.api_version())?;
     object::drop_null_metadata(&mut obj);
     check_namespace(op, &mut obj)?;
-    let obj = typed_check(op, obj, validation)?;
+    let obj = typed_check(op, obj, validation, &body_duplicates(op, body, validation), None)?;
     create_object(op, obj, dry, Some(&manager)).await
 }
 
@@ -671,7 +727,7 @@ pub(crate) async fn update(op: &Op<'_>, body: &Bytes) -> ApiResult<Response<Body
         _ => {}
     }
     check_namespace(op, &mut obj)?;
-    let obj = typed_check(op, obj, validation)?;
+    let obj = typed_check(op, obj, validation, &body_duplicates(op, body, validation), None)?;
     let result = guaranteed_update(op, &op.name, Some(&manager), |current| {
         let mut new = split_subresource(op, &obj, current);
         strategy::prepare_for_update(&op.rt, &mut new, current, &op.sub);
@@ -757,6 +813,7 @@ pub(crate) async fn patch(op: &Op<'_>, body: &Bytes) -> ApiResult<Response<Body>
             "application/apply-patch+yaml",
         ]));
     }
+    let dups = body_duplicates(op, body, validation);
     let result = guaranteed_update(op, &op.name, Some(&manager), |current| {
         let mut base = current.clone();
         object::meta_mut(&mut base).remove("resourceVersion");
@@ -773,7 +830,7 @@ pub(crate) async fn patch(op: &Op<'_>, body: &Bytes) -> ApiResult<Response<Body>
                 op.name
             )));
         }
-        let patched = typed_check(op, patched, validation)?;
+        let patched = typed_check(op, patched, validation, &dups, Some(body))?;
         let mut new = split_subresource(op, &patched, current);
         strategy::prepare_for_update(&op.rt, &mut new, current, &op.sub);
         Ok(new)
@@ -818,7 +875,7 @@ async fn apply(op: &Op<'_>, body: &Bytes, validation: FieldValidation) -> ApiRes
         _ => {}
     }
     check_namespace(op, &mut config)?;
-    let config = typed_check(op, config, validation)?;
+    let config = typed_check(op, config, validation, &[], None)?;
     let root = op.rt.schema().map(crate::ssa::Node::Struct).unwrap_or(crate::ssa::Node::Deduced);
     let api_version = op.rt.api_version();
     let now = object::now_rfc3339();
