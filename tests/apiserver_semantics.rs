@@ -537,3 +537,69 @@ async fn field_validation_of_patches_and_yaml() {
     c.request_text(post("?fieldValidation=Ignore")).await.unwrap();
     assert_eq!(cms.get("yml").await.unwrap().data.unwrap()["k"], "two");
 }
+
+/// Protobuf answers for clients that prefer them (client-go with `ContentType: protobuf`, as
+/// kube-controller-manager and many operators run): `k8s\0` + `runtime.Unknown` for objects
+/// and lists, length-prefixed `WatchEvent` envelopes with `;stream=watch` for watches. Decoded
+/// here with k8s-pb, whose types are generated from Kubernetes' own .proto files.
+#[tokio::test]
+async fn protobuf_answers_decode_with_kubernetes_protos() {
+    use futures::AsyncReadExt;
+    use k8s_pb::apimachinery::pkg::apis::meta::v1::WatchEvent;
+    use k8s_pb::apimachinery::pkg::runtime::Unknown;
+    use prost::Message;
+
+    let (_s, c) = setup("pb").await;
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "pb");
+    pods.create(&PostParams::default(), &pod("web")).await.unwrap();
+    const PB: &str = "application/vnd.kubernetes.protobuf, application/json";
+    let fetch = |path: &str| {
+        let c = c.clone();
+        let req = http::Request::get(path).header("accept", PB).body(Vec::new()).unwrap();
+        async move {
+            let mut out = Vec::new();
+            c.request_stream(req).await.unwrap().read_to_end(&mut out).await.unwrap();
+            out
+        }
+    };
+    let unwrap = |bytes: &[u8]| -> (String, String, Vec<u8>) {
+        let body = bytes.strip_prefix(b"k8s\0").expect("the protobuf magic");
+        let u = Unknown::decode(body).unwrap();
+        let tm = u.type_meta.unwrap();
+        (tm.api_version.unwrap(), tm.kind.unwrap(), u.raw.unwrap())
+    };
+
+    let (av, kind, raw) = unwrap(&fetch("/api/v1/namespaces/pb/pods/web").await);
+    assert_eq!((av.as_str(), kind.as_str()), ("v1", "Pod"));
+    let p = k8s_pb::api::core::v1::Pod::decode(raw.as_slice()).unwrap();
+    let meta = p.metadata.unwrap();
+    assert_eq!(meta.name.as_deref(), Some("web"));
+    assert!(meta.resource_version.is_some_and(|rv| !rv.is_empty()));
+    assert!(meta.creation_timestamp.and_then(|t| t.seconds).is_some_and(|s| s > 1_700_000_000));
+    let spec = p.spec.unwrap();
+    assert_eq!(spec.containers[0].image.as_deref(), Some("busybox:1.36"));
+    assert_eq!(spec.termination_grace_period_seconds, Some(30), "defaults travel too");
+
+    let (_, kind, raw) = unwrap(&fetch("/api/v1/namespaces/pb/pods").await);
+    assert_eq!(kind, "PodList");
+    let list = k8s_pb::api::core::v1::PodList::decode(raw.as_slice()).unwrap();
+    assert_eq!(list.items.len(), 1);
+    assert!(list.metadata.unwrap().resource_version.is_some());
+
+    // Watch: 4-byte big-endian length, then a WatchEvent envelope carrying the object's.
+    let stream = fetch("/api/v1/namespaces/pb/pods?watch=true&timeoutSeconds=1").await;
+    let mut rest = stream.as_slice();
+    let mut events = Vec::new();
+    while rest.len() >= 4 {
+        let n = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+        let (_, kind, raw) = unwrap(&rest[4..4 + n]);
+        assert_eq!(kind, "WatchEvent");
+        let ev = WatchEvent::decode(raw.as_slice()).unwrap();
+        let (_, obj_kind, obj_raw) = unwrap(&ev.object.unwrap().raw.unwrap());
+        let name = k8s_pb::api::core::v1::Pod::decode(obj_raw.as_slice()).unwrap().metadata.unwrap().name.unwrap();
+        events.push((ev.r#type.unwrap(), obj_kind, name));
+        rest = &rest[4 + n..];
+    }
+    assert!(rest.is_empty(), "whole frames only");
+    assert_eq!(events, [("ADDED".to_string(), "Pod".to_string(), "web".to_string())]);
+}

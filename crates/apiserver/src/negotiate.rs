@@ -64,19 +64,23 @@ pub enum Output {
     Table(String),
     /// `meta.k8s.io` PartialObjectMetadata or PartialObjectMetadataList (v1 or v1beta1).
     PartialMetadata(String),
+    /// Kubernetes protobuf (`application/vnd.kubernetes.protobuf`), for built-in kinds.
+    Protobuf,
 }
 
 /// The media types vt serves for resources.
 pub const SERVED: &[&str] = &["application/json", "application/yaml"];
 
 /// Picks the output for a resource request from the `Accept` header; `None` means 406.
-/// `tables` says whether the resource can be rendered as a Table.
-pub fn choose(accept: Option<&str>, tables: bool) -> Option<Output> {
+/// `tables` says whether the resource can be rendered as a Table, `protobuf` whether it has
+/// a protobuf message (built-in kinds do; custom resources do not).
+pub fn choose(accept: Option<&str>, tables: bool, protobuf: bool) -> Option<Output> {
     for m in accept_list(accept) {
         if m.as_kind.is_empty() {
             match m.essence.as_str() {
                 "application/json" | "*/*" | "application/*" => return Some(Output::Json),
                 "application/yaml" => return Some(Output::Yaml),
+                "application/vnd.kubernetes.protobuf" if protobuf => return Some(Output::Protobuf),
                 _ => continue,
             }
         }
@@ -136,11 +140,21 @@ mod tests {
     #[test]
     fn kubectl_get_prefers_tables_then_json() {
         let kubectl = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
-        assert_eq!(choose(Some(kubectl), true), Some(Output::Table("v1".into())));
-        assert_eq!(choose(Some(kubectl), false), Some(Output::Json));
-        assert_eq!(choose(None, true), Some(Output::Json));
-        assert_eq!(choose(Some("application/vnd.kubernetes.protobuf"), true), None);
-        assert_eq!(choose(Some("application/vnd.kubernetes.protobuf, */*"), true), Some(Output::Json));
-        assert_eq!(choose(Some("text/html"), true), None);
+        assert_eq!(choose(Some(kubectl), true, true), Some(Output::Table("v1".into())));
+        assert_eq!(choose(Some(kubectl), false, true), Some(Output::Json));
+        assert_eq!(choose(None, true, true), Some(Output::Json));
+        assert_eq!(choose(Some("text/html"), true, true), None);
+    }
+
+    /// client-go with `ContentType: protobuf` accepts protobuf, then JSON; custom resources
+    /// have no protobuf form and get JSON; Tables are never protobuf.
+    #[test]
+    fn protobuf_when_preferred_and_possible() {
+        let client_go = "application/vnd.kubernetes.protobuf, application/json";
+        assert_eq!(choose(Some(client_go), true, true), Some(Output::Protobuf));
+        assert_eq!(choose(Some(client_go), true, false), Some(Output::Json));
+        assert_eq!(choose(Some("application/vnd.kubernetes.protobuf"), true, false), None);
+        let table = "application/vnd.kubernetes.protobuf;as=Table;v=v1;g=meta.k8s.io,application/json";
+        assert_eq!(choose(Some(table), true, true), Some(Output::Json));
     }
 }

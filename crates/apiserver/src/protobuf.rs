@@ -8,6 +8,7 @@
 //! (Quantity, IntOrString, Time, MicroTime, Duration, RawExtension, FieldsV1, JSON) decode to
 //! their JSON forms.
 
+pub mod encode;
 mod table;
 pub(crate) mod wire;
 

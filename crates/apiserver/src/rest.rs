@@ -119,6 +119,14 @@ pub(crate) fn render(output: &Output, code: StatusCode, v: &Value) -> Response<B
         Output::PartialMetadata(version) if v.get("kind").and_then(Value::as_str) != Some("Status") => {
             crate::json_response(code, &partial_metadata(v, version))
         }
+        Output::Protobuf => match crate::protobuf::encode::encode(v) {
+            Some(bytes) => Response::builder()
+                .status(code)
+                .header(header::CONTENT_TYPE, "application/vnd.kubernetes.protobuf")
+                .body(body::full(bytes))
+                .expect("valid response"),
+            None => crate::json_response(code, v),
+        },
         _ => crate::json_response(code, v),
     }
 }
@@ -203,7 +211,9 @@ pub(crate) async fn handle(
     // a watch-list request (sendInitialEvents with bookmarks) cannot: negotiation moves on.
     let flag = |k: &str| query.get(k).is_some_and(|v| v == "true" || v == "1");
     let watch_list = info.verb == "watch" && flag("sendInitialEvents") && flag("allowWatchBookmarks");
-    let output = match negotiate::choose(accept, !watch_list) {
+    let scale = info.subresource == "scale";
+    let protobuf = if scale { true } else { crate::protobuf::encode::supported(&rt.group, &rt.version, &rt.kind) };
+    let output = match negotiate::choose(accept, !watch_list, protobuf) {
         Some(o) => o,
         None => {
             return Err(ApiError::new(

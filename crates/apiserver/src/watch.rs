@@ -60,8 +60,13 @@ fn error_status(e: &ApiError) -> Vec<u8> {
 /// `PartialObjectMetadata`.
 enum Transform {
     None,
-    Table { converter: crate::table::Converter, headers_sent: bool },
+    Table {
+        converter: crate::table::Converter,
+        headers_sent: bool,
+    },
     Partial(String),
+    /// Length-prefixed protobuf `WatchEvent`s of this group version.
+    Protobuf(String),
 }
 
 impl Transform {
@@ -69,7 +74,15 @@ impl Transform {
         match &op.output {
             Output::Table(version) => Transform::Table { converter: op.table_converter(version), headers_sent: false },
             Output::PartialMetadata(version) => Transform::Partial(version.clone()),
+            Output::Protobuf => Transform::Protobuf(op.rt.api_version()),
             _ => Transform::None,
+        }
+    }
+
+    fn content_type(&self) -> &'static str {
+        match self {
+            Transform::Protobuf(_) => "application/vnd.kubernetes.protobuf;stream=watch",
+            _ => "application/json",
         }
     }
 
@@ -77,6 +90,13 @@ impl Transform {
     fn frame(&mut self, kind: &str, object_json: &[u8]) -> Bytes {
         let converted = match self {
             Transform::None => return frame(kind, object_json),
+            Transform::Protobuf(api_version) => {
+                let obj: Value = serde_json::from_slice(object_json).unwrap_or(Value::Null);
+                return match crate::protobuf::encode::watch_frame(api_version, kind, &obj) {
+                    Some(f) => Bytes::from(f),
+                    None => frame(kind, object_json),
+                };
+            }
             _ if kind == "ERROR" => {
                 if let Transform::Table { headers_sent, .. } = self {
                     *headers_sent = true;
@@ -238,7 +258,7 @@ pub(crate) async fn watch(op: &Op<'_>) -> ApiResult<Response<Body>> {
             Err(StoreError::Compacted { .. }) => {
                 let e = ApiError::expired(format!("too old resource version: {after} ({})", cache_oldest(op).await));
                 initial.push(transform.frame("ERROR", &error_status(&e)));
-                return Ok(stream_response(op, tx, body, initial, None));
+                return Ok(stream_response(transform.content_type(), tx, body, initial, None));
             }
             Err(e) => return Err(rest_err(op, e)),
         },
@@ -256,7 +276,8 @@ pub(crate) async fn watch(op: &Op<'_>) -> ApiResult<Response<Body>> {
         cache: cache.clone(),
         transform,
     };
-    Ok(stream_response(op, tx, body, initial, Some((state, replay, source))))
+    let content_type = state.transform.content_type();
+    Ok(stream_response(content_type, tx, body, initial, Some((state, replay, source))))
 }
 
 fn rest_err(op: &Op<'_>, e: StoreError) -> ApiError {
@@ -282,13 +303,12 @@ struct Stream {
 }
 
 fn stream_response(
-    op: &Op<'_>,
+    content_type: &'static str,
     tx: mpsc::Sender<Bytes>,
     body: Body,
     initial: Vec<Bytes>,
     rest: Option<(Stream, Vec<Arc<Change>>, Source)>,
 ) -> Response<Body> {
-    let _ = op;
     tokio::spawn(async move {
         for f in initial {
             if tx.send(f).await.is_err() {
@@ -301,7 +321,7 @@ fn stream_response(
     });
     Response::builder()
         .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_TYPE, content_type)
         .body(body)
         .expect("valid response")
 }

@@ -66,6 +66,18 @@ impl Writer {
         }
     }
 
+    /// An integer field written even when zero (proto2 fields Go always marshals).
+    pub fn int_always(&mut self, field: u32, v: i64) {
+        self.tag(field, VARINT);
+        self.varint(v as u64);
+    }
+
+    /// A `double` field written even when zero.
+    pub fn double_always(&mut self, field: u32, v: f64) {
+        self.tag(field, FIXED64);
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+
     /// A `bool` field; skipped when false.
     pub fn bool(&mut self, field: u32, v: bool) {
         if v {
