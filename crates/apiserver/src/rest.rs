@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use serde_json::{Value, json};
+use serde_json::Value;
 use vt_store::{KeyValue, Revision};
 
 use crate::auth::UserInfo;
@@ -133,15 +133,23 @@ pub(crate) fn render(output: &Output, code: StatusCode, v: &Value) -> Response<B
 
 /// Reduces an object or list to `PartialObjectMetadata[List]`.
 pub(crate) fn partial_metadata(v: &Value, version: &str) -> Value {
-    let api_version = format!("meta.k8s.io/{version}");
+    // Maps are built by hand: `json!` would copy each interpolated value through serde.
+    let api_version = Value::String(format!("meta.k8s.io/{version}"));
+    let typed = |kind: &str, metadata: Option<&Value>| {
+        let mut m = serde_json::Map::new();
+        m.insert("kind".into(), Value::String(kind.into()));
+        m.insert("apiVersion".into(), api_version.clone());
+        m.insert("metadata".into(), metadata.cloned().unwrap_or_else(|| Value::Object(Default::default())));
+        m
+    };
     if let Some(items) = v.get("items").and_then(Value::as_array) {
-        let items: Vec<Value> = items
-            .iter()
-            .map(|i| json!({"kind": "PartialObjectMetadata", "apiVersion": api_version, "metadata": i.get("metadata").cloned().unwrap_or(json!({}))}))
-            .collect();
-        json!({"kind": "PartialObjectMetadataList", "apiVersion": api_version, "metadata": v.get("metadata").cloned().unwrap_or(json!({})), "items": items})
+        let items: Vec<Value> =
+            items.iter().map(|i| Value::Object(typed("PartialObjectMetadata", i.get("metadata")))).collect();
+        let mut list = typed("PartialObjectMetadataList", v.get("metadata"));
+        list.insert("items".into(), Value::Array(items));
+        Value::Object(list)
     } else {
-        json!({"kind": "PartialObjectMetadata", "apiVersion": api_version, "metadata": v.get("metadata").cloned().unwrap_or(json!({}))})
+        Value::Object(typed("PartialObjectMetadata", v.get("metadata")))
     }
 }
 

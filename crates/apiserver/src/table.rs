@@ -92,14 +92,17 @@ impl Converter {
 
     fn row(&self, obj: &Value) -> Value {
         let Row { cells, conditions } = (self.printer.cells)(obj, self.now);
+        // Maps are built by hand throughout: `json!` copies interpolated values through serde.
         let object = match self.include {
             Include::None => Value::Null,
             Include::Object => obj.clone(),
-            Include::Metadata => json!({
-                "kind": "PartialObjectMetadata",
-                "apiVersion": self.api_version,
-                "metadata": obj.get("metadata").cloned().unwrap_or(json!({})),
-            }),
+            Include::Metadata => {
+                let mut m = Map::new();
+                m.insert("kind".into(), Value::String("PartialObjectMetadata".into()));
+                m.insert("apiVersion".into(), Value::String(self.api_version.clone()));
+                m.insert("metadata".into(), obj.get("metadata").cloned().unwrap_or_else(|| Value::Object(Map::new())));
+                Value::Object(m)
+            }
         };
         let mut row = Map::new();
         row.insert("cells".into(), Value::Array(cells));
@@ -147,13 +150,13 @@ impl Converter {
             }
             rows = Value::Array(vec![self.row(v)]);
         }
-        json!({
-            "kind": "Table",
-            "apiVersion": self.api_version,
-            "metadata": meta,
-            "columnDefinitions": if headers { self.columns() } else { Value::Null },
-            "rows": rows,
-        })
+        let mut table = Map::new();
+        table.insert("kind".into(), Value::String("Table".into()));
+        table.insert("apiVersion".into(), Value::String(self.api_version.clone()));
+        table.insert("metadata".into(), Value::Object(meta));
+        table.insert("columnDefinitions".into(), if headers { self.columns() } else { Value::Null });
+        table.insert("rows".into(), rows);
+        Value::Object(table)
     }
 }
 

@@ -4,7 +4,9 @@
 //! `cargo bench -p vt --bench apiserver` prints, for 1, 16 and 64 concurrent clients: create,
 //! get and list (100 objects) throughput and p50/p99 latency, through the API and directly on
 //! the store, and their ratio (the API-over-store overhead); watch delivery latency; and the
-//! server's RSS idle and with 1,000 open watches.
+//! server's RSS idle and with 1,000 open watches; then the everyday-tool paths: a strategic
+//! merge patch, a merge patch and a server-side apply on a Deployment, and a list of 1,000
+//! pods as plain JSON and as the Table `kubectl get` asks for.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -277,4 +279,117 @@ async fn run() {
         fanout.as_secs_f64() * 1e6
     );
     drop(watches);
+    tools(&client).await;
+}
+
+const DEPLOYMENT: &str = r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"web","labels":{"app":"web"}},
+ "spec":{"replicas":2,"selector":{"matchLabels":{"app":"web"}},"template":{"metadata":{"labels":{"app":"web"}},
+ "spec":{"containers":[{"name":"nginx","image":"nginx:1.27","ports":[{"containerPort":80}],
+ "env":[{"name":"A","value":"1"},{"name":"B","value":"2"}],"resources":{"requests":{"cpu":"100m","memory":"64Mi"}}},
+ {"name":"sidecar","image":"busybox:1.36"}]}}}}"#;
+
+/// Latency of the paths kubectl and Helm exercise (one client, sequential).
+async fn tools(client: &kube::Client) {
+    let send = |method: http::Method, path: String, ct: &'static str, accept: &'static str, body: Vec<u8>| {
+        let c = client.clone();
+        async move {
+            let req = http::Request::builder()
+                .method(method)
+                .uri(path)
+                .header("content-type", ct)
+                .header("accept", accept)
+                .body(body)
+                .unwrap();
+            c.request_text(req).await.unwrap()
+        }
+    };
+    send(
+        http::Method::POST,
+        "/apis/apps/v1/namespaces/bench/deployments".into(),
+        "application/json",
+        "application/json",
+        DEPLOYMENT.as_bytes().to_vec(),
+    )
+    .await;
+    let n = scale(500);
+    let dep = "/apis/apps/v1/namespaces/bench/deployments/web";
+    let timed = |label: &'static str, lat: &mut Vec<Duration>| {
+        println!("| {label} | {:.0} | {:.0} |", pct(lat, 0.5), pct(lat, 0.99));
+    };
+    println!("\n| operation (1 client, over TLS) | p50 (µs) | p99 (µs) |\n|---|---:|---:|");
+    let mut lat = Vec::with_capacity(n);
+    for i in 0..n {
+        let patch = format!(
+            r#"{{"spec":{{"template":{{"spec":{{"containers":[{{"name":"nginx","image":"nginx:1.{i}"}}]}}}}}}}}"#
+        );
+        let t = Instant::now();
+        send(
+            http::Method::PATCH,
+            dep.into(),
+            "application/strategic-merge-patch+json",
+            "application/json",
+            patch.into_bytes(),
+        )
+        .await;
+        lat.push(t.elapsed());
+    }
+    timed("strategic merge patch (Deployment, container image)", &mut lat);
+    let mut lat = Vec::with_capacity(n);
+    for i in 0..n {
+        let patch = format!(r#"{{"metadata":{{"annotations":{{"rev":"{i}"}}}}}}"#);
+        let t = Instant::now();
+        send(http::Method::PATCH, dep.into(), "application/merge-patch+json", "application/json", patch.into_bytes())
+            .await;
+        lat.push(t.elapsed());
+    }
+    timed("merge patch (Deployment, annotation)", &mut lat);
+    let mut lat = Vec::with_capacity(n);
+    for i in 0..n {
+        let applied = DEPLOYMENT.replace(r#""replicas":2"#, &format!(r#""replicas":{}"#, 2 + i % 5));
+        let t = Instant::now();
+        send(
+            http::Method::PATCH,
+            format!("{dep}?fieldManager=bench&force=true"),
+            "application/apply-patch+yaml",
+            "application/json",
+            applied.into_bytes(),
+        )
+        .await;
+        lat.push(t.elapsed());
+    }
+    timed("server-side apply (Deployment, whole manifest)", &mut lat);
+
+    // 1,000 pods, listed as kubectl does (Table) and as plain JSON.
+    for i in 0..1000 {
+        let pod = format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"p{i}","labels":{{"app":"web"}}}},"spec":{{"containers":[{{"name":"c","image":"nginx"}}]}}}}"#
+        );
+        send(
+            http::Method::POST,
+            "/api/v1/namespaces/bench/pods".into(),
+            "application/json",
+            "application/json",
+            pod.into_bytes(),
+        )
+        .await;
+    }
+    let lists = scale(50);
+    for (label, accept) in [
+        ("list 1,000 pods as JSON", "application/json"),
+        (
+            "list 1,000 pods as Table (kubectl get)",
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json",
+        ),
+    ] {
+        let mut lat = Vec::with_capacity(lists);
+        for _ in 0..lists {
+            let t = Instant::now();
+            let body =
+                send(http::Method::GET, "/api/v1/namespaces/bench/pods".into(), "application/json", accept, Vec::new())
+                    .await;
+            lat.push(t.elapsed());
+            assert!(body.len() > 100_000);
+        }
+        timed(label, &mut lat);
+    }
 }

@@ -324,7 +324,13 @@ pub(crate) fn list_object(op: &Op<'_>, listed: Listed, keep_type: bool) -> Value
     if let Some(c) = listed.continue_token {
         metadata["continue"] = json!(c);
     }
-    json!({"kind": op.rt.list_kind, "apiVersion": op.rt.api_version(), "metadata": metadata, "items": items})
+    // Built by moving `items` in: `json!` would deep-copy every item through serde.
+    let mut list = serde_json::Map::new();
+    list.insert("kind".into(), json!(op.rt.list_kind));
+    list.insert("apiVersion".into(), json!(op.rt.api_version()));
+    list.insert("metadata".into(), metadata);
+    list.insert("items".into(), Value::Array(items));
+    Value::Object(list)
 }
 
 /// Every object passing `filter` at the latest revision, in key order, and that revision.
