@@ -437,6 +437,14 @@ async fn tables_and_partial_metadata() {
         (t["rows"][0]["object"]["kind"].as_str(), t["rows"][0]["object"]["spec"]["containers"][0]["name"].as_str()),
         (Some("Pod"), Some("c"))
     );
+    // Row objects of a list carry their type (kube converts each to the request's version).
+    let t: serde_json::Value =
+        serde_json::from_str(&get("/api/v1/namespaces/tbl/pods?includeObject=Object".into(), V1).await.unwrap())
+            .unwrap();
+    assert_eq!(
+        (t["rows"][0]["object"]["kind"].as_str(), t["rows"][0]["object"]["apiVersion"].as_str()),
+        (Some("Pod"), Some("v1"))
+    );
     let t: serde_json::Value =
         serde_json::from_str(&get("/api/v1/namespaces/tbl/pods/web?includeObject=None".into(), V1).await.unwrap())
             .unwrap();
@@ -586,15 +594,14 @@ async fn protobuf_answers_decode_with_kubernetes_protos() {
     assert_eq!(list.items.len(), 1);
     assert!(list.metadata.unwrap().resource_version.is_some());
 
-    // Watch: 4-byte big-endian length, then a WatchEvent envelope carrying the object's.
+    // Watch: a 4-byte big-endian length, then a bare WatchEvent (kube's raw stream serializer)
+    // whose object carries the object's own envelope.
     let stream = fetch("/api/v1/namespaces/pb/pods?watch=true&timeoutSeconds=1").await;
     let mut rest = stream.as_slice();
     let mut events = Vec::new();
     while rest.len() >= 4 {
         let n = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
-        let (_, kind, raw) = unwrap(&rest[4..4 + n]);
-        assert_eq!(kind, "WatchEvent");
-        let ev = WatchEvent::decode(raw.as_slice()).unwrap();
+        let ev = WatchEvent::decode(&rest[4..4 + n]).unwrap();
         let (_, obj_kind, obj_raw) = unwrap(&ev.object.unwrap().raw.unwrap());
         let name = k8s_pb::api::core::v1::Pod::decode(obj_raw.as_slice()).unwrap().metadata.unwrap().name.unwrap();
         events.push((ev.r#type.unwrap(), obj_kind, name));

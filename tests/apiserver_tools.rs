@@ -207,6 +207,12 @@ fn printing(k: &Kubectl, ns: &str) {
     assert!(narrow.starts_with("NAME") && !narrow.contains("CONTAINERS"), "{narrow}");
     let custom = k.ok(&["-n", ns, "get", "deploy", "-o", "custom-columns=N:.metadata.name,R:.spec.replicas"]);
     assert_eq!(custom.split_whitespace().collect::<Vec<_>>(), ["N", "R", "web", "1"]);
+    // --sort-by asks for Tables with whole objects (includeObject=Object).
+    let sorted = k.ok(&["get", "namespaces", "--sort-by=.metadata.name", "-o", "name"]);
+    let names: Vec<&str> = sorted.lines().collect();
+    let mut expected = names.clone();
+    expected.sort();
+    assert!(names.len() >= 4 && names == expected, "{sorted}");
     let nodes = k.ok(&["get", "nodes", "-o", "wide"]);
     assert!(nodes.contains("INTERNAL-IP") && nodes.contains("node-a"), "{nodes}");
 

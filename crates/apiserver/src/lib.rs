@@ -17,6 +17,7 @@
 pub mod auth;
 pub mod body;
 mod bootstrap;
+pub mod crd;
 mod discovery;
 mod fields;
 pub mod ipalloc;
@@ -121,8 +122,14 @@ impl ApiServer {
             }),
         };
         bootstrap::run(&api).await?;
+        // Custom resources are served from the first request on, also after a restart.
+        crd::load(&api).await;
         let finalizer = tokio::spawn(namespaces::run(Arc::downgrade(&api.inner)));
-        api.inner._background.lock().unwrap_or_else(|p| p.into_inner()).push(finalizer.abort_handle());
+        let crds = tokio::spawn(crd::run(Arc::downgrade(&api.inner)));
+        let mut background = api.inner._background.lock().unwrap_or_else(|p| p.into_inner());
+        background.push(finalizer.abort_handle());
+        background.push(crds.abort_handle());
+        drop(background);
         Ok(api)
     }
 

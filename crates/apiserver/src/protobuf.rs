@@ -277,7 +277,7 @@ fn decode_message(buf: &[u8], idx: usize, depth: usize) -> Result<Value, String>
             let m = decode_raw_bytes(buf)?;
             return raw_json(&m);
         }
-        n if n.ends_with("::JSON") => {
+        n if n.ends_with("::JSON") || n.ends_with("::v1::Json") => {
             let m = decode_raw_bytes(buf)?;
             return raw_json(&m);
         }

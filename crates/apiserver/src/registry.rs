@@ -54,7 +54,7 @@ pub struct Policy {
     /// Default propagation for deletes.
     pub default_gc: GcPolicy,
     /// Field selectors beyond `metadata.name` and `metadata.namespace`.
-    pub field_selectors: Vec<&'static str>,
+    pub field_selectors: Vec<String>,
     /// Objects expire after this long (Events).
     pub ttl: Option<Duration>,
 }
@@ -113,6 +113,8 @@ pub struct ResourceType {
     /// Adds the kind's OpenAPI schema to a generator and returns its definition name
     /// (built-in kinds).
     pub openapi: Option<fn(&mut schemars::SchemaGenerator) -> String>,
+    /// What a CustomResourceDefinition says of this version (custom resources).
+    pub custom: Option<Arc<crate::crd::CustomResource>>,
 }
 
 impl ResourceType {
@@ -172,7 +174,7 @@ impl ResourceType {
         if self.namespaced {
             f.push("metadata.namespace");
         }
-        f.extend(self.policy.field_selectors.iter().copied());
+        f.extend(self.policy.field_selectors.iter().map(String::as_str));
         f
     }
 }
@@ -190,6 +192,8 @@ pub struct GroupInfo {
 pub struct Registry {
     types: RwLock<Vec<Arc<ResourceType>>>,
     index: RwLock<HashMap<(String, String, String), Arc<ResourceType>>>,
+    /// Bumped on every change (documents derived from the registry are cached by it).
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// The built-in types, built once per process and shared by every server.
@@ -203,7 +207,7 @@ impl Registry {
     pub fn builtin() -> Registry {
         let types: Vec<Arc<ResourceType>> = builtin_types().to_vec();
         let index = types.iter().map(|t| ((t.group.clone(), t.version.clone(), t.plural.clone()), t.clone())).collect();
-        Registry { types: RwLock::new(types), index: RwLock::new(index) }
+        Registry { types: RwLock::new(types), index: RwLock::new(index), generation: Default::default() }
     }
 
     /// The type served at `group/version/plural`.
@@ -252,23 +256,27 @@ impl Registry {
         groups
     }
 
-    /// Adds or replaces types (custom resources); replaces every type of the same group and
-    /// resource name.
-    pub fn upsert(&self, new: Vec<ResourceType>) {
+    /// The registry's generation: it changes whenever the served types do.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Serves exactly `new` for `group`'s `plural` (every version), replacing what was served
+    /// for it; an empty `new` stops serving it. Built-in types cannot be replaced.
+    pub fn replace(&self, group: &str, plural: &str, new: Vec<ResourceType>) {
         let mut types = self.types.write().unwrap_or_else(|p| p.into_inner());
         let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+        let custom = |t: &ResourceType| t.group == group && t.plural == plural && t.custom.is_some();
+        types.retain(|t| !custom(t));
+        index.retain(|_, t| !custom(t));
         for t in new {
-            types.retain(|o| !(o.group == t.group && o.plural == t.plural && o.version == t.version));
+            if index.contains_key(&(t.group.clone(), t.version.clone(), t.plural.clone())) {
+                continue;
+            }
             let t = Arc::new(t);
             index.insert((t.group.clone(), t.version.clone(), t.plural.clone()), t.clone());
             types.push(t);
         }
-    }
-
-    /// Removes every version of `group`'s `plural`.
-    pub fn remove(&self, group: &str, plural: &str) {
-        let mut types = self.types.write().unwrap_or_else(|p| p.into_inner());
-        types.retain(|t| !(t.group == group && t.plural == plural));
-        self.index.write().unwrap_or_else(|p| p.into_inner()).retain(|(g, _, p), _| !(g == group && p == plural));
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 }

@@ -231,6 +231,14 @@ pub(crate) async fn handle(
             ));
         }
     };
+    if info.verb == "watch" && output == Output::Yaml {
+        // YAML has no stream form (kube-apiserver: no stream serializer, 406).
+        return Err(ApiError::new(
+            406,
+            "NotAcceptable",
+            "only the following media types are accepted: application/json, application/vnd.kubernetes.protobuf, application/json;stream=watch, application/vnd.kubernetes.protobuf;stream=watch",
+        ));
+    }
     if matches!(output, Output::Table(_)) {
         crate::table::parse_include(query.get("includeObject").map(String::as_str))?;
     }
@@ -247,6 +255,13 @@ pub(crate) async fn handle(
         output,
         warnings: std::sync::Mutex::new(Vec::new()),
     };
+    if info.verb == "create" && rt.custom.as_ref().is_some_and(|c| c.terminating) {
+        return Err(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            "create not allowed while custom resource definition is terminating",
+        ));
+    }
     if rt.namespaced && op.ns.is_empty() && !matches!(info.verb.as_str(), "list" | "watch") {
         return Err(ApiError::bad_request("Namespace parameter required."));
     }

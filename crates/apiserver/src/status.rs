@@ -101,6 +101,20 @@ impl FieldError {
         }
     }
 
+    /// `Invalid value: "x": detail` with reason `FieldValueTypeInvalid`.
+    pub fn type_invalid(field: impl Into<String>, value: &Value, detail: &str) -> Self {
+        FieldError { reason: "FieldValueTypeInvalid", ..Self::invalid(field, value, detail) }
+    }
+
+    /// `Too many: N: must have at most M items`.
+    pub fn too_many(field: impl Into<String>, actual: usize, max: i64) -> Self {
+        FieldError {
+            reason: "FieldValueTooMany",
+            field: field.into(),
+            message: format!("Too many: {actual}: must have at most {max} items"),
+        }
+    }
+
     /// `Invalid value: "x": field is immutable`.
     pub fn immutable(field: impl Into<String>, value: &Value) -> Self {
         Self::invalid(field, value, "field is immutable")

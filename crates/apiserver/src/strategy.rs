@@ -24,6 +24,7 @@ fn gk(rt: &ResourceType) -> (&str, &str) {
 
 /// Defaults and create-time mutations that do not depend on the final name.
 pub(crate) fn prepare_for_create(rt: &ResourceType, obj: &mut Value) {
+    custom_defaults(rt, obj);
     defaults::apply(rt, obj);
     match gk(rt) {
         ("", "Pod") => {
@@ -65,6 +66,13 @@ pub(crate) fn prepare_for_create(rt: &ResourceType, obj: &mut Value) {
                 .map(|a| a.insert("deprecated.daemonset.template.generation".into(), json!("1")));
         }
         _ => {}
+    }
+}
+
+/// A custom resource's schema defaults.
+fn custom_defaults(rt: &ResourceType, obj: &mut Value) {
+    if let Some(schema) = rt.custom.as_ref().and_then(|c| c.schema.as_ref()) {
+        crate::crd::schema::apply_defaults(obj, schema);
     }
 }
 
@@ -110,6 +118,7 @@ pub(crate) fn prepare_named(rt: &ResourceType, obj: &mut Value) {
 
 /// Update-time preparation: defaults, and what each kind keeps from the stored object.
 pub(crate) fn prepare_for_update(rt: &ResourceType, new: &mut Value, old: &Value, sub: &str) {
+    custom_defaults(rt, new);
     defaults::apply(rt, new);
     if (gk(rt) == ("", "Pod")) && sub == "status" {
         // A status write keeps the spec and backfills the QoS class.
@@ -175,6 +184,13 @@ pub(crate) fn generation_changed(rt: &ResourceType, new: &Value, old: &Value) ->
 
 /// Kind-specific validation of a whole object.
 pub(crate) fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
+    if let Some(c) = &rt.custom {
+        crate::crd::validate_object(c, obj, old, errs);
+        return;
+    }
+    if gk(rt) == ("apiextensions.k8s.io", "CustomResourceDefinition") {
+        crate::crd::validate_definition(obj, old, errs);
+    }
     validate::object(rt, obj, old, errs);
 }
 

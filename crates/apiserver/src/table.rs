@@ -71,31 +71,84 @@ impl From<Vec<Value>> for Row {
     }
 }
 
+/// Where a Table's columns come from.
+enum Source {
+    /// A built-in printer (or the default convertor).
+    Printer(&'static Printer),
+    /// A CRD's `additionalPrinterColumns` (Age alone when it declares none).
+    Custom(Vec<crate::crd::PrinterColumn>),
+}
+
 /// Converts an object or a list to a Table.
 pub struct Converter {
-    printer: &'static Printer,
+    source: Source,
     api_version: String,
     include: Include,
-    now: jiff::Timestamp,
+    /// The type (`apiVersion`, `kind`) row objects carry with `includeObject=Object`.
+    object_type: (String, String),
+    list_kind: String,
 }
 
 impl Converter {
     /// A converter for `rt` producing `meta.k8s.io/<version>` Tables.
     pub fn new(rt: &ResourceType, subresource: &str, version: &str, include: Include) -> Converter {
+        let source = match &rt.custom {
+            Some(c) if subresource != "scale" => {
+                let mut columns = c.columns.clone();
+                if columns.is_empty() {
+                    columns.push(crate::crd::PrinterColumn {
+                        name: "Age".into(),
+                        ty: "date".into(),
+                        format: String::new(),
+                        description: "Time since the object was created.".into(),
+                        priority: 0,
+                        json_path: ".metadata.creationTimestamp".into(),
+                    });
+                }
+                Source::Custom(columns)
+            }
+            _ => Source::Printer(printers::for_kind(rt, subresource)),
+        };
+        let object_type = if subresource == "scale" {
+            ("autoscaling/v1".to_string(), "Scale".to_string())
+        } else {
+            (rt.api_version(), rt.kind.clone())
+        };
         Converter {
-            printer: printers::for_kind(rt, subresource),
+            source,
             api_version: format!("meta.k8s.io/{version}"),
             include,
-            now: jiff::Timestamp::now(),
+            object_type,
+            list_kind: rt.list_kind.clone(),
         }
     }
 
-    fn row(&self, obj: &Value) -> Value {
-        let Row { cells, conditions } = (self.printer.cells)(obj, self.now);
+    fn cells(&self, obj: &Value, now: jiff::Timestamp) -> Row {
+        match &self.source {
+            Source::Printer(p) => (p.cells)(obj, now),
+            Source::Custom(columns) => {
+                let mut cells = vec![obj.pointer("/metadata/name").cloned().unwrap_or(Value::Null)];
+                cells.extend(columns.iter().map(|c| custom_cell(c, obj, now)));
+                Row { cells, conditions: None }
+            }
+        }
+    }
+
+    fn row(&self, obj: &Value, now: jiff::Timestamp) -> Value {
+        let Row { cells, conditions } = self.cells(obj, now);
         // Maps are built by hand throughout: `json!` copies interpolated values through serde.
         let object = match self.include {
             Include::None => Value::Null,
-            Include::Object => obj.clone(),
+            Include::Object => {
+                // List items lose their type; kube converts each row object to the request's
+                // version, which sets it again.
+                let mut o = obj.clone();
+                if let Some(m) = o.as_object_mut() {
+                    m.insert("apiVersion".into(), Value::String(self.object_type.0.clone()));
+                    m.insert("kind".into(), Value::String(self.object_type.1.clone()));
+                }
+                o
+            }
             Include::Metadata => {
                 let mut m = Map::new();
                 m.insert("kind".into(), Value::String("PartialObjectMetadata".into()));
@@ -114,23 +167,28 @@ impl Converter {
     }
 
     fn columns(&self) -> Value {
-        Value::Array(
-            self.printer
-                .columns
-                .iter()
-                .map(|c| {
-                    json!({"name": c.name, "type": c.ty, "format": c.format, "description": c.description, "priority": c.priority})
-                })
-                .collect(),
-        )
+        let column = |name: &str, ty: &str, format: &str, description: &str, priority: i64| json!({"name": name, "type": ty, "format": format, "description": description, "priority": priority});
+        Value::Array(match &self.source {
+            Source::Printer(p) => {
+                p.columns.iter().map(|c| column(c.name, c.ty, c.format, c.description, i64::from(c.priority))).collect()
+            }
+            Source::Custom(columns) => {
+                std::iter::once(column("Name", "string", "name", "Name must be unique within a namespace.", 0))
+                    .chain(columns.iter().map(|c| column(&c.name, &c.ty, &c.format, &c.description, c.priority)))
+                    .collect()
+            }
+        })
     }
 
     /// The Table of an object or a list (a list has `items`). `headers: false` leaves
     /// `columnDefinitions` null, as watch events after the first.
     pub fn convert(&self, v: &Value, headers: bool) -> Value {
+        // Ages are computed at conversion time (a watch converts each event as it happens).
+        let now = jiff::Timestamp::now();
         let mut meta = Map::new();
         let rows: Value;
-        if let Some(items) = v.get("items").and_then(Value::as_array) {
+        let is_list = v.get("kind").and_then(Value::as_str) == Some(self.list_kind.as_str());
+        if let Some(items) = v.get("items").and_then(Value::as_array).filter(|_| is_list) {
             if let Some(m) = v.get("metadata").and_then(Value::as_object) {
                 for k in ["resourceVersion", "continue", "remainingItemCount"] {
                     if let Some(x) = m.get(k).filter(|x| !x.is_null() && x.as_str() != Some("")) {
@@ -139,16 +197,17 @@ impl Converter {
                 }
             }
             // The default convertor leaves an empty list's rows nil.
-            rows = if items.is_empty() && std::ptr::eq(self.printer, &printers::DEFAULT) {
+            let default = matches!(self.source, Source::Printer(p) if std::ptr::eq(p, &printers::DEFAULT));
+            rows = if items.is_empty() && default {
                 Value::Null
             } else {
-                Value::Array(items.iter().map(|i| self.row(i)).collect())
+                Value::Array(items.iter().map(|i| self.row(i, now)).collect())
             };
         } else {
             if let Some(rv) = v.pointer("/metadata/resourceVersion").filter(|x| x.as_str() != Some("")) {
                 meta.insert("resourceVersion".into(), rv.clone());
             }
-            rows = Value::Array(vec![self.row(v)]);
+            rows = Value::Array(vec![self.row(v, now)]);
         }
         let mut table = Map::new();
         table.insert("kind".into(), Value::String("Table".into()));
@@ -157,6 +216,27 @@ impl Converter {
         table.insert("columnDefinitions".into(), if headers { self.columns() } else { Value::Null });
         table.insert("rows".into(), rows);
         Value::Object(table)
+    }
+}
+
+/// A custom column's cell (the CRD table convertor's `cellForJSONValue`): the first value the
+/// JSONPath selects, as the column's type; null when absent or of another type.
+fn custom_cell(c: &crate::crd::PrinterColumn, obj: &Value, now: jiff::Timestamp) -> Value {
+    let Some(v) = crate::crd::jsonpath::find(obj, &c.json_path).into_iter().next() else {
+        return Value::Null;
+    };
+    match (c.ty.as_str(), v) {
+        (_, Value::Null) => Value::Null,
+        ("integer", Value::Number(n)) => json!(n.as_i64().or_else(|| n.as_f64().map(|f| f as i64))),
+        ("number", Value::Number(n)) => json!(n.as_f64()),
+        ("boolean", Value::Bool(b)) => json!(b),
+        ("string", Value::String(s)) => json!(s),
+        ("string", other) => json!(other.to_string()),
+        ("date", Value::String(s)) => match s.parse::<jiff::Timestamp>() {
+            Ok(t) => json!(human_duration(now.duration_since(t))),
+            Err(_) => json!("<invalid>"),
+        },
+        _ => Value::Null,
     }
 }
 

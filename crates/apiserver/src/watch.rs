@@ -65,8 +65,8 @@ enum Transform {
         headers_sent: bool,
     },
     Partial(String),
-    /// Length-prefixed protobuf `WatchEvent`s of this group version.
-    Protobuf(String),
+    /// Length-prefixed protobuf `WatchEvent`s.
+    Protobuf,
 }
 
 impl Transform {
@@ -74,14 +74,14 @@ impl Transform {
         match &op.output {
             Output::Table(version) => Transform::Table { converter: op.table_converter(version), headers_sent: false },
             Output::PartialMetadata(version) => Transform::Partial(version.clone()),
-            Output::Protobuf => Transform::Protobuf(op.rt.api_version()),
+            Output::Protobuf => Transform::Protobuf,
             _ => Transform::None,
         }
     }
 
     fn content_type(&self) -> &'static str {
         match self {
-            Transform::Protobuf(_) => "application/vnd.kubernetes.protobuf;stream=watch",
+            Transform::Protobuf => "application/vnd.kubernetes.protobuf;stream=watch",
             _ => "application/json",
         }
     }
@@ -90,12 +90,11 @@ impl Transform {
     fn frame(&mut self, kind: &str, object_json: &[u8]) -> Bytes {
         let converted = match self {
             Transform::None => return frame(kind, object_json),
-            Transform::Protobuf(api_version) => {
+            Transform::Protobuf => {
                 let obj: Value = serde_json::from_slice(object_json).unwrap_or(Value::Null);
-                return match crate::protobuf::encode::watch_frame(api_version, kind, &obj) {
-                    Some(f) => Bytes::from(f),
-                    None => frame(kind, object_json),
-                };
+                // Every object of a protobuf-capable kind encodes; an empty frame would only
+                // desynchronise the length framing, so a failure ends nothing but this event.
+                return crate::protobuf::encode::watch_frame(kind, &obj).map(Bytes::from).unwrap_or_default();
             }
             _ if kind == "ERROR" => {
                 if let Transform::Table { headers_sent, .. } = self {
@@ -310,7 +309,7 @@ fn stream_response(
     rest: Option<(Stream, Vec<Arc<Change>>, Source)>,
 ) -> Response<Body> {
     tokio::spawn(async move {
-        for f in initial {
+        for f in initial.into_iter().filter(|f| !f.is_empty()) {
             if tx.send(f).await.is_err() {
                 return;
             }
@@ -335,7 +334,7 @@ impl Stream {
         match event_for(&self.rt, c, &self.filter) {
             Some((kind, object)) => {
                 let f = self.transform.frame(kind, &object);
-                self.tx.send(f).await.is_ok()
+                f.is_empty() || self.tx.send(f).await.is_ok()
             }
             None => true,
         }
@@ -357,7 +356,7 @@ impl Stream {
                     let rv = self.last.max(self.cache.head());
                     if rv > self.start {
                         let f = self.transform.frame("BOOKMARK", &bookmark(&self.rt, rv, false));
-                        if self.tx.send(f).await.is_err() {
+                        if !f.is_empty() && self.tx.send(f).await.is_err() {
                             return;
                         }
                     }

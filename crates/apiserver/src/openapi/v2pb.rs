@@ -220,7 +220,8 @@ fn schema(w: &mut Writer, s: &Value) {
         any(w, 20, e);
     }
     match obj.get("additionalProperties") {
-        Some(Value::Bool(b)) => w.message(21, |a| a.bool(2, *b)),
+        // A oneof member: written even when false.
+        Some(Value::Bool(b)) => w.message(21, |a| a.int_always(2, i64::from(*b))),
         Some(ap @ Value::Object(_)) => w.message(21, |a| a.message(1, |m| schema(m, ap))),
         _ => {}
     }

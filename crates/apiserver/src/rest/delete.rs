@@ -115,6 +115,13 @@ fn gc_finalizers(op: &Op<'_>, current: &Value, opts: &DeleteOptions) -> Vec<Stri
         // Once deletion started, the finalizers are final.
         return fins;
     }
+    // A CRD stays until its objects are deleted (apiextensions' cleanup finalizer).
+    if op.rt.group == "apiextensions.k8s.io"
+        && op.rt.kind == "CustomResourceDefinition"
+        && !fins.iter().any(|f| f == crate::crd::CLEANUP_FINALIZER)
+    {
+        fins.push(crate::crd::CLEANUP_FINALIZER.into());
+    }
     if let Some(w) = wanted {
         fins.retain(|f| f != "orphan" && f != "foregroundDeletion");
         match w {
@@ -235,6 +242,9 @@ pub(crate) async fn delete_object(op: &Op<'_>, name: &str, opts: &DeleteOptions,
             }
             if op.rt.kind == "Namespace" {
                 new["status"]["phase"] = json!("Terminating");
+            }
+            if op.rt.kind == "CustomResourceDefinition" && !already {
+                crate::crd::mark_terminating(&mut new);
             }
             // A pod whose grace period is shortened to zero is deleted right away.
             let grace_now_zero = grace == Some(0) && already && finalizers.is_empty() && !spec_finalizers;

@@ -49,8 +49,36 @@ fn selector_string(obj: &Value) -> String {
         .join(",")
 }
 
-/// The `autoscaling/v1` Scale of a workload.
-fn scale_of(obj: &Value) -> Value {
+/// Where a resource keeps its replicas: the workloads' fixed fields, or a custom resource's
+/// `scale` subresource paths.
+struct ScaleFields {
+    spec: Vec<String>,
+    status: Vec<String>,
+    selector: Option<Vec<String>>,
+}
+
+fn scale_fields(op: &Op<'_>) -> ScaleFields {
+    match op.rt.custom.as_ref().and_then(|c| c.scale.as_ref()) {
+        Some(p) => ScaleFields {
+            spec: p.spec_replicas.clone(),
+            status: p.status_replicas.clone(),
+            selector: p.label_selector.clone(),
+        },
+        None => ScaleFields {
+            spec: vec!["spec".into(), "replicas".into()],
+            status: vec!["status".into(), "replicas".into()],
+            selector: None,
+        },
+    }
+}
+
+fn at_path<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter().try_fold(obj, |v, k| v.get(k.as_str()))
+}
+
+/// The `autoscaling/v1` Scale of a workload or custom resource.
+fn scale_of(op: &Op<'_>, obj: &Value) -> Value {
+    let f = scale_fields(op);
     let m = obj.get("metadata").cloned().unwrap_or(json!({}));
     let mut meta = json!({});
     for k in ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"] {
@@ -58,16 +86,37 @@ fn scale_of(obj: &Value) -> Value {
             meta[k] = v.clone();
         }
     }
+    let custom = op.rt.custom.is_some();
+    let selector = match &f.selector {
+        Some(p) => at_path(obj, p).and_then(Value::as_str).unwrap_or("").to_string(),
+        None if custom => String::new(),
+        None => selector_string(obj),
+    };
+    let default_spec = if custom { 0 } else { 1 };
     json!({
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
         "metadata": meta,
-        "spec": {"replicas": object::at(obj, &["spec", "replicas"]).and_then(Value::as_i64).unwrap_or(1)},
+        "spec": {"replicas": at_path(obj, &f.spec).and_then(Value::as_i64).unwrap_or(default_spec)},
         "status": {
-            "replicas": object::at(obj, &["status", "replicas"]).and_then(Value::as_i64).unwrap_or(0),
-            "selector": selector_string(obj),
+            "replicas": at_path(obj, &f.status).and_then(Value::as_i64).unwrap_or(0),
+            "selector": selector,
         },
     })
+}
+
+/// Sets the replicas a Scale asks for on the object.
+fn set_replicas(op: &Op<'_>, obj: &mut Value, replicas: i64) {
+    let f = scale_fields(op);
+    let Some((last, parents)) = f.spec.split_last() else { return };
+    let mut v = obj;
+    for k in parents {
+        if !v.get(k.as_str()).is_some_and(Value::is_object) {
+            v[k.as_str()] = json!({});
+        }
+        v = &mut v[k.as_str()];
+    }
+    v[last.as_str()] = json!(replicas);
 }
 
 /// The replicas of a Scale, validated.
@@ -89,7 +138,7 @@ fn scale_replicas(op: &Op<'_>, scale: &Value) -> ApiResult<(i64, Option<String>)
 pub(crate) async fn scale(op: &Op<'_>, verb: &str, body: &Bytes) -> ApiResult<Response<Body>> {
     if verb == "get" {
         let (obj, _) = op.read(&op.name).await?;
-        return Ok(op.respond(StatusCode::OK, &scale_of(&obj)));
+        return Ok(op.respond(StatusCode::OK, &scale_of(op, &obj)));
     }
     let manager = field_manager(op, "UpdateOptions")?;
     let ct = op.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -110,7 +159,7 @@ pub(crate) async fn scale(op: &Op<'_>, verb: &str, body: &Bytes) -> ApiResult<Re
                             .with_empty_details());
                     }
                 };
-                let mut s = scale_of(current);
+                let mut s = scale_of(op, current);
                 object::meta_mut(&mut s).remove("resourceVersion");
                 let patched =
                     apply_patch(format, &s, body, crate::protobuf::message_for("autoscaling", "v1", "Scale"))?;
@@ -118,7 +167,7 @@ pub(crate) async fn scale(op: &Op<'_>, verb: &str, body: &Bytes) -> ApiResult<Re
             }
         };
         let mut new = current.clone();
-        new["spec"]["replicas"] = json!(replicas);
+        set_replicas(op, &mut new, replicas);
         match rv {
             Some(rv) => object::meta_mut(&mut new).insert("resourceVersion".into(), json!(rv)),
             None => object::meta_mut(&mut new).remove("resourceVersion"),
@@ -127,7 +176,7 @@ pub(crate) async fn scale(op: &Op<'_>, verb: &str, body: &Bytes) -> ApiResult<Re
     })
     .await?;
     match written {
-        Written::Updated(obj) | Written::Deleted(obj) => Ok(op.respond(StatusCode::OK, &scale_of(&obj))),
+        Written::Updated(obj) | Written::Deleted(obj) => Ok(op.respond(StatusCode::OK, &scale_of(op, &obj))),
     }
 }
 

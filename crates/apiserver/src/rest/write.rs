@@ -214,7 +214,15 @@ pub(crate) fn typed_check(
             unknown_fields(&obj, &typed, "", &mut unknown);
             (typed, unknown)
         }
-        None => (obj, Vec::new()),
+        None => match op.rt.custom.as_ref().and_then(|c| c.schema.as_ref()) {
+            // Custom resources: pruning by the structural schema is the type check.
+            Some(schema) => {
+                let mut obj = obj;
+                let pruned = crate::crd::schema::prune(&mut obj, schema);
+                (obj, pruned)
+            }
+            None => (obj, Vec::new()),
+        },
     };
     if dups.is_empty() && unknown.is_empty() {
         return Ok(typed);
@@ -853,8 +861,25 @@ async fn apply(op: &Op<'_>, body: &Bytes, validation: FieldValidation) -> ApiRes
     let manager = field_manager(op, "PatchOptions")?;
     let force = matches!(op.param("force"), "true" | "1");
     let dry = dry_run(op, "PatchOptions")?;
-    let mut config: Value =
-        serde_saphyr::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+    let bad = |e: serde_saphyr::Error| ApiError::bad_request(format!("error decoding YAML: {e}"));
+    let mut config: Value = match serde_saphyr::from_slice(body) {
+        Ok(v) => v,
+        // Repeated keys, as kube's apply handler treats them per fieldValidation.
+        Err(e) => match super::dups::yaml_duplicate(&e) {
+            Some(dup) if validation == FieldValidation::Strict => {
+                return Err(ApiError::bad_request(format!(
+                    "error strict decoding YAML: error converting YAML to JSON: yaml: unmarshal errors:\n  {dup}"
+                )));
+            }
+            Some(dup) => {
+                if validation == FieldValidation::Warn {
+                    op.warn(dup);
+                }
+                super::dups::yaml_last_wins(body).map_err(bad)?
+            }
+            None => return Err(bad(e)),
+        },
+    };
     if !config.is_object() {
         return Err(ApiError::bad_request("the applied configuration must be an object"));
     }

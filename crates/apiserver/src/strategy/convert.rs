@@ -30,6 +30,11 @@ fn rename(obj: &mut Value, pairs: &[(&str, &str)], forward: bool) {
 
 /// Whether `rt`'s version differs from its storage version.
 pub(crate) fn converts(rt: &ResourceType) -> bool {
+    // Custom resources with several versions are stored in whichever version was the storage
+    // version at write time, so reads always rewrite apiVersion (conversion strategy None).
+    if let Some(c) = &rt.custom {
+        return c.versions > 1 || c.storage_version != rt.version;
+    }
     matches!(
         (rt.group.as_str(), rt.version.as_str(), rt.kind.as_str()),
         ("events.k8s.io", "v1", "Event") | ("autoscaling", "v1", "HorizontalPodAutoscaler")
@@ -38,6 +43,12 @@ pub(crate) fn converts(rt: &ResourceType) -> bool {
 
 /// Converts an object of `rt`'s version to its storage version, if they differ.
 pub(crate) fn to_storage(rt: &ResourceType, obj: &mut Value) {
+    if let Some(c) = &rt.custom {
+        if obj.is_object() {
+            obj["apiVersion"] = json!(format!("{}/{}", rt.group, c.storage_version));
+        }
+        return;
+    }
     match (rt.group.as_str(), rt.version.as_str(), rt.kind.as_str()) {
         ("events.k8s.io", "v1", "Event") => {
             rename(obj, EVENT_RENAMES, true);
@@ -50,6 +61,12 @@ pub(crate) fn to_storage(rt: &ResourceType, obj: &mut Value) {
 
 /// Converts a stored object to `rt`'s version, if they differ.
 pub(crate) fn from_storage(rt: &ResourceType, obj: &mut Value) {
+    if rt.custom.is_some() {
+        if obj.is_object() {
+            obj["apiVersion"] = json!(rt.api_version());
+        }
+        return;
+    }
     match (rt.group.as_str(), rt.version.as_str(), rt.kind.as_str()) {
         ("events.k8s.io", "v1", "Event") => {
             rename(obj, EVENT_RENAMES, false);

@@ -322,7 +322,8 @@ fn pod(p: &Value, now: Timestamp) -> Row {
             }
         }
         if reason == "Completed" && has_running {
-            reason = if condition_true(conditions, "Ready") { "Running".into() } else { "NotReady".into() };
+            let ready = conditions.iter().any(|c| s(c, "/type") == "Ready" && s(c, "/status") == "True");
+            reason = if ready { "Running".into() } else { "NotReady".into() };
         }
     }
     let deleting = p.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null());
@@ -701,7 +702,7 @@ static PVC: Printer = Printer {
             json!(capacity),
             json!(modes),
             json!(storage_class(o)),
-            json!(or(s(o, "/spec/volumeAttributesClassName"), "<unset>")),
+            json!(o.pointer("/spec/volumeAttributesClassName").and_then(Value::as_str).unwrap_or("<unset>")),
             age(o, now),
             json!(or(s(o, "/spec/volumeMode"), "<unset>")),
         ]
@@ -1162,7 +1163,7 @@ static PRIORITY_CLASS: Printer = Printer {
             json!(i(o, "/value")),
             json!(o.get("globalDefault").and_then(Value::as_bool).unwrap_or(false)),
             age(o, now),
-            json!(or(s(o, "/preemptionPolicy"), "PreemptLowerPriority")),
+            json!(s(o, "/preemptionPolicy")),
         ]
         .into()
     },
