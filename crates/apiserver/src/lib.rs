@@ -96,6 +96,8 @@ struct Inner {
     /// Namespaces and whether each is terminating, kept by the namespace task from the
     /// namespaces watch (the NamespaceLifecycle check reads it, falling back to the store).
     namespaces: std::sync::RwLock<HashMap<String, bool>>,
+    /// OpenAPI documents that include custom resources: (registry generation, bytes) by path.
+    documents: Mutex<HashMap<String, (u64, Bytes)>>,
     /// Stops the in-process namespace finalizer when the server is dropped.
     _background: Mutex<Vec<tokio::task::AbortHandle>>,
 }
@@ -118,6 +120,7 @@ impl ApiServer {
                 registry: Registry::builtin(),
                 caches: tokio::sync::Mutex::new(HashMap::new()),
                 namespaces: std::sync::RwLock::new(HashMap::new()),
+                documents: Mutex::new(HashMap::new()),
                 _background: Mutex::new(Vec::new()),
             }),
         };
@@ -141,6 +144,20 @@ impl ApiServer {
     /// The registry of served types.
     pub fn registry(&self) -> &Registry {
         &self.inner.registry
+    }
+
+    /// A document derived from this server's registry, rebuilt when the registry changes.
+    pub(crate) fn cached_document(&self, key: &str, build: impl FnOnce() -> Vec<u8>) -> Bytes {
+        let generation = self.registry().generation();
+        let mut docs = self.inner.documents.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((g, b)) = docs.get(key)
+            && *g == generation
+        {
+            return b.clone();
+        }
+        let b = Bytes::from(build());
+        docs.insert(key.to_string(), (generation, b.clone()));
+        b
     }
 
     /// The server's settings.

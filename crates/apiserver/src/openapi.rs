@@ -206,8 +206,58 @@ fn build_docs() -> Docs {
     Docs { definitions, rendered: std::sync::Mutex::new(std::collections::HashMap::new()) }
 }
 
-/// Collects the definitions reachable from `roots` (following `$ref`s).
-fn reachable(defs: &Map<String, Value>, roots: impl IntoIterator<Item = String>) -> Map<String, Value> {
+/// The definition name kube gives a custom resource kind: the group reversed, then version and
+/// kind (`widgets.example.com/v1` → `com.example.v1.Widget`).
+fn custom_definition_name(group: &str, version: &str, kind: &str) -> String {
+    let reversed: Vec<&str> = group.split('.').rev().collect();
+    format!("{}.{version}.{kind}", reversed.join("."))
+}
+
+/// The definitions of the custom resource types among `types` (each kind and its list), with
+/// `apiVersion`, `kind` and `metadata` as kube's CRD OpenAPI builder adds them.
+fn custom_definitions(types: &[std::sync::Arc<ResourceType>]) -> Map<String, Value> {
+    let mut out = Map::new();
+    for t in types {
+        let Some(c) = &t.custom else { continue };
+        let name = custom_definition_name(&t.group, &t.version, &t.kind);
+        let mut def =
+            c.schema.clone().unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
+        if let Some(m) = def.as_object_mut() {
+            let props = m.entry("properties").or_insert_with(|| json!({}));
+            if let Some(p) = props.as_object_mut() {
+                p.insert("apiVersion".into(), json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object."}));
+                p.insert("kind".into(), json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents."}));
+                p.insert(
+                    "metadata".into(),
+                    json!({"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta", "description": "Standard object's metadata."}),
+                );
+            }
+            m.insert("x-kubernetes-group-version-kind".into(), json!([gvk(t)]));
+        }
+        out.insert(
+            custom_definition_name(&t.group, &t.version, &t.list_kind),
+            json!({
+                "type": "object",
+                "required": ["items"],
+                "description": format!("{} is a list of {}", t.list_kind, t.kind),
+                "properties": {
+                    "apiVersion": {"type": "string"},
+                    "kind": {"type": "string"},
+                    "items": {"type": "array", "items": {"$ref": format!("#/components/schemas/{name}")}},
+                    "metadata": {"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta"},
+                },
+                "x-kubernetes-group-version-kind": [{"group": t.group, "version": t.version, "kind": t.list_kind}],
+            }),
+        );
+        out.insert(name, def);
+    }
+    out
+}
+
+/// Collects the definitions reachable from `roots` (following `$ref`s), looking names up in
+/// `custom` first, then in the built-in definitions.
+fn reachable(custom: &Map<String, Value>, roots: impl IntoIterator<Item = String>) -> Map<String, Value> {
+    let defs = &docs().definitions;
     fn refs(v: &Value, out: &mut Vec<String>) {
         match v {
             Value::Object(m) => {
@@ -228,7 +278,7 @@ fn reachable(defs: &Map<String, Value>, roots: impl IntoIterator<Item = String>)
         if out.contains_key(&name) {
             continue;
         }
-        if let Some(d) = defs.get(&name) {
+        if let Some(d) = custom.get(&name).or_else(|| defs.get(&name)) {
             let mut found = Vec::new();
             refs(d, &mut found);
             out.insert(name, d.clone());
@@ -243,6 +293,9 @@ fn kind_definitions(types: &[std::sync::Arc<ResourceType>]) -> Vec<String> {
     let mut names: Vec<String> = types
         .iter()
         .filter_map(|t| {
+            if t.custom.is_some() {
+                return Some(custom_definition_name(&t.group, &t.version, &t.kind));
+            }
             let gv = json!({"group": t.group, "version": t.version, "kind": t.kind});
             docs()
                 .definitions
@@ -275,10 +328,6 @@ fn wants_v2_protobuf(accept: Option<&str>) -> bool {
     let Some(first) = accept.and_then(|a| a.split(',').next()) else { return false };
     let media = first.split(';').next().unwrap_or("").trim();
     media.eq_ignore_ascii_case(V2_PROTOBUF) || media.eq_ignore_ascii_case(V2_PROTOBUF_OLD)
-}
-
-fn cached(key: &str, build: impl FnOnce() -> Value) -> bytes::Bytes {
-    cached_bytes(key, || serde_json::to_vec(&build()).unwrap_or_default())
 }
 
 fn cached_bytes(key: &str, build: impl FnOnce() -> Vec<u8>) -> bytes::Bytes {
@@ -323,28 +372,47 @@ pub fn handle(api: &ApiServer, path: &str, accept: Option<&str>) -> Result<Respo
         if types.is_empty() {
             return Err(ApiError::not_found_path());
         }
-        let body = cached(gv, || {
-            let schemas = reachable(&docs().definitions, kind_definitions(&types));
-            json!({
+        let build = || {
+            let custom = custom_definitions(&types);
+            let schemas = reachable(&custom, kind_definitions(&types));
+            serde_json::to_vec(&json!({
                 "openapi": "3.0.0",
                 "info": {"title": "Kubernetes", "version": version},
                 "paths": paths(&types, false),
                 "components": {"schemas": schemas},
-            })
-        });
+            }))
+            .unwrap_or_default()
+        };
+        // Documents with custom resources are this server's own; built-in ones are shared.
+        let body = if types.iter().any(|t| t.custom.is_some()) {
+            api.cached_document(gv, build)
+        } else {
+            cached_bytes(gv, build)
+        };
         return Ok(bytes_response(body));
     }
     if rest == "v2" {
         let all = api.registry().all();
+        let has_custom = all.iter().any(|t| t.custom.is_some());
         let doc = || {
-            let text = serde_json::to_string(&docs().definitions)
-                .unwrap_or_default()
-                .replace("#/components/schemas/", "#/definitions/");
+            let custom = custom_definitions(&all);
+            let mut text = serde_json::to_string(&docs().definitions).unwrap_or_default();
+            if !custom.is_empty() {
+                // Splice the custom definitions into the built-in object (both are objects).
+                let extra = serde_json::to_string(&custom).unwrap_or_default();
+                if text.len() > 2 && extra.len() > 2 {
+                    text.pop();
+                    text.push(',');
+                    text.push_str(&extra[1..]);
+                }
+            }
+            let text = text.replace("#/components/schemas/", "#/definitions/");
             let definitions: Value = serde_json::from_str(&text).unwrap_or(json!({}));
             json!({"swagger": "2.0", "info": {"title": "Kubernetes", "version": version}, "paths": paths(&all, true), "definitions": definitions})
         };
         if wants_v2_protobuf(accept) {
-            let body = cached_bytes("v2.pb", || v2pb::encode(&doc()));
+            let build = || v2pb::encode(&doc());
+            let body = if has_custom { api.cached_document("v2.pb", build) } else { cached_bytes("v2.pb", build) };
             return Ok(Response::builder()
                 .status(StatusCode::OK)
                 // As kube-openapi: the spec's media type is not a valid MIME type ('@'), so Go
@@ -353,7 +421,9 @@ pub fn handle(api: &ApiServer, path: &str, accept: Option<&str>) -> Result<Respo
                 .body(crate::body::full(body))
                 .expect("valid response"));
         }
-        return Ok(bytes_response(cached("v2", doc)));
+        let build = || serde_json::to_vec(&doc()).unwrap_or_default();
+        let body = if has_custom { api.cached_document("v2", build) } else { cached_bytes("v2", build) };
+        return Ok(bytes_response(body));
     }
     Err(ApiError::not_found_path())
 }

@@ -522,17 +522,6 @@ where
         {
             return Err(ApiError::stale(&op.gr(), name));
         }
-        if pinned.is_none() && !op.rt.policy.unconditional_update {
-            return Err(ApiError::invalid(
-                &op.rt.group,
-                &op.rt.plural,
-                name,
-                vec![
-                    FieldError::invalid("metadata.resourceVersion", &json!("0x0"), "must be specified for an update")
-                        .raw_invalid("0x0"),
-                ],
-            ));
-        }
         finish_update(op, &mut new, &current, manager)?;
         validate(op, &new, Some(&current))?;
         strategy::validate_update(&op.rt, &new, &current)
@@ -735,6 +724,19 @@ pub(crate) async fn update(op: &Op<'_>, body: &Bytes) -> ApiResult<Response<Body
         _ => {}
     }
     check_namespace(op, &mut obj)?;
+    // Kinds that forbid unconditional updates want the body's resourceVersion (patches apply to
+    // the current object and so always carry one).
+    if object::resource_version(&obj).is_empty() && !op.rt.policy.unconditional_update {
+        return Err(ApiError::invalid(
+            &op.rt.group,
+            &op.rt.plural,
+            &op.name,
+            vec![
+                FieldError::invalid("metadata.resourceVersion", &json!("0x0"), "must be specified for an update")
+                    .raw_invalid("0x0"),
+            ],
+        ));
+    }
     let obj = typed_check(op, obj, validation, &body_duplicates(op, body, validation), None)?;
     let result = guaranteed_update(op, &op.name, Some(&manager), |current| {
         let mut new = split_subresource(op, &obj, current);
