@@ -100,6 +100,17 @@ pub enum Decision {
 pub trait Authorizer: Send + Sync {
     /// The decision for `attrs`.
     fn authorize<'a>(&'a self, attrs: &'a Attributes) -> BoxFuture<'a, Decision>;
+
+    /// Every rule `user` holds in `namespace` (cluster-wide ones included), for rule reviews
+    /// and the RBAC escalation check; `None` when the authorizer is not rule-based.
+    fn rules(&self, _user: &UserInfo, _namespace: &str) -> Option<Vec<crate::rbac::PolicyRule>> {
+        None
+    }
+
+    /// The rules of a Role (in `namespace`) or ClusterRole, if it exists.
+    fn role_rules(&self, _kind: &str, _namespace: &str, _name: &str) -> Option<Vec<crate::rbac::PolicyRule>> {
+        None
+    }
 }
 
 /// Paths every user, even anonymous, may read (kube-apiserver's `system:public-info-viewer`).

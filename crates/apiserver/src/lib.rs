@@ -27,6 +27,7 @@ pub mod object;
 mod openapi;
 pub mod protobuf;
 pub mod quantity;
+pub mod rbac;
 pub mod registry;
 pub mod request;
 mod rest;
@@ -208,7 +209,106 @@ impl ApiServer {
             Ok(u) => u,
             Err(e) => return error_response(&e),
         };
+        let user = match self.impersonate(&parts.headers, user).await {
+            Ok(u) => u,
+            Err(e) => return error_response(&e),
+        };
         self.handle_as(Request::from_parts(parts, body), user).await
+    }
+
+    /// Kubernetes impersonation (`Impersonate-User`, `-Group`, `-Uid`, `-Extra-<key>`): the
+    /// requester needs the `impersonate` verb on each (users, groups, serviceaccounts, uids,
+    /// userextras/<key>); the request then runs as the impersonated user.
+    async fn impersonate(&self, headers: &http::HeaderMap, requester: UserInfo) -> Result<UserInfo, ApiError> {
+        let values = |name: &str| -> Vec<String> {
+            headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).map(str::to_owned).collect()
+        };
+        let user = values("impersonate-user").into_iter().next();
+        let groups = values("impersonate-group");
+        let uid = values("impersonate-uid").into_iter().next();
+        let mut extra: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for (k, v) in headers {
+            if let Some(key) = k.as_str().strip_prefix("impersonate-extra-")
+                && let Ok(v) = v.to_str()
+            {
+                let key = percent_decode(key);
+                extra.entry(key).or_default().push(v.to_string());
+            }
+        }
+        let Some(name) = user else {
+            if !groups.is_empty() || uid.is_some() || !extra.is_empty() {
+                return Err(ApiError::internal(
+                    "requested [Impersonate-Group/Uid/Extra] without impersonating a user".to_string(),
+                ));
+            }
+            return Ok(requester);
+        };
+        let check = |verb_target: (&'static str, &'static str, String, String)| {
+            let (group, resource, ns, target) = verb_target;
+            Attributes {
+                user: requester.clone(),
+                verb: "impersonate".into(),
+                is_resource: true,
+                namespace: ns,
+                api_group: group.into(),
+                resource: resource.into(),
+                name: target,
+                ..Default::default()
+            }
+        };
+        let mut asks = Vec::new();
+        match name.strip_prefix("system:serviceaccount:").and_then(|r| r.split_once(':')) {
+            Some((ns, sa)) => asks.push(check(("", "serviceaccounts", ns.to_string(), sa.to_string()))),
+            None => asks.push(check(("", "users", String::new(), name.clone()))),
+        }
+        for g in &groups {
+            asks.push(check(("", "groups", String::new(), g.clone())));
+        }
+        if let Some(u) = &uid {
+            asks.push(check(("authentication.k8s.io", "uids", String::new(), u.clone())));
+        }
+        for (key, vs) in &extra {
+            for v in vs {
+                let mut a = check(("authentication.k8s.io", "userextras", String::new(), v.clone()));
+                a.subresource = key.clone();
+                asks.push(a);
+            }
+        }
+        for a in &asks {
+            if let Decision::Deny(_) = self.inner.config.authorizer.authorize(a).await {
+                let gr = status::GroupResource::new(a.api_group.clone(), a.resource.clone());
+                let what = if a.subresource.is_empty() {
+                    a.resource.clone()
+                } else {
+                    format!("{}/{}", a.resource, a.subresource)
+                };
+                let scope = if a.namespace.is_empty() {
+                    "at the cluster scope".to_string()
+                } else {
+                    format!("in the namespace {:?}", a.namespace)
+                };
+                return Err(ApiError::forbidden(
+                    &gr,
+                    &a.name,
+                    &format!(
+                        "User {:?} cannot impersonate resource {what:?} in API group {:?} {scope}",
+                        requester.name, a.api_group
+                    ),
+                ));
+            }
+        }
+        let mut out = UserInfo { name: name.clone(), uid: uid.unwrap_or_default(), groups, extra };
+        if let Some((ns, _)) = name.strip_prefix("system:serviceaccount:").and_then(|r| r.split_once(':')) {
+            for g in ["system:serviceaccounts".to_string(), format!("system:serviceaccounts:{ns}")] {
+                if !out.groups.contains(&g) {
+                    out.groups.push(g);
+                }
+            }
+        }
+        if name != "system:anonymous" && !out.in_group(auth::AUTHENTICATED) {
+            out.groups.push(auth::AUTHENTICATED.into());
+        }
+        Ok(out)
     }
 
     /// Who is making the request: the client certificate's user, or the bearer token's, or
@@ -303,6 +403,26 @@ impl ApiServer {
             _ => Err(ApiError::not_found_path()),
         }
     }
+}
+
+/// Decodes `%XX` escapes (impersonated extra keys are percent-encoded in header names).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && let Some(hex) = s.get(i + 1..i + 3)
+            && let Ok(v) = u8::from_str_radix(hex, 16)
+        {
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn is_health(p: &str) -> bool {

@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use vt_apiserver::auth::{MastersOnly, StaticTokens};
+use vt_apiserver::auth::StaticTokens;
 use vt_apiserver::ipalloc::IpAddressAllocator;
+use vt_apiserver::rbac::Rbac;
 use vt_apiserver::serve::{Endpoint, Single, serve, tls_config};
 use vt_apiserver::{ApiServer, Config};
 use vt_pki::{Ca, CertKey};
@@ -115,9 +116,10 @@ pub async fn run(args: Args) -> Result<(), String> {
     let kubeconfig = crate::kubeconfig::render("vt", &server, ca.cert_pem(), &admin.cert_pem, &admin.key_pem, None);
     let kc_path = args.data_dir.join("admin.kubeconfig");
     write_private(&kc_path, &kubeconfig)?;
+    let authorizer = Rbac::start(store.clone()).await.map_err(|e| format!("cannot read RBAC objects: {e}"))?;
     let config = Config {
         store,
-        authorizer: Arc::new(MastersOnly),
+        authorizer,
         tokens: match &args.token_auth_file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;

@@ -314,8 +314,23 @@ pub(crate) async fn review(op: &Op<'_>, body: &Bytes) -> ApiResult<Response<Body
             access_status(op, &attrs).await
         }
         "SelfSubjectRulesReview" => {
+            let ns = spec.get("namespace").and_then(Value::as_str).unwrap_or("");
             let masters = op.user.in_group(crate::auth::MASTERS);
-            if masters {
+            if let Some(rules) = op.api.config().authorizer.rules(op.user, ns) {
+                let (resource, non_resource): (Vec<_>, Vec<_>) =
+                    rules.into_iter().partition(|r| r.non_resource_urls.is_empty());
+                let resource: Vec<Value> = resource
+                    .into_iter()
+                    .map(|r| {
+                        json!({"verbs": r.verbs, "apiGroups": r.api_groups, "resources": r.resources, "resourceNames": r.resource_names})
+                    })
+                    .collect();
+                let non_resource: Vec<Value> = non_resource
+                    .into_iter()
+                    .map(|r| json!({"verbs": r.verbs, "nonResourceURLs": r.non_resource_urls}))
+                    .collect();
+                json!({"resourceRules": resource, "nonResourceRules": non_resource, "incomplete": false})
+            } else if masters {
                 json!({"resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
                        "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}], "incomplete": false})
             } else {

@@ -353,11 +353,63 @@ pub(crate) fn validate(op: &Op<'_>, obj: &Value, old: Option<&Value>) -> ApiResu
         }
     }
     strategy::validate(&op.rt, obj, old, &mut errs);
-    if errs.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(&op.rt.group, &op.rt.kind, if name.is_empty() { generate } else { name }, errs))
+    if !errs.is_empty() {
+        return Err(ApiError::invalid(&op.rt.group, &op.rt.kind, if name.is_empty() { generate } else { name }, errs));
     }
+    check_escalation(op, obj)
+}
+
+/// RBAC's escalation prevention: a Role, ClusterRole or binding may only grant what its author
+/// holds, unless the author may `escalate` (roles) or `bind` (the bound role).
+fn check_escalation(op: &Op<'_>, obj: &Value) -> ApiResult<()> {
+    if op.rt.group != "rbac.authorization.k8s.io" {
+        return Ok(());
+    }
+    let authorizer = &op.api.config().authorizer;
+    let ns = if op.rt.namespaced { op.ns.as_str() } else { "" };
+    let Some(held) = authorizer.rules(op.user, ns) else {
+        return Ok(());
+    };
+    let name = object::name(obj);
+    let may = |verb: &str, resource: &str, target: &str| {
+        held.iter().any(|r| r.allows_resource(verb, "rbac.authorization.k8s.io", resource, "", target))
+    };
+    let requested = match op.rt.kind.as_str() {
+        "Role" | "ClusterRole" => {
+            if may("escalate", &op.rt.plural, name) {
+                return Ok(());
+            }
+            crate::rbac::rules_of(obj)
+        }
+        "RoleBinding" | "ClusterRoleBinding" => {
+            let kind = object::str_at(obj, &["roleRef", "kind"]).unwrap_or("");
+            let role = object::str_at(obj, &["roleRef", "name"]).unwrap_or("");
+            let plural = if kind == "Role" { "roles" } else { "clusterroles" };
+            if may("bind", plural, role) {
+                return Ok(());
+            }
+            let role_ns = if kind == "Role" { ns } else { "" };
+            match authorizer.role_rules(kind, role_ns, role) {
+                Some(rules) => rules,
+                None => return Ok(()),
+            }
+        }
+        _ => return Ok(()),
+    };
+    let missing = crate::rbac::uncovered(&held, &requested);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let groups = op.user.groups.iter().map(|g| format!("{g:?}")).collect::<Vec<_>>().join(" ");
+    let list = missing.iter().map(crate::rbac::describe).collect::<Vec<_>>().join("\n");
+    Err(ApiError::forbidden(
+        &op.gr(),
+        name,
+        &format!(
+            "user {:?} (groups=[{groups}]) is attempting to grant RBAC permissions not currently held:\n{list}",
+            op.user.name
+        ),
+    ))
 }
 
 /// apimachinery's `maskTrailingDash`: a generateName may end in `-`.
