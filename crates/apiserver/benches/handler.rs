@@ -87,6 +87,7 @@ fn main() {
             advertise: "127.0.0.1:6443".parse().unwrap(),
             name: "bench".into(),
             bookmark_interval: Duration::from_secs(60),
+            service_accounts: None,
         })
         .await
         .unwrap();

@@ -62,6 +62,16 @@ impl UserInfo {
 pub trait TokenAuthenticator: Send + Sync {
     /// The user the token belongs to, or `None` if it is not valid.
     fn authenticate<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Option<UserInfo>>;
+
+    /// Like `authenticate`, for a token meant for one of `audiences` (empty: the API server's
+    /// own); also returns the audiences it was accepted for (TokenReview reports them).
+    fn authenticate_audiences<'a>(
+        &'a self,
+        token: &'a str,
+        audiences: &'a [String],
+    ) -> BoxFuture<'a, Option<(UserInfo, Vec<String>)>> {
+        Box::pin(async move { self.authenticate(token).await.map(|u| (u, audiences.to_vec())) })
+    }
 }
 
 /// What a request wants to do, for authorization.

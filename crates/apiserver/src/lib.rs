@@ -33,6 +33,7 @@ pub mod request;
 mod rest;
 pub mod selector;
 pub mod serve;
+pub mod serviceaccount;
 pub mod smp;
 pub mod ssa;
 pub mod status;
@@ -82,6 +83,9 @@ pub struct Config {
     pub name: String,
     /// How often watches with `allowWatchBookmarks` get a bookmark (kube-apiserver: a minute).
     pub bookmark_interval: std::time::Duration,
+    /// Issues and verifies ServiceAccount tokens (TokenRequest, OIDC discovery, legacy token
+    /// Secrets); `None` serves none of them.
+    pub service_accounts: Option<Arc<serviceaccount::Issuer>>,
 }
 
 /// A Kubernetes API server for one virtual cluster. Cloning is cheap.
@@ -392,6 +396,14 @@ impl ApiServer {
         let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).map(str::to_owned);
         match (req.method(), info.path.trim_end_matches('/')) {
             (&http::Method::GET, "/version") => Ok(json_response(StatusCode::OK, &discovery::version())),
+            (&http::Method::GET, "/.well-known/openid-configuration") => match &self.inner.config.service_accounts {
+                Some(i) => Ok(json_response(StatusCode::OK, &i.openid_configuration())),
+                None => Err(ApiError::not_found_path()),
+            },
+            (&http::Method::GET, "/openid/v1/jwks") => match &self.inner.config.service_accounts {
+                Some(i) => Ok(json_response(StatusCode::OK, &i.jwks())),
+                None => Err(ApiError::not_found_path()),
+            },
             (&http::Method::GET, p) if is_health(p) => Ok(text_response(StatusCode::OK, "ok")),
             (&http::Method::GET, "/api") => Ok(discovery::api(self, accept.as_deref())),
             (&http::Method::GET, "/apis") => Ok(discovery::apis(self, accept.as_deref())),

@@ -146,6 +146,13 @@ fn build_docs() -> Docs {
     generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::DeleteOptions>();
     generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>();
     let mut definitions = generator.take_definitions(true);
+    for def in definitions.values_mut() {
+        // k8s-openapi's types hold `metadata` by value, so its schemas call it required; in
+        // Kubernetes' own schemas it never is (kubectl's client-side validation enforces this).
+        if let Some(req) = def.get_mut("required").and_then(Value::as_array_mut) {
+            req.retain(|r| r != "metadata");
+        }
+    }
     for (name, def) in definitions.iter_mut() {
         let Some(msg) = table_message(name) else {
             continue;

@@ -278,6 +278,7 @@ pub(crate) async fn handle(
         ("deletecollection", "") => delete::delete_collection(&op, &body).await,
         (_, "scale") => sub::scale(&op, info.verb.as_str(), &body).await,
         ("create", "binding") => sub::binding(&op, &body).await,
+        ("create", "token") if rt.kind == "ServiceAccount" => sub::token_request(&op, &body).await,
         (verb, sub) => Err(ApiError::new(
             405,
             "MethodNotAllowed",

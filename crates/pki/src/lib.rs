@@ -53,6 +53,20 @@ impl CertKey {
     }
 }
 
+/// A new ECDSA P-256 private key (PKCS#8 PEM) for signing ServiceAccount tokens.
+pub fn generate_signing_key() -> Result<String, PkiError> {
+    Ok(KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?.serialize_pem())
+}
+
+/// The PKCS#8 DER of a PEM private key.
+pub fn pkcs8_der(pem: &str) -> Result<Vec<u8>, PkiError> {
+    match PrivateKeyDer::from_pem_slice(pem.as_bytes()) {
+        Ok(PrivateKeyDer::Pkcs8(k)) => Ok(k.secret_pkcs8_der().to_vec()),
+        Ok(_) => Err(PkiError::Invalid("the signing key is not PKCS#8".into())),
+        Err(e) => Err(PkiError::Invalid(format!("key PEM: {e}"))),
+    }
+}
+
 /// A certificate authority that can issue serving and client certificates.
 pub struct Ca {
     material: CertKey,

@@ -9,6 +9,7 @@ use vt_apiserver::auth::StaticTokens;
 use vt_apiserver::ipalloc::IpAddressAllocator;
 use vt_apiserver::rbac::Rbac;
 use vt_apiserver::serve::{Endpoint, Single, serve, tls_config};
+use vt_apiserver::serviceaccount::{Issuer, ServiceAccountTokens};
 use vt_apiserver::{ApiServer, Config};
 use vt_pki::{Ca, CertKey};
 use vt_store::Store;
@@ -117,21 +118,40 @@ pub async fn run(args: Args) -> Result<(), String> {
     let kc_path = args.data_dir.join("admin.kubeconfig");
     write_private(&kc_path, &kubeconfig)?;
     let authorizer = Rbac::start(store.clone()).await.map_err(|e| format!("cannot read RBAC objects: {e}"))?;
+    // The ServiceAccount token signing key, created once with the data directory.
+    let sa_key_path = args.data_dir.join("sa.key");
+    let sa_key = match std::fs::read_to_string(&sa_key_path) {
+        Ok(k) => k,
+        Err(_) => {
+            let k = vt_pki::generate_signing_key().map_err(|e| e.to_string())?;
+            write_private(&sa_key_path, &k)?;
+            k
+        }
+    };
+    let issuer = Arc::new(Issuer::new(
+        &vt_pki::pkcs8_der(&sa_key).map_err(|e| format!("{}: {e}", sa_key_path.display()))?,
+        vt_apiserver::serviceaccount::DEFAULT_ISSUER,
+        &format!("{server}/openid/v1/jwks"),
+        ca.cert_pem(),
+    )?);
+    let mut tokens: Vec<Arc<dyn vt_apiserver::auth::TokenAuthenticator>> =
+        vec![Arc::new(ServiceAccountTokens::new(issuer.clone(), store.clone()))];
     let config = Config {
         store,
         authorizer,
-        tokens: match &args.token_auth_file {
-            Some(path) => {
+        tokens: {
+            if let Some(path) = &args.token_auth_file {
                 let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-                let tokens = StaticTokens::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-                vec![Arc::new(tokens) as Arc<dyn vt_apiserver::auth::TokenAuthenticator>]
+                let file = StaticTokens::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+                tokens.insert(0, Arc::new(file));
             }
-            None => Vec::new(),
+            tokens
         },
         cluster_ips: Arc::new(IpAddressAllocator::new(&args.service_cidr)?),
         advertise: addr,
         name: "standalone".into(),
         bookmark_interval: std::time::Duration::from_secs(args.bookmark_interval.max(1)),
+        service_accounts: Some(issuer),
     };
     let api = ApiServer::new(config).await.map_err(|e| format!("bootstrap failed: {e}"))?;
     let tls = Arc::new(tls_config(&serving, ca.cert_pem())?);

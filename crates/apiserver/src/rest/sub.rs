@@ -339,18 +339,21 @@ pub(crate) async fn review(op: &Op<'_>, body: &Bytes) -> ApiResult<Response<Body
         }
         "TokenReview" => {
             let token = spec.get("token").and_then(Value::as_str).unwrap_or("");
+            let audiences: Vec<String> = spec
+                .get("audiences")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+                .unwrap_or_default();
             let mut found = None;
             for authn in &op.api.config().tokens {
-                if let Some(u) = authn.authenticate(token).await {
+                if let Some(u) = authn.authenticate_audiences(token, &audiences).await {
                     found = Some(u);
                     break;
                 }
             }
             match found {
-                Some(u) => {
-                    json!({"authenticated": true, "user": user_json(&u), "audiences": spec.get("audiences").cloned().unwrap_or(json!([]))})
-                }
-                None => json!({"authenticated": false, "user": {}}),
+                Some((u, aud)) => json!({"authenticated": true, "user": user_json(&u), "audiences": aud}),
+                None => json!({"authenticated": false, "user": {}, "error": "invalid bearer token"}),
             }
         }
         other => {
@@ -361,4 +364,87 @@ pub(crate) async fn review(op: &Op<'_>, body: &Bytes) -> ApiResult<Response<Body
     let meta = object::meta_mut(&mut obj);
     meta.insert("creationTimestamp".into(), Value::Null);
     Ok(op.respond(StatusCode::CREATED, &obj))
+}
+
+/// `create` on `serviceaccounts/<name>/token` (TokenRequest): a token for the ServiceAccount,
+/// optionally bound to a Pod or Secret (which must exist with the given uid), for the asked
+/// audiences and lifetime (at least 10 minutes; one hour by default).
+pub(crate) async fn token_request(op: &Op<'_>, body: &Bytes) -> ApiResult<Response<Body>> {
+    let Some(issuer) = op.api.config().service_accounts.clone() else {
+        return Err(ApiError::new(404, "NotFound", "the server is not issuing service account tokens"));
+    };
+    let mut req = decode_body(op, body)?;
+    let (sa, _) = op.read(&op.name).await?;
+    let spec = req.get("spec").cloned().unwrap_or(json!({}));
+    let expiration = spec.get("expirationSeconds").and_then(Value::as_i64).unwrap_or(3600);
+    let invalid = |field: &str, value: Value, why: &str| {
+        ApiError::invalid("authentication.k8s.io", "TokenRequest", "", vec![FieldError::invalid(field, &value, why)])
+    };
+    if expiration < 600 {
+        return Err(invalid(
+            "spec.expirationSeconds",
+            json!(expiration),
+            "may not specify a duration less than 10 minutes",
+        ));
+    }
+    if expiration > 1 << 32 {
+        return Err(invalid(
+            "spec.expirationSeconds",
+            json!(expiration),
+            "may not specify a duration larger than 2^32 seconds",
+        ));
+    }
+    let audiences: Vec<String> = match spec.get("audiences").and_then(Value::as_array) {
+        Some(a) if !a.is_empty() => a.iter().filter_map(|x| x.as_str().map(String::from)).collect(),
+        _ => issuer.audiences.clone(),
+    };
+    let mut bound = None;
+    if let Some(r) = spec.get("boundObjectRef").filter(|r| r.is_object()) {
+        let kind = r.get("kind").and_then(Value::as_str).unwrap_or("");
+        let name = r.get("name").and_then(Value::as_str).unwrap_or("");
+        let resource = match kind {
+            "Pod" => "pods",
+            "Secret" => "secrets",
+            other => {
+                return Err(invalid("spec.boundObjectRef.kind", json!(other), "must be one of Pod, Secret"));
+            }
+        };
+        let key = format!("/registry/core/{resource}/{}/{name}", op.ns);
+        let obj = op.store().get(key.as_bytes()).await.map_err(|e| crate::status::from_store(e, &op.gr(), name))?;
+        let Some(kv) = obj else {
+            return Err(ApiError::not_found(&crate::status::GroupResource::new("", resource), name));
+        };
+        let obj: Value = serde_json::from_slice(&kv.value).unwrap_or(Value::Null);
+        let uid = object::uid(&obj).to_string();
+        if let Some(want) = r.get("uid").and_then(Value::as_str).filter(|u| !u.is_empty())
+            && want != uid
+        {
+            return Err(ApiError::conflict(
+                &crate::status::GroupResource::new("", resource),
+                name,
+                &format!(
+                    "the UID in the bound object reference ({want}) does not match the UID in record. The object might have been deleted and then recreated"
+                ),
+            ));
+        }
+        bound = Some((kind.to_string(), name.to_string(), uid));
+    }
+    let claims = issuer.bound_claims(
+        &op.ns,
+        &op.name,
+        object::uid(&sa),
+        &audiences,
+        expiration,
+        bound.as_ref().map(|(k, n, u)| (k.as_str(), n.as_str(), u.as_str())),
+    );
+    let token = issuer.sign(&claims);
+    let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(0);
+    let when = jiff::Timestamp::from_second(exp).map(object::format_time).unwrap_or_default();
+    req["apiVersion"] = json!("authentication.k8s.io/v1");
+    req["kind"] = json!("TokenRequest");
+    req["metadata"] = json!({"name": op.name, "namespace": op.ns, "creationTimestamp": null});
+    req["spec"]["audiences"] = json!(audiences);
+    req["spec"]["expirationSeconds"] = json!(expiration);
+    req["status"] = json!({"token": token, "expirationTimestamp": when});
+    Ok(op.respond(StatusCode::CREATED, &req))
 }

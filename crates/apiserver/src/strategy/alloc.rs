@@ -38,6 +38,10 @@ async fn claim_node_port(op: &Op<'_>, port: i64, owner: &str) -> Result<bool, St
 /// Allocates a new Service's cluster IP and node ports, writing them into the object.
 pub(crate) async fn allocate(op: &Op<'_>, obj: &mut Value) -> ApiResult<Allocated> {
     let mut done = Allocated::default();
+    if op.rt.kind == "Secret" && op.rt.group.is_empty() {
+        legacy_token(op, obj).await;
+        return Ok(done);
+    }
     if op.rt.kind != "Service" || !op.rt.group.is_empty() {
         return Ok(done);
     }
@@ -157,4 +161,35 @@ pub(crate) async fn release_service(op: &Op<'_>, svc: &Value) {
         a.node_ports = nps;
     }
     release(op, &a).await;
+}
+
+/// A `kubernetes.io/service-account-token` Secret gets its ServiceAccount's legacy token, the
+/// cluster CA and the namespace (kube-controller-manager's token controller does this; here it
+/// happens as the Secret is created, when the ServiceAccount exists).
+async fn legacy_token(op: &Op<'_>, obj: &mut Value) {
+    if object::str_at(obj, &["type"]) != Some("kubernetes.io/service-account-token") {
+        return;
+    }
+    let Some(issuer) = op.api.config().service_accounts.clone() else { return };
+    let Some(sa_name) =
+        object::str_at(obj, &["metadata", "annotations", "kubernetes.io/service-account.name"]).map(str::to_string)
+    else {
+        return;
+    };
+    let key = format!("/registry/core/serviceaccounts/{}/{sa_name}", op.ns);
+    let Ok(Some(kv)) = op.store().get(key.as_bytes()).await else { return };
+    let sa: Value = serde_json::from_slice(&kv.value).unwrap_or(Value::Null);
+    let uid = object::uid(&sa).to_string();
+    let token = issuer.sign(&issuer.legacy_claims(&op.ns, object::name(obj), &sa_name, &uid));
+    use base64::Engine;
+    let b64 = |s: &str| json!(base64::engine::general_purpose::STANDARD.encode(s));
+    if !obj.get("data").is_some_and(Value::is_object) {
+        obj["data"] = json!({});
+    }
+    obj["data"]["token"] = b64(&token);
+    obj["data"]["ca.crt"] = b64(&issuer.ca_pem);
+    obj["data"]["namespace"] = b64(&op.ns);
+    if let Some(a) = object::meta_mut(obj).get_mut("annotations").and_then(Value::as_object_mut) {
+        a.insert("kubernetes.io/service-account.uid".into(), json!(uid));
+    }
 }
