@@ -14,6 +14,7 @@
 // path, and boxing it would only move the allocation.
 #![allow(clippy::result_large_err)]
 
+pub mod admission;
 pub mod auth;
 pub mod body;
 mod bootstrap;
@@ -21,6 +22,7 @@ pub mod crd;
 mod discovery;
 mod fields;
 pub mod ipalloc;
+mod mirror;
 mod namespaces;
 pub mod negotiate;
 pub mod object;
@@ -101,6 +103,8 @@ struct Inner {
     /// Namespaces and whether each is terminating, kept by the namespace task from the
     /// namespaces watch (the NamespaceLifecycle check reads it, falling back to the store).
     namespaces: std::sync::RwLock<HashMap<String, bool>>,
+    /// The cluster's admission webhooks, mirrored from the store.
+    webhooks: std::sync::OnceLock<Arc<admission::Webhooks>>,
     /// OpenAPI documents that include custom resources: (registry generation, bytes) by path.
     documents: Mutex<HashMap<String, (u64, Bytes)>>,
     /// Stops the in-process namespace finalizer when the server is dropped.
@@ -126,9 +130,14 @@ impl ApiServer {
                 caches: tokio::sync::Mutex::new(HashMap::new()),
                 namespaces: std::sync::RwLock::new(HashMap::new()),
                 documents: Mutex::new(HashMap::new()),
+                webhooks: std::sync::OnceLock::new(),
                 _background: Mutex::new(Vec::new()),
             }),
         };
+        let webhooks = admission::Webhooks::start(api.store().clone())
+            .await
+            .map_err(|e| status::from_store(e, &Default::default(), ""))?;
+        let _ = api.inner.webhooks.set(webhooks);
         bootstrap::run(&api).await?;
         // Custom resources are served from the first request on, also after a restart.
         crd::load(&api).await;
@@ -149,6 +158,11 @@ impl ApiServer {
     /// The registry of served types.
     pub fn registry(&self) -> &Registry {
         &self.inner.registry
+    }
+
+    /// The admission webhooks (once the server is running).
+    pub(crate) fn webhooks(&self) -> Option<&Arc<admission::Webhooks>> {
+        self.inner.webhooks.get()
     }
 
     /// A document derived from this server's registry, rebuilt when the registry changes.

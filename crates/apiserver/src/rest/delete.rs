@@ -209,6 +209,7 @@ pub(crate) async fn delete_object(op: &Op<'_>, name: &str, opts: &DeleteOptions,
         if op.rt.kind == "Namespace" && op.rt.group.is_empty() && IMMORTAL.contains(&name) {
             return Err(ApiError::forbidden(&op.gr(), name, "this namespace may not be deleted"));
         }
+        crate::admission::webhooks(op, "DELETE", None, Some(&current), false, dry).await?;
         let finalizers = gc_finalizers(op, &current, opts);
         let grace = grace_period(op, &current, opts);
         let spec_finalizers = op.rt.kind == "Namespace"
@@ -269,6 +270,7 @@ pub(crate) async fn delete_object(op: &Op<'_>, name: &str, opts: &DeleteOptions,
         match op.store().delete(key.as_bytes(), Some(kv.mod_revision)).await {
             Ok(_) => {
                 strategy::after_delete(op, &current).await;
+                crate::admission::quota::refresh_later(op);
                 return Ok(Deleted::Gone(current));
             }
             Err(StoreError::Conflict { .. }) => continue,

@@ -483,6 +483,10 @@ pub(crate) async fn create_object(
         m.remove("status");
     }
     strategy::prepare_for_create(&op.rt, &mut obj);
+    // Mutating admission (webhooks, then LimitRanger) sees the object before its name is
+    // generated, as in kube-apiserver.
+    crate::admission::webhooks(op, "CREATE", Some(&mut obj), None, true, dry).await?;
+    crate::admission::quota::limit_ranges(op, &mut obj).await?;
     let prefix = object::str_at(&obj, &["metadata", "generateName"]).unwrap_or("").to_string();
     for _attempt in 0..8 {
         if generate {
@@ -494,6 +498,8 @@ pub(crate) async fn create_object(
             fields::record_update(&mut obj, None, manager, &op.rt.api_version(), "", &now);
         }
         validate(op, &obj, None)?;
+        crate::admission::webhooks(op, "CREATE", Some(&mut obj.clone()), None, false, dry).await?;
+        let quotas = crate::admission::quota::check_quota(op, &obj).await?;
         if rv_set && !dry {
             return Err(ApiError::new(500, "", "resourceVersion should not be set on objects to be created"));
         }
@@ -514,6 +520,9 @@ pub(crate) async fn create_object(
         match op.store().create(key.as_bytes(), encode(&op.rt, &obj), op.rt.policy.ttl).await {
             Ok(rev) => {
                 object::set_resource_version(&mut obj, rev);
+                if quotas {
+                    crate::admission::quota::refresh_later(op);
+                }
                 strategy::after_create(op, &obj).await;
                 return Ok(op.respond(StatusCode::CREATED, &obj));
             }
@@ -574,10 +583,12 @@ where
         {
             return Err(ApiError::stale(&op.gr(), name));
         }
+        crate::admission::webhooks(op, "UPDATE", Some(&mut new), Some(&current), true, dry).await?;
         finish_update(op, &mut new, &current, manager)?;
         validate(op, &new, Some(&current))?;
         strategy::validate_update(&op.rt, &new, &current)
             .map_err(|errs| ApiError::invalid(&op.rt.group, &op.rt.kind, name, errs))?;
+        crate::admission::webhooks(op, "UPDATE", Some(&mut new.clone()), Some(&current), false, dry).await?;
         let deleting = object::is_deleting(&new);
         let no_finalizers = object::finalizers(&new).is_empty()
             && (op.rt.kind != "Namespace"

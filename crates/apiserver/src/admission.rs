@@ -1,0 +1,401 @@
+//! Admission: the tenant's own webhooks (MutatingWebhookConfiguration and
+//! ValidatingWebhookConfiguration, called with AdmissionReview v1), then LimitRange and
+//! ResourceQuota (`admission/quota.rs`).
+//!
+//! Webhooks run as kube-apiserver runs them: mutating ones after defaulting and before
+//! validation, in configuration-name order, with `reinvocationPolicy: IfNeeded` honoured once;
+//! validating ones after validation, just before the write. Matching follows `rules`
+//! (operations, groups, versions, resources with `*` and subresources, scope),
+//! `namespaceSelector`, `objectSelector` and `matchPolicy`; calls honour `timeoutSeconds`,
+//! `failurePolicy`, `sideEffects` on dry runs, and a URL or Service target verified with
+//! `caBundle`. Webhook configurations themselves are never sent to webhooks.
+
+mod client;
+pub(crate) mod quota;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::{Value, json};
+use vt_store::Store;
+
+use crate::mirror::{self, Change};
+use crate::rest::Op;
+use crate::selector::LabelSelector;
+use crate::status::{ApiError, ApiResult};
+use crate::{auth::UserInfo, object};
+
+const MUTATING: &str = "/registry/admissionregistration.k8s.io/mutatingwebhookconfigurations/";
+const VALIDATING: &str = "/registry/admissionregistration.k8s.io/validatingwebhookconfigurations/";
+
+/// Where a webhook is served.
+#[derive(Clone, Debug)]
+pub(crate) enum Target {
+    /// `clientConfig.url`.
+    Url(String),
+    /// `clientConfig.service`.
+    Service { namespace: String, name: String, path: String, port: u16 },
+}
+
+/// One webhook of a configuration.
+#[derive(Clone, Debug)]
+struct Hook {
+    name: String,
+    rules: Vec<Value>,
+    namespace_selector: Option<LabelSelector>,
+    object_selector: Option<LabelSelector>,
+    fail: bool,
+    equivalent: bool,
+    side_effects: String,
+    timeout: Duration,
+    target: Target,
+    ca_bundle: Vec<u8>,
+    if_needed: bool,
+    review_versions: Vec<String>,
+}
+
+impl Hook {
+    fn parse(w: &Value) -> Hook {
+        let s = |p: &str| w.pointer(p).and_then(Value::as_str).unwrap_or("").to_string();
+        let selector = |p: &str| {
+            w.pointer(p)
+                .filter(|v| v.is_object() && v.as_object().is_some_and(|m| !m.is_empty()))
+                .and_then(LabelSelector::from_api)
+        };
+        let target = match w.pointer("/clientConfig/url").and_then(Value::as_str) {
+            Some(u) => Target::Url(u.to_string()),
+            None => Target::Service {
+                namespace: s("/clientConfig/service/namespace"),
+                name: s("/clientConfig/service/name"),
+                path: s("/clientConfig/service/path"),
+                port: w.pointer("/clientConfig/service/port").and_then(Value::as_u64).unwrap_or(443) as u16,
+            },
+        };
+        let ca_bundle = w
+            .pointer("/clientConfig/caBundle")
+            .and_then(Value::as_str)
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .unwrap_or_default();
+        Hook {
+            name: s("/name"),
+            rules: w.get("rules").and_then(Value::as_array).cloned().unwrap_or_default(),
+            namespace_selector: selector("/namespaceSelector"),
+            object_selector: selector("/objectSelector"),
+            fail: s("/failurePolicy") != "Ignore",
+            equivalent: s("/matchPolicy") != "Exact",
+            side_effects: s("/sideEffects"),
+            timeout: Duration::from_secs(w.get("timeoutSeconds").and_then(Value::as_u64).unwrap_or(10).clamp(1, 30)),
+            target,
+            ca_bundle,
+            if_needed: s("/reinvocationPolicy") == "IfNeeded",
+            review_versions: w
+                .get("admissionReviewVersions")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+                .unwrap_or_else(|| vec!["v1".into()]),
+        }
+    }
+
+    /// Whether one of the hook's rules covers the request.
+    fn matches_rules(&self, a: &Request<'_>) -> bool {
+        let any = |list: Option<&Value>, v: &str| {
+            list.and_then(Value::as_array).is_some_and(|l| l.iter().any(|x| x == "*" || x == v))
+        };
+        self.rules.iter().any(|r| {
+            let ops_ok = any(r.get("operations"), a.operation);
+            let group_ok = any(r.get("apiGroups"), a.group);
+            let version_ok = self.equivalent || any(r.get("apiVersions"), a.version);
+            let resource_ok = r.get("resources").and_then(Value::as_array).is_some_and(|rs| {
+                rs.iter().filter_map(Value::as_str).any(|res| {
+                    let (rr, rs) = res.split_once('/').unwrap_or((res, ""));
+                    let res_match = rr == "*" || rr == a.resource;
+                    let sub_match =
+                        if a.subresource.is_empty() { rs.is_empty() } else { rs == "*" || rs == a.subresource };
+                    res_match && sub_match
+                })
+            });
+            let scope_ok = match r.get("scope").and_then(Value::as_str).unwrap_or("*") {
+                "Cluster" => a.namespace.is_empty(),
+                "Namespaced" => !a.namespace.is_empty(),
+                _ => true,
+            };
+            ops_ok && group_ok && version_ok && resource_ok && scope_ok
+        })
+    }
+}
+
+/// The webhooks of a cluster, mirrored from its store.
+#[derive(Default)]
+pub struct Webhooks {
+    /// Configuration key → its hooks.
+    mutating: RwLock<BTreeMap<String, Vec<Hook>>>,
+    validating: RwLock<BTreeMap<String, Vec<Hook>>>,
+}
+
+fn apply(map: &RwLock<BTreeMap<String, Vec<Hook>>>, change: Change<'_>) {
+    let parse = |v: &[u8]| -> Vec<Hook> {
+        serde_json::from_slice::<Value>(v)
+            .ok()
+            .and_then(|c| c.get("webhooks").and_then(Value::as_array).map(|ws| ws.iter().map(Hook::parse).collect()))
+            .unwrap_or_default()
+    };
+    let mut m = map.write().unwrap_or_else(|p| p.into_inner());
+    match change {
+        Change::Reset(items) => {
+            *m = items.iter().map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), parse(v))).collect();
+        }
+        Change::Put(k, v) => _ = m.insert(String::from_utf8_lossy(k).into_owned(), parse(v)),
+        Change::Delete(k) => _ = m.remove(String::from_utf8_lossy(k).as_ref()),
+    }
+}
+
+impl Webhooks {
+    /// Mirrors the webhook configurations of `store`.
+    pub async fn start(store: Arc<dyn Store>) -> Result<Arc<Webhooks>, vt_store::StoreError> {
+        let w = Arc::new(Webhooks::default());
+        mirror::follow(store.clone(), MUTATING, &w, |w, c| apply(&w.mutating, c)).await?;
+        mirror::follow(store, VALIDATING, &w, |w, c| apply(&w.validating, c)).await?;
+        Ok(w)
+    }
+
+    fn hooks(&self, mutating: bool) -> Vec<Hook> {
+        let map = if mutating { &self.mutating } else { &self.validating };
+        map.read().unwrap_or_else(|p| p.into_inner()).values().flatten().cloned().collect()
+    }
+}
+
+/// What is being admitted.
+struct Request<'a> {
+    operation: &'a str,
+    group: &'a str,
+    version: &'a str,
+    resource: &'a str,
+    subresource: &'a str,
+    namespace: &'a str,
+}
+
+fn user_json(u: &UserInfo) -> Value {
+    let mut v = json!({"username": u.name, "groups": u.groups});
+    if !u.uid.is_empty() {
+        v["uid"] = json!(u.uid);
+    }
+    if !u.extra.is_empty() {
+        v["extra"] = json!(u.extra);
+    }
+    v
+}
+
+/// Runs the webhooks that match a write. `obj` is the new object (mutated in place by mutating
+/// webhooks), `old` the stored one; `mutating` picks the phase.
+pub(crate) async fn webhooks(
+    op: &Op<'_>,
+    operation: &str,
+    obj: Option<&mut Value>,
+    old: Option<&Value>,
+    mutating: bool,
+    dry: bool,
+) -> ApiResult<()> {
+    let Some(w) = op.api.webhooks() else { return Ok(()) };
+    // Webhooks never admit their own configurations (kube-apiserver's rule, so a broken
+    // webhook cannot lock itself in).
+    if op.rt.group == "admissionregistration.k8s.io" {
+        return Ok(());
+    }
+    let req = Request {
+        operation,
+        group: &op.rt.group,
+        version: &op.rt.version,
+        resource: &op.rt.plural,
+        subresource: &op.sub,
+        namespace: &op.ns,
+    };
+    let candidates: Vec<Hook> = w.hooks(mutating).into_iter().filter(|h| h.matches_rules(&req)).collect();
+    if candidates.is_empty() {
+        return Ok(());
+    }
+    let mut obj = obj;
+    let mut ns_labels: Option<BTreeMap<String, String>> = None;
+    let mut called: Vec<(usize, bool)> = Vec::new();
+    let mut last_mutation: Option<usize> = None;
+    let mut queue: Vec<usize> = (0..candidates.len()).collect();
+    let mut reinvoked = false;
+    while !queue.is_empty() {
+        for i in std::mem::take(&mut queue) {
+            let hook = &candidates[i];
+            if let Some(sel) = &hook.object_selector {
+                let current = obj.as_deref().map(object::labels).unwrap_or_default();
+                let previous = old.map(object::labels).unwrap_or_default();
+                if !sel.matches(&current) && !sel.matches(&previous) {
+                    continue;
+                }
+            }
+            if let Some(sel) = &hook.namespace_selector {
+                let is_namespace = op.rt.group.is_empty() && op.rt.plural == "namespaces";
+                // Other cluster-scoped objects always match a namespace selector.
+                if is_namespace || !op.ns.is_empty() {
+                    let labels = if is_namespace {
+                        obj.as_deref().or(old).map(object::labels).unwrap_or_default()
+                    } else {
+                        if ns_labels.is_none() {
+                            ns_labels = Some(namespace_labels(op).await);
+                        }
+                        ns_labels.clone().unwrap_or_default()
+                    };
+                    if !sel.matches(&labels) {
+                        continue;
+                    }
+                }
+            }
+            if dry && !matches!(hook.side_effects.as_str(), "None" | "NoneOnDryRun") {
+                return Err(ApiError::bad_request(format!(
+                    "admission webhook {:?} does not support dry run",
+                    hook.name
+                )));
+            }
+            let mutated = call(op, hook, &req, obj.as_deref_mut(), old, mutating, dry).await?;
+            called.push((i, mutated));
+            if mutated {
+                last_mutation = Some(called.len() - 1);
+            }
+        }
+        // reinvocationPolicy IfNeeded: webhooks called before the last mutation run once more.
+        if mutating
+            && !reinvoked
+            && let Some(last) = last_mutation
+        {
+            reinvoked = true;
+            queue = called[..last].iter().map(|(i, _)| *i).filter(|i| candidates[*i].if_needed).collect();
+            last_mutation = None;
+        }
+    }
+    Ok(())
+}
+
+async fn namespace_labels(op: &Op<'_>) -> BTreeMap<String, String> {
+    let key = format!("/registry/core/namespaces/{}", op.ns);
+    match op.store().get(key.as_bytes()).await {
+        Ok(Some(kv)) => serde_json::from_slice::<Value>(&kv.value).map(|v| object::labels(&v)).unwrap_or_default(),
+        _ => BTreeMap::new(),
+    }
+}
+
+fn failure(hook: &Hook, why: &str) -> ApiError {
+    ApiError::internal(format!("failed calling webhook {:?}: {why}", hook.name))
+}
+
+/// Calls one webhook; returns whether it changed the object.
+async fn call(
+    op: &Op<'_>,
+    hook: &Hook,
+    req: &Request<'_>,
+    obj: Option<&mut Value>,
+    old: Option<&Value>,
+    mutating: bool,
+    dry: bool,
+) -> ApiResult<bool> {
+    let uid = uuid::Uuid::new_v4().to_string();
+    let version = if hook.review_versions.iter().any(|v| v == "v1") { "v1" } else { "v1beta1" };
+    let options_kind = match req.operation {
+        "CREATE" => "CreateOptions",
+        "DELETE" => "DeleteOptions",
+        _ => "UpdateOptions",
+    };
+    let name = obj.as_deref().or(old).map(object::name).unwrap_or(&op.name).to_string();
+    let gvk = json!({"group": op.rt.group, "version": op.rt.version, "kind": op.rt.kind});
+    let gvr = json!({"group": op.rt.group, "version": op.rt.version, "resource": op.rt.plural});
+    let mut request = json!({
+        "uid": uid,
+        "kind": gvk,
+        "resource": gvr,
+        "requestKind": gvk,
+        "requestResource": gvr,
+        "name": name,
+        "operation": req.operation,
+        "userInfo": user_json(op.user),
+        "object": obj.as_deref().cloned().unwrap_or(Value::Null),
+        "oldObject": old.cloned().unwrap_or(Value::Null),
+        "dryRun": dry,
+        "options": {"apiVersion": "meta.k8s.io/v1", "kind": options_kind},
+    });
+    if !op.ns.is_empty() {
+        request["namespace"] = json!(op.ns);
+    }
+    if !op.sub.is_empty() {
+        request["subResource"] = json!(op.sub);
+        request["requestSubResource"] = json!(op.sub);
+    }
+    let review =
+        json!({"apiVersion": format!("admission.k8s.io/{version}"), "kind": "AdmissionReview", "request": request});
+    let body = serde_json::to_vec(&review).unwrap_or_default();
+    let answer = match client::post(op, &hook.target, &hook.ca_bundle, body, hook.timeout).await {
+        Ok(a) => a,
+        Err(e) if hook.fail => return Err(failure(hook, &format!("failed to call webhook: {e}"))),
+        Err(e) => {
+            tracing::warn!(webhook = %hook.name, error = %e, "webhook failed; ignored (failurePolicy Ignore)");
+            return Ok(false);
+        }
+    };
+    let parsed: Result<Value, _> = serde_json::from_slice(&answer);
+    let response = match parsed.as_ref().ok().and_then(|v| v.get("response")) {
+        Some(r) if r.get("uid").and_then(Value::as_str) == Some(uid.as_str()) => r.clone(),
+        _ if hook.fail => return Err(failure(hook, "expected response.uid to match the request.uid")),
+        _ => return Ok(false),
+    };
+    for w in response.get("warnings").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
+        op.warn(w.to_string());
+    }
+    if response.get("allowed").and_then(Value::as_bool) != Some(true) {
+        let status = response.get("status").cloned().unwrap_or(json!({}));
+        let code = status.get("code").and_then(Value::as_u64).filter(|c| (400..600).contains(c)).unwrap_or(403) as u16;
+        let reason = status.get("reason").and_then(Value::as_str).unwrap_or("").to_string();
+        let message = status.get("message").and_then(Value::as_str).unwrap_or("");
+        let mut text = format!("admission webhook {:?} denied the request", hook.name);
+        if !message.is_empty() {
+            text.push_str(": ");
+            text.push_str(message);
+        }
+        // Status reasons are Kubernetes' fixed set; others pass as none.
+        const REASONS: &[&str] = &[
+            "Unauthorized",
+            "Forbidden",
+            "NotFound",
+            "AlreadyExists",
+            "Conflict",
+            "Gone",
+            "Invalid",
+            "ServerTimeout",
+            "Timeout",
+            "TooManyRequests",
+            "BadRequest",
+            "MethodNotAllowed",
+            "NotAcceptable",
+            "RequestEntityTooLarge",
+            "UnsupportedMediaType",
+            "InternalError",
+            "Expired",
+            "ServiceUnavailable",
+        ];
+        let reason: &'static str = match REASONS.iter().find(|r| **r == reason) {
+            Some(r) => r,
+            None if code == 403 => "Forbidden",
+            None if code == 400 => "BadRequest",
+            None => "",
+        };
+        return Err(ApiError::new(code, reason, text));
+    }
+    let Some(patch) = response.get("patch").and_then(Value::as_str) else { return Ok(false) };
+    if !mutating {
+        return Ok(false);
+    }
+    let Some(obj) = obj else { return Ok(false) };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(patch)
+        .map_err(|e| failure(hook, &format!("the patch is not base64: {e}")))?;
+    let ops: json_patch::Patch =
+        serde_json::from_slice(&bytes).map_err(|e| failure(hook, &format!("the patch is not a JSON patch: {e}")))?;
+    let before = obj.clone();
+    json_patch::patch(obj, &ops).map_err(|e| failure(hook, &format!("the JSON patch does not apply: {e}")))?;
+    Ok(*obj != before)
+}

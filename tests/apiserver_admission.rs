@@ -1,0 +1,302 @@
+//! Admission in a virtual cluster, with the real kubectl: a tenant's mutating and validating
+//! webhooks served by a real HTTPS server in this test (caBundle, namespaceSelector,
+//! warnings, dry run, failurePolicy Fail and Ignore), then LimitRange defaults and bounds and
+//! ResourceQuota limits with their `status.used`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use vt_testkit::{Kubectl, VtServer};
+
+fn vt() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_BIN_EXE_vt"))
+}
+
+/// Answers an AdmissionReview: `/mutate` labels objects `mutated=yes`; `/validate` denies
+/// ConfigMaps with a `forbidden` key and warns otherwise.
+fn review(path: &str, body: &[u8]) -> Value {
+    let rev: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let req = &rev["request"];
+    let uid = req["uid"].clone();
+    let obj = &req["object"];
+    let response = match path {
+        "/mutate" => {
+            let patch = if obj.pointer("/metadata/labels").is_some_and(Value::is_object) {
+                json!([{"op": "add", "path": "/metadata/labels/mutated", "value": "yes"}])
+            } else {
+                json!([{"op": "add", "path": "/metadata/labels", "value": {"mutated": "yes"}}])
+            };
+            let patch = base64::engine::general_purpose::STANDARD.encode(patch.to_string());
+            json!({"uid": uid, "allowed": true, "patchType": "JSONPatch", "patch": patch})
+        }
+        _ => {
+            if obj.pointer("/data/forbidden").is_some() {
+                json!({"uid": uid, "allowed": false, "status": {"code": 403, "message": "no forbidden keys"}})
+            } else {
+                json!({"uid": uid, "allowed": true, "warnings": ["validated by the test webhook"]})
+            }
+        }
+    };
+    json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response})
+}
+
+/// Starts the webhook server; returns its port, its CA (PEM) and its call counter.
+async fn webhook_server() -> (u16, String, Arc<AtomicUsize>) {
+    let ca = vt_pki::Ca::generate("webhook-test-ca").unwrap();
+    let cert = ca
+        .issue_server("webhook", &["localhost".into(), "hook.webhooks.svc".into()], &["127.0.0.1".parse().unwrap()])
+        .unwrap();
+    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(cert.cert_der().unwrap(), cert.key_der().unwrap())
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let acceptor = acceptor.clone();
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let counter = counter.clone();
+                    async move {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        let path = req.uri().path().to_string();
+                        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        let answer = review(&path, &body);
+                        Ok::<_, std::convert::Infallible>(
+                            http::Response::builder()
+                                .header("content-type", "application/json")
+                                .body(Full::new(Bytes::from(answer.to_string())))
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service).await;
+            });
+        }
+    });
+    (port, ca.cert_pem().to_string(), calls)
+}
+
+fn webhook_configs(port: u16, ca_pem: &str) -> String {
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    format!(
+        r#"apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata: {{name: label}}
+webhooks:
+- name: label.vt.test
+  admissionReviewVersions: [v1]
+  sideEffects: None
+  clientConfig: {{url: "https://127.0.0.1:{port}/mutate", caBundle: "{ca}"}}
+  namespaceSelector: {{matchLabels: {{webhooks: "on"}}}}
+  rules: [{{operations: [CREATE], apiGroups: [""], apiVersions: [v1], resources: [configmaps]}}]
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata: {{name: deny}}
+webhooks:
+- name: deny.vt.test
+  admissionReviewVersions: [v1]
+  sideEffects: None
+  clientConfig: {{url: "https://127.0.0.1:{port}/validate", caBundle: "{ca}"}}
+  namespaceSelector: {{matchLabels: {{webhooks: "on"}}}}
+  rules: [{{operations: [CREATE, UPDATE], apiGroups: [""], apiVersions: [v1], resources: [configmaps]}}]
+"#
+    )
+}
+
+fn broken_webhook(policy: &str, ca_pem: &str) -> String {
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    format!(
+        r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata: {{name: broken}}
+webhooks:
+- name: broken.vt.test
+  admissionReviewVersions: [v1]
+  sideEffects: None
+  timeoutSeconds: 2
+  failurePolicy: {policy}
+  clientConfig: {{url: "https://127.0.0.1:1/nothing", caBundle: "{ca}"}}
+  rules: [{{operations: [CREATE], apiGroups: [""], apiVersions: [v1], resources: [secrets]}}]
+"#
+    )
+}
+
+/// Retries `args` until it succeeds (configurations apply within moments).
+fn eventually_ok(k: &Kubectl, args: &[&str]) -> String {
+    for _ in 0..50 {
+        let out = k.run(args);
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    k.ok(args)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_called_with_admission_review() {
+    let (port, ca, calls) = webhook_server().await;
+    let server = VtServer::start(vt(), &[]);
+    let k = server.kubectl();
+    tokio::task::spawn_blocking(move || {
+        k.ok_stdin(
+            &["create", "-f", "-"],
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: hooked, labels: {webhooks: \"on\"}}\n",
+        );
+        k.ok(&["create", "namespace", "plain"]);
+        k.ok_stdin(&["apply", "-f", "-"], &webhook_configs(port, &ca));
+
+        // Mutated on create, with the validating webhook's warning.
+        let out = k.run(&["-n", "hooked", "create", "configmap", "a", "--from-literal=x=1"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("Warning: validated by the test webhook"));
+        assert_eq!(k.ok(&["-n", "hooked", "get", "cm", "a", "-o", "jsonpath={.metadata.labels.mutated}"]), "yes");
+        // Denied, with the webhook's message; nothing stored.
+        let err = k.fails(&["-n", "hooked", "create", "configmap", "b", "--from-literal=forbidden=1"]);
+        assert!(err.contains(r#"admission webhook "deny.vt.test" denied the request: no forbidden keys"#), "{err}");
+        assert!(k.fails(&["-n", "hooked", "get", "cm", "b"]).contains("NotFound"));
+        // Updates go through the validating webhook too.
+        let err = k.fails(&["-n", "hooked", "patch", "cm", "a", "--type=merge", "-p", r#"{"data":{"forbidden":"1"}}"#]);
+        assert!(err.contains("no forbidden keys"), "{err}");
+        // Server-side dry run calls side-effect-free webhooks and stores nothing.
+        assert!(
+            k.ok(&["-n", "hooked", "create", "configmap", "d", "--dry-run=server", "-o", "yaml"])
+                .contains("mutated: \"yes\"")
+        );
+        assert!(k.fails(&["-n", "hooked", "get", "cm", "d"]).contains("NotFound"));
+        // Outside the selected namespaces, webhooks are not called.
+        let before = calls.load(Ordering::SeqCst);
+        k.ok(&["-n", "plain", "create", "configmap", "c", "--from-literal=forbidden=1"]);
+        assert_eq!(calls.load(Ordering::SeqCst), before);
+        assert_eq!(k.ok(&["-n", "plain", "get", "cm", "c", "-o", "jsonpath={.metadata.labels}"]), "");
+
+        // An unreachable webhook: Fail refuses the request, Ignore lets it through.
+        k.ok_stdin(&["apply", "-f", "-"], &broken_webhook("Fail", &ca));
+        let err = k.fails(&["-n", "plain", "create", "secret", "generic", "s1", "--from-literal=a=b"]);
+        assert!(err.contains(r#"failed calling webhook "broken.vt.test""#), "{err}");
+        k.ok_stdin(&["apply", "-f", "-"], &broken_webhook("Ignore", &ca));
+        eventually_ok(&k, &["-n", "plain", "create", "secret", "generic", "s2", "--from-literal=a=b"]);
+        // Webhook configurations are never admitted by webhooks: the broken one can go.
+        k.ok(&["delete", "validatingwebhookconfiguration", "broken"]);
+
+        // A Service target: the webhook is reached through the Service's endpoints, its
+        // certificate checked for <service>.<namespace>.svc.
+        k.ok(&["create", "namespace", "webhooks"]);
+        k.ok_stdin(
+            &["-n", "webhooks", "apply", "-f", "-"],
+            &format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: hook}}\nspec:\n  clusterIP: None\n  ports: [{{name: https, port: 443, targetPort: {port}}}]\n---\napiVersion: v1\nkind: Endpoints\nmetadata: {{name: hook}}\nsubsets:\n- addresses: [{{ip: 127.0.0.1}}]\n  ports: [{{name: https, port: {port}}}]\n"
+            ),
+        );
+        let ca64 = base64::engine::general_purpose::STANDARD.encode(&ca);
+        k.ok_stdin(
+            &["apply", "-f", "-"],
+            &format!(
+                "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {{name: via-service}}\nwebhooks:\n- name: svc.vt.test\n  admissionReviewVersions: [v1]\n  sideEffects: None\n  clientConfig:\n    service: {{namespace: webhooks, name: hook, path: /mutate}}\n    caBundle: \"{ca64}\"\n  rules: [{{operations: [CREATE], apiGroups: [\"\"], apiVersions: [v1], resources: [secrets]}}]\n"
+            ),
+        );
+        // (A fresh name per try: the configuration reaches admission within moments.)
+        let mutated = (0..50).any(|i| {
+            let name = format!("s3-{i}");
+            let label = k.ok(&["-n", "plain", "create", "secret", "generic", &name, "-o", "jsonpath={.metadata.labels.mutated}"]);
+            label == "yes" || {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                false
+            }
+        });
+        assert!(mutated, "the service-targeted webhook never mutated a secret");
+    })
+    .await
+    .unwrap();
+}
+
+#[test]
+fn limit_ranges_and_quotas() {
+    let server = VtServer::start(vt(), &[]);
+    let k = server.kubectl();
+    k.ok(&["create", "namespace", "q"]);
+    k.ok_stdin(
+        &["-n", "q", "apply", "-f", "-"],
+        "apiVersion: v1\nkind: LimitRange\nmetadata: {name: limits}\nspec:\n  limits:\n  - type: Container\n    default: {cpu: 500m, memory: 128Mi}\n    defaultRequest: {cpu: 250m, memory: 64Mi}\n    max: {cpu: \"1\"}\n",
+    );
+    k.ok_stdin(
+        &["-n", "q", "apply", "-f", "-"],
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: quota}\nspec:\n  hard: {pods: \"2\", requests.cpu: \"1\", configmaps: \"3\"}\n",
+    );
+    let pod = |name: &str, resources: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers: [{{name: c, image: busybox:1.36{resources}}}]\n"
+        )
+    };
+    // LimitRange defaults fill the container's resources.
+    k.ok_stdin(&["-n", "q", "apply", "-f", "-"], &pod("p1", ""));
+    assert_eq!(
+        k.ok(&[
+            "-n",
+            "q",
+            "get",
+            "pod",
+            "p1",
+            "-o",
+            "jsonpath={.spec.containers[0].resources.limits.cpu}/{.spec.containers[0].resources.requests.cpu}"
+        ]),
+        "500m/250m"
+    );
+    // Over the LimitRange's max: forbidden.
+    let out = k.run_stdin(&["-n", "q", "apply", "-f", "-"], &pod("big", ", resources: {limits: {cpu: \"2\"}}"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("maximum cpu usage per Container is 1, but limit is 2"), "{err}");
+    // The quota counts pods and CPU requests.
+    let out = k.run_stdin(
+        &["-n", "q", "apply", "-f", "-"],
+        &pod("p2", ", resources: {requests: {cpu: 800m}, limits: {cpu: 800m}}"),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "exceeded quota: quota, requested: requests.cpu=800m, used: requests.cpu=250m, limited: requests.cpu=1"
+        ),
+        "{err}"
+    );
+    k.ok_stdin(&["-n", "q", "apply", "-f", "-"], &pod("p3", ""));
+    let out = k.run_stdin(&["-n", "q", "apply", "-f", "-"], &pod("p4", ""));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("exceeded quota: quota, requested: pods=1, used: pods=2, limited: pods=2"), "{err}");
+    // status.used follows (kubectl describe shows it).
+    let mut used = String::new();
+    for _ in 0..50 {
+        used = k.ok(&[
+            "-n",
+            "q",
+            "get",
+            "quota",
+            "quota",
+            "-o",
+            "jsonpath={.status.used.pods}/{.status.used.requests\\.cpu}",
+        ]);
+        if used == "2/500m" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(used, "2/500m");
+    // Deleting frees the quota.
+    k.ok(&["-n", "q", "delete", "pod", "p3", "--grace-period=0", "--force"]);
+    k.ok_stdin(&["-n", "q", "apply", "-f", "-"], &pod("p4", ""));
+}
