@@ -88,6 +88,8 @@ fn main() {
             name: "bench".into(),
             bookmark_interval: Duration::from_secs(60),
             service_accounts: None,
+            limits: None,
+            observer: None,
         })
         .await
         .unwrap();

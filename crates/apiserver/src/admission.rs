@@ -132,6 +132,16 @@ pub struct Webhooks {
     /// Configuration key → its hooks.
     mutating: RwLock<BTreeMap<String, Vec<Hook>>>,
     validating: RwLock<BTreeMap<String, Vec<Hook>>>,
+    /// The mirror tasks, stopped with the webhooks.
+    tasks: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+impl Drop for Webhooks {
+    fn drop(&mut self) {
+        for t in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            t.abort();
+        }
+    }
 }
 
 fn apply(map: &RwLock<BTreeMap<String, Vec<Hook>>>, change: Change<'_>) {
@@ -155,8 +165,9 @@ impl Webhooks {
     /// Mirrors the webhook configurations of `store`.
     pub async fn start(store: Arc<dyn Store>) -> Result<Arc<Webhooks>, vt_store::StoreError> {
         let w = Arc::new(Webhooks::default());
-        mirror::follow(store.clone(), MUTATING, &w, |w, c| apply(&w.mutating, c)).await?;
-        mirror::follow(store, VALIDATING, &w, |w, c| apply(&w.validating, c)).await?;
+        let a = mirror::follow(store.clone(), MUTATING, &w, |w, c| apply(&w.mutating, c)).await?;
+        let b = mirror::follow(store, VALIDATING, &w, |w, c| apply(&w.validating, c)).await?;
+        w.tasks.lock().unwrap_or_else(|p| p.into_inner()).extend([a, b]);
         Ok(w)
     }
 

@@ -20,6 +20,7 @@ pub mod body;
 mod bootstrap;
 pub mod crd;
 mod discovery;
+pub mod fairness;
 mod fields;
 pub mod ipalloc;
 mod mirror;
@@ -88,6 +89,17 @@ pub struct Config {
     /// Issues and verifies ServiceAccount tokens (TokenRequest, OIDC discovery, legacy token
     /// Secrets); `None` serves none of them.
     pub service_accounts: Option<Arc<serviceaccount::Issuer>>,
+    /// Request limits of this cluster (429 beyond them); `None` for none.
+    pub limits: Option<Arc<fairness::Limits>>,
+    /// Told of every request (metrics); `None` for nobody.
+    pub observer: Option<Arc<dyn RequestObserver>>,
+}
+
+/// Observes served requests (the manager's per-tenant metrics).
+pub trait RequestObserver: Send + Sync {
+    /// A request finished: its verb (`get`, `list`, `watch`, ... or the HTTP method of a
+    /// non-resource request), its status code and how long it took to answer.
+    fn observe(&self, verb: &str, code: u16, elapsed: std::time::Duration);
 }
 
 /// A Kubernetes API server for one virtual cluster. Cloning is cheap.
@@ -213,6 +225,34 @@ impl ApiServer {
 
     /// Serves one HTTP request. `cert_user` is the user of a verified client certificate.
     pub async fn handle(&self, req: Request<hyper::body::Incoming>, cert_user: Option<UserInfo>) -> Response<Body> {
+        let started = std::time::Instant::now();
+        let long_running = req.uri().query().is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"))
+            || req.uri().path().starts_with("/api/v1/watch/")
+            || req.uri().path().contains("/watch/");
+        let _slot = match &self.inner.config.limits {
+            Some(l) => match l.admit(long_running) {
+                Some(slot) => slot,
+                None => {
+                    let resp = error_response(&ApiError::too_many_requests(1));
+                    self.observe("", resp.status().as_u16(), started);
+                    return resp;
+                }
+            },
+            None => None,
+        };
+        let method = req.method().as_str().to_ascii_lowercase();
+        let resp = self.handle_inner(req, cert_user).await;
+        self.observe(&method, resp.status().as_u16(), started);
+        resp
+    }
+
+    fn observe(&self, verb: &str, code: u16, started: std::time::Instant) {
+        if let Some(o) = &self.inner.config.observer {
+            o.observe(verb, code, started.elapsed());
+        }
+    }
+
+    async fn handle_inner(&self, req: Request<hyper::body::Incoming>, cert_user: Option<UserInfo>) -> Response<Body> {
         let (parts, body) = req.into_parts();
         let body = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
             Ok(b) => b.to_bytes(),

@@ -34,17 +34,18 @@ async fn list_all(store: &dyn Store, prefix: &str) -> Result<(Vec<(Bytes, Bytes)
 }
 
 /// Loads `prefix` into `target` with `apply`, then keeps it current in the background until
-/// `target` is dropped.
+/// `target` is dropped or the returned task is aborted (owners abort it when they drop, so
+/// the task does not keep the store alive).
 pub(crate) async fn follow<T: Send + Sync + 'static>(
     store: Arc<dyn Store>,
     prefix: &'static str,
     target: &Arc<T>,
     apply: fn(&T, Change<'_>),
-) -> Result<(), StoreError> {
+) -> Result<tokio::task::AbortHandle, StoreError> {
     let (items, rev) = list_all(store.as_ref(), prefix).await?;
     apply(target, Change::Reset(items));
     let weak: Weak<T> = Arc::downgrade(target);
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let mut from = rev + 1;
         loop {
             if let Ok(mut watch) = store.watch(prefix.as_bytes(), from).await {
@@ -71,5 +72,5 @@ pub(crate) async fn follow<T: Send + Sync + 'static>(
             }
         }
     });
-    Ok(())
+    Ok(task.abort_handle())
 }

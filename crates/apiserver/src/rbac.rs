@@ -9,13 +9,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
-
-use futures::StreamExt;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use vt_store::{Event, ListOptions, Revision, Store, key_successor};
+use vt_store::Store;
 
 use crate::auth::{Attributes, Authorizer, Decision, MASTERS, PUBLIC_PATHS, UserInfo};
 use crate::selector::LabelSelector;
@@ -344,70 +341,39 @@ impl State {
 /// The RBAC authorizer of one cluster.
 pub struct Rbac {
     state: RwLock<State>,
+    /// The mirror task, stopped with the authorizer.
+    task: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl Drop for Rbac {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            t.abort();
+        }
+    }
 }
 
 impl Rbac {
     /// Loads the RBAC objects of `store` and follows their changes until the returned value
     /// is dropped.
     pub async fn start(store: Arc<dyn Store>) -> Result<Arc<Rbac>, vt_store::StoreError> {
-        let rbac = Arc::new(Rbac { state: RwLock::new(State::default()) });
-        let rev = rbac.load(store.as_ref()).await?;
-        let weak = Arc::downgrade(&rbac);
-        tokio::spawn(async move {
-            let mut from = rev + 1;
-            loop {
-                let mut watch = match store.watch(PREFIX.as_bytes(), from).await {
-                    Ok(w) => w,
-                    Err(_) => {
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        let Some(r) = weak.upgrade() else { return };
-                        if let Ok(rev) = r.load(store.as_ref()).await {
-                            from = rev + 1;
-                        }
-                        continue;
-                    }
-                };
-                while let Some(ev) = watch.next().await {
-                    let Some(r) = weak.upgrade() else { return };
-                    match ev {
-                        Ok(Event::Put { kv, .. }) => {
-                            from = kv.mod_revision + 1;
-                            r.state.write().unwrap_or_else(|p| p.into_inner()).apply(&kv.key, Some(&kv.value));
-                        }
-                        Ok(Event::Delete { key, revision, .. }) => {
-                            from = revision + 1;
-                            r.state.write().unwrap_or_else(|p| p.into_inner()).apply(&key, None);
-                        }
-                        Err(_) => break,
+        let rbac = Arc::new(Rbac { state: RwLock::new(State::default()), task: Default::default() });
+        let task = crate::mirror::follow(store, PREFIX, &rbac, |r, change| {
+            let mut st = r.state.write().unwrap_or_else(|p| p.into_inner());
+            match change {
+                crate::mirror::Change::Reset(items) => {
+                    *st = State::default();
+                    for (k, v) in items {
+                        st.apply(&k, Some(&v));
                     }
                 }
-                // The watch ended (compaction, store restart): start over from a fresh list.
-                let Some(r) = weak.upgrade() else { return };
-                if let Ok(rev) = r.load(store.as_ref()).await {
-                    from = rev + 1;
-                }
+                crate::mirror::Change::Put(k, v) => st.apply(k, Some(v)),
+                crate::mirror::Change::Delete(k) => st.apply(k, None),
             }
-        });
+        })
+        .await?;
+        *rbac.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         Ok(rbac)
-    }
-
-    /// Replaces the state with a fresh list; returns its revision.
-    async fn load(&self, store: &dyn Store) -> Result<Revision, vt_store::StoreError> {
-        let mut state = State::default();
-        let mut opts = ListOptions { limit: 500, ..Default::default() };
-        let revision = loop {
-            let page = store.list(PREFIX.as_bytes(), opts.clone()).await?;
-            for kv in &page.kvs {
-                state.apply(&kv.key, Some(&kv.value));
-            }
-            if !page.more {
-                break page.revision;
-            }
-            opts.revision = page.revision;
-            opts.start = page.kvs.last().map(|kv| key_successor(&kv.key));
-        };
-        *self.state.write().unwrap_or_else(|p| p.into_inner()) = state;
-        Ok(revision)
     }
 }
 

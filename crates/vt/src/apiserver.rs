@@ -152,6 +152,8 @@ pub async fn run(args: Args) -> Result<(), String> {
         name: "standalone".into(),
         bookmark_interval: std::time::Duration::from_secs(args.bookmark_interval.max(1)),
         service_accounts: Some(issuer),
+        limits: None,
+        observer: None,
     };
     let api = ApiServer::new(config).await.map_err(|e| format!("bootstrap failed: {e}"))?;
     let tls = Arc::new(tls_config(&serving, ca.cert_pem())?);
