@@ -7,11 +7,11 @@
 //! Also here: the rule algebra the escalation check needs ([`uncovered`]: the requested rules
 //! the user's own rules do not cover) and the rule listing behind SelfSubjectRulesReview.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
 use vt_store::Store;
 
 use crate::auth::{Attributes, Authorizer, Decision, MASTERS, PUBLIC_PATHS, UserInfo};

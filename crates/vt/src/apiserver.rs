@@ -17,36 +17,36 @@ use vt_store::etcd::{EtcdOptions, EtcdStore};
 use vt_store::sqlite::{CompactionPolicy, SqliteOptions, SqliteStore};
 
 /// Arguments of `vt apiserver`.
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub struct Args {
     /// Directory for the store, certificates and the admin kubeconfig.
     #[arg(long, default_value = "vt-data")]
-    data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:6443")]
-    listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// etcd endpoints (comma-separated); without them the store is SQLite in the data dir.
     #[arg(long, value_delimiter = ',')]
-    etcd: Vec<String>,
+    pub(crate) etcd: Vec<String>,
     /// Key prefix in etcd.
     #[arg(long, default_value = "/vt/standalone")]
-    etcd_prefix: String,
+    pub(crate) etcd_prefix: String,
     /// The Service cluster IP range.
     #[arg(long, default_value = "10.96.0.0/12")]
-    service_cidr: String,
+    pub(crate) service_cidr: String,
     /// How often the SQLite store compacts its history, in seconds (0 disables).
     #[arg(long, default_value_t = 60)]
-    compaction_interval: u64,
+    pub(crate) compaction_interval: u64,
     /// How many revisions of history the SQLite store keeps for watches and paginated lists.
     #[arg(long, default_value_t = 10_000)]
-    compaction_retain: i64,
+    pub(crate) compaction_retain: i64,
     /// A CSV file of bearer tokens (`token,user,uid[,"group1,group2"]`), as kube-apiserver's
     /// `--token-auth-file`.
     #[arg(long)]
-    token_auth_file: Option<PathBuf>,
+    pub(crate) token_auth_file: Option<PathBuf>,
     /// Seconds between watch bookmarks.
     #[arg(long, default_value_t = 60, hide = true)]
-    bookmark_interval: u64,
+    pub(crate) bookmark_interval: u64,
 }
 
 fn read_or_create_ca(dir: &std::path::Path) -> Result<Ca, String> {
@@ -77,8 +77,25 @@ fn write_private(path: &std::path::Path, contents: &str) -> Result<(), String> {
     f.write_all(contents.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// A started API server.
+pub struct Started {
+    /// `https://addr`.
+    pub url: String,
+    /// The admin kubeconfig.
+    pub kubeconfig: PathBuf,
+}
+
 /// Runs the server until killed.
 pub async fn run(args: Args) -> Result<(), String> {
+    let started = start(&args).await?;
+    // A line tests and scripts can wait for.
+    println!("serving on {}, kubeconfig {}", started.url, started.kubeconfig.display());
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+/// Starts the server (serving in the background) and writes its admin kubeconfig.
+pub async fn start(args: &Args) -> Result<Started, String> {
     std::fs::create_dir_all(&args.data_dir).map_err(|e| format!("{}: {e}", args.data_dir.display()))?;
     let store: Arc<dyn Store> = if args.etcd.is_empty() {
         Arc::new(
@@ -114,7 +131,8 @@ pub async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let server = format!("https://{addr}");
-    let kubeconfig = crate::kubeconfig::render("vt", &server, ca.cert_pem(), &admin.cert_pem, &admin.key_pem, None);
+    let kubeconfig =
+        vt_manager::kubeconfig::render("vt", &server, ca.cert_pem(), &admin.cert_pem, &admin.key_pem, None);
     let kc_path = args.data_dir.join("admin.kubeconfig");
     write_private(&kc_path, &kubeconfig)?;
     let authorizer = Rbac::start(store.clone()).await.map_err(|e| format!("cannot read RBAC objects: {e}"))?;
@@ -158,8 +176,6 @@ pub async fn run(args: Args) -> Result<(), String> {
     let api = ApiServer::new(config).await.map_err(|e| format!("bootstrap failed: {e}"))?;
     let tls = Arc::new(tls_config(&serving, ca.cert_pem())?);
     tracing::info!(%addr, kubeconfig = %kc_path.display(), "vt apiserver serving");
-    // A line tests and scripts can wait for.
-    println!("serving on {server}, kubeconfig {}", kc_path.display());
-    serve(listener, Arc::new(Single(Endpoint { tls, api }))).await;
-    Ok(())
+    tokio::spawn(serve(listener, Arc::new(Single(Endpoint { tls, api }))));
+    Ok(Started { url: server, kubeconfig: kc_path })
 }

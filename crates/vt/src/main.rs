@@ -1,20 +1,67 @@
 //! The `vt` command.
 
 mod apiserver;
-mod kubeconfig;
+mod server;
+mod tenants;
 
-use clap::{Parser, Subcommand};
+use std::time::Duration;
 
-/// vt — virtual Kubernetes control planes.
+use clap::{CommandFactory, Parser, Subcommand};
+
+/// vt — a Kubernetes cluster for every customer, at megabytes and milliseconds each.
 #[derive(Parser)]
 #[command(name = "vt", version, about, propagate_version = true)]
 struct Cli {
+    #[command(flatten)]
+    host: tenants::HostArgs,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the tenant manager (with its own embedded host unless --host-kubeconfig is given).
+    Server(server::Args),
+    /// Create a tenant and wait until it is ready.
+    Create(tenants::CreateArgs),
+    /// Use a tenant: merge its kubeconfig as context vt-NAME (or --print it, or run `-- CMD`).
+    Connect(tenants::ConnectArgs),
+    /// Switch back to the kubeconfig context used before `vt connect`.
+    Disconnect,
+    /// List tenants.
+    List {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: tenants::Format,
+    },
+    /// Show a tenant in detail.
+    Describe {
+        /// The tenant.
+        name: String,
+    },
+    /// Delete a tenant: its control plane, host namespace and data.
+    Delete {
+        /// The tenant.
+        name: String,
+        /// Return without waiting for the deletion to finish.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Stop a tenant's control plane and remove its pods (its data stays).
+    Pause {
+        /// The tenant.
+        name: String,
+    },
+    /// Bring a paused tenant back.
+    Resume {
+        /// The tenant.
+        name: String,
+    },
+    /// Print shell completions.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Run one standalone virtual API server (for testing and benchmarking).
     Apiserver(apiserver::Args),
 }
@@ -34,13 +81,29 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let result = rt.block_on(async {
+    let timeout = Duration::from_secs(120);
+    let host = cli.host.clone();
+    let result = rt.block_on(async move {
+        let ok = |r: Result<(), String>| r.map(|()| std::process::ExitCode::SUCCESS);
         match cli.command {
-            Command::Apiserver(args) => apiserver::run(args).await,
+            Command::Server(args) => ok(server::run(args).await),
+            Command::Create(args) => ok(tenants::create(&host, args).await),
+            Command::Connect(args) => tenants::connect(&host, args).await,
+            Command::Disconnect => ok(tenants::disconnect()),
+            Command::List { output } => ok(tenants::list(&host, output).await),
+            Command::Describe { name } => ok(tenants::describe(&host, &name).await),
+            Command::Delete { name, no_wait } => ok(tenants::delete(&host, &name, !no_wait, timeout).await),
+            Command::Pause { name } => ok(tenants::set_paused(&host, &name, true, timeout).await),
+            Command::Resume { name } => ok(tenants::set_paused(&host, &name, false, timeout).await),
+            Command::Completions { shell } => {
+                clap_complete::generate(shell, &mut Cli::command(), "vt", &mut std::io::stdout());
+                Ok(std::process::ExitCode::SUCCESS)
+            }
+            Command::Apiserver(args) => ok(apiserver::run(args).await),
         }
     });
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("vt: {e}");
             std::process::ExitCode::FAILURE

@@ -831,13 +831,28 @@ pub(crate) fn apply_patch(
             let ops: json_patch::Patch =
                 serde_json::from_slice(patch).map_err(|e| ApiError::bad_request(e.to_string()))?;
             let mut doc = current.clone();
-            json_patch::patch(&mut doc, &ops).map_err(|e| {
+            let invalid = |e: json_patch::PatchError| {
                 ApiError::new(
                     422,
                     "Invalid",
                     format!("the server rejected our request due to an error in our request: {e}"),
                 )
-            })?;
+            };
+            // One operation at a time: a `test` of `null` at a missing path passes, as in
+            // kube-apiserver's JSON patch library (kube-rs's finalizer helper relies on it).
+            let mut pending: Vec<json_patch::PatchOperation> = Vec::new();
+            for op in ops.0 {
+                if let json_patch::PatchOperation::Test(t) = &op
+                    && t.value.is_null()
+                    && doc.pointer(t.path.as_str()).is_none()
+                {
+                    json_patch::patch(&mut doc, &pending).map_err(invalid)?;
+                    pending.clear();
+                    continue;
+                }
+                pending.push(op);
+            }
+            json_patch::patch(&mut doc, &pending).map_err(invalid)?;
             Ok(doc)
         }
         BodyFormat::MergePatch | BodyFormat::StrategicMergePatch => {

@@ -23,6 +23,20 @@ fn each<'a>(v: &'a mut Value, key: &str) -> impl Iterator<Item = &'a mut Value> 
 /// Applies the defaults of `rt`'s kind.
 pub(crate) fn apply(rt: &ResourceType, obj: &mut Value) {
     match gk(rt) {
+        ("", "Secret") => {
+            // stringData is write-only: merged into data (base64), as kube's Secret strategy.
+            if let Some(Value::Object(plain)) = obj.as_object_mut().and_then(|m| m.remove("stringData")) {
+                use base64::Engine;
+                if !obj.get("data").is_some_and(Value::is_object) {
+                    obj["data"] = json!({});
+                }
+                for (k, v) in plain {
+                    let text = v.as_str().unwrap_or("").to_string();
+                    obj["data"][k] = json!(base64::engine::general_purpose::STANDARD.encode(text));
+                }
+            }
+            or(obj, "type", json!("Opaque"));
+        }
         ("", "Pod") => {
             pod_only(obj);
             if let Some(spec) = obj.get_mut("spec") {
@@ -48,7 +62,6 @@ pub(crate) fn apply(rt: &ResourceType, obj: &mut Value) {
             }
         }
         ("", "Service") => service(obj),
-        ("", "Secret") => or(obj, "type", json!("Opaque")),
         ("", "Endpoints") => {
             for s in each(obj, "subsets") {
                 for p in each(s, "ports") {

@@ -1,5 +1,6 @@
 //! Writing kubeconfig files.
 
+use base64::Engine;
 use serde_json::json;
 
 /// A kubeconfig for one cluster and one client certificate, as YAML.
@@ -11,7 +12,7 @@ pub fn render(
     key_pem: &str,
     tls_server_name: Option<&str>,
 ) -> String {
-    use base64_encode as b64;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let mut cluster_entry = json!({"server": server, "certificate-authority-data": b64(ca_pem)});
     if let Some(name) = tls_server_name {
         cluster_entry["tls-server-name"] = json!(name);
@@ -28,33 +29,14 @@ pub fn render(
     serde_saphyr::to_string(&cfg).unwrap_or_else(|_| cfg.to_string())
 }
 
-/// Standard base64 (no dependency for one use).
-fn base64_encode(s: &str) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let b = s.as_bytes();
-    let mut out = String::with_capacity(b.len().div_ceil(3) * 4);
-    for chunk in b.chunks(3) {
-        let n =
-            (chunk[0] as u32) << 16 | (*chunk.get(1).unwrap_or(&0) as u32) << 8 | *chunk.get(2).unwrap_or(&0) as u32;
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
-    fn base64_matches_rfc4648() {
-        assert_eq!(super::base64_encode(""), "");
-        assert_eq!(super::base64_encode("f"), "Zg==");
-        assert_eq!(super::base64_encode("fo"), "Zm8=");
-        assert_eq!(super::base64_encode("foo"), "Zm9v");
-        assert_eq!(super::base64_encode("foobar"), "Zm9vYmFy");
+    fn a_kubeconfig_with_a_server_name() {
+        let text = super::render("vt-acme", "https://127.0.0.1:6443", "CA", "CERT", "KEY", Some("acme.vt.local"));
+        let v: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+        assert_eq!(v["clusters"][0]["cluster"]["tls-server-name"], "acme.vt.local");
+        assert_eq!(v["clusters"][0]["cluster"]["certificate-authority-data"], "Q0E=");
+        assert_eq!(v["current-context"], "vt-acme");
     }
 }

@@ -1,0 +1,151 @@
+//! The control planes of the running tenants, in this process: for each tenant a store (its
+//! own SQLite file, or its prefix in a shared etcd), an RBAC authorizer, a token issuer and an
+//! API server, reachable through the shared listener under `<tenant>.<domain>`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use vt_apiserver::fairness::Limits;
+use vt_apiserver::ipalloc::IpAddressAllocator;
+use vt_apiserver::rbac::Rbac;
+use vt_apiserver::serve::{Endpoint, tls_config};
+use vt_apiserver::serviceaccount::{DEFAULT_ISSUER, Issuer, ServiceAccountTokens};
+use vt_apiserver::{ApiServer, Config};
+use vt_store::Store;
+use vt_store::etcd::{EtcdOptions, EtcdStore};
+use vt_store::sqlite::{SqliteOptions, SqliteStore};
+
+use crate::metrics::Metrics;
+use crate::pki::TenantPki;
+use crate::router::Router;
+use crate::tenant::StoreSpec;
+
+/// What every tenant control plane shares.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Where tenants' SQLite files live (`<data>/tenants/<name>/store.db`).
+    pub data_dir: PathBuf,
+    /// The address clients reach the tenant listener at (kubeconfigs, the `kubernetes`
+    /// Service's endpoint).
+    pub advertise: SocketAddr,
+    /// Tenants answer as `<tenant>.<domain>`.
+    pub domain: String,
+    /// Per-tenant limit of requests in flight (0: none).
+    pub max_in_flight: usize,
+    /// Per-tenant request rate, per second (0: none).
+    pub qps: f64,
+    /// Per-tenant burst above the rate.
+    pub burst: f64,
+    /// The tenants' Service IP range.
+    pub service_cidr: String,
+}
+
+impl Settings {
+    /// The TLS server name of a tenant.
+    pub fn server_name(&self, tenant: &str) -> String {
+        format!("{tenant}.{}", self.domain)
+    }
+
+    /// The directory of a tenant's own files.
+    pub fn tenant_dir(&self, tenant: &str) -> PathBuf {
+        self.data_dir.join("tenants").join(tenant)
+    }
+}
+
+struct Running {
+    api: ApiServer,
+    server_name: String,
+}
+
+/// The running control planes.
+pub struct ControlPlanes {
+    settings: Settings,
+    router: Arc<Router>,
+    metrics: Arc<Metrics>,
+    running: Mutex<HashMap<String, Running>>,
+}
+
+impl ControlPlanes {
+    /// No tenants running yet.
+    pub fn new(settings: Settings, router: Arc<Router>, metrics: Arc<Metrics>) -> ControlPlanes {
+        ControlPlanes { settings, router, metrics, running: Mutex::new(HashMap::new()) }
+    }
+
+    /// The shared settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The API server of a running tenant.
+    pub fn api(&self, tenant: &str) -> Option<ApiServer> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).get(tenant).map(|r| r.api.clone())
+    }
+
+    /// Names of the running tenants.
+    pub fn names(&self) -> Vec<String> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
+    }
+
+    /// Starts a tenant's control plane unless it runs already.
+    pub async fn ensure(&self, tenant: &str, store: &StoreSpec, pki: &TenantPki) -> Result<(), String> {
+        if self.api(tenant).is_some() {
+            return Ok(());
+        }
+        let store: Arc<dyn Store> = match &store.etcd {
+            Some(etcd) => {
+                let prefix = etcd.prefix.clone().unwrap_or_else(|| format!("/vt/{tenant}/"));
+                Arc::new(
+                    EtcdStore::connect(EtcdOptions::new(etcd.endpoints.clone(), prefix))
+                        .await
+                        .map_err(|e| format!("etcd: {e}"))?,
+                )
+            }
+            None => {
+                let dir = self.settings.tenant_dir(tenant);
+                std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                // Small caches: a manager holds thousands of these.
+                let opts = SqliteOptions { cache_kib: 256, max_idle_readers: 1, ..Default::default() };
+                Arc::new(SqliteStore::open(dir.join("store.db"), opts).await.map_err(|e| format!("store: {e}"))?)
+            }
+        };
+        let authorizer = Rbac::start(store.clone()).await.map_err(|e| format!("rbac: {e}"))?;
+        let server_name = self.settings.server_name(tenant);
+        let issuer = Arc::new(Issuer::new(
+            &vt_pki::pkcs8_der(&pki.sa_key).map_err(|e| e.to_string())?,
+            DEFAULT_ISSUER,
+            &format!("https://{server_name}:{}/openid/v1/jwks", self.settings.advertise.port()),
+            pki.ca.cert_pem(),
+        )?);
+        let config = Config {
+            store: store.clone(),
+            authorizer,
+            tokens: vec![Arc::new(ServiceAccountTokens::new(issuer.clone(), store))],
+            cluster_ips: Arc::new(IpAddressAllocator::new(&self.settings.service_cidr)?),
+            advertise: self.settings.advertise,
+            name: tenant.to_string(),
+            bookmark_interval: Duration::from_secs(60),
+            service_accounts: Some(issuer),
+            limits: Some(Arc::new(Limits::new(self.settings.max_in_flight, self.settings.qps, self.settings.burst))),
+            observer: Some(self.metrics.observer(tenant)),
+        };
+        let api = ApiServer::new(config).await.map_err(|e| format!("bootstrap: {}", e.message))?;
+        let tls = Arc::new(tls_config(&pki.serving, pki.ca.cert_pem())?);
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if running.contains_key(tenant) {
+            return Ok(());
+        }
+        self.router.insert(&server_name, Endpoint { tls, api: api.clone() });
+        running.insert(tenant.to_string(), Running { api, server_name });
+        Ok(())
+    }
+
+    /// Stops a tenant's control plane (its store closes once in-flight requests finish).
+    pub fn stop(&self, tenant: &str) {
+        if let Some(r) = self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(tenant) {
+            self.router.remove(&r.server_name);
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! vt's tenant manager.
+//!
+//! Thousands of tenants in one process: a `Tenant` resource on the host cluster declares each
+//! one ([`tenant`]); the reconciler ([`reconcile`]) gives it a host namespace with guardrails,
+//! its own credentials ([`pki`]) and a control plane ([`controlplane`]) served on one TLS
+//! listener routed by server name ([`router`]), with per-tenant fairness limits and metrics
+//! ([`metrics`]).
+
+pub mod controlplane;
+pub mod kubeconfig;
+pub mod metrics;
+pub mod pki;
+pub mod reconcile;
+pub mod router;
+pub mod tenant;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+use kube::api::{Api, PostParams};
+use kube::runtime::wait::{await_condition, conditions};
+
+pub use controlplane::Settings;
+
+/// Node pools the manager may provision for tenants (the embedded host's simulated nodes);
+/// on a real host, pools are the operator's node groups and this is not used.
+pub trait Pools: Send + Sync {
+    /// Makes sure nodes of `pool` exist.
+    fn ensure<'a>(&'a self, pool: &'a str) -> futures::future::BoxFuture<'a, Result<(), String>>;
+    /// Removes the nodes of `pool`.
+    fn remove<'a>(&'a self, pool: &'a str) -> futures::future::BoxFuture<'a, Result<(), String>>;
+}
+
+/// A running manager.
+pub struct Manager {
+    /// The running control planes.
+    pub planes: Arc<controlplane::ControlPlanes>,
+    /// The shared tenant listener's router.
+    pub router: Arc<router::Router>,
+    /// Metrics.
+    pub metrics: Arc<metrics::Metrics>,
+    /// Node pools to provision, if the manager owns the nodes.
+    pub pools: Option<Arc<dyn Pools>>,
+}
+
+/// Installs the Tenant CRD on the host if it is missing, and waits until it is served.
+pub async fn ensure_crd(host: &kube::Client) -> Result<(), String> {
+    let crds: Api<CustomResourceDefinition> = Api::all(host.clone());
+    let crd = tenant::Tenant::crd();
+    let name = crd.metadata.name.clone().unwrap_or_default();
+    match crds.create(&PostParams::default(), &crd).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        // Without the right to create CRDs (a Helm install brings it), it must exist already.
+        Err(kube::Error::Api(e)) if e.code == 403 => {}
+        Err(e) => return Err(format!("cannot install the Tenant CRD: {e}")),
+    }
+    tokio::time::timeout(Duration::from_secs(30), await_condition(crds, &name, conditions::is_crd_established()))
+        .await
+        .map_err(|_| "the Tenant CRD did not become established".to_string())?
+        .map_err(|e| format!("waiting for the Tenant CRD: {e}"))?;
+    Ok(())
+}
+
+impl Manager {
+    /// A manager for `settings` (nothing runs until [`Manager::run`]).
+    pub fn new(settings: Settings) -> Manager {
+        let router = Arc::new(router::Router::default());
+        let metrics = Arc::new(metrics::Metrics::default());
+        let planes = Arc::new(controlplane::ControlPlanes::new(settings, router.clone(), metrics.clone()));
+        Manager { planes, router, metrics, pools: None }
+    }
+
+    /// Provisions tenants' node pools through `pools`.
+    pub fn with_pools(mut self, pools: Arc<dyn Pools>) -> Manager {
+        self.pools = Some(pools);
+        self
+    }
+
+    /// Serves tenants on `listener` (and metrics on `admin`), reconciling the host's Tenants,
+    /// until the process ends.
+    pub async fn run(
+        &self,
+        host: kube::Client,
+        listener: tokio::net::TcpListener,
+        admin: Option<tokio::net::TcpListener>,
+        ready: impl std::future::Future<Output = ()>,
+    ) -> Result<(), String> {
+        ensure_crd(&host).await?;
+        tokio::spawn(vt_apiserver::serve::serve(listener, self.router.clone()));
+        if let Some(admin) = admin {
+            tokio::spawn(metrics::serve_admin(admin, self.metrics.clone()));
+        }
+        ready.await;
+        let ctx =
+            Arc::new(reconcile::Context::new(host, self.planes.clone(), self.metrics.clone(), self.pools.clone()));
+        reconcile::run(ctx).await;
+        Err("the Tenant watch ended".into())
+    }
+}

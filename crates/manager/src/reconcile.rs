@@ -1,0 +1,376 @@
+//! The Tenant reconciler (a kube-rs Controller against the host cluster): the host namespace
+//! and its guardrails, the tenant's credentials and kubeconfig Secrets, the control plane, pause
+//! and resume, and cleanup when a Tenant is deleted.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::finalizer::{Event, finalizer};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+
+use crate::controlplane::ControlPlanes;
+use crate::metrics::Metrics;
+use crate::pki::TenantPki;
+use crate::tenant::{Condition, FINALIZER, SecretRef, TENANT_LABEL, Tenant, TenantStatus, check_name, host_namespace};
+
+/// The field manager of everything the manager writes on the host.
+pub const MANAGER: &str = "vt-manager";
+const PKI_SECRET: &str = "vt-pki";
+/// The Secret holding a tenant's admin kubeconfig (key `kubeconfig`).
+pub const KUBECONFIG_SECRET: &str = "vt-admin-kubeconfig";
+
+/// Errors of one reconcile.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The host API failed.
+    #[error("host API: {0}")]
+    Kube(#[from] kube::Error),
+    /// Starting the control plane failed.
+    #[error("control plane: {0}")]
+    ControlPlane(String),
+    /// The finalizer machinery failed.
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+}
+
+/// What reconciles share.
+pub struct Context {
+    /// The host cluster.
+    pub host: Client,
+    /// The running control planes.
+    pub planes: Arc<ControlPlanes>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Node pools to provision, if the manager owns the nodes.
+    pub pools: Option<Arc<dyn crate::Pools>>,
+    /// Each tenant's last phase (for the phase gauge).
+    phases: Mutex<BTreeMap<String, String>>,
+}
+
+impl Context {
+    /// A context for reconciling against `host`.
+    pub fn new(
+        host: Client,
+        planes: Arc<ControlPlanes>,
+        metrics: Arc<Metrics>,
+        pools: Option<Arc<dyn crate::Pools>>,
+    ) -> Context {
+        Context { host, planes, metrics, pools, phases: Mutex::new(BTreeMap::new()) }
+    }
+
+    fn record_phase(&self, tenant: &str, phase: Option<&str>) {
+        let mut p = self.phases.lock().unwrap_or_else(|e| e.into_inner());
+        match phase {
+            Some(ph) => _ = p.insert(tenant.to_string(), ph.to_string()),
+            None => _ = p.remove(tenant),
+        }
+        let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+        for ph in p.values() {
+            *counts.entry(ph.clone()).or_default() += 1;
+        }
+        self.metrics.set_phases(&counts.into_iter().collect::<Vec<_>>());
+    }
+}
+
+fn apply_params() -> PatchParams {
+    PatchParams::apply(MANAGER).force()
+}
+
+/// Runs the reconciler until the stream of Tenants ends.
+pub async fn run(ctx: Arc<Context>) {
+    let tenants: Api<Tenant> = Api::all(ctx.host.clone());
+    Controller::new(tenants, watcher::Config::default())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "reconcile failed");
+            }
+        })
+        .await;
+}
+
+fn error_policy(t: Arc<Tenant>, e: &Error, _: Arc<Context>) -> Action {
+    tracing::warn!(tenant = %t.name_any(), error = %e, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(2))
+}
+
+async fn reconcile(t: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let api: Api<Tenant> = Api::all(ctx.host.clone());
+    finalizer(&api, FINALIZER, t, |event| async {
+        match event {
+            Event::Apply(t) => apply(t, ctx.clone()).await,
+            Event::Cleanup(t) => cleanup(t, ctx.clone()).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    })
+}
+
+fn now() -> String {
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+async fn set_status(ctx: &Context, t: &Tenant, mut status: TenantStatus) -> Result<(), Error> {
+    let ready = status.phase == "Ready";
+    let old = t.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready")).cloned();
+    let want = if ready { "True" } else { "False" };
+    let time = match &old {
+        Some(c) if c.status == want => c.last_transition_time.clone(),
+        _ => now(),
+    };
+    status.conditions = vec![Condition {
+        type_: "Ready".into(),
+        status: want.into(),
+        reason: if ready { "ControlPlaneRunning".into() } else { status.phase.clone() },
+        message: status.message.clone(),
+        last_transition_time: time,
+    }];
+    status.observed_generation = t.metadata.generation;
+    ctx.record_phase(&t.name_any(), Some(&status.phase));
+    if t.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let api: Api<Tenant> = Api::all(ctx.host.clone());
+    api.patch_status(&t.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "status": status }))).await?;
+    Ok(())
+}
+
+async fn apply(t: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let name = t.name_any();
+    if let Err(why) = check_name(&name) {
+        set_status(&ctx, &t, TenantStatus { phase: "Failed".into(), message: why, ..Default::default() }).await?;
+        return Ok(Action::await_change());
+    }
+    let ns = host_namespace(&name);
+    guardrails(&ctx, &t, &ns).await?;
+    let pki = credentials(&ctx, &name, &ns).await?;
+    let settings = ctx.planes.settings();
+    let kubeconfig = crate::kubeconfig::render(
+        &format!("vt-{name}"),
+        &format!("https://{}", settings.advertise),
+        pki.ca.cert_pem(),
+        &pki.admin.cert_pem,
+        &pki.admin.key_pem,
+        Some(&settings.server_name(&name)),
+    );
+    let secrets: Api<Secret> = Api::namespaced(ctx.host.clone(), &ns);
+    let kc_secret = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": KUBECONFIG_SECRET, "labels": {TENANT_LABEL: name}},
+        "type": "Opaque",
+        "stringData": {"kubeconfig": kubeconfig},
+    });
+    secrets.patch(KUBECONFIG_SECRET, &apply_params(), &Patch::Apply(kc_secret)).await?;
+    let secret_ref = Some(SecretRef { namespace: ns.clone(), name: KUBECONFIG_SECRET.into() });
+    let endpoint = format!("https://{}", settings.advertise);
+    if t.spec.paused {
+        ctx.planes.stop(&name);
+        let pods: Api<Pod> = Api::namespaced(ctx.host.clone(), &ns);
+        pods.delete_collection(&DeleteParams::default(), &ListParams::default()).await?;
+        set_status(
+            &ctx,
+            &t,
+            TenantStatus {
+                phase: "Paused".into(),
+                message: "the control plane is stopped and the tenant's pods are removed".into(),
+                endpoint,
+                kubeconfig_secret: secret_ref,
+                ..Default::default()
+            },
+        )
+        .await?;
+        return Ok(Action::await_change());
+    }
+    ctx.planes.ensure(&name, &t.spec.store, &pki).await.map_err(Error::ControlPlane)?;
+    if let Some(pools) = &ctx.pools {
+        pools.ensure(&t.spec.isolation.pool(&name)).await.map_err(Error::ControlPlane)?;
+    }
+    let (pods, objects) = counts(&ctx, &name).await;
+    ctx.metrics.set_objects(&name, objects.unwrap_or(0));
+    set_status(
+        &ctx,
+        &t,
+        TenantStatus {
+            phase: "Ready".into(),
+            message: format!("serving as {}", settings.server_name(&name)),
+            endpoint,
+            kubeconfig_secret: secret_ref,
+            pods,
+            objects,
+            ..Default::default()
+        },
+    )
+    .await?;
+    // Counts are refreshed now and then; nothing else changes without a Tenant event.
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// Pods and objects in a tenant's store.
+async fn counts(ctx: &Context, tenant: &str) -> (Option<i64>, Option<i64>) {
+    let Some(api) = ctx.planes.api(tenant) else { return (None, None) };
+    let count = |prefix: &'static str| {
+        let store = api.store().clone();
+        async move {
+            let mut n = 0i64;
+            let mut opts = vt_store::ListOptions { limit: 1000, ..Default::default() };
+            loop {
+                let Ok(page) = store.list(prefix.as_bytes(), opts.clone()).await else { return None };
+                n += page.kvs.len() as i64;
+                if !page.more {
+                    return Some(n);
+                }
+                opts.revision = page.revision;
+                opts.start = page.kvs.last().map(|kv| vt_store::key_successor(&kv.key));
+            }
+        }
+    };
+    (count("/registry/core/pods/").await, count("/registry/").await)
+}
+
+/// The host namespace and its guardrails: Pod Security labels, a ResourceQuota, a LimitRange
+/// and a default-deny NetworkPolicy allowing DNS and traffic within the tenant.
+async fn guardrails(ctx: &Context, t: &Tenant, ns: &str) -> Result<(), Error> {
+    let name = t.name_any();
+    let level = t.spec.isolation.security_level();
+    let labels = json!({
+        TENANT_LABEL: name,
+        "pod-security.kubernetes.io/enforce": level,
+        "pod-security.kubernetes.io/enforce-version": "latest",
+        "pod-security.kubernetes.io/warn": level,
+        "pod-security.kubernetes.io/audit": level,
+    });
+    let namespaces: Api<Namespace> = Api::all(ctx.host.clone());
+    namespaces
+        .patch(
+            ns,
+            &apply_params(),
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels}})),
+        )
+        .await?;
+    let hard: BTreeMap<String, String> = if t.spec.quota.is_empty() {
+        BTreeMap::from([("pods".to_string(), "500".to_string())])
+    } else {
+        t.spec.quota.clone()
+    };
+    let objects = [
+        json!({"apiVersion": "v1", "kind": "ResourceQuota",
+            "metadata": {"name": "vt-quota", "namespace": ns, "labels": {TENANT_LABEL: name}},
+            "spec": {"hard": hard}}),
+        json!({"apiVersion": "v1", "kind": "LimitRange",
+            "metadata": {"name": "vt-defaults", "namespace": ns, "labels": {TENANT_LABEL: name}},
+            "spec": {"limits": [{"type": "Container",
+                "defaultRequest": {"cpu": "50m", "memory": "64Mi"},
+                "default": {"cpu": "1", "memory": "1Gi"}}]}}),
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "vt-isolation", "namespace": ns, "labels": {TENANT_LABEL: name}},
+        "spec": {
+            "podSelector": {},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"from": [{"podSelector": {}}]}],
+            "egress": [
+                {"to": [{"podSelector": {}}]},
+                {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}}],
+                 "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+                {"to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"app.kubernetes.io/name": "vt"}}}]}
+            ]
+        }}),
+    ];
+    for obj in objects {
+        let kind = obj["kind"].as_str().unwrap_or("");
+        let obj_name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let (group, version, plural) = match kind {
+            "ResourceQuota" => ("", "v1", "resourcequotas"),
+            "LimitRange" => ("", "v1", "limitranges"),
+            _ => ("networking.k8s.io", "v1", "networkpolicies"),
+        };
+        let ar = kube::discovery::ApiResource {
+            group: group.into(),
+            version: version.into(),
+            api_version: if group.is_empty() { version.into() } else { format!("{group}/{version}") },
+            kind: kind.into(),
+            plural: plural.into(),
+        };
+        let api: Api<kube::api::DynamicObject> = Api::namespaced_with(ctx.host.clone(), ns, &ar);
+        api.patch(&obj_name, &apply_params(), &Patch::Apply(obj)).await?;
+    }
+    Ok(())
+}
+
+/// The tenant's credentials, created once and kept in the host namespace.
+async fn credentials(ctx: &Context, tenant: &str, ns: &str) -> Result<TenantPki, Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.host.clone(), ns);
+    if let Some(s) = secrets.get_opt(PKI_SECRET).await? {
+        let data: BTreeMap<String, Vec<u8>> = s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+        return TenantPki::from_data(&data).map_err(Error::ControlPlane);
+    }
+    let settings = ctx.planes.settings();
+    let mut names = vec![
+        settings.server_name(tenant),
+        "localhost".into(),
+        "kubernetes".into(),
+        "kubernetes.default".into(),
+        "kubernetes.default.svc".into(),
+        "kubernetes.default.svc.cluster.local".into(),
+    ];
+    names.dedup();
+    let ips = vec![settings.advertise.ip()];
+    let pki = TenantPki::generate(tenant, &names, &ips).map_err(Error::ControlPlane)?;
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": PKI_SECRET, "labels": {TENANT_LABEL: tenant}},
+        "type": "Opaque",
+        "stringData": pki.to_data(),
+    }))
+    .map_err(|e| Error::ControlPlane(e.to_string()))?;
+    match secrets.create(&PostParams::default(), &secret).await {
+        Ok(_) => Ok(pki),
+        // Another reconcile won the race: use what it stored.
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            let s = secrets.get(PKI_SECRET).await?;
+            let data: BTreeMap<String, Vec<u8>> =
+                s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+            TenantPki::from_data(&data).map_err(Error::ControlPlane)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A deleted Tenant: stop its control plane, delete its host namespace (and with it every
+/// host object of the tenant) and its data.
+async fn cleanup(t: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let name = t.name_any();
+    ctx.planes.stop(&name);
+    let namespaces: Api<Namespace> = Api::all(ctx.host.clone());
+    match namespaces.delete(&host_namespace(&name), &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => return Err(e.into()),
+    }
+    // A pool named after the tenant is the tenant's own; shared pools stay.
+    if let Some(pools) = &ctx.pools
+        && t.spec.isolation.pool(&name) == name
+    {
+        pools.remove(&name).await.map_err(Error::ControlPlane)?;
+    }
+    let dir = ctx.planes.settings().tenant_dir(&name);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|e| Error::ControlPlane(format!("{}: {e}", dir.display())))?;
+    }
+    ctx.record_phase(&name, None);
+    ctx.metrics.forget(&name);
+    Ok(Action::await_change())
+}
+
+/// The tenant's status as JSON (for the CLI).
+pub fn status_json(t: &Tenant) -> Value {
+    serde_json::to_value(t.status.clone().unwrap_or_default()).unwrap_or(Value::Null)
+}

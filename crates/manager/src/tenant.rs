@@ -1,0 +1,214 @@
+//! The `Tenant` resource (`tenants.vt.dev/v1alpha1`, cluster-scoped) that declares a virtual
+//! cluster on the host: how its workloads are isolated, where its objects are stored, its
+//! quota, and whether it is paused. The manager reports back in `status`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Toleration;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The label every host object of a tenant carries, with the tenant's name.
+pub const TENANT_LABEL: &str = "vt.dev/tenant";
+/// The node label naming a node pool.
+pub const POOL_LABEL: &str = "vt.dev/pool";
+/// The finalizer that makes the manager clean up before a Tenant goes.
+pub const FINALIZER: &str = "vt.dev/cleanup";
+/// The longest tenant name (it appears in host namespace names and DNS names).
+pub const MAX_NAME: usize = 40;
+
+/// A virtual cluster.
+#[derive(CustomResource, Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[kube(
+    group = "vt.dev",
+    version = "v1alpha1",
+    kind = "Tenant",
+    status = "TenantStatus",
+    shortname = "tn",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Pods","type":"integer","jsonPath":".status.pods"}"#,
+    printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".status.endpoint"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantSpec {
+    /// How the tenant's pods are kept apart on the host.
+    #[serde(default)]
+    pub isolation: Isolation,
+    /// Where the tenant's objects live (embedded SQLite unless etcd is given).
+    #[serde(default)]
+    pub store: StoreSpec,
+    /// Hard limits for the tenant's host namespace (a ResourceQuota), e.g. `pods: "100"`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub quota: BTreeMap<String, String>,
+    /// A paused tenant has no control plane and no pods; resuming brings both back.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+/// Node isolation and pod security of a tenant.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Isolation {
+    /// The node pool (`vt.dev/pool=<pool>` nodes, tainted `vt.dev/pool=<pool>:NoSchedule`) the
+    /// tenant's pods run on; the tenant's name when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_pool: Option<String>,
+    /// More node labels the tenant's pods must land on.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// More tolerations the tenant's pods get.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// The RuntimeClass forced on every pod (`kata` when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_class_name: Option<String>,
+    /// The Pod Security level enforced on the host namespace (`restricted`, `baseline` or
+    /// `privileged`; `baseline` when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_security: Option<String>,
+}
+
+impl Isolation {
+    /// The node pool, defaulting to the tenant's name.
+    pub fn pool(&self, tenant: &str) -> String {
+        self.node_pool.clone().unwrap_or_else(|| tenant.to_string())
+    }
+
+    /// The runtime class, defaulting to `kata`.
+    pub fn runtime_class(&self) -> String {
+        self.runtime_class_name.clone().unwrap_or_else(|| "kata".into())
+    }
+
+    /// The Pod Security level, defaulting to `baseline`.
+    pub fn security_level(&self) -> String {
+        self.pod_security.clone().unwrap_or_else(|| "baseline".into())
+    }
+}
+
+/// Where a tenant's objects are stored.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreSpec {
+    /// An etcd cluster (shared by tenants, each under its own key prefix).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd: Option<EtcdSpec>,
+}
+
+/// An etcd store.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcdSpec {
+    /// Client URLs (`http://etcd:2379`).
+    pub endpoints: Vec<String>,
+    /// The key prefix (`/vt/<tenant>/` when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+}
+
+/// What the manager observed.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantStatus {
+    /// `Pending`, `Ready`, `Paused`, `Terminating` or `Failed`.
+    #[serde(default)]
+    pub phase: String,
+    /// Why, for humans.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// `Ready` (and its transitions).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Where the tenant's API server answers (`https://host:port`, with the TLS server name in
+    /// the kubeconfig).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub endpoint: String,
+    /// The Secret holding the admin kubeconfig.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig_secret: Option<SecretRef>,
+    /// Pods in the virtual cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pods: Option<i64>,
+    /// Objects in the virtual cluster's store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objects: Option<i64>,
+    /// The generation these facts are about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// A condition of a Tenant.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// `Ready`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// A CamelCase reason.
+    #[serde(default)]
+    pub reason: String,
+    /// A message.
+    #[serde(default)]
+    pub message: String,
+    /// When the status last changed.
+    #[serde(default)]
+    pub last_transition_time: String,
+}
+
+/// A reference to a Secret.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+pub struct SecretRef {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+/// Checks a tenant name: a lowercase DNS label of at most [`MAX_NAME`] characters (it becomes
+/// the host namespace `vt-<name>` and the DNS name `<name>.<domain>`).
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok_chars = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if name.is_empty() {
+        return Err("a tenant name must not be empty".into());
+    }
+    if name.len() > MAX_NAME {
+        return Err(format!("tenant name {name:?} is longer than {MAX_NAME} characters"));
+    }
+    if !ok_chars || name.starts_with('-') || name.ends_with('-') {
+        return Err(format!(
+            "invalid tenant name {name:?}: use lowercase letters, digits and '-', starting and ending with a letter or digit"
+        ));
+    }
+    Ok(())
+}
+
+/// The host namespace of a tenant.
+pub fn host_namespace(tenant: &str) -> String {
+    format!("vt-{tenant}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+
+    #[test]
+    fn names() {
+        assert!(check_name("acme").is_ok());
+        assert!(check_name("a-1").is_ok());
+        for bad in ["", "Acme", "-a", "a-", "a_b", "a.b", &"x".repeat(41)] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_crd_is_cluster_scoped_with_status() {
+        let crd = Tenant::crd();
+        assert_eq!(crd.spec.scope, "Cluster");
+        assert_eq!(crd.metadata.name.as_deref(), Some("tenants.vt.dev"));
+        assert!(crd.spec.versions[0].subresources.as_ref().unwrap().status.is_some());
+    }
+}

@@ -1,0 +1,140 @@
+//! `vt server`: the tenant manager. With a host kubeconfig it manages tenants on that cluster;
+//! without one it brings its own host: vt's API server on SQLite in the data directory, with
+//! simulated nodes (one pool per tenant), so everything works on a laptop.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use vt_manager::{Manager, Pools, Settings};
+use vt_nodesim::NodeSim;
+
+/// Arguments of `vt server`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Directory for the manager's data (tenants' stores; the embedded host's store).
+    #[arg(long, default_value = "vt-data")]
+    data_dir: PathBuf,
+    /// Address of the tenant listener (one TLS port for every tenant, routed by server name).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    listen: SocketAddr,
+    /// Address clients reach the tenant listener at (kubeconfigs); the listen address if unset.
+    #[arg(long)]
+    advertise: Option<SocketAddr>,
+    /// Tenants answer as `<tenant>.<domain>` (the TLS server name in their kubeconfigs).
+    #[arg(long, default_value = "vt.local")]
+    domain: String,
+    /// Kubeconfig of a host cluster; without it, vt runs its own embedded host.
+    #[arg(long, env = "VT_HOST_KUBECONFIG")]
+    host_kubeconfig: Option<PathBuf>,
+    /// Address of the embedded host's API server.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    host_listen: SocketAddr,
+    /// Address of the admin endpoint (`/metrics`, `/healthz`); empty to disable.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    admin_listen: String,
+    /// Simulated nodes per tenant pool (embedded host only).
+    #[arg(long, default_value_t = 2)]
+    nodes_per_pool: usize,
+    /// Per-tenant limit of requests in flight (watches excluded; 0: none).
+    #[arg(long, default_value_t = 200)]
+    max_requests_inflight: usize,
+    /// Per-tenant request rate per second (0: none).
+    #[arg(long, default_value_t = 500.0)]
+    qps: f64,
+    /// Per-tenant burst above the rate.
+    #[arg(long, default_value_t = 1000.0)]
+    burst: f64,
+    /// The tenants' Service IP range.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cidr: String,
+}
+
+/// Simulated node pools on the embedded host.
+struct SimPools {
+    sim: Arc<NodeSim>,
+    per_pool: usize,
+}
+
+impl Pools for SimPools {
+    fn ensure<'a>(&'a self, pool: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move { self.sim.ensure_pool(pool, self.per_pool).await.map_err(|e| e.to_string()) })
+    }
+
+    fn remove<'a>(&'a self, pool: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move { self.sim.remove_pool(pool).await.map_err(|e| e.to_string()) })
+    }
+}
+
+/// The kubeconfig of the embedded host (what the CLI uses by default).
+pub fn embedded_host_kubeconfig(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("host").join("admin.kubeconfig")
+}
+
+/// Runs the manager until killed.
+pub async fn run(args: Args) -> Result<(), String> {
+    std::fs::create_dir_all(&args.data_dir).map_err(|e| format!("{}: {e}", args.data_dir.display()))?;
+    let (host_kubeconfig, embedded) = match &args.host_kubeconfig {
+        Some(p) => (p.clone(), false),
+        None => {
+            let host = crate::apiserver::Args {
+                data_dir: args.data_dir.join("host"),
+                listen: args.host_listen,
+                etcd: Vec::new(),
+                etcd_prefix: String::new(),
+                service_cidr: "10.128.0.0/12".into(),
+                compaction_interval: 60,
+                compaction_retain: 10_000,
+                token_auth_file: None,
+                bookmark_interval: 60,
+            };
+            let started = crate::apiserver::start(&host).await?;
+            (started.kubeconfig, true)
+        }
+    };
+    let kc = kube::config::Kubeconfig::read_from(&host_kubeconfig)
+        .map_err(|e| format!("{}: {e}", host_kubeconfig.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.map_err(|e| e.to_string())?;
+    let host = kube::Client::try_from(config).map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    let advertise = args.advertise.unwrap_or_else(|| {
+        if bound.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], bound.port())) } else { bound }
+    });
+    let settings = Settings {
+        data_dir: args.data_dir.clone(),
+        advertise,
+        domain: args.domain.clone(),
+        max_in_flight: args.max_requests_inflight,
+        qps: args.qps,
+        burst: args.burst,
+        service_cidr: args.service_cidr.clone(),
+    };
+    let mut manager = Manager::new(settings);
+    if embedded {
+        let sim = NodeSim::new(host.clone());
+        sim.start().await.map_err(|e| format!("simulated nodes: {e}"))?;
+        manager = manager.with_pools(Arc::new(SimPools { sim, per_pool: args.nodes_per_pool.max(1) }));
+    }
+    let admin = if args.admin_listen.is_empty() {
+        None
+    } else {
+        let addr: SocketAddr = args.admin_listen.parse().map_err(|e| format!("--admin-listen: {e}"))?;
+        Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?)
+    };
+    let admin_addr = admin.as_ref().and_then(|a| a.local_addr().ok());
+    tracing::info!(tenants = %bound, embedded, "vt server starting");
+    let ready = async {
+        // A line tests and scripts can wait for.
+        println!(
+            "vt server: tenants on https://{advertise} (as <tenant>.{}), host kubeconfig {}{}",
+            args.domain,
+            host_kubeconfig.display(),
+            admin_addr.map(|a| format!(", metrics http://{a}/metrics")).unwrap_or_default()
+        );
+    };
+    manager.run(host, listener, admin, ready).await
+}
