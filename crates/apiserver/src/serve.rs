@@ -24,8 +24,18 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Endpoint {
     /// TLS settings: serving certificate and trusted client CA.
     pub tls: Arc<rustls::ServerConfig>,
-    /// The API server.
-    pub api: ApiServer,
+    /// The API server, or `None` while it is unavailable (a paused tenant): requests then get
+    /// 503 with `unavailable` as the message.
+    pub api: Option<ApiServer>,
+    /// Why there is no API server.
+    pub unavailable: String,
+}
+
+impl Endpoint {
+    /// An endpoint serving `api`.
+    pub fn serving(tls: Arc<rustls::ServerConfig>, api: ApiServer) -> Endpoint {
+        Endpoint { tls, api: Some(api), unavailable: String::new() }
+    }
 }
 
 /// Picks the endpoint for a connection from its TLS server name.
@@ -108,10 +118,20 @@ async fn connection(tcp: tokio::net::TcpStream, resolver: Arc<dyn Resolver>) -> 
         .and_then(|c| c.first())
         .and_then(|c| vt_pki::subject_of(c).ok())
         .map(|s| UserInfo::new(s.common_name, s.organizations));
-    let api = endpoint.api;
+    let (api, unavailable) = (endpoint.api, Arc::new(endpoint.unavailable));
     let service = service_fn(move |req| {
-        let (api, cert_user) = (api.clone(), cert_user.clone());
-        async move { Ok::<_, Infallible>(api.handle(req, cert_user).await) }
+        let (api, cert_user, unavailable) = (api.clone(), cert_user.clone(), unavailable.clone());
+        async move {
+            Ok::<_, Infallible>(match api {
+                Some(api) => api.handle(req, cert_user).await,
+                // No Retry-After: clients should not spin on a paused cluster.
+                None => crate::error_response(&crate::status::ApiError::new(
+                    503,
+                    "ServiceUnavailable",
+                    unavailable.as_str(),
+                )),
+            })
+        }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder.http2().max_concurrent_streams(1000);

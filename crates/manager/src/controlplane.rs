@@ -94,6 +94,7 @@ impl ControlPlanes {
         if self.api(tenant).is_some() {
             return Ok(());
         }
+        // (A paused tenant's placeholder endpoint is replaced below.)
         let store: Arc<dyn Store> = match &store.etcd {
             Some(etcd) => {
                 let prefix = etcd.prefix.clone().unwrap_or_else(|| format!("/vt/{tenant}/"));
@@ -137,7 +138,7 @@ impl ControlPlanes {
         if running.contains_key(tenant) {
             return Ok(());
         }
-        self.router.insert(&server_name, Endpoint { tls, api: api.clone() });
+        self.router.insert(&server_name, Endpoint::serving(tls, api.clone()));
         running.insert(tenant.to_string(), Running { api, server_name });
         Ok(())
     }
@@ -147,5 +148,15 @@ impl ControlPlanes {
         if let Some(r) = self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(tenant) {
             self.router.remove(&r.server_name);
         }
+    }
+
+    /// Stops a tenant's control plane and answers its clients, over its own TLS identity,
+    /// that it is paused (503), rather than dropping their connections.
+    pub fn pause(&self, tenant: &str, pki: &TenantPki) -> Result<(), String> {
+        self.stop(tenant);
+        let tls = Arc::new(tls_config(&pki.serving, pki.ca.cert_pem())?);
+        let message = format!("tenant {tenant} is paused; `vt resume {tenant}` brings it back");
+        self.router.insert(&self.settings.server_name(tenant), Endpoint { tls, api: None, unavailable: message });
+        Ok(())
     }
 }

@@ -174,7 +174,7 @@ async fn apply(t: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
     let secret_ref = Some(SecretRef { namespace: ns.clone(), name: KUBECONFIG_SECRET.into() });
     let endpoint = format!("https://{}", settings.advertise);
     if t.spec.paused {
-        ctx.planes.stop(&name);
+        ctx.planes.pause(&name, &pki).map_err(Error::ControlPlane)?;
         let pods: Api<Pod> = Api::namespaced(ctx.host.clone(), &ns);
         pods.delete_collection(&DeleteParams::default(), &ListParams::default()).await?;
         set_status(

@@ -5,6 +5,7 @@
 //! watchdog that kills it (and removes its data) as soon as the test process's end of a pipe
 //! closes, which happens even when the test process is killed.
 
+pub mod manager;
 pub mod process;
 pub mod vt;
 
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub use manager::VtManager;
 pub use process::Watched;
 pub use vt::{Kubectl, VtServer};
 

@@ -176,6 +176,6 @@ pub async fn start(args: &Args) -> Result<Started, String> {
     let api = ApiServer::new(config).await.map_err(|e| format!("bootstrap failed: {e}"))?;
     let tls = Arc::new(tls_config(&serving, ca.cert_pem())?);
     tracing::info!(%addr, kubeconfig = %kc_path.display(), "vt apiserver serving");
-    tokio::spawn(serve(listener, Arc::new(Single(Endpoint { tls, api }))));
+    tokio::spawn(serve(listener, Arc::new(Single(Endpoint::serving(tls, api)))));
     Ok(Started { url: server, kubeconfig: kc_path })
 }
