@@ -75,7 +75,8 @@ fn tenants_lifecycle_isolation_and_restart() {
     // Pause stops the control plane; resume brings it back with its data.
     m.vt_ok(&["pause", "alpha"]);
     assert!(m.vt_ok(&["list"]).lines().any(|l| l.starts_with("alpha") && l.contains("Paused")));
-    let out = alpha.run(&["get", "namespaces"]);
+    // (503 ServiceUnavailable; kubectl's raw mode prints the Status message.)
+    let out = alpha.run(&["get", "--raw", "/api/v1/namespaces"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("tenant alpha is paused"), "a paused tenant says so: {err}");
     m.vt_ok(&["resume", "alpha"]);
