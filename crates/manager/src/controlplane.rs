@@ -28,9 +28,11 @@ use crate::tenant::StoreSpec;
 pub struct Settings {
     /// Where tenants' SQLite files live (`<data>/tenants/<name>/store.db`).
     pub data_dir: PathBuf,
-    /// The address clients reach the tenant listener at (kubeconfigs, the `kubernetes`
-    /// Service's endpoint).
-    pub advertise: SocketAddr,
+    /// Where clients reach the tenant listener (`host:port`, written into kubeconfigs).
+    pub advertise: String,
+    /// The IP address and port tenants' in-cluster `kubernetes` Service points at (the
+    /// manager's own address on the host network).
+    pub endpoint: SocketAddr,
     /// Tenants answer as `<tenant>.<domain>`.
     pub domain: String,
     /// Per-tenant limit of requests in flight (0: none).
@@ -117,7 +119,7 @@ impl ControlPlanes {
         let issuer = Arc::new(Issuer::new(
             &vt_pki::pkcs8_der(&pki.sa_key).map_err(|e| e.to_string())?,
             DEFAULT_ISSUER,
-            &format!("https://{server_name}:{}/openid/v1/jwks", self.settings.advertise.port()),
+            &format!("https://{}/openid/v1/jwks", self.settings.advertise),
             pki.ca.cert_pem(),
         )?);
         let config = Config {
@@ -125,7 +127,7 @@ impl ControlPlanes {
             authorizer,
             tokens: vec![Arc::new(ServiceAccountTokens::new(issuer.clone(), store))],
             cluster_ips: Arc::new(IpAddressAllocator::new(&self.settings.service_cidr)?),
-            advertise: self.settings.advertise,
+            advertise: self.settings.endpoint,
             name: tenant.to_string(),
             bookmark_interval: Duration::from_secs(60),
             service_accounts: Some(issuer),

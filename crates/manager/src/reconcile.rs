@@ -323,7 +323,13 @@ async fn credentials(ctx: &Context, tenant: &str, ns: &str) -> Result<TenantPki,
         "kubernetes.default.svc.cluster.local".into(),
     ];
     names.dedup();
-    let ips = vec![settings.advertise.ip()];
+    let mut ips = vec![settings.endpoint.ip()];
+    if let Some(host) = settings.advertise.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']']))
+        && let Ok(ip) = host.parse::<std::net::IpAddr>()
+        && !ips.contains(&ip)
+    {
+        ips.push(ip);
+    }
     let pki = TenantPki::generate(tenant, &names, &ips).map_err(Error::ControlPlane)?;
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": PKI_SECRET, "labels": {TENANT_LABEL: tenant}},

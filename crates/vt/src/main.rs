@@ -64,6 +64,9 @@ enum Command {
     },
     /// Run one standalone virtual API server (for testing and benchmarking).
     Apiserver(apiserver::Args),
+    /// Print the Tenant CustomResourceDefinition (what charts/vt/crds holds).
+    #[command(hide = true)]
+    Crd,
 }
 
 fn main() -> std::process::ExitCode {
@@ -100,6 +103,12 @@ fn main() -> std::process::ExitCode {
                 Ok(std::process::ExitCode::SUCCESS)
             }
             Command::Apiserver(args) => ok(apiserver::run(args).await),
+            Command::Crd => {
+                use kube::CustomResourceExt;
+                let crd = serde_json::to_value(vt_manager::tenant::Tenant::crd()).map_err(|e| e.to_string())?;
+                print!("{}", serde_saphyr::to_string(&crd).map_err(|e| e.to_string())?);
+                Ok(std::process::ExitCode::SUCCESS)
+            }
         }
     });
     match result {

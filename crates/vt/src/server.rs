@@ -19,15 +19,24 @@ pub struct Args {
     /// Address of the tenant listener (one TLS port for every tenant, routed by server name).
     #[arg(long, default_value = "127.0.0.1:8443")]
     listen: SocketAddr,
-    /// Address clients reach the tenant listener at (kubeconfigs); the listen address if unset.
+    /// Where clients reach the tenant listener (`host:port` in kubeconfigs); the listen
+    /// address if unset.
     #[arg(long)]
-    advertise: Option<SocketAddr>,
+    advertise: Option<String>,
+    /// The IP tenants' in-cluster `kubernetes` Service points at (`$POD_IP` in a pod); the
+    /// listen address if unset.
+    #[arg(long, env = "POD_IP")]
+    advertise_ip: Option<std::net::IpAddr>,
     /// Tenants answer as `<tenant>.<domain>` (the TLS server name in their kubeconfigs).
     #[arg(long, default_value = "vt.local")]
     domain: String,
-    /// Kubeconfig of a host cluster; without it, vt runs its own embedded host.
+    /// Kubeconfig of a host cluster; without it (and without --host-in-cluster), vt runs its
+    /// own embedded host.
     #[arg(long, env = "VT_HOST_KUBECONFIG")]
     host_kubeconfig: Option<PathBuf>,
+    /// Manage the cluster this pod runs in (its service account).
+    #[arg(long, conflicts_with = "host_kubeconfig")]
+    host_in_cluster: bool,
     /// Address of the embedded host's API server.
     #[arg(long, default_value = "127.0.0.1:6443")]
     host_listen: SocketAddr,
@@ -76,6 +85,7 @@ pub fn embedded_host_kubeconfig(data_dir: &std::path::Path) -> PathBuf {
 pub async fn run(args: Args) -> Result<(), String> {
     std::fs::create_dir_all(&args.data_dir).map_err(|e| format!("{}: {e}", args.data_dir.display()))?;
     let (host_kubeconfig, embedded) = match &args.host_kubeconfig {
+        _ if args.host_in_cluster => (PathBuf::new(), false),
         Some(p) => (p.clone(), false),
         None => {
             let host = crate::apiserver::Args {
@@ -93,20 +103,25 @@ pub async fn run(args: Args) -> Result<(), String> {
             (started.kubeconfig, true)
         }
     };
-    let kc = kube::config::Kubeconfig::read_from(&host_kubeconfig)
-        .map_err(|e| format!("{}: {e}", host_kubeconfig.display()))?;
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.map_err(|e| e.to_string())?;
+    let config = if args.host_in_cluster {
+        kube::Config::incluster().map_err(|e| format!("not running in a cluster: {e}"))?
+    } else {
+        let kc = kube::config::Kubeconfig::read_from(&host_kubeconfig)
+            .map_err(|e| format!("{}: {e}", host_kubeconfig.display()))?;
+        kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.map_err(|e| e.to_string())?
+    };
     let host = kube::Client::try_from(config).map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
-    let advertise = args.advertise.unwrap_or_else(|| {
-        if bound.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], bound.port())) } else { bound }
-    });
+    let local = if bound.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], bound.port())) } else { bound };
+    let advertise = args.advertise.clone().unwrap_or_else(|| local.to_string());
+    let endpoint = SocketAddr::new(args.advertise_ip.unwrap_or(local.ip()), bound.port());
     let settings = Settings {
         data_dir: args.data_dir.clone(),
-        advertise,
+        advertise: advertise.clone(),
+        endpoint,
         domain: args.domain.clone(),
         max_in_flight: args.max_requests_inflight,
         qps: args.qps,
@@ -130,9 +145,13 @@ pub async fn run(args: Args) -> Result<(), String> {
     let ready = async {
         // A line tests and scripts can wait for.
         println!(
-            "vt server: tenants on https://{advertise} (as <tenant>.{}), host kubeconfig {}{}",
+            "vt server: tenants on https://{advertise} (as <tenant>.{}), host {}{}",
             args.domain,
-            host_kubeconfig.display(),
+            if args.host_in_cluster {
+                "in-cluster".to_string()
+            } else {
+                format!("kubeconfig {}", host_kubeconfig.display())
+            },
             admin_addr.map(|a| format!(", metrics http://{a}/metrics")).unwrap_or_default()
         );
     };

@@ -1,0 +1,134 @@
+//! Tenant benchmark: the real `vt server` (embedded host) creating tenants through the Tenant
+//! API, as `vt create` does.
+//!
+//! `cargo bench -p vt --bench tenants` prints: create → Ready latency (p50/p99) and create →
+//! first answered request on the tenant's own endpoint; tenants created per second; and the
+//! manager's RSS with 10, 100 and 1,000 idle tenants, with the per-tenant slope.
+//! `VT_BENCH_TENANTS` caps the count (default 1000).
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, PostParams};
+use kube::runtime::watcher;
+use vt_testkit::VtManager;
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The manager's own RSS (its children are none: everything is in process).
+fn settle_rss(pid: u32) -> u64 {
+    std::thread::sleep(Duration::from_secs(2));
+    rss_kib(pid)
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(run());
+}
+
+async fn client_for(kubeconfig_yaml: &str) -> kube::Client {
+    let kc = kube::config::Kubeconfig::from_yaml(kubeconfig_yaml).unwrap();
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
+    kube::Client::try_from(cfg).unwrap()
+}
+
+async fn run() {
+    let total: usize = std::env::var("VT_BENCH_TENANTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let m = VtManager::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_vt")),
+        &["--nodes-per-pool", "1", "--max-requests-inflight", "0", "--qps", "0"],
+    );
+    let pid = m.pid();
+    let host_kc = std::fs::read_to_string(m.data_dir().join("host").join("admin.kubeconfig")).unwrap();
+    let host = client_for(&host_kc).await;
+    let tenants: Api<vt_manager::tenant::Tenant> = Api::all(host.clone());
+    // Status updates of every tenant, to time create → Ready.
+    let (tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+    {
+        let tenants = tenants.clone();
+        tokio::spawn(async move {
+            let mut seen = std::collections::HashSet::new();
+            let mut w = Box::pin(watcher(tenants, watcher::Config::default()));
+            while let Some(Ok(ev)) = w.next().await {
+                if let watcher::Event::Apply(t) | watcher::Event::InitApply(t) = ev {
+                    let ready = t.status.as_ref().is_some_and(|s| s.phase == "Ready");
+                    let name = t.metadata.name.clone().unwrap_or_default();
+                    if ready && seen.insert(name.clone()) {
+                        let _ = tx.send((name, Instant::now()));
+                    }
+                }
+            }
+        });
+    }
+    let base = settle_rss(pid);
+    println!("manager RSS with no tenants (embedded host included): {base} KiB");
+    let mut ready_ms = Vec::new();
+    let mut first_ms = Vec::new();
+    let mut rss_points = vec![(0usize, base)];
+    let started = Instant::now();
+    let mut created = 0usize;
+    for checkpoint in [10usize, 100, 1000] {
+        let target = checkpoint.min(total);
+        while created < target {
+            let name = format!("t{created}");
+            let t0 = Instant::now();
+            let tenant = vt_manager::tenant::Tenant::new(&name, Default::default());
+            tenants.create(&PostParams::default(), &tenant).await.unwrap();
+            let (ready_name, at) = ready_rx.recv().await.unwrap();
+            assert_eq!(ready_name, name);
+            ready_ms.push(at.duration_since(t0).as_secs_f64() * 1e3);
+            // The first request answered by the tenant itself, as `kubectl get ns` makes it.
+            if created < 100 {
+                let secrets: Api<Secret> = Api::namespaced(host.clone(), &format!("vt-{name}"));
+                let kc = secrets.get("vt-admin-kubeconfig").await.unwrap();
+                let kc = String::from_utf8(kc.data.unwrap()["kubeconfig"].0.clone()).unwrap();
+                let client = client_for(&kc).await;
+                Api::<Namespace>::all(client).list(&Default::default()).await.unwrap();
+                first_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+            }
+            created += 1;
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let rss = settle_rss(pid);
+        rss_points.push((created, rss));
+        println!("{created} tenants: manager RSS {rss} KiB; {:.1} tenants/s so far", created as f64 / elapsed);
+        if created >= total {
+            break;
+        }
+    }
+    println!();
+    println!("| measure | value |");
+    println!("|---|---:|");
+    println!(
+        "| create → Ready, p50 / p99 (ms) | {:.1} / {:.1} |",
+        pct(&mut ready_ms.clone(), 0.5),
+        pct(&mut ready_ms, 0.99)
+    );
+    println!(
+        "| create → first request answered by the tenant (first 100), p50 / p99 (ms) | {:.1} / {:.1} |",
+        pct(&mut first_ms.clone(), 0.5),
+        pct(&mut first_ms, 0.99)
+    );
+    println!("| tenants created per second (sequential) | {:.1} |", created as f64 / started.elapsed().as_secs_f64());
+    for w in rss_points.windows(2) {
+        let ((n0, r0), (n1, r1)) = (w[0], w[1]);
+        println!(
+            "| RSS {n0} → {n1} tenants | {r1} KiB ({:.0} KiB per tenant) |",
+            (r1 as f64 - r0 as f64) / (n1 - n0).max(1) as f64
+        );
+    }
+}
