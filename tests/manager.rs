@@ -143,3 +143,57 @@ fn clear_errors() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/kubeconfig"));
 }
+
+/// One noisy tenant gets kube's 429 (with Retry-After) beyond its rate while another tenant of
+/// the same manager is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_noisy_tenant_is_limited_not_its_neighbours() {
+    let m = VtManager::start(vt(), &["--qps", "5", "--burst", "5", "--max-requests-inflight", "4"]);
+    let (noisy, quiet, _manager) = tokio::task::spawn_blocking(move || {
+        m.vt_ok(&["create", "noisy"]);
+        m.vt_ok(&["create", "quiet"]);
+        let kc = |t: &str| m.vt_ok(&["connect", t, "--print"]);
+        (kc("noisy"), kc("quiet"), m)
+    })
+    .await
+    .unwrap();
+    let client = |yaml: String| async move {
+        let kc = kube::config::Kubeconfig::from_yaml(&yaml).unwrap();
+        let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
+        cfg.default_retry = false;
+        kube::Client::try_from(cfg).unwrap()
+    };
+    let noisy = client(noisy).await;
+    let quiet = client(quiet).await;
+    let mut tasks = Vec::new();
+    for _ in 0..40 {
+        let c = noisy.clone();
+        tasks.push(tokio::spawn(async move {
+            let req = http::Request::get("/api/v1/namespaces").body(Vec::new()).unwrap();
+            let resp = c.send(req.map(kube::client::Body::from)).await.unwrap();
+            (resp.status().as_u16(), resp.headers().get("retry-after").is_some())
+        }));
+    }
+    let mut limited = 0;
+    for t in tasks {
+        let (code, retry_after) = t.await.unwrap();
+        if code == 429 {
+            assert!(retry_after, "429 carries Retry-After");
+            limited += 1;
+        } else {
+            assert_eq!(code, 200);
+        }
+    }
+    assert!(limited > 0, "40 requests at once exceed a rate of 5/s");
+    // The neighbour is unaffected.
+    let req = http::Request::get("/api/v1/namespaces").body(Vec::new()).unwrap();
+    quiet.request_text(req).await.unwrap();
+}
+
+#[test]
+fn shell_completions() {
+    let out = std::process::Command::new(vt()).args(["completions", "bash"]).output().unwrap();
+    assert!(out.status.success());
+    let script = String::from_utf8_lossy(&out.stdout);
+    assert!(script.contains("_vt()") && script.contains("connect"), "{script}");
+}
