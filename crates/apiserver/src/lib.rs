@@ -108,6 +108,20 @@ pub struct ApiServer {
     inner: Arc<Inner>,
 }
 
+/// A reference to an [`ApiServer`] that does not keep it running (in-process clients hold
+/// these, so a stopped cluster really stops).
+#[derive(Clone)]
+pub struct WeakApiServer {
+    inner: std::sync::Weak<Inner>,
+}
+
+impl WeakApiServer {
+    /// The server, if it still runs.
+    pub fn upgrade(&self) -> Option<ApiServer> {
+        self.inner.upgrade().map(|inner| ApiServer { inner })
+    }
+}
+
 struct Inner {
     config: Config,
     registry: Registry,
@@ -160,6 +174,11 @@ impl ApiServer {
         background.push(crds.abort_handle());
         drop(background);
         Ok(api)
+    }
+
+    /// A reference that does not keep the server running.
+    pub fn downgrade(&self) -> WeakApiServer {
+        WeakApiServer { inner: Arc::downgrade(&self.inner) }
     }
 
     /// The store.

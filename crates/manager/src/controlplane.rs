@@ -60,6 +60,8 @@ impl Settings {
 struct Running {
     api: ApiServer,
     server_name: String,
+    /// The cluster's controllers; they stop with it.
+    _controllers: vt_controllers::Controllers,
 }
 
 /// The running control planes.
@@ -141,7 +143,8 @@ impl ControlPlanes {
             return Ok(());
         }
         self.router.insert(&server_name, Endpoint::serving(tls, api.clone()));
-        running.insert(tenant.to_string(), Running { api, server_name });
+        let controllers = vt_controllers::start(api.clone(), pki.ca.cert_pem().to_string());
+        running.insert(tenant.to_string(), Running { api, server_name, _controllers: controllers });
         Ok(())
     }
 

@@ -213,7 +213,14 @@ pub(crate) async fn run(sim: Arc<NodeSim>) {
     let pods = watcher(Api::<Pod>::all(client), watcher::Config::default().fields("spec.nodeName="))
         .default_backoff()
         .touched_objects();
-    let mut node_stream = Box::pin(node_stream);
+    // The node reflector runs on its own; node changes wake the scheduler up.
+    let (changed_tx, mut node_changes) = tokio::sync::mpsc::channel::<()>(1);
+    tokio::spawn(async move {
+        let mut node_stream = Box::pin(node_stream);
+        while node_stream.next().await.is_some() {
+            let _ = changed_tx.try_send(());
+        }
+    });
     let mut pods = Box::pin(pods);
     let _ = nodes.wait_until_ready().await;
     let mut s = Scheduler { sim, nodes, runtime_classes: rcs, load: HashMap::new(), pending: BTreeMap::new() };
@@ -229,7 +236,7 @@ pub(crate) async fn run(sim: Arc<NodeSim>) {
                     s.schedule(v).await;
                 }
             }
-            Some(_) = node_stream.next() => {
+            Some(()) = node_changes.recv() => {
                 // A node appeared or changed: pending pods may fit now.
                 let pending: Vec<Value> = s.pending.values().cloned().collect();
                 for p in pending {

@@ -47,6 +47,13 @@ pub struct Args {
     /// Seconds between watch bookmarks.
     #[arg(long, default_value_t = 60, hide = true)]
     pub(crate) bookmark_interval: u64,
+    /// Run the cluster's controllers (ServiceAccounts, ReplicaSets, Deployments, ...), as
+    /// every tenant does.
+    #[arg(long)]
+    pub(crate) controllers: bool,
+    /// Simulated nodes in this cluster (scheduler and kubelet included), for experiments.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) simulate_nodes: usize,
 }
 
 fn read_or_create_ca(dir: &std::path::Path) -> Result<Ca, String> {
@@ -176,6 +183,18 @@ pub async fn start(args: &Args) -> Result<Started, String> {
     let api = ApiServer::new(config).await.map_err(|e| format!("bootstrap failed: {e}"))?;
     let tls = Arc::new(tls_config(&serving, ca.cert_pem())?);
     tracing::info!(%addr, kubeconfig = %kc_path.display(), "vt apiserver serving");
+    if args.controllers {
+        // Kept for the process's life.
+        std::mem::forget(vt_controllers::start(api.clone(), ca.cert_pem().to_string()));
+    }
+    if args.simulate_nodes > 0 {
+        let sim = vt_nodesim::NodeSim::new(vt_controllers::client::in_process(api.clone()));
+        sim.start().await.map_err(|e| format!("simulated nodes: {e}"))?;
+        for i in 0..args.simulate_nodes {
+            let spec = vt_nodesim::NodeSpec { name: format!("sim-{i}"), ..Default::default() };
+            sim.add_node(&spec).await.map_err(|e| format!("simulated nodes: {e}"))?;
+        }
+    }
     tokio::spawn(serve(listener, Arc::new(Single(Endpoint::serving(tls, api)))));
     Ok(Started { url: server, kubeconfig: kc_path })
 }

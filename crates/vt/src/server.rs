@@ -98,6 +98,9 @@ pub async fn run(args: Args) -> Result<(), String> {
                 compaction_retain: 10_000,
                 token_auth_file: None,
                 bookmark_interval: 60,
+                // The host's pods are the tenants' (synced); no workload controllers run there.
+                controllers: false,
+                simulate_nodes: 0,
             };
             let started = crate::apiserver::start(&host).await?;
             (started.kubeconfig, true)

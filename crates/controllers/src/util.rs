@@ -1,0 +1,213 @@
+//! Helpers the controllers share: controller references, label selectors, pod readiness and
+//! availability, and kube's pod-template hash.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use kube::Resource;
+
+/// Errors of one reconcile.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API server refused or failed.
+    #[error("api: {0}")]
+    Kube(#[from] kube::Error),
+    /// The object cannot be reconciled as it is.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A controller's result.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Retries a failed reconcile soon.
+pub fn retry<T>(_: std::sync::Arc<T>, e: &Error, _: std::sync::Arc<impl Sized>) -> kube::runtime::controller::Action {
+    tracing::debug!(error = %e, "reconcile failed; retrying");
+    kube::runtime::controller::Action::requeue(Duration::from_secs(1))
+}
+
+/// The controller reference to `owner`.
+pub fn controller_ref<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReference {
+    OwnerReference {
+        api_version: K::api_version(&()).into_owned(),
+        kind: K::kind(&()).into_owned(),
+        name: owner.meta().name.clone().unwrap_or_default(),
+        uid: owner.meta().uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// The uid of an object's controller, if it has one.
+pub fn controller_uid(meta: &ObjectMeta) -> Option<&str> {
+    meta.owner_references.as_ref()?.iter().find(|r| r.controller == Some(true)).map(|r| r.uid.as_str())
+}
+
+/// A label selector as a list-request string (`a=b,c in (d,e)`); `None` if it selects nothing.
+pub fn selector_string(sel: &LabelSelector) -> Option<String> {
+    let mut parts = Vec::new();
+    for (k, v) in sel.match_labels.iter().flatten() {
+        parts.push(format!("{k}={v}"));
+    }
+    for e in sel.match_expressions.iter().flatten() {
+        let values = e.values.clone().unwrap_or_default().join(",");
+        parts.push(match e.operator.as_str() {
+            "In" => format!("{} in ({values})", e.key),
+            "NotIn" => format!("{} notin ({values})", e.key),
+            "Exists" => e.key.clone(),
+            "DoesNotExist" => format!("!{}", e.key),
+            _ => return None,
+        });
+    }
+    if parts.is_empty() { None } else { Some(parts.join(",")) }
+}
+
+/// Whether the pod is being deleted.
+pub fn deleting(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_some()
+}
+
+/// Whether the pod has finished (Succeeded or Failed).
+pub fn terminal(pod: &Pod) -> bool {
+    matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
+}
+
+/// When the pod's Ready condition became True, if it is ready.
+pub fn ready_since(pod: &Pod) -> Option<jiff::Timestamp> {
+    let c = pod.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready")?;
+    if c.status != "True" {
+        return None;
+    }
+    Some(c.last_transition_time.as_ref().map(|t| t.0).unwrap_or_else(jiff::Timestamp::now))
+}
+
+/// Whether the pod is ready.
+pub fn ready(pod: &Pod) -> bool {
+    ready_since(pod).is_some()
+}
+
+/// Whether the pod has been ready for `min_ready` seconds at `now`; else how long until then.
+pub fn available(pod: &Pod, min_ready: i64, now: jiff::Timestamp) -> Result2 {
+    match ready_since(pod) {
+        None => Result2::No,
+        Some(t) if min_ready <= 0 => {
+            let _ = t;
+            Result2::Yes
+        }
+        Some(t) => {
+            let at = t + jiff::SignedDuration::from_secs(min_ready);
+            if at <= now { Result2::Yes } else { Result2::After(now.duration_until(at).unsigned_abs()) }
+        }
+    }
+}
+
+/// Availability of a pod.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Result2 {
+    /// Available.
+    Yes,
+    /// Not ready.
+    No,
+    /// Ready, available after this long.
+    After(Duration),
+}
+
+/// A template with its zero values dropped (`""`, `false`, `0`, `null`, empty lists and
+/// maps), so templates compare as kube compares Go structs (a value-type field's zero value is
+/// the same as its absence), whether they arrived as JSON or as protobuf.
+pub fn normalized(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    fn zero(v: &Value) -> bool {
+        match v {
+            Value::Null => true,
+            Value::Bool(b) => !b,
+            Value::Number(n) => n.as_f64() == Some(0.0),
+            Value::String(s) => s.is_empty(),
+            Value::Array(a) => a.is_empty(),
+            Value::Object(m) => m.is_empty(),
+        }
+    }
+    match v {
+        Value::Object(m) => {
+            Value::Object(m.iter().map(|(k, v)| (k.clone(), normalized(v))).filter(|(_, v)| !zero(v)).collect())
+        }
+        Value::Array(a) => Value::Array(a.iter().map(normalized).collect()),
+        other => other.clone(),
+    }
+}
+
+/// kube's pod-template hash: FNV-1a (32 bit) of the template, as a string of kube's safe
+/// alphabet (`rand.SafeEncodeString`).
+pub fn template_hash(template: &serde_json::Value, collisions: i64) -> String {
+    let mut h: u32 = 0x811c_9dc5;
+    let mut feed = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= u32::from(*b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+    };
+    feed(normalized(template).to_string().as_bytes());
+    if collisions > 0 {
+        feed(&(collisions as u32).to_le_bytes());
+    }
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    h.to_string().bytes().map(|b| ALPHABET[(b as usize) % ALPHABET.len()] as char).collect()
+}
+
+/// Resolves an int-or-percent (`maxSurge: 25%`) against `total`, rounding up or down.
+pub fn int_or_percent(
+    v: Option<&k8s_openapi::apimachinery::pkg::util::intstr::IntOrString>,
+    total: i32,
+    default: &str,
+    round_up: bool,
+) -> i32 {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let s = match v {
+        Some(IntOrString::Int(i)) => return *i,
+        Some(IntOrString::String(s)) => s.clone(),
+        None => default.to_string(),
+    };
+    match s.strip_suffix('%').and_then(|p| p.parse::<f64>().ok()) {
+        Some(p) => {
+            let x = p * f64::from(total) / 100.0;
+            (if round_up { x.ceil() } else { x.floor() }) as i32
+        }
+        None => s.parse().unwrap_or(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+    #[test]
+    fn percentages_round_like_kube() {
+        assert_eq!(int_or_percent(Some(&IntOrString::String("25%".into())), 10, "25%", true), 3);
+        assert_eq!(int_or_percent(Some(&IntOrString::String("25%".into())), 10, "25%", false), 2);
+        assert_eq!(int_or_percent(Some(&IntOrString::Int(2)), 10, "25%", false), 2);
+        assert_eq!(int_or_percent(None, 4, "25%", true), 1);
+    }
+
+    #[test]
+    fn hashes_are_stable_and_safe() {
+        let t = serde_json::json!({"spec": {"containers": [{"name": "c", "image": "nginx"}]}});
+        let a = template_hash(&t, 0);
+        assert_eq!(a, template_hash(&t, 0));
+        assert_ne!(a, template_hash(&t, 1));
+        assert!(a.bytes().all(|b| b"bcdfghjklmnpqrstvwxz2456789".contains(&b)));
+    }
+
+    #[test]
+    fn selectors() {
+        let sel: LabelSelector = serde_json::from_value(serde_json::json!({"matchLabels": {"app": "web"},
+            "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}]}))
+        .unwrap();
+        assert_eq!(selector_string(&sel).unwrap(), "app=web,tier in (a,b)");
+        assert!(
+            selector_string(&LabelSelector::default()).is_none(),
+            "an empty selector selects nothing for controllers"
+        );
+    }
+}
