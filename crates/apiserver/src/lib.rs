@@ -133,7 +133,7 @@ struct Inner {
     webhooks: std::sync::OnceLock<Arc<admission::Webhooks>>,
     /// OpenAPI documents that include custom resources: (registry generation, bytes) by path.
     documents: Mutex<HashMap<String, (u64, Bytes)>>,
-    /// Stops the in-process namespace finalizer when the server is dropped.
+    /// Stops the namespace index and the CRD tasks when the server is dropped.
     _background: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
@@ -167,10 +167,10 @@ impl ApiServer {
         bootstrap::run(&api).await?;
         // Custom resources are served from the first request on, also after a restart.
         crd::load(&api).await;
-        let finalizer = tokio::spawn(namespaces::run(Arc::downgrade(&api.inner)));
+        let namespace_index = tokio::spawn(namespaces::run(Arc::downgrade(&api.inner)));
         let crds = tokio::spawn(crd::run(Arc::downgrade(&api.inner)));
         let mut background = api.inner._background.lock().unwrap_or_else(|p| p.into_inner());
-        background.push(finalizer.abort_handle());
+        background.push(namespace_index.abort_handle());
         background.push(crds.abort_handle());
         drop(background);
         Ok(api)

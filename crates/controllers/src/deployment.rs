@@ -57,10 +57,6 @@ fn template_without_hash(t: &Value) -> Value {
     util::normalized(&t)
 }
 
-fn now() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
 async fn scale(api: &Api<ReplicaSet>, rs: &ReplicaSet, to: i32, d: &Deployment) -> Result<()> {
     if replicas(rs) == to {
         return Ok(());
@@ -289,7 +285,7 @@ async fn status(
     } else {
         util::int_or_percent(ru.and_then(|r| r.max_unavailable.as_ref()), desired, "25%", false)
     };
-    let now = now();
+    let now = util::now();
     let old_conditions = d.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
     let keep = |ty: &str, status: &str, reason: &str, message: String| -> Value {
         let prior = old_conditions.iter().find(|c| c.type_ == ty);

@@ -2,16 +2,42 @@
 //! process, on kube-runtime, against the cluster's own API server through an in-process client
 //! ([`client::in_process`]): they use exactly the API tenants use. Watch-driven, with no
 //! polling, so an idle cluster's controllers cost only their watches.
+//!
+//! Two sets: [`Set::Lifecycle`] is what an API server alone needs so that deletes complete
+//! (namespace lifecycle, garbage collection, pod GC) — a standalone `vt apiserver` runs it;
+//! [`Set::Full`] is what kube-controller-manager runs: those, ServiceAccounts and the root CA,
+//! the workload controllers (Deployments, ReplicaSets, StatefulSets, DaemonSets, Jobs,
+//! CronJobs), Endpoints and EndpointSlices, and PodDisruptionBudget status — every tenant and
+//! the embedded host run it.
 
 pub mod client;
+mod cron;
+mod cronjob;
+mod daemonset;
 mod deployment;
 mod endpoints;
 mod gc;
+mod job;
+pub mod namespace;
+mod pdb;
+mod podgc;
 mod replicaset;
+mod revisions;
 mod serviceaccounts;
+mod statefulset;
 mod util;
 
 use vt_apiserver::ApiServer;
+
+/// Which controllers run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Set {
+    /// Namespace lifecycle, garbage collector, pod GC.
+    Lifecycle,
+    /// [`Set::Lifecycle`], ServiceAccounts and the root CA, and the workload, endpoint and
+    /// disruption-budget controllers.
+    Full,
+}
 
 /// The running controllers of one cluster; they stop when this is dropped.
 pub struct Controllers {
@@ -28,14 +54,26 @@ impl Drop for Controllers {
 
 /// Starts the controllers of `api`'s cluster; `root_ca` is the CA published in every namespace
 /// (`kube-root-ca.crt`).
-pub fn start(api: ApiServer, root_ca: String) -> Controllers {
+pub fn start(api: ApiServer, root_ca: String, set: Set) -> Controllers {
     let client = client::in_process(api);
-    let tasks = vec![
-        tokio::spawn(serviceaccounts::run(client.clone(), root_ca)).abort_handle(),
-        tokio::spawn(replicaset::run(client.clone())).abort_handle(),
-        tokio::spawn(deployment::run(client.clone())).abort_handle(),
-        tokio::spawn(endpoints::run(client.clone())).abort_handle(),
-        tokio::spawn(gc::run(client)).abort_handle(),
+    let spawn = |f: futures::future::BoxFuture<'static, ()>| tokio::spawn(f).abort_handle();
+    let mut tasks = vec![
+        spawn(Box::pin(namespace::run(client.clone()))),
+        spawn(Box::pin(gc::run(client.clone()))),
+        spawn(Box::pin(podgc::run(client.clone()))),
     ];
+    if set == Set::Full {
+        tasks.extend([
+            spawn(Box::pin(serviceaccounts::run(client.clone(), root_ca))),
+            spawn(Box::pin(replicaset::run(client.clone()))),
+            spawn(Box::pin(deployment::run(client.clone()))),
+            spawn(Box::pin(statefulset::run(client.clone()))),
+            spawn(Box::pin(daemonset::run(client.clone()))),
+            spawn(Box::pin(job::run(client.clone()))),
+            spawn(Box::pin(cronjob::run(client.clone()))),
+            spawn(Box::pin(endpoints::run(client.clone()))),
+            spawn(Box::pin(pdb::run(client))),
+        ]);
+    }
     Controllers { tasks }
 }

@@ -63,6 +63,23 @@ pub fn selector_string(sel: &LabelSelector) -> Option<String> {
     if parts.is_empty() { None } else { Some(parts.join(",")) }
 }
 
+/// Whether `sel` selects `labels` (an empty selector selects everything, as for
+/// PodDisruptionBudgets and NetworkPolicies).
+pub fn selector_matches(sel: &LabelSelector, labels: &std::collections::BTreeMap<String, String>) -> bool {
+    sel.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v))
+        && sel.match_expressions.iter().flatten().all(|e| {
+            let values = e.values.as_deref().unwrap_or(&[]);
+            let v = labels.get(&e.key);
+            match e.operator.as_str() {
+                "In" => v.is_some_and(|v| values.contains(v)),
+                "NotIn" => v.is_none_or(|v| !values.contains(v)),
+                "Exists" => v.is_some(),
+                "DoesNotExist" => v.is_none(),
+                _ => false,
+            }
+        })
+}
+
 /// Whether the pod is being deleted.
 pub fn deleting(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_some()
@@ -175,6 +192,70 @@ pub fn int_or_percent(
         }
         None => s.parse().unwrap_or(0),
     }
+}
+
+/// Now, as kube writes times (`2006-01-02T15:04:05Z`).
+pub fn now() -> String {
+    timestamp(jiff::Timestamp::now())
+}
+
+/// A time as kube writes it.
+pub fn timestamp(t: jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// Sets condition `type_` in `conds` (JSON conditions), keeping its `lastTransitionTime` when
+/// the status does not change; `extra` fields (e.g. `lastProbeTime`) are merged in.
+pub fn set_condition(
+    conds: &mut Vec<serde_json::Value>,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    extra: serde_json::Value,
+) {
+    use serde_json::json;
+    let prior = conds.iter().position(|c| c["type"] == type_);
+    let since = prior
+        .map(|i| &conds[i])
+        .filter(|c| c["status"] == status)
+        .and_then(|c| c.get("lastTransitionTime").cloned())
+        .unwrap_or_else(|| json!(now()));
+    let mut c = json!({"type": type_, "status": status, "reason": reason, "message": message,
+        "lastTransitionTime": since});
+    if let (Some(m), Some(e)) = (c.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            m.insert(k.clone(), v.clone());
+        }
+    }
+    match prior {
+        Some(i) => conds[i] = c,
+        None => conds.push(c),
+    }
+}
+
+/// A pod from a workload's template: its labels and annotations, the owner as controller.
+pub fn pod_from_template(
+    template: Option<&k8s_openapi::api::core::v1::PodTemplateSpec>,
+    ns: &str,
+    owner: &OwnerReference,
+) -> Pod {
+    let template = template.cloned().unwrap_or_default();
+    let mut meta = template.metadata.unwrap_or_default();
+    meta.namespace = Some(ns.to_string());
+    meta.owner_references = Some(vec![owner.clone()]);
+    meta.finalizers = None;
+    Pod { metadata: meta, spec: template.spec, status: None }
+}
+
+/// The phase of a pod.
+pub fn phase(pod: &Pod) -> &str {
+    pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending")
+}
+
+/// Whether a failed API call means the object is already gone (or already there).
+pub fn gone(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404 || s.code == 409)
 }
 
 #[cfg(test)]

@@ -143,7 +143,7 @@ impl ControlPlanes {
             return Ok(());
         }
         self.router.insert(&server_name, Endpoint::serving(tls, api.clone()));
-        let controllers = vt_controllers::start(api.clone(), pki.ca.cert_pem().to_string());
+        let controllers = vt_controllers::start(api.clone(), pki.ca.cert_pem().to_string(), vt_controllers::Set::Full);
         running.insert(tenant.to_string(), Running { api, server_name, _controllers: controllers });
         Ok(())
     }

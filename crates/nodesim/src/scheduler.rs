@@ -78,9 +78,12 @@ fn misfit(pod: &Value, node: &Node, runtime: Option<&Value>) -> Option<String> {
         .and_then(Value::as_array)
         && !terms.is_empty()
         && !terms.iter().any(|t| {
-            t.get("matchExpressions")
-                .and_then(Value::as_array)
-                .is_none_or(|es| es.iter().all(|e| expression_matches(e, &labels)))
+            // matchFields selects by node name (how DaemonSet pods are pinned to their node).
+            let fields = BTreeMap::from([("metadata.name".to_string(), node.name_any())]);
+            let all = |k: &str, on: &BTreeMap<String, String>| {
+                t.get(k).and_then(Value::as_array).is_none_or(|es| es.iter().all(|e| expression_matches(e, on)))
+            };
+            all("matchExpressions", &labels) && all("matchFields", &fields)
         })
     {
         return Some("node(s) didn't match Pod's node affinity/selector".into());

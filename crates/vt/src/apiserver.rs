@@ -47,8 +47,9 @@ pub struct Args {
     /// Seconds between watch bookmarks.
     #[arg(long, default_value_t = 60, hide = true)]
     pub(crate) bookmark_interval: u64,
-    /// Run the cluster's controllers (ServiceAccounts, ReplicaSets, Deployments, ...), as
-    /// every tenant does.
+    /// Run every controller kube-controller-manager would (ServiceAccounts, Deployments,
+    /// ReplicaSets, StatefulSets, DaemonSets, Jobs, CronJobs, Endpoints, PodDisruptionBudgets),
+    /// as every tenant does. Namespace lifecycle, garbage collection and pod GC always run.
     #[arg(long)]
     pub(crate) controllers: bool,
     /// Simulated nodes in this cluster (scheduler and kubelet included), for experiments.
@@ -183,10 +184,9 @@ pub async fn start(args: &Args) -> Result<Started, String> {
     let api = ApiServer::new(config).await.map_err(|e| format!("bootstrap failed: {e}"))?;
     let tls = Arc::new(tls_config(&serving, ca.cert_pem())?);
     tracing::info!(%addr, kubeconfig = %kc_path.display(), "vt apiserver serving");
-    if args.controllers {
-        // Kept for the process's life.
-        std::mem::forget(vt_controllers::start(api.clone(), ca.cert_pem().to_string()));
-    }
+    let set = if args.controllers { vt_controllers::Set::Full } else { vt_controllers::Set::Lifecycle };
+    // Kept for the process's life.
+    std::mem::forget(vt_controllers::start(api.clone(), ca.cert_pem().to_string(), set));
     if args.simulate_nodes > 0 {
         let sim = vt_nodesim::NodeSim::new(vt_controllers::client::in_process(api.clone()));
         sim.start().await.map_err(|e| format!("simulated nodes: {e}"))?;

@@ -98,8 +98,8 @@ pub async fn run(args: Args) -> Result<(), String> {
                 compaction_retain: 10_000,
                 token_auth_file: None,
                 bookmark_interval: 60,
-                // The host's pods are the tenants' (synced); no workload controllers run there.
-                controllers: false,
+                // The embedded host behaves like a real cluster: kube-controller-manager's set.
+                controllers: true,
                 simulate_nodes: 0,
             };
             let started = crate::apiserver::start(&host).await?;

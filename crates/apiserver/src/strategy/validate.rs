@@ -64,8 +64,26 @@ pub(crate) fn object(rt: &ResourceType, obj: &Value, _old: Option<&Value>, errs:
             let schedule = object::str_at(obj, &["spec", "schedule"]).unwrap_or("");
             if schedule.is_empty() {
                 errs.push(FieldError::required("spec.schedule", ""));
+            } else if schedule.contains("TZ") {
+                // kube refuses time zones inside the schedule for new objects (use spec.timeZone).
+                errs.push(FieldError::invalid(
+                    "spec.schedule",
+                    &json!(schedule),
+                    "cannot use TZ or CRON_TZ in schedule, use timeZone field instead",
+                ));
             } else if !valid_schedule(schedule) {
                 errs.push(FieldError::invalid("spec.schedule", &json!(schedule), "unparseable schedule"));
+            }
+            if let Some(tz) = object::str_at(obj, &["spec", "timeZone"]) {
+                if tz.eq_ignore_ascii_case("local") || tz.is_empty() {
+                    errs.push(FieldError::invalid(
+                        "spec.timeZone",
+                        &json!(tz),
+                        "timeZone must be an explicit time zone as defined in https://www.iana.org/time-zones",
+                    ));
+                } else if jiff::tz::TimeZone::get(tz).is_err() {
+                    errs.push(FieldError::invalid("spec.timeZone", &json!(tz), &format!("unknown time zone {tz}")));
+                }
             }
             let tpl = object::at(obj, &["spec", "jobTemplate", "spec", "template"]);
             template(tpl, "spec.jobTemplate.spec.template", errs);
