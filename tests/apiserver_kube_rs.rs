@@ -266,8 +266,9 @@ async fn gone_after_compaction() {
     let first_page = api.list(&ListParams::default().limit(1)).await.unwrap();
     let token = first_page.metadata.continue_.clone().expect("a continue token");
     let old_rv = first_page.metadata.resource_version.clone().unwrap();
-    // Push the old revision out of the watch cache window and the store's retained history.
-    for i in 0..200 {
+    // Push the old revision out of the watch cache window (512 changes) and the store's
+    // retained history.
+    for i in 0..600 {
         api.patch("c0", &PatchParams::default(), &Patch::Merge(serde_json::json!({"data": {"i": i.to_string()}})))
             .await
             .unwrap();

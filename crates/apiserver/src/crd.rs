@@ -467,38 +467,41 @@ pub(crate) async fn load(api: &ApiServer) {
 
 /// Follows CRDs until the server is dropped: serves, renames, finalizes.
 pub(crate) async fn run(inner: Weak<Inner>) {
-    let Some(mut live) = subscribe(&inner).await else {
-        return;
-    };
-    // Catch up on what changed before the subscription and on unfinished deletions.
-    if let Some(api) = inner.upgrade().map(|inner| ApiServer { inner }) {
-        let (_, list) = api.internal(Method::GET, CRDS, None).await;
-        for crd in list.get("items").and_then(Value::as_array).cloned().unwrap_or_default() {
-            reconcile(&api, &inner, &crd).await;
-        }
-    }
     loop {
-        let change = match live.recv().await {
-            Ok(c) => c,
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-            Err(_) => return,
-        };
-        let Some(api) = inner.upgrade().map(|inner| ApiServer { inner }) else {
+        let Some(mut live) = subscribe(&inner).await else {
             return;
         };
-        if change.deleted {
-            unserve(&api, &change.object);
-        } else {
-            reconcile(&api, &inner, &change.object).await;
+        // Catch up on what changed before the subscription and on unfinished deletions.
+        if let Some(api) = inner.upgrade().map(|inner| ApiServer { inner }) {
+            let (_, list) = api.internal(Method::GET, CRDS, None).await;
+            for crd in list.get("items").and_then(Value::as_array).cloned().unwrap_or_default() {
+                reconcile(&api, &inner, &crd).await;
+            }
+        }
+        loop {
+            let change = match live.recv().await {
+                Ok(c) => c,
+                // Fell behind: subscribe again and catch up from a fresh list.
+                Err(crate::watchcache::Ended::Lagged) => break,
+                Err(crate::watchcache::Ended::Closed) => return,
+            };
+            let Some(api) = inner.upgrade().map(|inner| ApiServer { inner }) else {
+                return;
+            };
+            if change.deleted {
+                unserve(&api, &change.object);
+            } else {
+                reconcile(&api, &inner, &change.object).await;
+            }
         }
     }
 }
 
-async fn subscribe(inner: &Weak<Inner>) -> Option<tokio::sync::broadcast::Receiver<Arc<crate::watchcache::Change>>> {
+async fn subscribe(inner: &Weak<Inner>) -> Option<crate::watchcache::Subscription> {
     let api = ApiServer { inner: inner.upgrade()? };
     let rt = api.registry().get("apiextensions.k8s.io", "v1", "customresourcedefinitions")?;
     let cache = api.cache(&rt.key_prefix()).await.ok()?;
-    cache.subscribe(cache.head()).map(|s| s.live)
+    cache.subscribe(cache.head())
 }
 
 /// The other CRD of the same group already serving one of `crd`'s names: (reason, message).

@@ -10,27 +10,30 @@ use crate::{ApiServer, Inner, object};
 
 /// Follows namespaces into the namespace index until the server is dropped.
 pub(crate) async fn run(inner: Weak<Inner>) {
-    let Some(mut live) = subscribe(&inner).await else {
-        return;
-    };
-    // The current namespaces, including those left terminating by an earlier run.
-    if let Some(api) = inner.upgrade().map(|inner| ApiServer { inner }) {
-        let (_, list) = api.internal(Method::GET, "/api/v1/namespaces", None).await;
-        for ns in list.get("items").and_then(Value::as_array).cloned().unwrap_or_default() {
-            api.index_namespace(object::name(&ns), Some(terminating(&ns)));
-        }
-    }
     loop {
-        let change = match live.recv().await {
-            Ok(c) => c,
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-            Err(_) => return,
-        };
-        let name = object::name(&change.object).to_string();
-        let Some(api) = inner.upgrade().map(|inner| ApiServer { inner }) else {
+        let Some(mut live) = subscribe(&inner).await else {
             return;
         };
-        api.index_namespace(&name, (!change.deleted).then(|| terminating(&change.object)));
+        // The current namespaces, including those left terminating by an earlier run.
+        if let Some(api) = inner.upgrade().map(|inner| ApiServer { inner }) {
+            let (_, list) = api.internal(Method::GET, "/api/v1/namespaces", None).await;
+            for ns in list.get("items").and_then(Value::as_array).cloned().unwrap_or_default() {
+                api.index_namespace(object::name(&ns), Some(terminating(&ns)));
+            }
+        }
+        loop {
+            let change = match live.recv().await {
+                Ok(c) => c,
+                // Fell behind: subscribe again and catch up from a fresh list.
+                Err(crate::watchcache::Ended::Lagged) => break,
+                Err(crate::watchcache::Ended::Closed) => return,
+            };
+            let name = object::name(&change.object).to_string();
+            let Some(api) = inner.upgrade().map(|inner| ApiServer { inner }) else {
+                return;
+            };
+            api.index_namespace(&name, (!change.deleted).then(|| terminating(&change.object)));
+        }
     }
 }
 
@@ -38,11 +41,9 @@ fn terminating(ns: &Value) -> bool {
     object::is_deleting(ns) || object::str_at(ns, &["status", "phase"]) == Some("Terminating")
 }
 
-async fn subscribe(
-    inner: &Weak<Inner>,
-) -> Option<tokio::sync::broadcast::Receiver<std::sync::Arc<crate::watchcache::Change>>> {
+async fn subscribe(inner: &Weak<Inner>) -> Option<crate::watchcache::Subscription> {
     let api = ApiServer { inner: inner.upgrade()? };
     let rt = api.registry().get("", "v1", "namespaces")?;
     let cache = api.cache(&rt.key_prefix()).await.ok()?;
-    cache.subscribe(cache.head()).map(|s| s.live)
+    cache.subscribe(cache.head())
 }

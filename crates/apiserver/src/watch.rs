@@ -19,7 +19,7 @@ use futures::StreamExt;
 use http::{Response, StatusCode, header};
 use rand::RngExt;
 use serde_json::{Value, json};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use vt_store::{Revision, StoreError};
 
 use crate::body::{self, Body};
@@ -120,7 +120,7 @@ impl Transform {
 /// Where a watcher's changes come from.
 enum Source {
     /// The shared cache.
-    Cache(broadcast::Receiver<Arc<Change>>),
+    Cache(crate::watchcache::Subscription),
     /// A watch of its own on the store's history (for starts older than the cache window).
     Store(vt_store::WatchStream),
 }
@@ -129,7 +129,7 @@ impl Source {
     /// The next change; `None` ends the watch (closed, or fell behind).
     async fn next(&mut self) -> Option<Result<Arc<Change>, StoreError>> {
         match self {
-            Source::Cache(rx) => match rx.recv().await {
+            Source::Cache(sub) => match sub.recv().await {
                 Ok(c) => Some(Ok(c)),
                 // Too slow or cache gone: end the watch; the client resumes from its last RV.
                 Err(_) => None,
@@ -250,10 +250,10 @@ pub(crate) async fn watch(op: &Op<'_>) -> ApiResult<Response<Body>> {
             None => op.store().current_revision().await.map_err(|e| rest_err(op, e))?,
         };
     }
-    let (replay, source) = match cache.subscribe(after) {
-        Some(sub) => (sub.replay, Source::Cache(sub.live)),
+    let source = match cache.subscribe(after) {
+        Some(sub) => Source::Cache(sub),
         None => match op.store().watch(op.rt.key_prefix().as_bytes(), after + 1).await {
-            Ok(s) => (Vec::new(), Source::Store(s)),
+            Ok(s) => Source::Store(s),
             Err(StoreError::Compacted { .. }) => {
                 let e = ApiError::expired(format!("too old resource version: {after} ({})", cache_oldest(op).await));
                 initial.push(transform.frame("ERROR", &error_status(&e)));
@@ -276,7 +276,7 @@ pub(crate) async fn watch(op: &Op<'_>) -> ApiResult<Response<Body>> {
         transform,
     };
     let content_type = state.transform.content_type();
-    Ok(stream_response(content_type, tx, body, initial, Some((state, replay, source))))
+    Ok(stream_response(content_type, tx, body, initial, Some((state, source))))
 }
 
 fn rest_err(op: &Op<'_>, e: StoreError) -> ApiError {
@@ -306,7 +306,7 @@ fn stream_response(
     tx: mpsc::Sender<Bytes>,
     body: Body,
     initial: Vec<Bytes>,
-    rest: Option<(Stream, Vec<Arc<Change>>, Source)>,
+    rest: Option<(Stream, Source)>,
 ) -> Response<Body> {
     tokio::spawn(async move {
         for f in initial.into_iter().filter(|f| !f.is_empty()) {
@@ -314,8 +314,8 @@ fn stream_response(
                 return;
             }
         }
-        if let Some((state, replay, source)) = rest {
-            state.run(replay, source).await;
+        if let Some((state, source)) = rest {
+            state.run(source).await;
         }
     });
     Response::builder()
@@ -340,14 +340,9 @@ impl Stream {
         }
     }
 
-    async fn run(mut self, replay: Vec<Arc<Change>>, mut source: Source) {
+    async fn run(mut self, mut source: Source) {
         let deadline = tokio::time::sleep(self.timeout);
         tokio::pin!(deadline);
-        for c in replay {
-            if !self.send_change(&c).await {
-                return;
-            }
-        }
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + self.every, self.every);
         loop {
             tokio::select! {

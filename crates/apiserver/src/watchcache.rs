@@ -1,13 +1,16 @@
 //! Watch fan-out: one store watch per resource type, shared by every watcher of that type.
 //!
 //! A [`WatchCache`] follows the store under one resource's key prefix, decodes each change
-//! once into a [`Change`] (whose JSON encoding is also computed once, on first use), keeps a
-//! short window of recent changes, and broadcasts each change to its subscribers. A watcher
-//! starting at a revision inside the window replays the window and follows the broadcast; one
-//! starting before the window (or falling behind the broadcast) reads from the store's own
-//! history instead, which the store keeps much longer — and only if that is compacted too does
-//! the client get `410 Gone`. The window is small and time-bounded so that an idle tenant's
-//! caches cost almost nothing.
+//! once into a [`Change`] (whose JSON encoding is also computed once, on first use) and keeps a
+//! window of recent changes. Subscribers read the window itself, each at its own position,
+//! woken by a `watch` channel carrying the head revision: there is no per-subscriber buffer
+//! and no broadcast ring, so a cache costs its window and nothing else. A watcher starting at a
+//! revision inside the window reads on from there; one starting before the window (or falling
+//! out of it because it is too slow) reads from the store's own history instead, which the
+//! store keeps much longer — and only if that is compacted too does the client get
+//! `410 Gone`. The window is bounded in length and age (old changes are dropped by a timer
+//! that runs only while the window holds something), so an idle tenant's caches cost almost
+//! nothing.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -16,17 +19,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::Value;
-use tokio::sync::broadcast;
+use tokio::sync::watch;
 use vt_store::{Event, Revision, Store, StoreError};
 
 use crate::object;
 
-/// Changes kept for replay per resource type.
-const WINDOW: usize = 128;
+/// Changes kept per resource type (a subscriber further behind than this is lagging).
+const WINDOW: usize = 512;
 /// Oldest change kept in the window.
 const MAX_AGE: Duration = Duration::from_secs(120);
-/// Changes buffered per subscriber before it counts as lagging.
-const BROADCAST: usize = 1024;
 
 /// One change to one object, shared by every watcher.
 #[derive(Debug)]
@@ -91,7 +92,8 @@ struct Window {
 /// The shared watch of one resource type.
 pub struct WatchCache {
     window: Mutex<Window>,
-    tx: broadcast::Sender<Arc<Change>>,
+    /// The head revision, for waking subscribers.
+    head_tx: watch::Sender<Revision>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -101,12 +103,43 @@ impl Drop for WatchCache {
     }
 }
 
-/// What a subscriber gets: the changes to replay, then the live broadcast.
+/// A subscriber's position in a cache's window.
 pub struct Subscription {
-    /// Changes after the requested revision that are already in the window.
-    pub replay: Vec<Arc<Change>>,
-    /// The live changes.
-    pub live: broadcast::Receiver<Arc<Change>>,
+    cache: std::sync::Weak<WatchCache>,
+    head: watch::Receiver<Revision>,
+    /// The revision of the last change delivered.
+    after: Revision,
+}
+
+/// Why a subscription ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// The subscriber fell out of the window (it resumes from the store's history).
+    Lagged,
+    /// The cache stopped.
+    Closed,
+}
+
+impl Subscription {
+    /// The next change after the last one delivered, waiting for it if need be.
+    pub async fn recv(&mut self) -> Result<Arc<Change>, Ended> {
+        loop {
+            {
+                let cache = self.cache.upgrade().ok_or(Ended::Closed)?;
+                let w = cache.window.lock().unwrap_or_else(|p| p.into_inner());
+                if self.after < w.evicted_up_to {
+                    return Err(Ended::Lagged);
+                }
+                let i = w.changes.partition_point(|(_, c)| c.revision <= self.after);
+                if let Some((_, c)) = w.changes.get(i) {
+                    self.after = c.revision;
+                    return Ok(c.clone());
+                }
+                self.head.mark_unchanged();
+            }
+            self.head.changed().await.map_err(|_| Ended::Closed)?;
+        }
+    }
 }
 
 impl WatchCache {
@@ -114,14 +147,31 @@ impl WatchCache {
     pub async fn start(store: Arc<dyn Store>, prefix: Bytes) -> Result<Arc<WatchCache>, StoreError> {
         let current = store.current_revision().await?;
         let stream = store.watch(&prefix, current + 1).await?;
-        let (tx, _) = broadcast::channel(BROADCAST);
+        let (head_tx, _) = watch::channel(current);
         let cache = Arc::new_cyclic(|weak: &std::sync::Weak<WatchCache>| {
             let weak = weak.clone();
             let task = tokio::spawn(async move {
                 let mut stream = stream;
                 let mut next = current + 1;
                 loop {
-                    match stream.next().await {
+                    // Sleep until the oldest change expires, if there is one.
+                    let expiry = match weak.upgrade() {
+                        Some(cache) => cache.oldest().map(|at| at + MAX_AGE),
+                        None => return,
+                    };
+                    let event = match expiry {
+                        Some(at) => tokio::select! {
+                            ev = stream.next() => ev,
+                            _ = tokio::time::sleep_until(at.into()) => {
+                                if let Some(cache) = weak.upgrade() {
+                                    cache.expire();
+                                }
+                                continue;
+                            }
+                        },
+                        None => stream.next().await,
+                    };
+                    match event {
                         Some(Ok(ev)) => {
                             next = ev.revision() + 1;
                             let Some(cache) = weak.upgrade() else { return };
@@ -165,7 +215,7 @@ impl WatchCache {
             });
             WatchCache {
                 window: Mutex::new(Window { changes: VecDeque::new(), evicted_up_to: current, head: current }),
-                tx,
+                head_tx,
                 task,
             }
         });
@@ -185,10 +235,29 @@ impl WatchCache {
             }
         }
         w.head = change.revision;
-        w.changes.push_back((now, change.clone()));
-        // Sent under the lock, so a subscriber sees each change exactly once: either in its
-        // replay or on its receiver.
-        let _ = self.tx.send(change);
+        let head = w.head;
+        w.changes.push_back((now, change));
+        drop(w);
+        self.head_tx.send_replace(head);
+    }
+
+    /// When the oldest change in the window arrived.
+    fn oldest(&self) -> Option<Instant> {
+        self.window.lock().unwrap_or_else(|p| p.into_inner()).changes.front().map(|(at, _)| *at)
+    }
+
+    /// Drops the changes older than the window's age.
+    fn expire(&self) {
+        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        while let Some((at, front)) = w.changes.front() {
+            if now.duration_since(*at) < MAX_AGE {
+                break;
+            }
+            let rev = front.revision;
+            w.changes.pop_front();
+            w.evicted_up_to = rev;
+        }
     }
 
     /// The last revision this cache has seen a change at.
@@ -198,17 +267,16 @@ impl WatchCache {
 
     /// Subscribes to the changes after revision `after`, or `None` if the window no longer
     /// holds all of them (the caller then reads the store's history).
-    pub fn subscribe(&self, after: Revision) -> Option<Subscription> {
+    pub fn subscribe(self: &Arc<Self>, after: Revision) -> Option<Subscription> {
         let w = self.window.lock().unwrap_or_else(|p| p.into_inner());
         if after < w.evicted_up_to {
             return None;
         }
-        let replay = w.changes.iter().filter(|(_, c)| c.revision > after).map(|(_, c)| c.clone()).collect();
-        Some(Subscription { replay, live: self.tx.subscribe() })
+        Some(Subscription { cache: Arc::downgrade(self), head: self.head_tx.subscribe(), after })
     }
 
     /// The number of live subscribers.
     pub fn subscribers(&self) -> usize {
-        self.tx.receiver_count()
+        self.head_tx.receiver_count()
     }
 }

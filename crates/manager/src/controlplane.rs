@@ -43,6 +43,8 @@ pub struct Settings {
     pub burst: f64,
     /// The tenants' Service IP range.
     pub service_cidr: String,
+    /// Whether tenants run their controllers (always, but to measure what they cost).
+    pub controllers: bool,
 }
 
 impl Settings {
@@ -61,7 +63,7 @@ struct Running {
     api: ApiServer,
     server_name: String,
     /// The cluster's controllers; they stop with it.
-    _controllers: vt_controllers::Controllers,
+    _controllers: Option<vt_controllers::Controllers>,
 }
 
 /// The running control planes.
@@ -143,7 +145,10 @@ impl ControlPlanes {
             return Ok(());
         }
         self.router.insert(&server_name, Endpoint::serving(tls, api.clone()));
-        let controllers = vt_controllers::start(api.clone(), pki.ca.cert_pem().to_string(), vt_controllers::Set::Full);
+        let controllers = self
+            .settings
+            .controllers
+            .then(|| vt_controllers::start(api.clone(), pki.ca.cert_pem().to_string(), vt_controllers::Set::Full));
         running.insert(tenant.to_string(), Running { api, server_name, _controllers: controllers });
         Ok(())
     }

@@ -3,8 +3,10 @@
 //!
 //! `cargo bench -p vt --bench tenants` prints: create → Ready latency (p50/p99) and create →
 //! first answered request on the tenant's own endpoint; tenants created per second; and the
-//! manager's RSS with 10, 100 and 1,000 idle tenants, with the per-tenant slope.
-//! `VT_BENCH_TENANTS` caps the count (default 1000).
+//! manager's RSS and idle CPU with 10, 100 and 1,000 idle tenants (their controllers running),
+//! with the per-tenant slope. `VT_BENCH_TENANTS` caps the count (default 1000);
+//! `VT_BENCH_CONTROLLERS=0` runs the tenants without their controllers, to measure what the
+//! controllers cost.
 
 use std::time::{Duration, Instant};
 
@@ -21,6 +23,24 @@ fn rss_kib(pid: u32) -> u64 {
             s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// CPU seconds the process has used (user + system).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may contain spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 (1-based), 11 and 12 after the state field.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The share of one core the idle process uses over `window`.
+fn idle_cpu(pid: u32, window: Duration) -> f64 {
+    let c0 = cpu_seconds(pid);
+    std::thread::sleep(window);
+    (cpu_seconds(pid) - c0) / window.as_secs_f64() * 100.0
 }
 
 /// The manager's own RSS (its children are none: everything is in process).
@@ -48,10 +68,13 @@ async fn client_for(kubeconfig_yaml: &str) -> kube::Client {
 
 async fn run() {
     let total: usize = std::env::var("VT_BENCH_TENANTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let controllers = std::env::var("VT_BENCH_CONTROLLERS").map(|v| v != "0").unwrap_or(true);
+    let flag = format!("--tenant-controllers={controllers}");
     let m = VtManager::start(
         std::path::Path::new(env!("CARGO_BIN_EXE_vt")),
-        &["--nodes-per-pool", "1", "--max-requests-inflight", "0", "--qps", "0"],
+        &["--nodes-per-pool", "1", "--max-requests-inflight", "0", "--qps", "0", &flag],
     );
+    println!("tenant controllers: {}", if controllers { "running" } else { "off" });
     let pid = m.pid();
     let host_kc = std::fs::read_to_string(m.data_dir().join("host").join("admin.kubeconfig")).unwrap();
     let host = client_for(&host_kc).await;
@@ -79,7 +102,10 @@ async fn run() {
     let mut ready_ms = Vec::new();
     let mut first_ms = Vec::new();
     let mut rss_points = vec![(0usize, base)];
+    let mut cpu_points: Vec<(usize, f64)> = Vec::new();
     let started = Instant::now();
+    // Time spent measuring (settling, idle CPU), left out of the creation rate.
+    let mut paused = Duration::ZERO;
     let mut created = 0usize;
     for checkpoint in [10usize, 100, 1000] {
         let target = checkpoint.min(total);
@@ -102,10 +128,17 @@ async fn run() {
             }
             created += 1;
         }
-        let elapsed = started.elapsed().as_secs_f64();
+        let elapsed = (started.elapsed() - paused).as_secs_f64();
+        let pause = Instant::now();
         let rss = settle_rss(pid);
+        let cpu = idle_cpu(pid, Duration::from_secs(20));
+        paused += pause.elapsed();
         rss_points.push((created, rss));
-        println!("{created} tenants: manager RSS {rss} KiB; {:.1} tenants/s so far", created as f64 / elapsed);
+        cpu_points.push((created, cpu));
+        println!(
+            "{created} tenants: manager RSS {rss} KiB, idle CPU {cpu:.2}% of a core; {:.1} tenants/s so far",
+            created as f64 / elapsed
+        );
         if created >= total {
             break;
         }
@@ -123,12 +156,18 @@ async fn run() {
         pct(&mut first_ms.clone(), 0.5),
         pct(&mut first_ms, 0.99)
     );
-    println!("| tenants created per second (sequential) | {:.1} |", created as f64 / started.elapsed().as_secs_f64());
+    println!(
+        "| tenants created per second (sequential) | {:.1} |",
+        created as f64 / (started.elapsed() - paused).as_secs_f64()
+    );
     for w in rss_points.windows(2) {
         let ((n0, r0), (n1, r1)) = (w[0], w[1]);
         println!(
             "| RSS {n0} → {n1} tenants | {r1} KiB ({:.0} KiB per tenant) |",
             (r1 as f64 - r0 as f64) / (n1 - n0).max(1) as f64
         );
+    }
+    for (n, cpu) in cpu_points {
+        println!("| idle CPU with {n} tenants (share of one core, 20 s) | {cpu:.2}% |");
     }
 }

@@ -58,6 +58,9 @@ pub struct Args {
     /// The tenants' Service IP range.
     #[arg(long, default_value = "10.96.0.0/12")]
     service_cidr: String,
+    /// Run the controllers inside every tenant (off only to measure what they cost).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, hide = true)]
+    tenant_controllers: bool,
 }
 
 /// Simulated node pools on the embedded host.
@@ -130,6 +133,7 @@ pub async fn run(args: Args) -> Result<(), String> {
         qps: args.qps,
         burst: args.burst,
         service_cidr: args.service_cidr.clone(),
+        controllers: args.tenant_controllers,
     };
     let mut manager = Manager::new(settings);
     if embedded {
