@@ -90,6 +90,9 @@ fn main() {
             service_accounts: None,
             limits: None,
             observer: None,
+            services: None,
+            pods: None,
+            service_account_admission: false,
         })
         .await
         .unwrap();

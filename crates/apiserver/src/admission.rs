@@ -12,6 +12,7 @@
 
 mod client;
 pub(crate) mod quota;
+pub mod serviceaccount;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};

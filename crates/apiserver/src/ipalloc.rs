@@ -3,15 +3,15 @@
 //! The default [`IpAddressAllocator`] does what kube-apiserver 1.33 does with its
 //! MultiCIDRServiceAllocator: every allocated IP is an `networking.k8s.io/v1` IPAddress object
 //! named after the address, created only if absent, so allocation is atomic in the store and
-//! visible through the API. The syncer may later plug in an allocator that lets the host
-//! cluster choose.
+//! visible through the API. A [`ServiceBackend`] replaces it when another cluster (the host of
+//! a virtual cluster) chooses Services' addresses.
 
 use std::net::Ipv4Addr;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use rand::RngExt;
-use serde_json::json;
+use serde_json::{Value, json};
 use vt_store::{Store, StoreError};
 
 /// Why an IP could not be allocated.
@@ -172,4 +172,24 @@ impl ClusterIpAllocator for IpAddressAllocator {
             }
         })
     }
+}
+
+/// Why a [`ServiceBackend`] refused a Service.
+#[derive(Clone, Debug)]
+pub struct BackendError {
+    /// The HTTP status to answer with (the other cluster's, e.g. 422 for a taken node port).
+    pub code: u16,
+    /// For humans.
+    pub message: String,
+}
+
+/// Where Services really live when this cluster is virtual: a new Service is created there
+/// first, and takes the addresses that side allocated (cluster IPs, node ports), so the
+/// virtual Service and the real one agree. Deleting the virtual Service deletes the real one.
+pub trait ServiceBackend: Send + Sync {
+    /// Creates the real side of `service` (defaulted, with its uid) and returns that side's
+    /// `spec` (`clusterIP`, `clusterIPs`, `ports` with `nodePort`, `healthCheckNodePort`).
+    fn create<'a>(&'a self, service: &'a Value) -> BoxFuture<'a, Result<Value, BackendError>>;
+    /// Deletes the real side of `service` (only if it is that Service's: same uid).
+    fn delete<'a>(&'a self, service: &'a Value) -> BoxFuture<'a, ()>;
 }

@@ -93,6 +93,28 @@ pub struct Config {
     pub limits: Option<Arc<fairness::Limits>>,
     /// Told of every request (metrics); `None` for nobody.
     pub observer: Option<Arc<dyn RequestObserver>>,
+    /// Where Services really live (a virtual cluster's host); `None`: here, with
+    /// [`Config::cluster_ips`] and this server's node ports.
+    pub services: Option<Arc<dyn ipalloc::ServiceBackend>>,
+    /// Where pods really run, for their `log`, `exec`, `attach` and `portforward`
+    /// subresources; `None` answers that no node is reachable.
+    pub pods: Option<Arc<dyn PodConnector>>,
+    /// Run the ServiceAccount admission plugin on pods (needs the ServiceAccount controller
+    /// running, which creates the `default` ServiceAccounts pods default to).
+    pub service_account_admission: bool,
+}
+
+/// Connects the streaming subresources of pods (`log`, `exec`, `attach`, `portforward`) to where
+/// the pods run. Requests arrive authorized, with the HTTP upgrade (WebSocket or SPDY) still
+/// pending in the request's extensions, so a connector can pass the upgraded stream through.
+pub trait PodConnector: Send + Sync {
+    /// Serves `req` for `pod` (the stored object) and `subresource`.
+    fn connect<'a>(
+        &'a self,
+        pod: &'a Value,
+        subresource: &'a str,
+        req: Request<Bytes>,
+    ) -> futures::future::BoxFuture<'a, Response<Body>>;
 }
 
 /// Observes served requests (the manager's per-tenant metrics).

@@ -5,6 +5,7 @@
 mod delete;
 mod dups;
 pub(crate) mod list;
+mod stream;
 mod sub;
 mod write;
 
@@ -213,6 +214,9 @@ pub(crate) async fn handle(
             format!("{} is not supported on resources of kind {what:?}", info.verb),
         )
         .with_kind(&rt.group, &rt.plural));
+    }
+    if rt.group.is_empty() && rt.kind == "Pod" && stream::is_streaming(&info.subresource) {
+        return stream::serve(api, req, info, query, user).await;
     }
     let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok());
     // Every built-in resource prints as a Table (the default convertor at least), except that

@@ -159,7 +159,7 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action> {
                         Ok(j) => active.push(j),
                         Err(kube::Error::Api(e)) if e.code == 409 => {}
                         Err(kube::Error::Api(e)) if e.code == 403 || e.code == 422 => {
-                            tracing::debug!(cronjob = %name, error = %e.message, "job creation refused");
+                            return Err(Error::Invalid(format!("cronjob {name}: job creation refused: {}", e.message)));
                         }
                         Err(e) => return Err(e.into()),
                     }

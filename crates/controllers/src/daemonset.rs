@@ -430,9 +430,9 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
 async fn create(api: &Api<Pod>, pod: &Pod, ds: &str) -> Result<()> {
     match api.create(&PostParams::default(), pod).await {
         Ok(_) => Ok(()),
+        // Refused (quota, admission, a ServiceAccount not there yet): retried soon.
         Err(kube::Error::Api(e)) if e.code == 403 || e.code == 422 => {
-            tracing::debug!(daemonset = %ds, error = %e.message, "pod creation refused");
-            Ok(())
+            Err(Error::Invalid(format!("daemonset {ds}: pod creation refused: {}", e.message)))
         }
         Err(e) => Err(e.into()),
     }

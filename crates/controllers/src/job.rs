@@ -338,9 +338,9 @@ fn finished_now(conds: &[Value]) -> bool {
 async fn create(api: &Api<Pod>, pod: &Pod, job: &str) -> Result<()> {
     match api.create(&PostParams::default(), pod).await {
         Ok(_) => Ok(()),
+        // Refused (quota, admission, a ServiceAccount not there yet): retried soon.
         Err(kube::Error::Api(e)) if e.code == 403 || e.code == 422 => {
-            tracing::debug!(%job, error = %e.message, "pod creation refused");
-            Ok(())
+            Err(Error::Invalid(format!("job {job}: pod creation refused: {}", e.message)))
         }
         Err(e) => Err(e.into()),
     }

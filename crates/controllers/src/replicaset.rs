@@ -88,6 +88,8 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action> {
     let mut active: Vec<Pod> = pods.iter().filter(|p| !util::deleting(p) && !util::terminal(p)).cloned().collect();
     let desired = spec.replicas.unwrap_or(1).max(0) as usize;
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    // Creations refused (quota, admission, a ServiceAccount not there yet) are retried soon.
+    let mut refused = false;
     if active.len() < desired {
         let template = spec.template.clone().unwrap_or_default();
         let mut meta = template.metadata.clone().unwrap_or_default();
@@ -101,6 +103,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action> {
                 // Quota or admission said no: try again later, as kube does.
                 Err(kube::Error::Api(e)) if e.code == 403 || e.code == 422 => {
                     tracing::debug!(rs = %name, error = %e.message, "pod creation refused");
+                    refused = true;
                     break;
                 }
                 Err(e) => return Err(e.into()),
@@ -148,6 +151,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action> {
         rs_api.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": status}))).await?;
     }
     Ok(match requeue {
+        _ if refused => Action::requeue(Duration::from_secs(2)),
         Some(d) => Action::requeue(d + Duration::from_millis(50)),
         None => Action::await_change(),
     })

@@ -216,8 +216,9 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action> {
                 match pod_api.create(&PostParams::default(), &new_pod(&set, o, rev, &owner)).await {
                     Ok(_) => {}
                     Err(e) if util::gone(&e) => {}
+                    // Refused (quota, admission, a ServiceAccount not there yet): retried soon.
                     Err(kube::Error::Api(e)) if e.code == 403 || e.code == 422 => {
-                        tracing::debug!(statefulset = %name, error = %e.message, "pod creation refused");
+                        return Err(Error::Invalid(format!("statefulset {name}: pod creation refused: {}", e.message)));
                     }
                     Err(e) => return Err(e.into()),
                 }

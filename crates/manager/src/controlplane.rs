@@ -21,7 +21,10 @@ use vt_store::sqlite::{SqliteOptions, SqliteStore};
 use crate::metrics::Metrics;
 use crate::pki::TenantPki;
 use crate::router::Router;
-use crate::tenant::StoreSpec;
+use crate::tenant::TenantSpec;
+use vt_apiserver::PodConnector;
+use vt_apiserver::ipalloc::ServiceBackend;
+use vt_syncer::Target;
 
 /// What every tenant control plane shares.
 #[derive(Clone, Debug)]
@@ -62,6 +65,10 @@ impl Settings {
 struct Running {
     api: ApiServer,
     server_name: String,
+    /// What the syncer works with (a change restarts it).
+    target: Option<Target>,
+    /// The syncer: the tenant's pods and what they use, on the host.
+    syncer: Option<vt_syncer::Handle>,
     /// The cluster's controllers; they stop with it.
     _controllers: Option<vt_controllers::Controllers>,
 }
@@ -72,12 +79,20 @@ pub struct ControlPlanes {
     router: Arc<Router>,
     metrics: Arc<Metrics>,
     running: Mutex<HashMap<String, Running>>,
+    /// The host, shared by every tenant's syncer (set once the manager runs against a host).
+    host: std::sync::OnceLock<Arc<vt_syncer::Host>>,
 }
 
 impl ControlPlanes {
     /// No tenants running yet.
     pub fn new(settings: Settings, router: Arc<Router>, metrics: Arc<Metrics>) -> ControlPlanes {
-        ControlPlanes { settings, router, metrics, running: Mutex::new(HashMap::new()) }
+        ControlPlanes {
+            settings,
+            router,
+            metrics,
+            running: Mutex::new(HashMap::new()),
+            host: std::sync::OnceLock::new(),
+        }
     }
 
     /// The shared settings.
@@ -95,11 +110,44 @@ impl ControlPlanes {
         self.running.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
     }
 
-    /// Starts a tenant's control plane unless it runs already.
-    pub async fn ensure(&self, tenant: &str, store: &StoreSpec, pki: &TenantPki) -> Result<(), String> {
+    /// Syncs tenants to `host` from now on.
+    pub fn set_host(&self, host: Arc<vt_syncer::Host>) {
+        let _ = self.host.set(host);
+    }
+
+    /// Where and how a tenant's pods run on the host.
+    pub fn target(&self, tenant: &str, spec: &TenantSpec) -> Target {
+        let iso = &spec.isolation;
+        Target {
+            tenant: tenant.to_string(),
+            namespace: crate::tenant::host_namespace(tenant),
+            pool: iso.pool(tenant),
+            node_selector: iso.node_selector.clone(),
+            tolerations: iso.tolerations.iter().filter_map(|t| serde_json::to_value(t).ok()).collect(),
+            runtime_class: iso.runtime_class(),
+            level: vt_syncer::security::Level::parse(&iso.security_level()),
+            api_host: self.settings.endpoint.ip().to_string(),
+            api_port: self.settings.endpoint.port(),
+        }
+    }
+
+    /// Starts a tenant's control plane unless it runs already (and its syncer, restarted when
+    /// the tenant's isolation settings change).
+    pub async fn ensure(&self, tenant: &str, spec: &TenantSpec, pki: &TenantPki) -> Result<(), String> {
+        let target = self.target(tenant, spec);
         if self.api(tenant).is_some() {
+            let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            if let (Some(r), Some(host)) = (running.get_mut(tenant), self.host.get())
+                && r.target.as_ref().map(|t| format!("{t:?}")) != Some(format!("{target:?}"))
+            {
+                r.syncer = None;
+                let virt = vt_controllers::client::in_process(r.api.clone());
+                r.syncer = Some(vt_syncer::start(host.clone(), virt, target.clone()));
+                r.target = Some(target);
+            }
             return Ok(());
         }
+        let store = &spec.store;
         // (A paused tenant's placeholder endpoint is replaced below.)
         let store: Arc<dyn Store> = match &store.etcd {
             Some(etcd) => {
@@ -137,6 +185,12 @@ impl ControlPlanes {
             service_accounts: Some(issuer),
             limits: Some(Arc::new(Limits::new(self.settings.max_in_flight, self.settings.qps, self.settings.burst))),
             observer: Some(self.metrics.observer(tenant)),
+            services: self
+                .host
+                .get()
+                .map(|h| vt_syncer::HostServices::new(h.client.clone(), target.clone()) as Arc<dyn ServiceBackend>),
+            pods: self.host.get().map(|h| vt_syncer::HostPods::new(h.clone(), target.clone()) as Arc<dyn PodConnector>),
+            service_account_admission: true,
         };
         let api = ApiServer::new(config).await.map_err(|e| format!("bootstrap: {}", e.message))?;
         let tls = Arc::new(tls_config(&pki.serving, pki.ca.cert_pem())?);
@@ -149,7 +203,14 @@ impl ControlPlanes {
             .settings
             .controllers
             .then(|| vt_controllers::start(api.clone(), pki.ca.cert_pem().to_string(), vt_controllers::Set::Full));
-        running.insert(tenant.to_string(), Running { api, server_name, _controllers: controllers });
+        let syncer = self
+            .host
+            .get()
+            .map(|h| vt_syncer::start(h.clone(), vt_controllers::client::in_process(api.clone()), target.clone()));
+        running.insert(
+            tenant.to_string(),
+            Running { api, server_name, target: Some(target), syncer, _controllers: controllers },
+        );
         Ok(())
     }
 
@@ -161,8 +222,18 @@ impl ControlPlanes {
     }
 
     /// Stops a tenant's control plane and answers its clients, over its own TLS identity,
-    /// that it is paused (503), rather than dropping their connections.
-    pub fn pause(&self, tenant: &str, pki: &TenantPki) -> Result<(), String> {
+    /// that it is paused (503), rather than dropping their connections. Its pods are stopped
+    /// as if their nodes powered off: they run again on resume.
+    pub async fn pause(&self, tenant: &str, pki: &TenantPki) -> Result<(), String> {
+        let syncer = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(tenant)
+            .and_then(|r| r.syncer.as_ref().map(|s| s.tenant().clone()));
+        if let Some(s) = syncer {
+            s.power_off().await;
+        }
         self.stop(tenant);
         let tls = Arc::new(tls_config(&pki.serving, pki.ca.cert_pem())?);
         let message = format!("tenant {tenant} is paused; `vt resume {tenant}` brings it back");

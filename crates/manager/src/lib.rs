@@ -94,6 +94,10 @@ impl Manager {
             tokio::spawn(metrics::serve_admin(admin, self.metrics.clone()));
         }
         ready.await;
+        // The host view every tenant's syncer shares: one watch per kind for all tenants.
+        let shared = vt_syncer::Host::start(host.clone());
+        shared.ready().await;
+        self.planes.set_host(shared);
         let ctx =
             Arc::new(reconcile::Context::new(host, self.planes.clone(), self.metrics.clone(), self.pools.clone()));
         reconcile::run(ctx).await;

@@ -174,7 +174,7 @@ async fn apply(t: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
     let secret_ref = Some(SecretRef { namespace: ns.clone(), name: KUBECONFIG_SECRET.into() });
     let endpoint = format!("https://{}", settings.advertise);
     if t.spec.paused {
-        ctx.planes.pause(&name, &pki).map_err(Error::ControlPlane)?;
+        ctx.planes.pause(&name, &pki).await.map_err(Error::ControlPlane)?;
         let pods: Api<Pod> = Api::namespaced(ctx.host.clone(), &ns);
         pods.delete_collection(&DeleteParams::default(), &ListParams::default()).await?;
         set_status(
@@ -191,7 +191,7 @@ async fn apply(t: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
         .await?;
         return Ok(Action::await_change());
     }
-    ctx.planes.ensure(&name, &t.spec.store, &pki).await.map_err(Error::ControlPlane)?;
+    ctx.planes.ensure(&name, &t.spec, &pki).await.map_err(Error::ControlPlane)?;
     if let Some(pools) = &ctx.pools {
         pools.ensure(&t.spec.isolation.pool(&name)).await.map_err(Error::ControlPlane)?;
     }

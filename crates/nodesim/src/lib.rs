@@ -205,6 +205,24 @@ impl NodeSim {
         }
     }
 
+    /// Records an event about a pod, as kube-scheduler and kubelets do (core/v1 Events).
+    async fn event(&self, pod: &serde_json::Value, kind: &str, reason: &str, message: &str, component: &str) {
+        let ns = pod.pointer("/metadata/namespace").and_then(|v| v.as_str()).unwrap_or("default");
+        let name = pod.pointer("/metadata/name").and_then(|v| v.as_str()).unwrap_or("");
+        let uid = pod.pointer("/metadata/uid").and_then(|v| v.as_str()).unwrap_or("");
+        let t = now();
+        let ev = json!({"apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": format!("{name}."), "namespace": ns},
+            "involvedObject": {"kind": "Pod", "apiVersion": "v1", "namespace": ns, "name": name, "uid": uid},
+            "reason": reason, "message": message, "type": kind, "count": 1,
+            "source": {"component": component}, "reportingComponent": component,
+            "firstTimestamp": t, "lastTimestamp": t});
+        let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(self.client.clone(), ns);
+        if let Ok(ev) = serde_json::from_value(ev) {
+            let _ = api.create(&Default::default(), &ev).await;
+        }
+    }
+
     fn forget(&self, namespace: &str, pod: &str) {
         self.logs.lock().unwrap_or_else(|p| p.into_inner()).remove(&format!("{namespace}/{pod}"));
     }
@@ -224,5 +242,83 @@ impl NodeSim {
 
     fn owns(&self, node: &str) -> bool {
         self.nodes.lock().unwrap_or_else(|p| p.into_inner()).iter().any(|n| n == node)
+    }
+}
+
+/// The streaming subresources of pods on simulated nodes, for the API server the simulation
+/// drives: `log` returns the lifecycle lines the simulated kubelet recorded (honouring
+/// `tailLines`); `exec`, `attach` and `portforward` are refused with a clear message, since
+/// nothing really runs.
+#[derive(Default)]
+pub struct SimConnector {
+    sim: std::sync::OnceLock<std::sync::Weak<NodeSim>>,
+}
+
+impl SimConnector {
+    /// A connector to attach a simulation to once it exists.
+    pub fn new() -> Arc<SimConnector> {
+        Arc::new(SimConnector::default())
+    }
+
+    /// Serves the pods of `sim`.
+    pub fn attach(&self, sim: &Arc<NodeSim>) {
+        let _ = self.sim.set(Arc::downgrade(sim));
+    }
+}
+
+fn status_response(code: u16, reason: &str, message: &str) -> http::Response<vt_apiserver::body::Body> {
+    let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "code": code});
+    vt_apiserver::json_response(http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::BAD_REQUEST), &body)
+}
+
+impl vt_apiserver::PodConnector for SimConnector {
+    fn connect<'a>(
+        &'a self,
+        pod: &'a serde_json::Value,
+        subresource: &'a str,
+        req: http::Request<bytes::Bytes>,
+    ) -> futures::future::BoxFuture<'a, http::Response<vt_apiserver::body::Body>> {
+        Box::pin(async move {
+            let ns = pod.pointer("/metadata/namespace").and_then(|v| v.as_str()).unwrap_or("");
+            let name = pod.pointer("/metadata/name").and_then(|v| v.as_str()).unwrap_or("");
+            let node = pod.pointer("/spec/nodeName").and_then(|v| v.as_str()).unwrap_or("");
+            let Some(sim) = self.sim.get().and_then(std::sync::Weak::upgrade) else {
+                return status_response(503, "ServiceUnavailable", "the node simulation is not running");
+            };
+            if !sim.owns(node) {
+                return status_response(400, "BadRequest", &format!("node {node:?} of pod {name} is not reachable"));
+            }
+            if subresource != "log" {
+                return status_response(
+                    400,
+                    "BadRequest",
+                    &format!(
+                        "{subresource} is not supported for pod {name}: {node} is a vt simulated node, where no container really runs"
+                    ),
+                );
+            }
+            let tail = req
+                .uri()
+                .query()
+                .unwrap_or("")
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("tailLines="))
+                .and_then(|n| n.parse::<usize>().ok());
+            let lines = sim.logs(ns, name);
+            let lines = match tail {
+                Some(n) => &lines[lines.len().saturating_sub(n)..],
+                None => &lines[..],
+            };
+            let mut text = lines.join("\n");
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            http::Response::builder()
+                .status(200)
+                .header(http::header::CONTENT_TYPE, "text/plain")
+                .body(vt_apiserver::body::full(text))
+                .unwrap_or_else(|_| status_response(500, "InternalError", "response"))
+        })
     }
 }

@@ -168,6 +168,8 @@ impl Scheduler {
             "target": {"apiVersion": "v1", "kind": "Node", "name": chosen}});
         match pods.create_subresource::<Value, Value>("binding", &name, &PostParams::default(), &binding).await {
             Ok(_) => {
+                let message = format!("Successfully assigned {ns}/{name} to {chosen}");
+                self.sim.event(&pod, "Normal", "Scheduled", &message, "default-scheduler").await;
                 *self.load.entry(chosen.clone()).or_default() += 1;
                 self.pending.remove(&(ns, name));
             }
@@ -188,6 +190,7 @@ impl Scheduler {
         if same {
             return true;
         }
+        self.sim.event(pod, "Warning", "FailedScheduling", &message, "default-scheduler").await;
         let pods: Api<Pod> = Api::namespaced(self.sim.client(), ns);
         let patch = json!({"status": {"phase": "Pending", "conditions": [{
             "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,

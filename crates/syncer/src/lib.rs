@@ -4,8 +4,17 @@
 //! binding, nodes, events) brought back. It speaks only the standard Kubernetes API to the
 //! host, through kube-rs.
 
+mod data;
+mod events;
+pub mod host;
 pub mod names;
+mod nodes;
+mod pods;
+mod proxy;
+mod queue;
 pub mod security;
+pub mod services;
+pub mod tenant;
 pub mod translate;
 
 /// The label every host object of a tenant carries, with the tenant's name.
@@ -20,3 +29,21 @@ pub const NAME_ANNOTATION: &str = "vt.dev/name";
 pub const NAMESPACE_ANNOTATION: &str = "vt.dev/namespace";
 /// The annotation with a host object's virtual uid.
 pub const UID_ANNOTATION: &str = "vt.dev/uid";
+/// The field manager of what the syncer applies.
+pub const MANAGER: &str = "vt-syncer";
+
+/// A time as kube writes it.
+pub(crate) fn timestamp(t: jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// Now, as kube writes it.
+pub(crate) fn now() -> String {
+    timestamp(jiff::Timestamp::now())
+}
+
+pub use host::Host;
+pub use proxy::HostPods;
+pub use services::HostServices;
+pub use tenant::{Handle, start};
+pub use translate::Target;

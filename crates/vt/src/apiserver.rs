@@ -91,6 +91,9 @@ pub struct Started {
     pub url: String,
     /// The admin kubeconfig.
     pub kubeconfig: PathBuf,
+    /// Serves `kubectl logs` (and refuses `exec`) for pods on simulated nodes, once a
+    /// simulation is attached.
+    pub sim_pods: Arc<vt_nodesim::SimConnector>,
 }
 
 /// Runs the server until killed.
@@ -162,6 +165,7 @@ pub async fn start(args: &Args) -> Result<Started, String> {
     )?);
     let mut tokens: Vec<Arc<dyn vt_apiserver::auth::TokenAuthenticator>> =
         vec![Arc::new(ServiceAccountTokens::new(issuer.clone(), store.clone()))];
+    let sim_pods = vt_nodesim::SimConnector::new();
     let config = Config {
         store,
         authorizer,
@@ -180,6 +184,9 @@ pub async fn start(args: &Args) -> Result<Started, String> {
         service_accounts: Some(issuer),
         limits: None,
         observer: None,
+        services: None,
+        pods: Some(sim_pods.clone() as Arc<dyn vt_apiserver::PodConnector>),
+        service_account_admission: args.controllers,
     };
     let api = ApiServer::new(config).await.map_err(|e| format!("bootstrap failed: {e}"))?;
     let tls = Arc::new(tls_config(&serving, ca.cert_pem())?);
@@ -189,6 +196,7 @@ pub async fn start(args: &Args) -> Result<Started, String> {
     std::mem::forget(vt_controllers::start(api.clone(), ca.cert_pem().to_string(), set));
     if args.simulate_nodes > 0 {
         let sim = vt_nodesim::NodeSim::new(vt_controllers::client::in_process(api.clone()));
+        sim_pods.attach(&sim);
         sim.start().await.map_err(|e| format!("simulated nodes: {e}"))?;
         for i in 0..args.simulate_nodes {
             let spec = vt_nodesim::NodeSpec { name: format!("sim-{i}"), ..Default::default() };
@@ -196,5 +204,5 @@ pub async fn start(args: &Args) -> Result<Started, String> {
         }
     }
     tokio::spawn(serve(listener, Arc::new(Single(Endpoint::serving(tls, api)))));
-    Ok(Started { url: server, kubeconfig: kc_path })
+    Ok(Started { url: server, kubeconfig: kc_path, sim_pods })
 }

@@ -87,6 +87,7 @@ pub fn embedded_host_kubeconfig(data_dir: &std::path::Path) -> PathBuf {
 /// Runs the manager until killed.
 pub async fn run(args: Args) -> Result<(), String> {
     std::fs::create_dir_all(&args.data_dir).map_err(|e| format!("{}: {e}", args.data_dir.display()))?;
+    let mut sim_pods = None;
     let (host_kubeconfig, embedded) = match &args.host_kubeconfig {
         _ if args.host_in_cluster => (PathBuf::new(), false),
         Some(p) => (p.clone(), false),
@@ -106,6 +107,7 @@ pub async fn run(args: Args) -> Result<(), String> {
                 simulate_nodes: 0,
             };
             let started = crate::apiserver::start(&host).await?;
+            sim_pods = Some(started.sim_pods.clone());
             (started.kubeconfig, true)
         }
     };
@@ -138,6 +140,9 @@ pub async fn run(args: Args) -> Result<(), String> {
     let mut manager = Manager::new(settings);
     if embedded {
         let sim = NodeSim::new(host.clone());
+        if let Some(c) = &sim_pods {
+            c.attach(&sim);
+        }
         sim.start().await.map_err(|e| format!("simulated nodes: {e}"))?;
         manager = manager.with_pools(Arc::new(SimPools { sim, per_pool: args.nodes_per_pool.max(1) }));
     }

@@ -487,6 +487,7 @@ pub(crate) async fn create_object(
     // generated, as in kube-apiserver.
     crate::admission::webhooks(op, "CREATE", Some(&mut obj), None, true, dry).await?;
     crate::admission::quota::limit_ranges(op, &mut obj).await?;
+    crate::admission::serviceaccount::admit(op, &mut obj, &random_suffix()).await?;
     let prefix = object::str_at(&obj, &["metadata", "generateName"]).unwrap_or("").to_string();
     for _attempt in 0..8 {
         if generate {

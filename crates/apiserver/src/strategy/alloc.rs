@@ -21,6 +21,8 @@ const NODE_PORTS: std::ops::RangeInclusive<i64> = 30000..=32767;
 pub(crate) struct Allocated {
     ips: Vec<Ipv4Addr>,
     node_ports: Vec<i64>,
+    /// A Service created on the configured backend.
+    backend: Option<Value>,
 }
 
 fn node_port_key(port: i64) -> String {
@@ -46,6 +48,11 @@ pub(crate) async fn allocate(op: &Op<'_>, obj: &mut Value) -> ApiResult<Allocate
         return Ok(done);
     }
     let name = object::name(obj).to_string();
+    if let Some(backend) = op.api.config().services.clone()
+        && !(op.ns == "default" && name == "kubernetes")
+    {
+        return allocate_on_backend(op, backend.as_ref(), obj, &name).await;
+    }
     let svc = ServiceRef { namespace: op.ns.clone(), name: name.clone() };
     let ty = object::str_at(obj, &["spec", "type"]).unwrap_or("ClusterIP").to_string();
     let requested = object::str_at(obj, &["spec", "clusterIP"]).unwrap_or("").to_string();
@@ -129,6 +136,48 @@ pub(crate) async fn allocate(op: &Op<'_>, obj: &mut Value) -> ApiResult<Allocate
     Ok(done)
 }
 
+/// A Service of a virtual cluster: created on its backend (the host) first, taking the
+/// addresses the backend allocated.
+async fn allocate_on_backend(
+    op: &Op<'_>,
+    backend: &dyn crate::ipalloc::ServiceBackend,
+    obj: &mut Value,
+    name: &str,
+) -> ApiResult<Allocated> {
+    // The backend side of an existing Service of this name must never be touched: a create
+    // that would fail with AlreadyExists fails before reaching the backend.
+    if op.store().get(op.key(name).as_bytes()).await.map_err(|e| from_store(e, &op.gr(), name))?.is_some() {
+        return Err(ApiError::already_exists(&op.gr(), name));
+    }
+    let spec = backend.create(obj).await.map_err(|e| {
+        let reason = match e.code {
+            409 => "AlreadyExists",
+            422 => "Invalid",
+            403 => "Forbidden",
+            429 => "TooManyRequests",
+            400 => "BadRequest",
+            500 => "InternalError",
+            _ => "ServiceUnavailable",
+        };
+        let code = if reason == "ServiceUnavailable" { 503 } else { e.code };
+        ApiError::new(code, reason, e.message)
+    })?;
+    for k in ["clusterIP", "clusterIPs", "healthCheckNodePort"] {
+        if let Some(v) = spec.get(k) {
+            obj["spec"][k] = v.clone();
+        }
+    }
+    let got = spec.get("ports").and_then(Value::as_array).cloned().unwrap_or_default();
+    if let Some(ports) = obj["spec"]["ports"].as_array_mut() {
+        for (p, g) in ports.iter_mut().zip(got) {
+            if let Some(np) = g.get("nodePort") {
+                p["nodePort"] = np.clone();
+            }
+        }
+    }
+    Ok(Allocated { backend: Some(obj.clone()), ..Default::default() })
+}
+
 impl FieldError {
     /// Renders a slice value the way Go's `%#v` does (`[]string{"10.0.0.5"}`).
     fn raw_invalid_list(mut self, ip: &str) -> Self {
@@ -140,6 +189,9 @@ impl FieldError {
 
 /// Releases what a failed create allocated.
 pub(crate) async fn release(op: &Op<'_>, a: &Allocated) {
+    if let (Some(svc), Some(backend)) = (&a.backend, op.api.config().services.as_ref()) {
+        backend.delete(svc).await;
+    }
     for ip in &a.ips {
         op.api.config().cluster_ips.release(op.store().as_ref(), *ip).await;
     }
@@ -150,6 +202,12 @@ pub(crate) async fn release(op: &Op<'_>, a: &Allocated) {
 
 /// Releases what a deleted Service held.
 pub(crate) async fn release_service(op: &Op<'_>, svc: &Value) {
+    if let Some(backend) = op.api.config().services.as_ref()
+        && !(op.ns == "default" && object::name(svc) == "kubernetes")
+    {
+        backend.delete(svc).await;
+        return;
+    }
     let mut a = Allocated::default();
     if let Some(ips) = object::at(svc, &["spec", "clusterIPs"]).and_then(Value::as_array) {
         a.ips = ips.iter().filter_map(|i| i.as_str()?.parse().ok()).collect();

@@ -173,7 +173,7 @@ fn service_variables_follow_the_kubelet() {
     let v = pod(
         json!({"enableServiceLinks": false, "containers": [{"name": "app", "image": "nginx", "env": [{"name": "REDIS_PRIMARY_SERVICE_HOST", "value": "mine"}]}]}),
     );
-    let h = host_pod(&v, &t, &[svc.clone()], &nodes()).unwrap();
+    let h = host_pod(&v, &t, std::slice::from_ref(&svc), &nodes()).unwrap();
     let names: Vec<&str> =
         h["spec"]["containers"][0]["env"].as_array().unwrap().iter().filter_map(|e| e["name"].as_str()).collect();
     assert!(names.contains(&"KUBERNETES_SERVICE_HOST") && !names.contains(&"REDIS_PRIMARY_PORT"));
