@@ -1,8 +1,8 @@
 //! The controllers inside a tenant, with the real kubectl: Deployments roll out, scale, roll
 //! (never below availability) and roll back; deletes cascade or orphan; namespaces empty
 //! themselves; Services list their ready pods; every namespace gets its ServiceAccount and root
-//! CA. Pods run on simulated nodes added to the tenant by this test (a kubelet's part: the
-//! syncer will bring real nodes).
+//! CA. Pods run through the syncer on the embedded host's simulated nodes of the tenant's
+//! pool, as they would on a real host.
 
 use std::time::{Duration, Instant};
 
@@ -12,26 +12,14 @@ fn vt() -> &'static std::path::Path {
     std::path::Path::new(env!("CARGO_BIN_EXE_vt"))
 }
 
-/// A tenant with two simulated nodes, and a kubectl for it.
-async fn tenant(name: &str) -> (VtManager, Kubectl, std::sync::Arc<vt_nodesim::NodeSim>) {
-    let name = name.to_string();
-    let (m, kc_yaml, k) = tokio::task::spawn_blocking(move || {
-        let m = VtManager::start(vt(), &[]);
-        m.vt_ok(&["create", &name]);
-        let kc = m.vt_ok(&["connect", &name, "--print"]);
-        let k = m.tenant_kubectl(&name);
-        (m, kc, k)
-    })
-    .await
-    .unwrap();
-    let kc = kube::config::Kubeconfig::from_yaml(&kc_yaml).unwrap();
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
-    let sim = vt_nodesim::NodeSim::new(kube::Client::try_from(cfg).unwrap());
-    sim.start().await.unwrap();
-    for i in 0..2 {
-        sim.add_node(&vt_nodesim::NodeSpec { name: format!("node-{i}"), ..Default::default() }).await.unwrap();
-    }
-    (m, k, sim)
+/// A tenant of a `vt server` whose embedded host gives its pool two simulated nodes; a
+/// kubectl for the tenant and one for the host.
+fn tenant(name: &str) -> (VtManager, Kubectl, Kubectl) {
+    let m = VtManager::start(vt(), &["--nodes-per-pool", "2"]);
+    m.vt_ok(&["create", name]);
+    let k = m.tenant_kubectl(name);
+    let host = m.host_kubectl();
+    (m, k, host)
 }
 
 fn eventually(what: &str, mut f: impl FnMut() -> bool) {
@@ -45,10 +33,10 @@ fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deployments_services_and_namespaces() {
-    let (_m, k, _sim) = tenant("apps").await;
-    tokio::task::spawn_blocking(move || {
+#[test]
+fn deployments_services_and_namespaces() {
+    let (_m, k, _host) = tenant("apps");
+    {
         // Every namespace gets its default ServiceAccount and the root CA.
         k.ok(&["create", "namespace", "shop"]);
         eventually("the default ServiceAccount", || k.run(&["-n", "shop", "get", "sa", "default"]).status.success());
@@ -150,9 +138,7 @@ async fn deployments_services_and_namespaces() {
         // Deleting the namespace empties it, then removes it.
         k.ok(&["delete", "namespace", "shop", "--timeout=60s"]);
         assert!(k.fails(&["get", "namespace", "shop"]).contains("NotFound"));
-    })
-    .await
-    .unwrap();
+    }
 }
 
 /// The `(name, creation revision)` of pods matching `selector`.
@@ -163,14 +149,14 @@ fn pod_names(k: &Kubectl, ns: &str, selector: &str) -> Vec<String> {
     names
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn statefulsets_daemonsets_jobs_cronjobs_and_budgets() {
-    let (_m, k, _sim) = tenant("batch").await;
-    tokio::task::spawn_blocking(move || {
+#[test]
+fn statefulsets_daemonsets_jobs_cronjobs_and_budgets() {
+    let (_m, k, host) = tenant("batch");
+    {
         k.ok(&["create", "namespace", "work"]);
 
-        // StatefulSet, OrderedReady: web-1 is not created while web-0 cannot run (no node fits
-        // it yet); once a node fits, pods come up in ordinal order with their claims.
+        // StatefulSet, OrderedReady: web-1 is not created while web-0 cannot run (no host node
+        // fits it yet); once a node fits, pods come up in ordinal order with their claims.
         k.ok_stdin(
             &["apply", "-f", "-"],
             r#"
@@ -198,7 +184,7 @@ spec:
             k.ok(&["-n", "work", "get", "pod", "web-0", "-o", "jsonpath={.spec.hostname}/{.spec.subdomain}/{.spec.volumes[?(@.name=='data')].persistentVolumeClaim.claimName}"]),
             "web-0/web/data-web-0"
         );
-        k.ok(&["label", "node", "node-0", "disk=ssd"]);
+        host.ok(&["label", "node", "sim-batch-0", "disk=ssd"]);
         let out = k.ok(&["-n", "work", "rollout", "status", "sts/web", "--timeout=60s"]);
         assert!(out.contains("roll out complete") || out.contains("rolling update complete"), "{out}");
         assert_eq!(pod_names(&k, "work", "app=web"), ["web-0", "web-1", "web-2"]);
@@ -215,7 +201,10 @@ spec:
             "-o",
             "jsonpath={.status.conditions[?(@.type=='Ready')].lastTransitionTime}",
         ]);
-        assert!(created[1] >= ready0 && created[2] >= created[1], "created in order: {created:?}, web-0 ready {ready0}");
+        assert!(
+            created[1] >= ready0 && created[2] >= created[1],
+            "created in order: {created:?}, web-0 ready {ready0}"
+        );
         let claims = k.ok(&["-n", "work", "get", "pvc", "-o", "jsonpath={.items[*].metadata.name}"]);
         assert_eq!(claims, "data-web-0 data-web-1 data-web-2");
 
@@ -231,7 +220,9 @@ spec:
         ]);
         k.ok(&["-n", "work", "set", "image", "sts/web", "nginx=nginx:1.28"]);
         let image = |p: &str| k.ok(&["-n", "work", "get", "pod", p, "-o", "jsonpath={.spec.containers[0].image}"]);
-        eventually("web-2 updated", || k.run(&["-n", "work", "get", "pod", "web-2"]).status.success() && image("web-2") == "nginx:1.28");
+        eventually("web-2 updated", || {
+            k.run(&["-n", "work", "get", "pod", "web-2"]).status.success() && image("web-2") == "nginx:1.28"
+        });
         std::thread::sleep(Duration::from_secs(1));
         assert_eq!((image("web-0"), image("web-1")), ("nginx:1.27".to_string(), "nginx:1.27".to_string()));
         let history = k.ok(&["-n", "work", "rollout", "history", "sts/web"]);
@@ -241,8 +232,12 @@ spec:
         eventually("web-0 alone", || pod_names(&k, "work", "app=web") == ["web-0"]);
         assert_eq!(k.ok(&["-n", "work", "get", "pvc", "-o", "name"]).lines().count(), 3);
 
-        // DaemonSet: one pod on each node the template fits; a tainted node gets none.
-        k.ok(&["taint", "node", "node-1", "dedicated=gpu:NoSchedule"]);
+        // DaemonSet: one pod on each of the tenant's nodes the template fits; a node tainted
+        // on the host gets none.
+        host.ok(&["taint", "node", "sim-batch-1", "dedicated=gpu:NoSchedule"]);
+        eventually("the taint in the tenant", || {
+            k.ok(&["get", "node", "sim-batch-1", "-o", "jsonpath={.spec.taints[*].key}"]).contains("dedicated")
+        });
         k.ok_stdin(
             &["apply", "-f", "-"],
             r#"
@@ -257,8 +252,11 @@ spec:
 "#,
         );
         k.ok(&["-n", "work", "rollout", "status", "ds/agent", "--timeout=60s"]);
-        assert_eq!(k.ok(&["-n", "work", "get", "pods", "-l", "app=agent", "-o", "jsonpath={.items[*].spec.nodeName}"]), "node-0");
-        // Tolerating the taint brings a pod to node-1 as well.
+        eventually("one daemon on sim-batch-0", || {
+            k.ok(&["-n", "work", "get", "pods", "-l", "app=agent", "-o", "jsonpath={.items[*].spec.nodeName}"])
+                == "sim-batch-0"
+        });
+        // Tolerating the taint brings a pod to sim-batch-1 as well.
         k.ok(&[
             "-n",
             "work",
@@ -270,12 +268,13 @@ spec:
         ]);
         k.ok(&["-n", "work", "rollout", "status", "ds/agent", "--timeout=60s"]);
         eventually("daemons on both nodes", || {
-            let nodes = k.ok(&["-n", "work", "get", "pods", "-l", "app=agent", "-o", "jsonpath={.items[*].spec.nodeName}"]);
+            let nodes =
+                k.ok(&["-n", "work", "get", "pods", "-l", "app=agent", "-o", "jsonpath={.items[*].spec.nodeName}"]);
             let mut nodes: Vec<&str> = nodes.split_whitespace().collect();
             nodes.sort();
-            nodes == ["node-0", "node-1"]
+            nodes == ["sim-batch-0", "sim-batch-1"]
         });
-        k.ok(&["taint", "node", "node-1", "dedicated-"]);
+        host.ok(&["taint", "node", "sim-batch-1", "dedicated-"]);
 
         // A Job with completions and parallelism completes; its pods carry the Job's labels.
         k.ok_stdin(
@@ -297,7 +296,8 @@ spec:
         k.ok(&["-n", "work", "wait", "--for=condition=complete", "job/crunch", "--timeout=60s"]);
         assert_eq!(k.ok(&["-n", "work", "get", "job", "crunch", "-o", "jsonpath={.status.succeeded}"]), "3");
         let uid = k.ok(&["-n", "work", "get", "job", "crunch", "-o", "jsonpath={.metadata.uid}"]);
-        let labels = k.ok(&["-n", "work", "get", "pods", "-l", "job-name=crunch", "-o", "jsonpath={.items[0].metadata.labels}"]);
+        let labels =
+            k.ok(&["-n", "work", "get", "pods", "-l", "job-name=crunch", "-o", "jsonpath={.items[0].metadata.labels}"]);
         for want in [
             format!("\"batch.kubernetes.io/controller-uid\":\"{uid}\""),
             "\"batch.kubernetes.io/job-name\":\"crunch\"".to_string(),
@@ -358,7 +358,15 @@ spec:
         );
         k.ok(&["-n", "work", "wait", "--for=condition=failed", "job/doomed", "--timeout=60s"]);
         assert_eq!(
-            k.ok(&["-n", "work", "get", "job", "doomed", "-o", "jsonpath={.status.conditions[?(@.type=='Failed')].reason}"]),
+            k.ok(&[
+                "-n",
+                "work",
+                "get",
+                "job",
+                "doomed",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type=='Failed')].reason}"
+            ]),
             "BackoffLimitExceeded"
         );
 
@@ -387,22 +395,41 @@ spec:
             "apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: bad, namespace: work}\nspec:\n  schedule: '@daily'\n  timeZone: Mars/Olympus\n  jobTemplate: {spec: {template: {spec: {restartPolicy: Never, containers: [{name: c, image: busybox}]}}}}\n",
         );
         let err = String::from_utf8_lossy(&bad.stderr);
-        assert!(err.contains("spec.timeZone: Invalid value: \"Mars/Olympus\": unknown time zone Mars/Olympus"), "{err}");
+        assert!(
+            err.contains("spec.timeZone: Invalid value: \"Mars/Olympus\": unknown time zone Mars/Olympus"),
+            "{err}"
+        );
         let hour_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(3600);
         let patch = format!(r#"{{"status":{{"lastScheduleTime":"{}"}}}}"#, hour_ago.strftime("%Y-%m-%dT%H:%M:%SZ"));
         k.ok(&["-n", "work", "patch", "cronjob", "nightly", "--subresource=status", "--type=merge", "-p", &patch]);
         eventually("a Job from the CronJob", || {
-            !k.ok(&["-n", "work", "get", "jobs", "-o", "jsonpath={.items[?(@.metadata.ownerReferences[0].name=='nightly')].metadata.name}"])
-                .is_empty()
+            !k.ok(&[
+                "-n",
+                "work",
+                "get",
+                "jobs",
+                "-o",
+                "jsonpath={.items[?(@.metadata.ownerReferences[0].name=='nightly')].metadata.name}",
+            ])
+            .is_empty()
         });
-        let job = k.ok(&["-n", "work", "get", "jobs", "-o", "jsonpath={.items[?(@.metadata.ownerReferences[0].name=='nightly')].metadata.name}"]);
-        let minutes: i64 = job.strip_prefix("nightly-").expect("named after its CronJob").parse().expect("scheduled minute");
+        let job = k.ok(&[
+            "-n",
+            "work",
+            "get",
+            "jobs",
+            "-o",
+            "jsonpath={.items[?(@.metadata.ownerReferences[0].name=='nightly')].metadata.name}",
+        ]);
+        let minutes: i64 =
+            job.strip_prefix("nightly-").expect("named after its CronJob").parse().expect("scheduled minute");
         assert_eq!(minutes % 10, 0, "*/10 schedules on the tenth minute: {job}");
         let scheduled = jiff::Timestamp::from_second(minutes * 60).unwrap();
         assert!(scheduled > hour_ago && scheduled <= jiff::Timestamp::now(), "{scheduled}");
         k.ok(&["-n", "work", "wait", "--for=condition=complete", &format!("job/{job}"), "--timeout=60s"]);
         eventually("lastSuccessfulTime", || {
-            !k.ok(&["-n", "work", "get", "cronjob", "nightly", "-o", "jsonpath={.status.lastSuccessfulTime}"]).is_empty()
+            !k.ok(&["-n", "work", "get", "cronjob", "nightly", "-o", "jsonpath={.status.lastSuccessfulTime}"])
+                .is_empty()
         });
 
         // PodDisruptionBudgets: healthy pods against what must stay up.
@@ -424,25 +451,53 @@ spec:
         eventually("api-min status", || status("api-min") == "4/4/3/1");
         eventually("api-max status", || status("api-max") == "4/4/3/1");
         assert_eq!(
-            k.ok(&["-n", "work", "get", "pdb", "api-min", "-o", "jsonpath={.status.conditions[?(@.type=='DisruptionAllowed')].reason}"]),
+            k.ok(&[
+                "-n",
+                "work",
+                "get",
+                "pdb",
+                "api-min",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type=='DisruptionAllowed')].reason}"
+            ]),
             "SufficientPods"
         );
         k.ok(&["-n", "work", "scale", "deploy/api", "--replicas=3"]);
         eventually("api-min exhausted", || status("api-min") == "3/3/3/0");
         assert_eq!(
-            k.ok(&["-n", "work", "get", "pdb", "api-min", "-o", "jsonpath={.status.conditions[?(@.type=='DisruptionAllowed')].reason}"]),
+            k.ok(&[
+                "-n",
+                "work",
+                "get",
+                "pdb",
+                "api-min",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type=='DisruptionAllowed')].reason}"
+            ]),
             "InsufficientPods"
         );
 
-        // Pod GC: the pods of a node that is deleted go, and their ReplicaSet replaces them.
+        // A host node that goes away: its pods go (host pod GC, then the tenant's node and pod
+        // GC), and their ReplicaSet replaces them on the other node.
         let on_node1 = || {
-            k.ok(&["-n", "work", "get", "pods", "-l", "app=api", "--field-selector=spec.nodeName=node-1", "-o", "name"])
-                .lines()
-                .count()
+            k.ok(&[
+                "-n",
+                "work",
+                "get",
+                "pods",
+                "-l",
+                "app=api",
+                "--field-selector=spec.nodeName=sim-batch-1,status.phase=Running",
+                "-o",
+                "name",
+            ])
+            .lines()
+            .count()
         };
         assert!(on_node1() > 0, "the scheduler spread api's pods over both nodes");
-        k.ok(&["delete", "node", "node-1"]);
-        eventually("no pods left on node-1", || on_node1() == 0);
+        host.ok(&["delete", "node", "sim-batch-1"]);
+        eventually("the node gone from the tenant", || !k.run(&["get", "node", "sim-batch-1"]).status.success());
+        eventually("no pods left on sim-batch-1", || on_node1() == 0);
         k.ok(&["-n", "work", "rollout", "status", "deploy/api", "--timeout=60s"]);
 
         // Namespace deletion reports what holds it, then completes once the finalizer goes.
@@ -462,7 +517,5 @@ spec:
         assert_eq!(condition("NamespaceDeletionDiscoveryFailure"), "All resources successfully discovered");
         k.ok(&["-n", "work", "patch", "cm", "held", "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#]);
         eventually("namespace gone", || k.run(&["get", "ns", "work"]).status.code() == Some(1));
-    })
-    .await
-    .unwrap();
+    }
 }

@@ -134,15 +134,11 @@ impl Tenant {
     /// gone (they go through their own key), copies no synced pod uses.
     pub(crate) async fn sweep(self: &Arc<Self>) -> Result<()> {
         for h in self.host.pods_in(&self.target.namespace) {
-            match identity(h.as_ref()) {
-                Some((ns, name)) => {
-                    if self.virtual_pod(&ns, &name).is_none() {
-                        self.queue.add(Key::Pod(ns, name));
-                    }
-                }
-                None => {
-                    // A pod in the tenant's namespace that the syncer did not make: leave it.
-                }
+            // Pods the syncer did not make (no virtual identity) are left alone.
+            if let Some((ns, name)) = identity(h.as_ref())
+                && self.virtual_pod(&ns, &name).is_none()
+            {
+                self.queue.add(Key::Pod(ns, name));
             }
         }
         // Copies are only judged once every virtual pod has been looked at (after a restart
