@@ -207,6 +207,10 @@ spec:
         );
         let claims = k.ok(&["-n", "work", "get", "pvc", "-o", "jsonpath={.items[*].metadata.name}"]);
         assert_eq!(claims, "data-web-0 data-web-1 data-web-2");
+        // The host binds them (simulated storage there); the binding shows in the tenant.
+        eventually("claims bound", || {
+            k.ok(&["-n", "work", "get", "pvc", "-o", "jsonpath={.items[*].status.phase}"]) == "Bound Bound Bound"
+        });
 
         // RollingUpdate with a partition: only ordinals at or above it move to the new template.
         k.ok(&[

@@ -326,6 +326,24 @@ fn pods_run_on_the_host_isolated() {
         .collect();
         virt.len() == 5 && host_pods(&host, "acme", "app=web") == virt
     });
+    // Pausing removes the host pods; resuming runs the same pods again (as after a node
+    // reboot), none of them counted lost.
+    m.vt_ok(&["pause", "acme"]);
+    eventually("no host pods while paused", || host_pods(&host, "acme", "app=web").is_empty());
+    m.vt_ok(&["resume", "acme"]);
+    let acme = m.tenant_kubectl("acme");
+    eventually("the same pods running again", || {
+        let running = lines(acme.ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "--field-selector=status.phase=Running",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ]));
+        running.len() == 5 && host_pods(&host, "acme", "app=web").len() == 5
+    });
     // Deleting the Deployment empties the host namespace of its pods.
     acme.ok(&["delete", "deploy", "web"]);
     eventually("no host pods of web", || host_pods(&host, "acme", "app=web").is_empty());

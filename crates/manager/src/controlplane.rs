@@ -48,6 +48,8 @@ pub struct Settings {
     pub service_cidr: String,
     /// Whether tenants run their controllers (always, but to measure what they cost).
     pub controllers: bool,
+    /// Whether tenants' pods are synced to the host (always, but to measure what it costs).
+    pub syncer: bool,
 }
 
 impl Settings {
@@ -112,7 +114,9 @@ impl ControlPlanes {
 
     /// Syncs tenants to `host` from now on.
     pub fn set_host(&self, host: Arc<vt_syncer::Host>) {
-        let _ = self.host.set(host);
+        if self.settings.syncer {
+            let _ = self.host.set(host);
+        }
     }
 
     /// Where and how a tenant's pods run on the host.

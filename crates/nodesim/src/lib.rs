@@ -10,10 +10,12 @@
 //! * a kubelet: bound pods become Running with a pod IP and ready containers; pods that do not
 //!   restart (`restartPolicy: Never/OnFailure`) finish after a simulated run time (annotation
 //!   `vt.dev/sim-runtime`, default 1s) with the exit code of `vt.dev/sim-exit-code` (default 0);
-//!   deleted pods are removed once "stopped"; each pod's lifecycle is recorded as log lines.
+//!   deleted pods are removed once "stopped"; each pod's lifecycle is recorded as log lines;
+//! * storage: every claim gets a simulated PersistentVolume and is bound at once.
 
 mod kubelet;
 mod scheduler;
+mod storage;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -85,6 +87,7 @@ impl NodeSim {
         }
         tokio::spawn(scheduler::run(self.clone()));
         tokio::spawn(kubelet::run(self.clone()));
+        tokio::spawn(storage::run(self.clone()));
         Ok(())
     }
 

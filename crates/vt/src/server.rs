@@ -61,6 +61,9 @@ pub struct Args {
     /// Run the controllers inside every tenant (off only to measure what they cost).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, hide = true)]
     tenant_controllers: bool,
+    /// Sync tenants' pods to the host (off only to measure what the syncer costs).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, hide = true)]
+    tenant_syncer: bool,
 }
 
 /// Simulated node pools on the embedded host.
@@ -136,6 +139,7 @@ pub async fn run(args: Args) -> Result<(), String> {
         burst: args.burst,
         service_cidr: args.service_cidr.clone(),
         controllers: args.tenant_controllers,
+        syncer: args.tenant_syncer,
     };
     let mut manager = Manager::new(settings);
     if embedded {
