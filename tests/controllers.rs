@@ -22,6 +22,12 @@ fn tenant(name: &str) -> (VtManager, Kubectl, Kubectl) {
     (m, k, host)
 }
 
+fn lines(s: String) -> Vec<String> {
+    let mut v: Vec<String> = s.split_whitespace().map(String::from).collect();
+    v.sort();
+    v
+}
+
 fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
@@ -466,8 +472,39 @@ spec:
             ]),
             "SufficientPods"
         );
+        // Evictions (what `kubectl drain` posts) honour the budgets: two budgets over one pod
+        // are an error, a budget with room lets one pod go, an exhausted one answers 429.
+        let evict = |pod: &str| {
+            let body = format!(
+                r#"{{"apiVersion":"policy/v1","kind":"Eviction","metadata":{{"name":"{pod}","namespace":"work"}}}}"#
+            );
+            k.run_stdin(&["create", "--raw", &format!("/api/v1/namespaces/work/pods/{pod}/eviction"), "-f", "-"], &body)
+        };
+        let api_pods = || {
+            lines(k.ok(&[
+                "-n",
+                "work",
+                "get",
+                "pods",
+                "-l",
+                "app=api",
+                "--field-selector=status.phase=Running",
+                "-o",
+                "jsonpath={.items[*].metadata.name}",
+            ]))
+        };
+        let first = api_pods()[0].clone();
+        let two = evict(&first);
+        assert!(String::from_utf8_lossy(&two.stderr).contains("more than one PodDisruptionBudget"), "{two:?}");
+        k.ok(&["-n", "work", "delete", "pdb", "api-max"]);
+        let ok = evict(&first);
+        assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+        eventually("the evicted pod goes", || !api_pods().contains(&first));
         k.ok(&["-n", "work", "scale", "deploy/api", "--replicas=3"]);
         eventually("api-min exhausted", || status("api-min") == "3/3/3/0");
+        let refused = evict(&api_pods()[0]);
+        let err = String::from_utf8_lossy(&refused.stderr);
+        assert!(err.contains("Cannot evict pod as it would violate the pod's disruption budget"), "{err}");
         assert_eq!(
             k.ok(&[
                 "-n",

@@ -32,7 +32,8 @@ impl ApiServer {
             .header("user-agent", "vt-apiserver")
             .body(bytes)
             .expect("valid request");
-        let resp = self.handle_as(req, system_user()).await;
+        // Boxed: internal requests may come from inside a request (quota, eviction).
+        let resp = Box::pin(self.handle_as(req, system_user())).await;
         let status = resp.status();
         let body = http_body_util::BodyExt::collect(resp.into_body()).await.map(|b| b.to_bytes()).unwrap_or_default();
         (status, serde_json::from_slice(&body).unwrap_or(Value::Null))

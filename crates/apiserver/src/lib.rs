@@ -203,6 +203,11 @@ impl ApiServer {
         WeakApiServer { inner: Arc::downgrade(&self.inner) }
     }
 
+    /// An identity of this server, distinct from every other live server in the process.
+    pub(crate) fn id(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
+    }
+
     /// The store.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.config.store

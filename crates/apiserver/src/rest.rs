@@ -4,6 +4,7 @@
 
 mod delete;
 mod dups;
+mod eviction;
 pub(crate) mod list;
 mod stream;
 mod sub;
@@ -282,6 +283,7 @@ pub(crate) async fn handle(
         ("deletecollection", "") => delete::delete_collection(&op, &body).await,
         (_, "scale") => sub::scale(&op, info.verb.as_str(), &body).await,
         ("create", "binding") => sub::binding(&op, &body).await,
+        ("create", "eviction") if rt.kind == "Pod" => eviction::evict(&op, &body).await,
         ("create", "token") if rt.kind == "ServiceAccount" => sub::token_request(&op, &body).await,
         (verb, sub) => Err(ApiError::new(
             405,

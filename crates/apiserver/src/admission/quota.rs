@@ -19,7 +19,11 @@ async fn list(api: &ApiServer, resource_prefix: &str, ns: &str) -> Vec<Value> {
     let mut opts = vt_store::ListOptions::default();
     loop {
         let Ok(page) = api.store().list(prefix.as_bytes(), opts.clone()).await else { return out };
-        out.extend(page.kvs.iter().filter_map(|kv| serde_json::from_slice::<Value>(&kv.value).ok()));
+        out.extend(page.kvs.iter().filter_map(|kv| {
+            let mut v = serde_json::from_slice::<Value>(&kv.value).ok()?;
+            object::set_resource_version(&mut v, kv.mod_revision);
+            Some(v)
+        }));
         if !page.more {
             return out;
         }
@@ -267,15 +271,52 @@ pub(crate) async fn check_quota(op: &Op<'_>, obj: &Value) -> ApiResult<bool> {
         if relevant.is_empty() {
             continue;
         }
-        let current = used(op.api, &op.ns, hard).await;
-        let mut over = Vec::new();
-        for k in relevant {
-            let limit = q(hard.get(k)).unwrap_or(0.0);
-            let now = current.get(k).copied().unwrap_or(0.0);
-            let add = adding.get(k).copied().unwrap_or(0.0);
-            if now + add > limit + 1e-9 {
-                over.push(Over { key: k.clone(), add, used: now, limit });
+        charge(op, obj, quota, &relevant, &adding).await?;
+    }
+    Ok(true)
+}
+
+/// Checks a create against one quota and charges it, as kube's quota admission does: the
+/// quota's `status.used` (computed from the namespace only when it lacks a key) plus what the
+/// object adds must fit under `spec.hard`, and the new usage is written back guarded by the
+/// quota's resourceVersion, so concurrent creates cannot both take the last unit. Usage is
+/// made exact again by [`refresh_later`] after each write.
+async fn charge(
+    op: &Op<'_>,
+    obj: &Value,
+    quota: &Value,
+    relevant: &[&String],
+    adding: &BTreeMap<String, f64>,
+) -> ApiResult<()> {
+    let dry = op.query.get("dryRun").is_some_and(|d| d == "All");
+    let path = format!("/api/v1/namespaces/{}/resourcequotas/{}/status", op.ns, object::name(quota));
+    let mut quota = quota.clone();
+    for _attempt in 0..8 {
+        let Some(hard) = quota.pointer("/spec/hard").and_then(Value::as_object).cloned() else { return Ok(()) };
+        let recorded = quota.pointer("/status/used").and_then(Value::as_object).cloned().unwrap_or_default();
+        let recorded_all = relevant.iter().all(|k| recorded.contains_key(k.as_str()));
+        let mut current: BTreeMap<String, f64> = if recorded_all {
+            recorded.iter().filter_map(|(k, v)| Some((k.clone(), q(Some(v))?))).collect()
+        } else {
+            used(op.api, &op.ns, &hard).await
+        };
+        let exceeded = |current: &BTreeMap<String, f64>| -> Vec<Over> {
+            let mut over = Vec::new();
+            for k in relevant {
+                let limit = q(hard.get(k.as_str())).unwrap_or(0.0);
+                let now = current.get(k.as_str()).copied().unwrap_or(0.0);
+                let add = adding.get(k.as_str()).copied().unwrap_or(0.0);
+                if now + add > limit + 1e-9 {
+                    over.push(Over { key: (*k).clone(), add, used: now, limit });
+                }
             }
+            over
+        };
+        let mut over = exceeded(&current);
+        if !over.is_empty() && recorded_all {
+            // The recorded usage may lag behind deletions: count again before refusing.
+            current = used(op.api, &op.ns, &hard).await;
+            over = exceeded(&current);
         }
         if !over.is_empty() {
             let join = |pick: fn(&Over) -> f64| {
@@ -286,15 +327,45 @@ pub(crate) async fn check_quota(op: &Op<'_>, obj: &Value) -> ApiResult<bool> {
                 object::name(obj),
                 &format!(
                     "exceeded quota: {}, requested: {}, used: {}, limited: {}",
-                    object::name(quota),
+                    object::name(&quota),
                     join(|o| o.add),
                     join(|o| o.used),
                     join(|o| o.limit),
                 ),
             ));
         }
+        if dry {
+            return Ok(());
+        }
+        let mut used_now: serde_json::Map<String, Value> =
+            current.iter().filter(|(k, _)| hard.contains_key(*k)).map(|(k, v)| (k.clone(), json!(show(*v)))).collect();
+        for k in relevant {
+            let total =
+                current.get(k.as_str()).copied().unwrap_or(0.0) + adding.get(k.as_str()).copied().unwrap_or(0.0);
+            used_now.insert((*k).clone(), json!(show(total)));
+        }
+        let mut next = quota.clone();
+        next["status"] = json!({"hard": hard, "used": used_now});
+        // Boxed: the status write goes through the API server, whose creates come back here.
+        let (code, answer) = Box::pin(op.api.internal(Method::PUT, &path, Some(&next))).await;
+        if code.is_success() {
+            return Ok(());
+        }
+        if code != http::StatusCode::CONFLICT {
+            return Err(ApiError::internal(format!(
+                "resourcequota {}: {}",
+                object::name(&quota),
+                answer.get("message").and_then(Value::as_str).unwrap_or("update failed")
+            )));
+        }
+        // Someone else charged it meanwhile: read it again.
+        let (_, fresh) = Box::pin(op.api.internal(Method::GET, path.trim_end_matches("/status"), None)).await;
+        if !fresh.is_object() || fresh.get("kind").and_then(Value::as_str) == Some("Status") {
+            return Ok(());
+        }
+        quota = fresh;
     }
-    Ok(true)
+    Err(ApiError::new(409, "Conflict", "the resource quota changed too often; try again"))
 }
 
 /// Rewrites `status.hard` and `status.used` of the namespace's quotas (after a change).
@@ -315,12 +386,45 @@ pub(crate) async fn refresh_status(api: &ApiServer, ns: &str) {
     }
 }
 
-/// Refreshes the namespace's quota status in the background (after a create or delete).
+/// Namespaces whose quota refresh is queued (`false`) or running with another one due (`true`).
+static REFRESHING: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<(usize, String), bool>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Refreshes the namespace's quota status in the background (after a create or delete): one
+/// refresh at a time per namespace, and one more after it if writes happened meanwhile, so a
+/// burst of creates costs two recounts, not one per create.
 pub(crate) fn refresh_later(op: &Op<'_>) {
     if op.ns.is_empty() || (op.rt.group.is_empty() && op.rt.plural == "resourcequotas" && op.sub == "status") {
         return;
     }
+    let key = (op.api.id(), op.ns.clone());
+    {
+        let mut pending = REFRESHING.lock().unwrap_or_else(|p| p.into_inner());
+        match pending.get_mut(&key) {
+            Some(again) => {
+                *again = true;
+                return;
+            }
+            None => _ = pending.insert(key.clone(), false),
+        }
+    }
     let api = op.api.clone();
-    let ns = op.ns.clone();
-    tokio::spawn(async move { refresh_status(&api, &ns).await });
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            {
+                let mut pending = REFRESHING.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(again) = pending.get_mut(&key) {
+                    *again = false;
+                }
+            }
+            refresh_status(&api, &key.1).await;
+            let mut pending = REFRESHING.lock().unwrap_or_else(|p| p.into_inner());
+            if pending.get(&key) == Some(&true) {
+                continue;
+            }
+            pending.remove(&key);
+            return;
+        }
+    });
 }
