@@ -69,15 +69,21 @@ impl Host {
         let mut tasks = vec![
             {
                 let weak = weak.clone();
-                let stream = reflector::reflector(pods_w, watcher(Api::<Pod>::all(client.clone()), tenants.clone()));
+                let stream = reflector::reflector(
+                    pods_w,
+                    watcher(Api::<Pod>::all(client.clone()), tenants.clone()).modify(trim_pod),
+                );
                 tokio::spawn(follow(stream, weak, |p: &Pod| {
                     (p.namespace(), Some(HostChange::Pod(crate::tenant::identity(p))))
                 }))
             },
             {
                 let weak = weak.clone();
-                let stream =
-                    reflector::reflector(claims_w, watcher(Api::<PersistentVolumeClaim>::all(client.clone()), tenants));
+                let stream = reflector::reflector(
+                    claims_w,
+                    watcher(Api::<PersistentVolumeClaim>::all(client.clone()), tenants)
+                        .modify(|c: &mut PersistentVolumeClaim| c.metadata.managed_fields = None),
+                );
                 tokio::spawn(follow(stream, weak, |c: &PersistentVolumeClaim| {
                     (c.namespace(), Some(HostChange::Claim(crate::tenant::identity(c))))
                 }))
@@ -159,6 +165,24 @@ impl Host {
     /// Every node.
     pub fn nodes(&self) -> Vec<Arc<Node>> {
         self.nodes.state()
+    }
+}
+
+/// What the syncer reads of a host pod: its identity, labels, annotations and deletion, its
+/// node and images, its status. The rest of the spec (volumes, env, affinity) and the managed
+/// fields are dropped before caching: a host pod costs its status, not its whole object.
+fn trim_pod(p: &mut Pod) {
+    p.metadata.managed_fields = None;
+    if let Some(spec) = p.spec.take() {
+        p.spec = Some(k8s_openapi::api::core::v1::PodSpec {
+            node_name: spec.node_name,
+            containers: spec
+                .containers
+                .into_iter()
+                .map(|c| k8s_openapi::api::core::v1::Container { name: c.name, image: c.image, ..Default::default() })
+                .collect(),
+            ..Default::default()
+        });
     }
 }
 

@@ -200,14 +200,21 @@ impl Tenant {
         self.write_status(v, status).await
     }
 
-    /// Replaces a virtual pod's status (conflicts retry through the queue).
+    /// Sets a virtual pod's status: a merge patch of the whole status, with the keys it no
+    /// longer has set to null (lists such as conditions are replaced whole by a merge patch).
     async fn write_status(&self, v: &Pod, status: Value) -> Result<()> {
         let ns = v.namespace().unwrap_or_default();
-        let mut obj = to_value(v);
-        obj["status"] = status;
+        let mut patch = status;
+        let current = to_value(&v.status.clone().unwrap_or_default());
+        if let (Some(p), Some(c)) = (patch.as_object_mut(), current.as_object()) {
+            for k in c.keys() {
+                if !p.contains_key(k) {
+                    p.insert(k.clone(), Value::Null);
+                }
+            }
+        }
         let api: Api<Pod> = Api::namespaced(self.virt.clone(), &ns);
-        let pod: Pod = serde_json::from_value(obj).map_err(|e| Error::Other(e.to_string()))?;
-        match api.replace_status(&v.name_any(), &PostParams::default(), &pod).await {
+        match api.patch_status(&v.name_any(), &PatchParams::default(), &Patch::Merge(json!({"status": patch}))).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
             Err(e) => Err(e.into()),

@@ -168,7 +168,8 @@ where
     K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
     tokio::spawn(async move {
-        let events = watcher(api, watcher::Config::default());
+        // Managed fields are never read here and are most of a busy object's size.
+        let events = watcher(api, watcher::Config::default()).modify(|o: &mut K| o.meta_mut().managed_fields = None);
         let mut events: futures::stream::BoxStream<'static, watcher::Result<watcher::Event<K>>> = match store {
             Some(w) => Box::pin(reflector::reflector(w, events).default_backoff()),
             None => Box::pin(events.default_backoff()),
@@ -354,12 +355,7 @@ impl Tenant {
 
     /// The nodes of the tenant's pool.
     pub(crate) fn pool_nodes(&self) -> BTreeSet<String> {
-        self.host
-            .nodes()
-            .iter()
-            .filter(|n| self.target.owns_node(&serde_json::to_value(n.as_ref()).unwrap_or(Value::Null)))
-            .map(|n| n.name_any())
-            .collect()
+        self.host.nodes().iter().filter(|n| self.target.owns_labels(n.labels())).map(|n| n.name_any()).collect()
     }
 
     /// A virtual pod from the cache.

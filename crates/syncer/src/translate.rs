@@ -45,6 +45,11 @@ impl Target {
         let label = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
         label(POOL_LABEL) == Some(self.pool.as_str()) && self.node_selector.iter().all(|(k, v)| label(k) == Some(v))
     }
+
+    /// [`Target::owns_node`] on a node's labels.
+    pub fn owns_labels(&self, labels: &BTreeMap<String, String>) -> bool {
+        labels.get(POOL_LABEL) == Some(&self.pool) && self.node_selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
 }
 
 /// Why a virtual object is not synced.

@@ -142,21 +142,23 @@ async fn watch_virtual(client: kube::Client, seen: Arc<Mutex<Seen>>) {
     }
 }
 
-/// Creates `count` pods at `rate` per second; returns when each create was sent.
+/// Creates `count` pods at `rate` per second (each create runs on its own); returns when each
+/// create was sent.
 async fn create_at(api: &Api<Pod>, prefix: &str, count: usize, rate: f64) -> HashMap<String, Instant> {
     let mut sent = HashMap::new();
     let start = Instant::now();
-    let mut tasks = futures::stream::FuturesUnordered::new();
+    let mut tasks = Vec::new();
     for i in 0..count {
         let at = start + Duration::from_secs_f64(i as f64 / rate);
         tokio::time::sleep_until(at.into()).await;
         let name = format!("{prefix}-{i}");
         sent.insert(name.clone(), Instant::now());
         let api = api.clone();
-        tasks.push(async move { api.create(&PostParams::default(), &pod(&name)).await.unwrap() });
-        while let Some(Some(_)) = futures::FutureExt::now_or_never(tasks.next()) {}
+        tasks.push(tokio::spawn(async move { api.create(&PostParams::default(), &pod(&name)).await.unwrap() }));
     }
-    while tasks.next().await.is_some() {}
+    for t in tasks {
+        t.await.unwrap();
+    }
     sent
 }
 
