@@ -66,14 +66,6 @@ fn started(job: &Job) -> Option<Timestamp> {
     job.status.as_ref().and_then(|s| s.start_time.as_ref()).or(job.metadata.creation_timestamp.as_ref()).map(|t| t.0)
 }
 
-async fn delete_job(api: &Api<Job>, job: &Job) -> Result<()> {
-    match api.delete(&job.name_any(), &DeleteParams::background()).await {
-        Ok(_) => Ok(()),
-        Err(e) if util::gone(&e) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
 async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action> {
     if cj.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
@@ -111,7 +103,7 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action> {
         done.sort_by_key(|j| started(j));
         let extra = done.len().saturating_sub(limit.max(0) as usize);
         for j in done.into_iter().take(extra) {
-            delete_job(&api, j).await?;
+            util::delete(&api, &j.name_any(), &DeleteParams::background()).await?;
         }
     }
 
@@ -135,7 +127,7 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action> {
                 } else {
                     if policy == "Replace" {
                         for j in active.drain(..) {
-                            delete_job(&api, &j).await?;
+                            util::delete(&api, &j.name_any(), &DeleteParams::background()).await?;
                         }
                     }
                     let template = spec.job_template.clone();

@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Pod, PodSpec, Toleration};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, watcher};
@@ -250,14 +250,6 @@ fn new_pod(
     pod
 }
 
-async fn delete_pod(api: &Api<Pod>, pod: &Pod) -> Result<()> {
-    match api.delete(&pod.name_any(), &DeleteParams::default()).await {
-        Ok(_) => Ok(()),
-        Err(e) if util::gone(&e) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
 async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
     if ds.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
@@ -292,12 +284,12 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
             continue;
         }
         if util::terminal(p) {
-            delete_pod(&api, p).await?;
+            util::delete(&api, &p.name_any(), &DeleteParams::default()).await?;
             continue;
         }
         match node_of(p) {
             Some(n) if nodes.contains_key(&n) => by_node.entry(n).or_default().push(p),
-            _ => delete_pod(&api, p).await?,
+            _ => util::delete(&api, &p.name_any(), &DeleteParams::default()).await?,
         }
     }
     let wanted: BTreeSet<&String> = nodes.iter().filter(|(_, n)| fits(&pod_spec, n)).map(|(k, _)| k).collect();
@@ -332,7 +324,7 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
         if !wanted.contains(node) {
             misscheduled += 1;
             for p in here {
-                delete_pod(&api, p).await?;
+                util::delete(&api, &p.name_any(), &DeleteParams::default()).await?;
             }
             continue;
         }
@@ -343,7 +335,7 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
         let old: Vec<&Pod> = here.iter().copied().filter(|p| !is_new(p)).collect();
         // More than one pod of a revision on a node: the oldest stays.
         for p in new.iter().skip(1).chain(old.iter().skip(1)) {
-            delete_pod(&api, p).await?;
+            util::delete(&api, &p.name_any(), &DeleteParams::default()).await?;
         }
         let new = new.first().copied();
         let old = old.first().copied();
@@ -362,12 +354,12 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
         }
         match (new, old) {
             // The new pod took over: the old one goes.
-            (Some(_), Some(o)) if new_available => delete_pod(&api, o).await?,
+            (Some(_), Some(o)) if new_available => util::delete(&api, &o.name_any(), &DeleteParams::default()).await?,
             (Some(_), Some(_)) => {}
             (None, Some(o)) if rolling => {
                 if !old_avail {
                     // An old pod that is not serving anyway is replaced at once.
-                    delete_pod(&api, o).await?;
+                    util::delete(&api, &o.name_any(), &DeleteParams::default()).await?;
                 } else if max_surge > 0 {
                     surge_nodes.push((node, o));
                 } else {
@@ -383,18 +375,18 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
             by_node.values().filter(|h| h.iter().any(|p| is_new(p)) && h.iter().any(|p| !is_new(p))).count() as i32;
         for (node, _) in surge_nodes.iter().take((max_surge - surging).max(0) as usize) {
             let pod = new_pod(&ds, Some(&template), &hash, node);
-            create(&api, &pod, &name).await?;
+            util::create_pod(&api, &pod, &format!("daemonset {name}")).await?;
         }
         // Without surge: take old pods down within maxUnavailable.
         let budget = (max_unavailable - unavailable_nodes).max(0) as usize;
         for p in old_available.iter().take(budget) {
-            delete_pod(&api, p).await?;
+            util::delete(&api, &p.name_any(), &DeleteParams::default()).await?;
         }
     }
     for node in &wanted {
         if !by_node.contains_key(*node) {
             let pod = new_pod(&ds, Some(&template), &hash, node);
-            create(&api, &pod, &name).await?;
+            util::create_pod(&api, &pod, &format!("daemonset {name}")).await?;
         }
     }
 
@@ -425,17 +417,6 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
         Some(d) => Action::requeue(d + Duration::from_millis(50)),
         None => Action::await_change(),
     })
-}
-
-async fn create(api: &Api<Pod>, pod: &Pod, ds: &str) -> Result<()> {
-    match api.create(&PostParams::default(), pod).await {
-        Ok(_) => Ok(()),
-        // Refused (quota, admission, a ServiceAccount not there yet): retried soon.
-        Err(kube::Error::Api(e)) if e.code == 403 || e.code == 422 => {
-            Err(Error::Invalid(format!("daemonset {ds}: pod creation refused: {}", e.message)))
-        }
-        Err(e) => Err(e.into()),
-    }
 }
 
 #[cfg(test)]

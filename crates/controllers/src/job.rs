@@ -18,7 +18,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
@@ -99,11 +99,7 @@ fn finish_time(pod: &Pod) -> Option<jiff::Timestamp> {
 
 async fn delete_pods(api: &Api<Pod>, pods: &[&Pod]) -> Result<()> {
     for p in pods {
-        match api.delete(&p.name_any(), &DeleteParams::background()).await {
-            Ok(_) => {}
-            Err(e) if util::gone(&e) => {}
-            Err(e) => return Err(e.into()),
-        }
+        util::delete(api, &p.name_any(), &DeleteParams::background()).await?;
     }
     Ok(())
 }
@@ -274,7 +270,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
                                 }
                             }
                         }
-                        create(&pod_api, &pod, &name).await?;
+                        util::create_pod(&pod_api, &pod, &format!("job {name}")).await?;
                     }
                 } else {
                     let want = match completions {
@@ -286,7 +282,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
                         let mut pod = util::pod_from_template(Some(&template), &ns, &owner);
                         pod.metadata.generate_name = Some(format!("{name}-"));
                         for _ in active.len()..want {
-                            create(&pod_api, &pod, &name).await?;
+                            util::create_pod(&pod_api, &pod, &format!("job {name}")).await?;
                         }
                         pod.metadata.generate_name = None;
                     } else if active.len() > want && completions.is_some() {
@@ -333,17 +329,6 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
 
 fn finished_now(conds: &[Value]) -> bool {
     conds.iter().any(|c| (c["type"] == "Complete" || c["type"] == "Failed") && c["status"] == "True")
-}
-
-async fn create(api: &Api<Pod>, pod: &Pod, job: &str) -> Result<()> {
-    match api.create(&PostParams::default(), pod).await {
-        Ok(_) => Ok(()),
-        // Refused (quota, admission, a ServiceAccount not there yet): retried soon.
-        Err(kube::Error::Api(e)) if e.code == 403 || e.code == 422 => {
-            Err(Error::Invalid(format!("job {job}: pod creation refused: {}", e.message)))
-        }
-        Err(e) => Err(e.into()),
-    }
 }
 
 #[cfg(test)]

@@ -151,14 +151,6 @@ async fn release_claims(client: &Client, set: &StatefulSet, pod: &Pod, ordinal: 
     Ok(())
 }
 
-async fn delete_pod(api: &Api<Pod>, pod: &Pod) -> Result<()> {
-    match api.delete(&pod.name_any(), &DeleteParams::default()).await {
-        Ok(_) => Ok(()),
-        Err(e) if util::gone(&e) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
 async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action> {
     if set.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
@@ -225,7 +217,7 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action> {
                 blocked = true;
             }
             Some(p) if util::phase(p) == "Failed" && !util::deleting(p) => {
-                delete_pod(&pod_api, p).await?;
+                util::delete(&pod_api, &p.name_any(), &DeleteParams::default()).await?;
                 blocked = true;
             }
             Some(p) if !healthy(p) => blocked = true,
@@ -247,7 +239,7 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action> {
                 continue;
             }
             release_claims(&ctx.client, &set, p, o).await?;
-            delete_pod(&pod_api, p).await?;
+            util::delete(&pod_api, &p.name_any(), &DeleteParams::default()).await?;
             if !parallel {
                 blocked = true;
                 break;
@@ -261,7 +253,7 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action> {
         for o in range.clone().rev().filter(|o| *o >= floor) {
             let Some(p) = by_ordinal.get(&o) else { break };
             if revision_of(p) != update && !util::deleting(p) {
-                delete_pod(&pod_api, p).await?;
+                util::delete(&pod_api, &p.name_any(), &DeleteParams::default()).await?;
                 break;
             }
             if !healthy(p) {

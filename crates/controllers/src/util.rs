@@ -253,6 +253,30 @@ pub fn phase(pod: &Pod) -> &str {
     pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending")
 }
 
+/// Deletes an object, taking "already gone" for done.
+pub async fn delete<K>(api: &kube::Api<K>, name: &str, dp: &kube::api::DeleteParams) -> Result<()>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, dp).await {
+        Ok(_) => Ok(()),
+        Err(e) if gone(&e) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates a pod for `owner` (e.g. `job web`); a refusal (quota, admission, a ServiceAccount
+/// not there yet) is an error, so the owner is reconciled again soon.
+pub async fn create_pod(api: &kube::Api<Pod>, pod: &Pod, owner: &str) -> Result<()> {
+    match api.create(&kube::api::PostParams::default(), pod).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 403 || e.code == 422 => {
+            Err(Error::Invalid(format!("{owner}: pod creation refused: {}", e.message)))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Whether a failed API call means the object is already gone (or already there).
 pub fn gone(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404 || s.code == 409)

@@ -29,14 +29,7 @@ fn pct(samples: &mut [Duration], p: f64) -> f64 {
     samples[i].as_secs_f64() * 1e6
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
+use vt_testkit::rss_kib;
 
 struct Row {
     what: String,

@@ -186,3 +186,13 @@ fn healthy(endpoint: &str) -> bool {
     let _ = conn.read_to_string(&mut body);
     body.contains("\"health\":\"true\"")
 }
+
+/// The resident set size of a process, in KiB (0 if it cannot be read).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}

@@ -25,14 +25,7 @@ fn main() {
     rt.block_on(run());
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
+use vt_testkit::rss_kib;
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
     if v.is_empty() {
@@ -209,7 +202,34 @@ async fn run() {
             tokio::spawn(watch_virtual(tenant.clone(), seen.clone())),
         ];
         let api: Api<Pod> = Api::namespaced(tenant.clone(), "default");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let base = rss_kib(pid);
+        let mut created = 0;
+        let mut points = vec![(0usize, base)];
+        for target in [1_000usize, 10_000] {
+            let target = target.min(max);
+            if target <= created {
+                continue;
+            }
+            let t0 = Instant::now();
+            fill(&api, &seen, created, target, synced).await;
+            created = target;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let rss = rss_kib(pid);
+            println!(
+                "{} {target} pods: manager RSS {rss} KiB ({:.1} s to create{})",
+                if synced { "synced" } else { "not synced" },
+                t0.elapsed().as_secs_f64(),
+                if synced { " and run on the host" } else { "" }
+            );
+            points.push((target, rss));
+        }
         if synced {
+            // Latency on an emptied tenant (after the memory figures, taken on a fresh one).
+            api.delete_collection(&Default::default(), &ListParams::default()).await.unwrap();
+            while !api.list(&ListParams::default().limit(1)).await.unwrap().items.is_empty() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
             for (rate, count) in [(10.0, 100usize), (100.0, 1000)] {
                 let prefix = format!("r{}", rate as u64);
                 let sent = create_at(&api, &prefix, count, rate).await;
@@ -235,28 +255,6 @@ async fn run() {
             while !api.list(&ListParams::default().limit(1)).await.unwrap().items.is_empty() {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-        }
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let base = rss_kib(pid);
-        let mut created = 0;
-        let mut points = vec![(0usize, base)];
-        for target in [1_000usize, 10_000] {
-            let target = target.min(max);
-            if target <= created {
-                continue;
-            }
-            let t0 = Instant::now();
-            fill(&api, &seen, created, target, synced).await;
-            created = target;
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            let rss = rss_kib(pid);
-            println!(
-                "{} {target} pods: manager RSS {rss} KiB ({:.1} s to create{})",
-                if synced { "synced" } else { "not synced" },
-                t0.elapsed().as_secs_f64(),
-                if synced { " and run on the host" } else { "" }
-            );
-            points.push((target, rss));
         }
         rss_rows.push((synced, points));
         for w in watches {

@@ -16,14 +16,7 @@ use kube::api::{Api, PostParams};
 use kube::runtime::watcher;
 use vt_testkit::VtManager;
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
+use vt_testkit::rss_kib;
 
 /// CPU seconds the process has used (user + system).
 fn cpu_seconds(pid: u32) -> f64 {
