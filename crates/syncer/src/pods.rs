@@ -31,6 +31,13 @@ fn has_run(v: &Pod) -> bool {
 }
 
 impl Tenant {
+    /// The whole virtual pod (the cache holds only what the syncer compares; see
+    /// `tenant::trim_pod`), if it is still the same pod.
+    async fn full(&self, v: &Pod) -> Result<Option<Pod>> {
+        let api: Api<Pod> = Api::namespaced(self.virt.clone(), &v.namespace().unwrap_or_default());
+        Ok(api.get_opt(&v.name_any()).await?.filter(|p| p.uid() == v.uid()))
+    }
+
     pub(crate) async fn sync_pod(self: &Arc<Self>, ns: &str, name: &str) -> Result<()> {
         let host_name = self.target.name(name, ns);
         let v = self.virtual_pod(ns, name);
@@ -136,6 +143,7 @@ impl Tenant {
             if matches!(phase(&v), "Succeeded" | "Failed") || v.metadata.deletion_timestamp.is_some() {
                 continue;
             }
+            let Ok(Some(v)) = self.full(&v).await else { continue };
             let now = crate::now();
             let mut status = to_value(&v.status.clone().unwrap_or_default());
             if let Some(s) = status.as_object_mut() {
@@ -175,6 +183,8 @@ impl Tenant {
     /// A pod that ran but whose host copy is gone (deleted on the host, its node lost): it
     /// fails, as an evicted pod does, and its controller replaces it.
     async fn lost(&self, v: &Pod) -> Result<()> {
+        let Some(v) = self.full(v).await? else { return Ok(()) };
+        let v = &v;
         let now = crate::now();
         let mut status = to_value(&v.status.clone().unwrap_or_default());
         status["phase"] = json!("Failed");
@@ -253,6 +263,8 @@ impl Tenant {
     }
 
     async fn create_host_pod(self: &Arc<Self>, v: &Pod) -> Result<()> {
+        let Some(v) = self.full(v).await? else { return Ok(()) };
+        let v = &v;
         let ns = v.namespace().unwrap_or_default();
         let name = v.name_any();
         let vjson = to_value(v);
@@ -354,12 +366,18 @@ impl Tenant {
         let ns = v.namespace().unwrap_or_default();
         let name = v.name_any();
         let vjson = to_value(v);
-        let refs = translate::references(&vjson);
         let key = (ns.clone(), name.clone());
-        let known = self.uses.lock().unwrap_or_else(|p| p.into_inner()).by_pod.get(&key) == Some(&refs);
-        if !known {
-            self.uses.lock().unwrap_or_else(|p| p.into_inner()).set(key.clone(), Some(refs.clone()));
-        }
+        // What it uses was recorded when it was synced; after a restart, read it again.
+        let known = self.uses.lock().unwrap_or_else(|p| p.into_inner()).by_pod.get(&key).cloned();
+        let refs = match known {
+            Some(r) => r,
+            None => {
+                let Some(full) = self.full(v).await? else { return Ok(()) };
+                let refs = translate::references(&to_value(&full));
+                self.uses.lock().unwrap_or_else(|p| p.into_inner()).set(key.clone(), Some(refs.clone()));
+                refs
+            }
+        };
         // Tokens due for a refresh (after a restart, the Secret says when).
         if !refs.tokens.is_empty() && h.metadata.deletion_timestamp.is_none() {
             let due = self.token_due.lock().unwrap_or_else(|p| p.into_inner()).get(&key).copied();
@@ -424,20 +442,25 @@ impl Tenant {
             // The binding changed the pod: its next event brings the status.
             return Ok(());
         }
-        let mut status = translate::virtual_pod_status(&to_value(h));
-        let current = to_value(&v.status.clone().unwrap_or_default());
+        let desired = translate::virtual_pod_status(&to_value(h));
+        let target = format!("pod/{ns}/{name}");
+        if desired.as_object().is_some_and(|s| s.is_empty()) || !self.unwritten(&target, &desired) {
+            return Ok(());
+        }
+        let Some(full) = self.full(v).await? else { return Ok(()) };
+        let current = to_value(&full.status.clone().unwrap_or_default());
+        let mut status = desired.clone();
         // The QoS class is the virtual API server's to compute (the host's may differ by the
         // host namespace's LimitRange defaults).
         match current.get("qosClass") {
             Some(q) => status["qosClass"] = q.clone(),
             None => _ = status.as_object_mut().map(|s| s.remove("qosClass")),
         }
-        let target = format!("pod/{ns}/{name}");
-        if status != current && !status.as_object().is_some_and(|s| s.is_empty()) && self.unwritten(&target, &status) {
+        if status != current {
             self.refused.lock().unwrap_or_else(|p| p.into_inner()).remove(&v.uid().unwrap_or_default());
-            self.write_status(v, status.clone()).await?;
-            self.wrote(&target, &status);
+            self.write_status(&full, status).await?;
         }
+        self.wrote(&target, &desired);
         Ok(())
     }
 }

@@ -186,6 +186,58 @@ where
     .abort_handle()
 }
 
+/// Follows virtual pods into a cache that holds only what the syncer compares — identity,
+/// labels, annotations, deletion, node, service account, images, phase and whether the pod
+/// ran — so a synced pod costs its metadata, not its whole object (the rest is read from the
+/// virtual API server, in process, when a pod is created on the host or its status written).
+fn follow_trimmed(
+    api: Api<Pod>,
+    store: reflector::store::Writer<Pod>,
+    queue: Weak<Queue<Key>>,
+    trim: fn(&mut Pod),
+    key: impl Fn(&Pod) -> Option<Key> + Send + 'static,
+) -> tokio::task::AbortHandle {
+    tokio::spawn(async move {
+        let events = watcher(api, watcher::Config::default()).modify(trim);
+        let mut events = Box::pin(reflector::reflector(store, events).default_backoff());
+        while let Some(ev) = events.next().await {
+            let Some(q) = queue.upgrade() else { return };
+            if let Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o) | watcher::Event::InitApply(o)) = ev
+                && let Some(k) = key(&o)
+            {
+                q.add(k);
+            }
+        }
+    })
+    .abort_handle()
+}
+
+/// What the syncer keeps of a virtual pod.
+pub(crate) fn trim_pod(p: &mut Pod) {
+    use k8s_openapi::api::core::v1::{Container, PodSpec, PodStatus};
+    p.metadata.managed_fields = None;
+    if let Some(spec) = p.spec.take() {
+        p.spec = Some(PodSpec {
+            node_name: spec.node_name,
+            service_account_name: spec.service_account_name,
+            containers: spec
+                .containers
+                .into_iter()
+                .map(|c| Container { name: c.name, image: c.image, ..Default::default() })
+                .collect(),
+            ..Default::default()
+        });
+    }
+    if let Some(status) = p.status.take() {
+        p.status = Some(PodStatus {
+            phase: status.phase,
+            host_ip: status.host_ip,
+            start_time: status.start_time,
+            ..Default::default()
+        });
+    }
+}
+
 fn ns_name<K: kube::Resource>(o: &K) -> (String, String) {
     (o.meta().namespace.clone().unwrap_or_default(), o.meta().name.clone().unwrap_or_default())
 }
@@ -210,7 +262,7 @@ pub fn start(host: Arc<Host>, virt: Client, target: Target) -> Handle {
     });
     let q = Arc::downgrade(&queue);
     let mut tasks = vec![
-        follow(Api::<Pod>::all(virt.clone()), Some(pods_w), q.clone(), |p| {
+        follow_trimmed(Api::<Pod>::all(virt.clone()), pods_w, q.clone(), trim_pod, |p| {
             let (ns, n) = ns_name(p);
             Some(Key::Pod(ns, n))
         }),
