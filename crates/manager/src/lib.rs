@@ -43,6 +43,8 @@ pub struct Manager {
     pub metrics: Arc<metrics::Metrics>,
     /// Node pools to provision, if the manager owns the nodes.
     pub pools: Option<Arc<dyn Pools>>,
+    /// The host client for streams (logs, exec), without a read timeout.
+    pub streams: Option<kube::Client>,
 }
 
 /// Installs the Tenant CRD on the host if it is missing, and waits until it is served.
@@ -70,12 +72,19 @@ impl Manager {
         let router = Arc::new(router::Router::default());
         let metrics = Arc::new(metrics::Metrics::default());
         let planes = Arc::new(controlplane::ControlPlanes::new(settings, router.clone(), metrics.clone()));
-        Manager { planes, router, metrics, pools: None }
+        Manager { planes, router, metrics, pools: None, streams: None }
     }
 
     /// Provisions tenants' node pools through `pools`.
     pub fn with_pools(mut self, pools: Arc<dyn Pools>) -> Manager {
         self.pools = Some(pools);
+        self
+    }
+
+    /// Passes pods' streams (logs, exec, attach, port-forward) through `client` (one without a
+    /// read timeout) rather than the host client.
+    pub fn with_stream_client(mut self, client: kube::Client) -> Manager {
+        self.streams = Some(client);
         self
     }
 
@@ -95,7 +104,7 @@ impl Manager {
         }
         ready.await;
         // The host view every tenant's syncer shares: one watch per kind for all tenants.
-        let shared = vt_syncer::Host::start(host.clone());
+        let shared = vt_syncer::Host::start(host.clone(), self.streams.clone());
         shared.ready().await;
         self.planes.set_host(shared);
         let ctx =

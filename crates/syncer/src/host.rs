@@ -35,6 +35,8 @@ pub enum HostChange {
 pub struct Host {
     /// The host cluster.
     pub client: Client,
+    /// The host cluster, for streams (no read timeout).
+    pub streams: Client,
     pods: Store<Pod>,
     nodes: Store<Node>,
     claims: Store<PersistentVolumeClaim>,
@@ -51,13 +53,15 @@ impl Drop for Host {
 }
 
 impl Host {
-    /// Starts watching `client`'s cluster.
-    pub fn start(client: Client) -> Arc<Host> {
+    /// Starts watching `client`'s cluster; pods' streams go through `streams` (a client
+    /// without a read timeout), or `client`.
+    pub fn start(client: Client, streams: Option<Client>) -> Arc<Host> {
         let (pods, pods_w) = reflector::store();
         let (nodes, nodes_w) = reflector::store();
         let (claims, claims_w) = reflector::store();
         let host = Arc::new(Host {
             client: client.clone(),
+            streams: streams.unwrap_or_else(|| client.clone()),
             pods,
             nodes,
             claims,

@@ -98,7 +98,7 @@ impl PodConnector for HostPods {
                 Ok(r) => r,
                 Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string()),
             };
-            let res = match self.host.client.send(out).await {
+            let res = match self.host.streams.send(out).await {
                 Ok(r) => r,
                 Err(e) => {
                     return status(

@@ -121,6 +121,11 @@ pub async fn run(args: Args) -> Result<(), String> {
             .map_err(|e| format!("{}: {e}", host_kubeconfig.display()))?;
         kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.map_err(|e| e.to_string())?
     };
+    // Streams (logs -f, exec, port-forward) are passed through for as long as they last: their
+    // client has no read timeout.
+    let mut stream_config = config.clone();
+    stream_config.read_timeout = None;
+    let streams = kube::Client::try_from(stream_config).map_err(|e| e.to_string())?;
     let host = kube::Client::try_from(config).map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -141,7 +146,7 @@ pub async fn run(args: Args) -> Result<(), String> {
         controllers: args.tenant_controllers,
         syncer: args.tenant_syncer,
     };
-    let mut manager = Manager::new(settings);
+    let mut manager = Manager::new(settings).with_stream_client(streams);
     if embedded {
         let sim = NodeSim::new(host.clone());
         if let Some(c) = &sim_pods {
