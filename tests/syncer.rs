@@ -74,6 +74,18 @@ fn pods_run_on_the_host_isolated() {
         let f: Vec<&str> = spec.split('|').collect();
         assert_eq!(&f[..6], ["kata", "acme", "acme", "false", "false", "Running"], "{p}: {spec}");
         assert!(f[6].starts_with("sim-acme-"), "on the tenant's pool: {spec}");
+        // In-cluster clients reach the tenant's API server by its TLS name (the listener
+        // routes by SNI), resolved by a host alias.
+        let api = host.ok(&[
+            "-n",
+            "vt-acme",
+            "get",
+            "pod",
+            p,
+            "-o",
+            "jsonpath={.spec.containers[0].env[?(@.name=='KUBERNETES_SERVICE_HOST')].value}|{.spec.hostAliases[0].hostnames[0]}",
+        ]);
+        assert_eq!(api, "acme.vt.local|acme.vt.local");
     }
     let wide = acme.ok(&["get", "pods", "-l", "app=web", "-o", "wide"]);
     assert_eq!(

@@ -132,6 +132,7 @@ impl ControlPlanes {
             level: vt_syncer::security::Level::parse(&iso.security_level()),
             api_host: self.settings.endpoint.ip().to_string(),
             api_port: self.settings.endpoint.port(),
+            api_server_name: self.settings.server_name(tenant),
         }
     }
 

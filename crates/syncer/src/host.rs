@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Event, Node, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{Event, Node, PersistentVolumeClaim, Pod, PodStatus};
 use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -38,6 +38,10 @@ pub struct Host {
     /// The host cluster, for streams (no read timeout).
     pub streams: Client,
     pods: Store<Pod>,
+    /// Host pods' latest statuses not yet brought back to their tenants, by (namespace, name):
+    /// the pod cache itself holds no status, so a synced pod costs its status only while it is
+    /// on its way.
+    statuses: Arc<std::sync::Mutex<HashMap<(String, String), PodStatus>>>,
     nodes: Store<Node>,
     claims: Store<PersistentVolumeClaim>,
     subscribers: RwLock<HashMap<String, mpsc::UnboundedSender<HostChange>>>,
@@ -59,10 +63,12 @@ impl Host {
         let (pods, pods_w) = reflector::store();
         let (nodes, nodes_w) = reflector::store();
         let (claims, claims_w) = reflector::store();
+        let statuses: Arc<std::sync::Mutex<HashMap<(String, String), PodStatus>>> = Arc::default();
         let host = Arc::new(Host {
             client: client.clone(),
             streams: streams.unwrap_or_else(|| client.clone()),
             pods,
+            statuses: statuses.clone(),
             nodes,
             claims,
             subscribers: RwLock::new(HashMap::new()),
@@ -73,11 +79,23 @@ impl Host {
         let mut tasks = vec![
             {
                 let weak = weak.clone();
+                let stash = statuses.clone();
                 let stream = reflector::reflector(
                     pods_w,
-                    watcher(Api::<Pod>::all(client.clone()), tenants.clone()).modify(trim_pod),
+                    watcher(Api::<Pod>::all(client.clone()), tenants.clone()).modify(move |p: &mut Pod| {
+                        trim_pod(p);
+                        if let Some(status) = p.status.take() {
+                            let key = (p.namespace().unwrap_or_default(), p.name_any());
+                            stash.lock().unwrap_or_else(|e| e.into_inner()).insert(key, status);
+                        }
+                    }),
                 );
-                tokio::spawn(follow(stream, weak, |p: &Pod| {
+                let stash = statuses.clone();
+                tokio::spawn(follow(stream, weak, move |p: &Pod, deleted: bool| {
+                    if deleted {
+                        let key = (p.namespace().unwrap_or_default(), p.name_any());
+                        stash.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+                    }
                     (p.namespace(), Some(HostChange::Pod(crate::tenant::identity(p))))
                 }))
             },
@@ -88,20 +106,28 @@ impl Host {
                     watcher(Api::<PersistentVolumeClaim>::all(client.clone()), tenants)
                         .modify(|c: &mut PersistentVolumeClaim| c.metadata.managed_fields = None),
                 );
-                tokio::spawn(follow(stream, weak, |c: &PersistentVolumeClaim| {
+                tokio::spawn(follow(stream, weak, |c: &PersistentVolumeClaim, _| {
                     (c.namespace(), Some(HostChange::Claim(crate::tenant::identity(c))))
                 }))
             },
             {
                 let weak = weak.clone();
-                let stream =
-                    reflector::reflector(nodes_w, watcher(Api::<Node>::all(client.clone()), Default::default()));
-                tokio::spawn(follow(stream, weak, |n: &Node| (None, Some(HostChange::Node(n.name_any())))))
+                let stream = reflector::reflector(
+                    nodes_w,
+                    watcher(Api::<Node>::all(client.clone()), Default::default()).modify(|n: &mut Node| {
+                        n.metadata.managed_fields = None;
+                        // Image lists are long and never shown to tenants.
+                        if let Some(s) = n.status.as_mut() {
+                            s.images = None;
+                        }
+                    }),
+                );
+                tokio::spawn(follow(stream, weak, |n: &Node, _| (None, Some(HostChange::Node(n.name_any())))))
             },
             {
                 let weak = weak.clone();
                 let stream = watcher(Api::<Event>::all(client), watcher::Config::default());
-                tokio::spawn(follow(stream, weak, |e: &Event| {
+                tokio::spawn(follow(stream, weak, |e: &Event, _| {
                     let about_pod = e.involved_object.kind.as_deref() == Some("Pod");
                     (e.namespace(), about_pod.then(|| HostChange::Event(Arc::new(e.clone()))))
                 }))
@@ -156,6 +182,20 @@ impl Host {
         self.pods.state().into_iter().filter(|p| p.meta().namespace.as_deref() == Some(namespace)).collect()
     }
 
+    /// Takes the latest status of a host pod that has not been brought back yet.
+    pub fn take_status(&self, namespace: &str, name: &str) -> Option<PodStatus> {
+        self.statuses.lock().unwrap_or_else(|e| e.into_inner()).remove(&(namespace.to_string(), name.to_string()))
+    }
+
+    /// Puts back a status that could not be brought back (unless a newer one arrived).
+    pub fn put_back_status(&self, namespace: &str, name: &str, status: PodStatus) {
+        self.statuses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((namespace.to_string(), name.to_string()))
+            .or_insert(status);
+    }
+
     /// A host claim of a tenant.
     pub fn claim(&self, namespace: &str, name: &str) -> Option<Arc<PersistentVolumeClaim>> {
         self.claims.get(&ObjectRef::new(name).within(namespace))
@@ -172,9 +212,10 @@ impl Host {
     }
 }
 
-/// What the syncer reads of a host pod: its identity, labels, annotations and deletion, its
-/// node and images, its status. The rest of the spec (volumes, env, affinity) and the managed
-/// fields are dropped before caching: a host pod costs its status, not its whole object.
+/// What the syncer keeps of a host pod: its identity, labels, annotations and deletion, its
+/// node and images. The rest of the spec (volumes, env, affinity) and the managed fields are
+/// dropped before caching, and its status waits in [`Host::take_status`] until it is brought
+/// back.
 fn trim_pod(p: &mut Pod) {
     p.metadata.managed_fields = None;
     if let Some(spec) = p.spec.take() {
@@ -194,7 +235,7 @@ fn trim_pod(p: &mut Pod) {
 async fn follow<K, S>(
     stream: S,
     host: std::sync::Weak<Host>,
-    route: impl Fn(&K) -> (Option<String>, Option<HostChange>),
+    route: impl Fn(&K, bool) -> (Option<String>, Option<HostChange>),
 ) where
     K: Resource + Clone + std::fmt::Debug + Send + Sync + 'static,
     S: futures::Stream<Item = watcher::Result<watcher::Event<K>>> + Send,
@@ -203,8 +244,13 @@ async fn follow<K, S>(
     while let Some(ev) = stream.next().await {
         let Some(host) = host.upgrade() else { return };
         match ev {
-            Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o) | watcher::Event::InitApply(o)) => {
-                if let (ns, Some(change)) = route(&o) {
+            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                if let (ns, Some(change)) = route(&o, false) {
+                    host.send(ns.as_deref(), change);
+                }
+            }
+            Ok(watcher::Event::Delete(o)) => {
+                if let (ns, Some(change)) = route(&o, true) {
                     host.send(ns.as_deref(), change);
                 }
             }

@@ -442,12 +442,20 @@ impl Tenant {
             // The binding changed the pod: its next event brings the status.
             return Ok(());
         }
-        let desired = translate::virtual_pod_status(&to_value(h));
+        let Some(host_status) = self.host.take_status(&self.target.namespace, &h.name_any()) else { return Ok(()) };
+        let desired = translate::virtual_pod_status(&json!({"status": host_status}));
         let target = format!("pod/{ns}/{name}");
         if desired.as_object().is_some_and(|s| s.is_empty()) || !self.unwritten(&target, &desired) {
             return Ok(());
         }
-        let Some(full) = self.full(v).await? else { return Ok(()) };
+        let full = match self.full(v).await {
+            Ok(Some(full)) => full,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                self.host.put_back_status(&self.target.namespace, &h.name_any(), host_status);
+                return Err(e);
+            }
+        };
         let current = to_value(&full.status.clone().unwrap_or_default());
         let mut status = desired.clone();
         // The QoS class is the virtual API server's to compute (the host's may differ by the
@@ -458,7 +466,10 @@ impl Tenant {
         }
         if status != current {
             self.refused.lock().unwrap_or_else(|p| p.into_inner()).remove(&v.uid().unwrap_or_default());
-            self.write_status(&full, status).await?;
+            if let Err(e) = self.write_status(&full, status).await {
+                self.host.put_back_status(&self.target.namespace, &h.name_any(), host_status);
+                return Err(e);
+            }
         }
         self.wrote(&target, &desired);
         Ok(())

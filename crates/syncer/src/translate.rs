@@ -27,10 +27,15 @@ pub struct Target {
     pub runtime_class: String,
     /// The Pod Security level its pods must meet.
     pub level: Level,
-    /// Where its pods reach the tenant's API server (`KUBERNETES_SERVICE_HOST` and `_PORT`).
+    /// The address its pods reach the tenant's API server at.
     pub api_host: String,
     /// The port of [`Target::api_host`].
     pub api_port: u16,
+    /// The tenant API server's TLS name (`<tenant>.<domain>`): pods get it as
+    /// `KUBERNETES_SERVICE_HOST`, resolved to [`Target::api_host`] by a host alias, so in-cluster
+    /// clients send it as SNI and verify the tenant's serving certificate by it (the shared
+    /// listener picks the tenant by SNI). Empty: the address is used as it is.
+    pub api_server_name: String,
 }
 
 impl Target {
@@ -316,6 +321,17 @@ pub fn host_pod(v: &Value, t: &Target, services: &[Value], pool_nodes: &BTreeSet
         // DNS for tenant pods (resolving virtual Service names) is its own piece of work:
         // it will rewrite dnsPolicy/dnsConfig here. Until then the host's DNS answers.
         dns(s, t);
+        // The tenant's API server by its TLS name, whatever DNS says.
+        if !t.api_server_name.is_empty() {
+            let mut aliases = s.get("hostAliases").and_then(Value::as_array).cloned().unwrap_or_default();
+            aliases.retain(|a| {
+                !a.get("hostnames")
+                    .and_then(Value::as_array)
+                    .is_some_and(|h| h.iter().any(|n| n == t.api_server_name.as_str()))
+            });
+            aliases.push(json!({"ip": t.api_host, "hostnames": [t.api_server_name]}));
+            s.insert("hostAliases".into(), Value::Array(aliases));
+        }
         if let Some(Value::Array(pull)) = s.get_mut("imagePullSecrets") {
             for p in pull.iter_mut() {
                 if let Some(n) = p.get("name").and_then(Value::as_str).map(str::to_string) {
@@ -484,6 +500,11 @@ pub fn service_env(services: &[Value], t: &Target) -> Vec<Value> {
         add(name, ip, &ports);
     }
     add("kubernetes", &t.api_host, &[json!({"name": "https", "port": t.api_port, "protocol": "TCP"})]);
+    // client-go builds `https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`: with the
+    // TLS name there, in-cluster clients send the SNI the shared listener routes by.
+    if !t.api_server_name.is_empty() {
+        out.insert("KUBERNETES_SERVICE_HOST".into(), t.api_server_name.clone());
+    }
     out.into_iter().map(|(name, value)| json!({"name": name, "value": value})).collect()
 }
 

@@ -13,6 +13,7 @@ fn target() -> Target {
         level: Level::Baseline,
         api_host: "10.0.0.10".into(),
         api_port: 6443,
+        api_server_name: "acme.vt.local".into(),
     }
 }
 
@@ -131,7 +132,8 @@ fn references_are_rewritten() {
     assert_eq!(find("POD")["valueFrom"]["fieldRef"]["fieldPath"], "metadata.annotations['vt.dev/name']");
     assert_eq!(find("SA"), json!({"name": "SA", "value": "builder"}));
     assert_eq!(find("IP")["valueFrom"]["fieldRef"]["fieldPath"], "status.podIP");
-    assert_eq!(find("KUBERNETES_SERVICE_HOST")["value"], "10.0.0.10");
+    assert_eq!(find("KUBERNETES_SERVICE_HOST")["value"], "acme.vt.local", "in-cluster clients send the tenant's SNI");
+    assert_eq!(s["hostAliases"], json!([{"ip": "10.0.0.10", "hostnames": ["acme.vt.local"]}]));
     assert_eq!(find("KUBERNETES_SERVICE_PORT")["value"], "6443");
     assert_eq!(s["containers"][0]["envFrom"][0]["configMapRef"]["name"], "all-x-shop-x-acme");
     assert_eq!(s["imagePullSecrets"][0]["name"], "registry-x-shop-x-acme");
