@@ -143,7 +143,7 @@ impl Tenant {
         }
         // Copies are only judged once every virtual pod has been looked at (after a restart
         // the uses are rebuilt as pods are reconciled).
-        if self.pods.state().iter().any(|p| {
+        if self.pods.list(None).iter().any(|p| {
             let key = (p.namespace().unwrap_or_default(), p.name_any());
             !self.uses.lock().unwrap_or_else(|e| e.into_inner()).by_pod.contains_key(&key)
                 && !matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))

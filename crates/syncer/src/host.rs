@@ -15,6 +15,7 @@ use kube::{Client, Resource, ResourceExt};
 use tokio::sync::mpsc;
 
 use crate::TENANT_LABEL;
+use crate::cache::PodCache;
 
 /// A change on the host that concerns a tenant.
 #[derive(Clone, Debug)]
@@ -37,7 +38,7 @@ pub struct Host {
     pub client: Client,
     /// The host cluster, for streams (no read timeout).
     pub streams: Client,
-    pods: Store<Pod>,
+    pods: Arc<PodCache>,
     /// Host pods' latest statuses not yet brought back to their tenants, by (namespace, name):
     /// the pod cache itself holds no status, so a synced pod costs its status only while it is
     /// on its way.
@@ -60,14 +61,14 @@ impl Host {
     /// Starts watching `client`'s cluster; pods' streams go through `streams` (a client
     /// without a read timeout), or `client`.
     pub fn start(client: Client, streams: Option<Client>) -> Arc<Host> {
-        let (pods, pods_w) = reflector::store();
+        let pods = Arc::new(PodCache::default());
         let (nodes, nodes_w) = reflector::store();
         let (claims, claims_w) = reflector::store();
         let statuses: Arc<std::sync::Mutex<HashMap<(String, String), PodStatus>>> = Arc::default();
         let host = Arc::new(Host {
             client: client.clone(),
             streams: streams.unwrap_or_else(|| client.clone()),
-            pods,
+            pods: pods.clone(),
             statuses: statuses.clone(),
             nodes,
             claims,
@@ -80,16 +81,18 @@ impl Host {
             {
                 let weak = weak.clone();
                 let stash = statuses.clone();
-                let stream = reflector::reflector(
-                    pods_w,
-                    watcher(Api::<Pod>::all(client.clone()), tenants.clone()).modify(move |p: &mut Pod| {
-                        trim_pod(p);
+                let stream = watcher(Api::<Pod>::all(client.clone()), tenants.clone())
+                    .modify(move |p: &mut Pod| {
                         if let Some(status) = p.status.take() {
                             let key = (p.namespace().unwrap_or_default(), p.name_any());
                             stash.lock().unwrap_or_else(|e| e.into_inner()).insert(key, status);
                         }
-                    }),
-                );
+                    })
+                    .inspect(move |ev| {
+                        if let Ok(ev) = ev {
+                            pods.handle(ev);
+                        }
+                    });
                 let stash = statuses.clone();
                 tokio::spawn(follow(stream, weak, move |p: &Pod, deleted: bool| {
                     if deleted {
@@ -174,12 +177,12 @@ impl Host {
 
     /// A host pod of a tenant.
     pub fn pod(&self, namespace: &str, name: &str) -> Option<Arc<Pod>> {
-        self.pods.get(&ObjectRef::new(name).within(namespace))
+        self.pods.get(namespace, name)
     }
 
     /// The host pods of a tenant.
     pub fn pods_in(&self, namespace: &str) -> Vec<Arc<Pod>> {
-        self.pods.state().into_iter().filter(|p| p.meta().namespace.as_deref() == Some(namespace)).collect()
+        self.pods.list(Some(namespace))
     }
 
     /// Takes the latest status of a host pod that has not been brought back yet.
@@ -209,25 +212,6 @@ impl Host {
     /// Every node.
     pub fn nodes(&self) -> Vec<Arc<Node>> {
         self.nodes.state()
-    }
-}
-
-/// What the syncer keeps of a host pod: its identity, labels, annotations and deletion, its
-/// node and images. The rest of the spec (volumes, env, affinity) and the managed fields are
-/// dropped before caching, and its status waits in [`Host::take_status`] until it is brought
-/// back.
-fn trim_pod(p: &mut Pod) {
-    p.metadata.managed_fields = None;
-    if let Some(spec) = p.spec.take() {
-        p.spec = Some(k8s_openapi::api::core::v1::PodSpec {
-            node_name: spec.node_name,
-            containers: spec
-                .containers
-                .into_iter()
-                .map(|c| k8s_openapi::api::core::v1::Container { name: c.name, image: c.image, ..Default::default() })
-                .collect(),
-            ..Default::default()
-        });
     }
 }
 

@@ -4,6 +4,7 @@
 //! binding, nodes, events) brought back. It speaks only the standard Kubernetes API to the
 //! host, through kube-rs.
 
+pub mod cache;
 mod data;
 mod events;
 pub mod host;

@@ -139,7 +139,7 @@ impl Tenant {
     /// syncer runs them again on resume — as a kubelet restarts its pods after a reboot —
     /// rather than counting them lost.
     pub async fn power_off(&self) {
-        for v in self.pods.state() {
+        for v in self.pods.list(None) {
             if matches!(phase(&v), "Succeeded" | "Failed") || v.metadata.deletion_timestamp.is_some() {
                 continue;
             }

@@ -9,11 +9,12 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Node, PersistentVolumeClaim, Pod, Secret, Service};
 use kube::api::{Api, DeleteParams, PostParams};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
+use crate::cache::PodCache;
 use crate::host::{Host, HostChange};
 use crate::queue::Queue;
 use crate::translate::{References, Target};
@@ -121,7 +122,7 @@ pub struct Tenant {
     pub(crate) host: Arc<Host>,
     /// The tenant's own API server (in process).
     pub(crate) virt: Client,
-    pub(crate) pods: Store<Pod>,
+    pub(crate) pods: Arc<PodCache>,
     pub(crate) services: Store<Service>,
     pub(crate) queue: Arc<Queue<Key>>,
     pub(crate) uses: Mutex<Uses>,
@@ -186,24 +187,24 @@ where
     .abort_handle()
 }
 
-/// Follows virtual pods into a cache that holds only what the syncer compares — identity,
-/// labels, annotations, deletion, node, service account, images, phase and whether the pod
-/// ran — so a synced pod costs its metadata, not its whole object (the rest is read from the
-/// virtual API server, in process, when a pod is created on the host or its status written).
-fn follow_trimmed(
+/// Follows virtual pods into a [`PodCache`] — identity, labels, annotations, deletion, node,
+/// service account, images, phase and whether the pod ran — so a synced pod costs a compact
+/// record, not its whole object (the rest is read from the virtual API server, in process,
+/// when a pod is created on the host or its status written).
+fn follow_pods(
     api: Api<Pod>,
-    store: reflector::store::Writer<Pod>,
+    cache: Arc<PodCache>,
     queue: Weak<Queue<Key>>,
-    trim: fn(&mut Pod),
     key: impl Fn(&Pod) -> Option<Key> + Send + 'static,
 ) -> tokio::task::AbortHandle {
     tokio::spawn(async move {
-        let events = watcher(api, watcher::Config::default()).modify(trim);
-        let mut events = Box::pin(reflector::reflector(store, events).default_backoff());
+        let mut events = Box::pin(watcher(api, watcher::Config::default()).default_backoff());
         while let Some(ev) = events.next().await {
+            let Ok(ev) = ev else { continue };
+            cache.handle(&ev);
             let Some(q) = queue.upgrade() else { return };
-            if let Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o) | watcher::Event::InitApply(o)) = ev
-                && let Some(k) = key(&o)
+            if let watcher::Event::Apply(o) | watcher::Event::Delete(o) | watcher::Event::InitApply(o) = &ev
+                && let Some(k) = key(o)
             {
                 q.add(k);
             }
@@ -212,39 +213,13 @@ fn follow_trimmed(
     .abort_handle()
 }
 
-/// What the syncer keeps of a virtual pod.
-pub(crate) fn trim_pod(p: &mut Pod) {
-    use k8s_openapi::api::core::v1::{Container, PodSpec, PodStatus};
-    p.metadata.managed_fields = None;
-    if let Some(spec) = p.spec.take() {
-        p.spec = Some(PodSpec {
-            node_name: spec.node_name,
-            service_account_name: spec.service_account_name,
-            containers: spec
-                .containers
-                .into_iter()
-                .map(|c| Container { name: c.name, image: c.image, ..Default::default() })
-                .collect(),
-            ..Default::default()
-        });
-    }
-    if let Some(status) = p.status.take() {
-        p.status = Some(PodStatus {
-            phase: status.phase,
-            host_ip: status.host_ip,
-            start_time: status.start_time,
-            ..Default::default()
-        });
-    }
-}
-
 fn ns_name<K: kube::Resource>(o: &K) -> (String, String) {
     (o.meta().namespace.clone().unwrap_or_default(), o.meta().name.clone().unwrap_or_default())
 }
 
 /// Starts syncing `virt` (the tenant's API server) into `target` on `host`.
 pub fn start(host: Arc<Host>, virt: Client, target: Target) -> Handle {
-    let (pods, pods_w) = reflector::store();
+    let pods = Arc::new(PodCache::default());
     let (services, services_w) = reflector::store();
     let (queue, rx) = Queue::new();
     let mut host_rx = host.subscribe(&target.namespace);
@@ -252,7 +227,7 @@ pub fn start(host: Arc<Host>, virt: Client, target: Target) -> Handle {
         target,
         host,
         virt: virt.clone(),
-        pods,
+        pods: pods.clone(),
         services,
         queue: queue.clone(),
         uses: Mutex::new(Uses::default()),
@@ -262,7 +237,7 @@ pub fn start(host: Arc<Host>, virt: Client, target: Target) -> Handle {
     });
     let q = Arc::downgrade(&queue);
     let mut tasks = vec![
-        follow_trimmed(Api::<Pod>::all(virt.clone()), pods_w, q.clone(), trim_pod, |p| {
+        follow_pods(Api::<Pod>::all(virt.clone()), pods, q.clone(), |p| {
             let (ns, n) = ns_name(p);
             Some(Key::Pod(ns, n))
         }),
@@ -379,7 +354,7 @@ impl Tenant {
 
     /// Queues everything the syncer knows of.
     pub(crate) fn resync(&self) {
-        for p in self.pods.state() {
+        for p in self.pods.list(None) {
             let (ns, n) = ns_name(p.as_ref());
             self.queue.add(Key::Pod(ns, n));
         }
@@ -412,7 +387,7 @@ impl Tenant {
 
     /// A virtual pod from the cache.
     pub(crate) fn virtual_pod(&self, ns: &str, name: &str) -> Option<Arc<Pod>> {
-        self.pods.get(&ObjectRef::new(name).within(ns))
+        self.pods.get(ns, name)
     }
 
     /// The virtual Services of a namespace.

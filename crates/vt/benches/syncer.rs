@@ -5,7 +5,7 @@
 //! `cargo bench -p vt --bench syncer` prints: virtual pod created → host pod created, p50/p99,
 //! at 10 and 100 pods/s; host pod Running → virtual pod Running, p50/p99; and the manager's
 //! RSS per synced pod at 1,000 and 10,000 pods, against the same run without the syncer
-//! (`--tenant-syncer=false`). `VT_BENCH_PODS` caps the largest count (default 10000).
+//! (`--tenant-syncer=false`) where the bench binds the pods and writes the same status itself. `VT_BENCH_PODS` caps the largest count (default 10000).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -171,16 +171,33 @@ async fn wait_all(seen: &Arc<Mutex<Seen>>, names: &[String], what: fn(&Seen) -> 
 }
 
 /// Creates pods up to `target` (16 at a time) and waits until every pod is Running in the
-/// tenant (or, without a syncer, created).
-async fn fill(api: &Api<Pod>, seen: &Arc<Mutex<Seen>>, from: usize, target: usize, synced: bool) {
+/// tenant. Without a syncer, each pod is bound and given `like`'s status instead (as a
+/// kubelet would), so the tenant's own objects and caches are as large in both runs and the
+/// difference is the syncer's.
+async fn fill(api: &Api<Pod>, seen: &Arc<Mutex<Seen>>, from: usize, target: usize, like: Option<&Pod>) {
     futures::stream::iter(from..target)
         .for_each_concurrent(16, |i| {
             let api = api.clone();
             async move {
-                api.create(&PostParams::default(), &pod(&format!("mem-{i}"))).await.unwrap();
+                let name = format!("mem-{i}");
+                api.create(&PostParams::default(), &pod(&name)).await.unwrap();
+                if let Some(like) = like {
+                    let node = like.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
+                    let binding = serde_json::json!({"apiVersion": "v1", "kind": "Binding",
+                        "metadata": {"name": name}, "target": {"kind": "Node", "name": node}});
+                    let _: serde_json::Value =
+                        api.create_subresource("binding", &name, &PostParams::default(), &binding).await.unwrap();
+                    let mut status = serde_json::to_value(&like.status).unwrap();
+                    status["podIP"] =
+                        serde_json::json!(format!("10.{}.{}.{}", 200 + i / 65536, i / 256 % 256, i % 256));
+                    status["podIPs"] = serde_json::json!([{"ip": status["podIP"]}]);
+                    let patch = serde_json::json!({"status": status});
+                    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(patch)).await.unwrap();
+                }
             }
         })
         .await;
+    let synced = like.is_none();
     if synced {
         let names: Vec<String> = (0..target).map(|i| format!("mem-{i}")).collect();
         wait_all(seen, &names, |s| &s.virtual_running).await;
@@ -192,6 +209,7 @@ async fn run() {
     let max: usize = std::env::var("VT_BENCH_PODS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
     let mut rows = Vec::new();
     let mut rss_rows = Vec::new();
+    let mut like: Option<Pod> = None;
     for synced in [true, false] {
         let (host_server, host) = host(vt).await;
         let (m, tenant) = manager(vt, &host_server.kubeconfig, &host, synced).await;
@@ -212,7 +230,10 @@ async fn run() {
                 continue;
             }
             let t0 = Instant::now();
-            fill(&api, &seen, created, target, synced).await;
+            fill(&api, &seen, created, target, if synced { None } else { like.as_ref() }).await;
+            if synced && like.is_none() {
+                like = Some(api.get("mem-0").await.unwrap());
+            }
             created = target;
             tokio::time::sleep(Duration::from_secs(5)).await;
             let rss = rss_kib(pid);
@@ -220,7 +241,7 @@ async fn run() {
                 "{} {target} pods: manager RSS {rss} KiB ({:.1} s to create{})",
                 if synced { "synced" } else { "not synced" },
                 t0.elapsed().as_secs_f64(),
-                if synced { " and run on the host" } else { "" }
+                if synced { " and run on the host" } else { ", bind and set status" }
             );
             points.push((target, rss));
         }
