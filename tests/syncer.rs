@@ -193,6 +193,17 @@ fn pods_run_on_the_host_isolated() {
             "runtimeClassName: runc\n  containers: [{name: c, image: busybox}]",
             "runtimeClassName \"runc\" is not allowed",
         ),
+        // Storage the node would mount itself, and probes the node would send elsewhere.
+        (
+            "nfs",
+            "containers: [{name: c, image: busybox}]\n  volumes: [{name: share, nfs: {server: 10.0.0.5, path: /}}]",
+            "uses nfs",
+        ),
+        (
+            "probe",
+            "containers: [{name: c, image: busybox, readinessProbe: {httpGet: {host: 169.254.169.254, port: 80}}}]",
+            "readinessProbe.httpGet.host",
+        ),
     ];
     for (name, spec, _) in &hostile {
         acme.ok_stdin(

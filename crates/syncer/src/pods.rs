@@ -400,7 +400,10 @@ impl Tenant {
         // Metadata and images the tenant changed.
         let want = translate::host_meta(&vjson, &self.target);
         let have_labels = to_value(&h.metadata.labels.clone().unwrap_or_default());
-        let have_annotations = to_value(&h.metadata.annotations.clone().unwrap_or_default());
+        // Annotations the host's machinery set (its CNI's, its runtime's) are left alone.
+        let mut have_annotations = h.metadata.annotations.clone().unwrap_or_default();
+        have_annotations.retain(|k, _| !translate::host_owned_annotation(k));
+        let have_annotations = to_value(&have_annotations);
         let mut patch = json!({});
         if want["labels"] != have_labels {
             patch["metadata"]["labels"] = merge_removals(&have_labels, &want["labels"]);

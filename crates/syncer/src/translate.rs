@@ -66,8 +66,44 @@ pub struct Refusal {
     pub message: String,
 }
 
-/// Labels and annotations that only the syncer sets on host objects.
-const RESERVED: &[&str] = &[TENANT_LABEL, NAMESPACE_LABEL, NAME_ANNOTATION, NAMESPACE_ANNOTATION, UID_ANNOTATION];
+/// Whether a label or annotation key is the syncer's alone: every `vt.dev/` key (and
+/// subdomains of vt.dev), whatever the tenant wrote.
+fn reserved(key: &str) -> bool {
+    let prefix = key.split_once('/').map(|(p, _)| p).unwrap_or("");
+    prefix == "vt.dev" || prefix.ends_with(".vt.dev")
+}
+
+/// Annotation prefixes the host's own machinery acts on (container runtime and Kata VM
+/// settings, CNI network and address choices, load balancer address pools, legacy AppArmor
+/// and seccomp profiles, kubelet config sources, service mesh injection): a tenant's
+/// annotations with them are not copied to the host.
+const HOST_ANNOTATION_PREFIXES: &[&str] = &[
+    "io.katacontainers.",
+    "io.kubernetes.cri-o.",
+    "io.containerd.",
+    "k8s.v1.cni.cncf.io/",
+    "v1.multus-cni.io/",
+    "cni.projectcalico.org/",
+    "io.cilium",
+    "lbipam.cilium.io/",
+    "metallb.universe.tf/",
+    "container.apparmor.security.beta.kubernetes.io/",
+    "seccomp.security.alpha.kubernetes.io/",
+    "container.seccomp.security.alpha.kubernetes.io/",
+    "kubernetes.io/config.",
+    "sidecar.istio.io/",
+    "linkerd.io/",
+];
+
+/// Whether an annotation key is the host machinery's (never the tenant's to set or remove).
+pub fn host_owned_annotation(key: &str) -> bool {
+    HOST_ANNOTATION_PREFIXES.iter().any(|p| key.starts_with(p))
+}
+
+/// Whether a tenant's annotation may reach the host.
+fn copied_annotation(key: &str) -> bool {
+    !reserved(key) && !host_owned_annotation(key)
+}
 
 fn str_at<'a>(v: &'a Value, path: &str) -> Option<&'a str> {
     v.pointer(path).and_then(Value::as_str)
@@ -78,18 +114,16 @@ fn str_at<'a>(v: &'a Value, path: &str) -> Option<&'a str> {
 pub fn host_meta(v: &Value, t: &Target) -> Value {
     let ns = str_at(v, "/metadata/namespace").unwrap_or("");
     let name = str_at(v, "/metadata/name").unwrap_or("");
-    let copy = |k: &str| -> Map<String, Value> {
+    let copy = |k: &str, keep: fn(&str) -> bool| -> Map<String, Value> {
         v.pointer(&format!("/metadata/{k}"))
             .and_then(Value::as_object)
-            .map(|m| {
-                m.iter().filter(|(k, _)| !RESERVED.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect()
-            })
+            .map(|m| m.iter().filter(|(k, _)| keep(k)).map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default()
     };
-    let mut labels = copy("labels");
+    let mut labels = copy("labels", |k| !reserved(k));
     labels.insert(TENANT_LABEL.into(), json!(t.tenant));
     labels.insert(NAMESPACE_LABEL.into(), json!(ns));
-    let mut annotations = copy("annotations");
+    let mut annotations = copy("annotations", copied_annotation);
     annotations.insert(NAME_ANNOTATION.into(), json!(name));
     annotations.insert(NAMESPACE_ANNOTATION.into(), json!(ns));
     annotations.insert(UID_ANNOTATION.into(), json!(str_at(v, "/metadata/uid").unwrap_or("")));
@@ -247,7 +281,77 @@ pub fn check_isolation(pod: &Value, t: &Target, pool_nodes: &BTreeSet<String>) -
             message: format!("nodeName {node:?} is not a node of this tenant's pool {:?}", t.pool),
         });
     }
-    security::check(&spec, t.level).map_err(|message| Refusal { reason: "PodSecurity", message })
+    security::check(&spec, t.level).map_err(|message| Refusal { reason: "PodSecurity", message })?;
+    if t.level == Level::Privileged {
+        // A privileged tenant is trusted by the host (see docs/architecture.md).
+        return Ok(());
+    }
+    host_reach(&spec).map_err(|message| Refusal { reason: "HostIsolation", message })
+}
+
+/// Volume sources a tenant's pod may use: all are served inside its sandbox or from its own
+/// namespace's objects. (`hostPath` is Pod Security's to refuse, with its message.) Network
+/// and inline storage (nfs, iscsi, csi, cloud disks, flexVolume, ...) is mounted by the host
+/// node outside the sandbox, with the host's network and credentials, and names Secrets in
+/// the host namespace: refused at every level but privileged.
+const TENANT_VOLUMES: &[&str] = &[
+    "configMap",
+    "secret",
+    "projected",
+    "downwardAPI",
+    "emptyDir",
+    "persistentVolumeClaim",
+    "ephemeral",
+    "image",
+    "hostPath",
+];
+
+/// What Pod Security (1.33) does not check but would reach beyond the tenant on a shared
+/// host: volumes the node mounts itself, probes and lifecycle hooks the kubelet sends to
+/// another host (the node's network: metadata services, other tenants), and dynamic resource
+/// claims (names of host objects).
+fn host_reach(spec: &Value) -> Result<(), String> {
+    for vol in spec.get("volumes").and_then(Value::as_array).into_iter().flatten() {
+        let name = vol.get("name").and_then(Value::as_str).unwrap_or("");
+        let kinds: Vec<&str> =
+            vol.as_object().into_iter().flatten().map(|(k, _)| k.as_str()).filter(|k| *k != "name").collect();
+        if let Some(kind) = kinds.iter().find(|k| !TENANT_VOLUMES.contains(k)) {
+            return Err(format!(
+                "volume {name:?} uses {kind}, which the host's nodes would mount outside the tenant's sandbox; \
+                 use a PersistentVolumeClaim instead"
+            ));
+        }
+    }
+    for list in ["initContainers", "containers", "ephemeralContainers"] {
+        for c in spec.get(list).and_then(Value::as_array).into_iter().flatten() {
+            let cname = c.get("name").and_then(Value::as_str).unwrap_or("");
+            let handlers = ["livenessProbe", "readinessProbe", "startupProbe"]
+                .into_iter()
+                .map(|p| (p.to_string(), c.get(p)))
+                .chain(
+                    ["postStart", "preStop"]
+                        .into_iter()
+                        .map(|h| (format!("lifecycle.{h}"), c.pointer(&format!("/lifecycle/{h}")))),
+                );
+            for (field, handler) in handlers {
+                for action in ["httpGet", "tcpSocket"] {
+                    if let Some(host) =
+                        handler.and_then(|h| h.get(action)).and_then(|a| a.get("host")).and_then(Value::as_str)
+                        && !host.is_empty()
+                    {
+                        return Err(format!(
+                            "container {cname:?}: {field}.{action}.host {host:?} is not allowed: the node would send \
+                             it from the host's network; leave host unset (the pod's own IP)"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    if spec.get("resourceClaims").and_then(Value::as_array).is_some_and(|c| !c.is_empty()) {
+        return Err("resourceClaims (dynamic resource allocation) are not supported for tenant pods".into());
+    }
+    Ok(())
 }
 
 /// Scopes a pod (anti-)affinity term to the tenant: only its own pods of the namespaces the
@@ -384,6 +488,9 @@ pub fn host_pod(v: &Value, t: &Target, services: &[Value], pool_nodes: &BTreeSet
                 }
                 if let Some(n) = str_at(vol, "/persistentVolumeClaim/claimName").map(str::to_string) {
                     vol["persistentVolumeClaim"]["claimName"] = json!(t.name(&n, &ns));
+                }
+                if let Some(tpl) = vol.pointer_mut("/ephemeral/volumeClaimTemplate") {
+                    clean_claim_template(tpl, t, &ns);
                 }
                 for item in vol.pointer_mut("/downwardAPI/items").and_then(Value::as_array_mut).into_iter().flatten() {
                     if let Some(fr) = item.get_mut("fieldRef") {
@@ -529,6 +636,37 @@ pub fn host_data_object(v: &Value, t: &Target) -> Value {
 pub fn host_claim(v: &Value, t: &Target) -> Value {
     let ns = str_at(v, "/metadata/namespace").unwrap_or("");
     let mut spec = v.get("spec").cloned().unwrap_or_else(|| json!({}));
+    clean_claim_spec(&mut spec, t, ns);
+    json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": host_meta(v, t), "spec": spec})
+}
+
+/// A generic ephemeral volume's claim template, as the host will create it: the claim rules
+/// of [`host_claim`], and metadata the tenant may set (plus the tenant's label).
+fn clean_claim_template(tpl: &mut Value, t: &Target, ns: &str) {
+    let Some(obj) = tpl.as_object_mut() else {
+        *tpl = json!({"spec": {}});
+        return;
+    };
+    if let Some(spec) = obj.get_mut("spec") {
+        clean_claim_spec(spec, t, ns);
+    }
+    let meta = obj.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    let pick = |k: &str, keep: fn(&str) -> bool| -> Map<String, Value> {
+        meta.get(k)
+            .and_then(Value::as_object)
+            .map(|m| m.iter().filter(|(k, _)| keep(k)).map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    };
+    let mut labels = pick("labels", |k| !reserved(k));
+    labels.insert(TENANT_LABEL.into(), json!(t.tenant));
+    labels.insert(NAMESPACE_LABEL.into(), json!(ns));
+    let annotations = pick("annotations", copied_annotation);
+    obj.insert("metadata".into(), json!({"labels": labels, "annotations": annotations}));
+}
+
+/// A claim spec that can only reach the tenant's own storage: no pinning to a volume, no
+/// volume selector, and only a claim of the same namespace as its data source.
+fn clean_claim_spec(spec: &mut Value, t: &Target, ns: &str) {
     if let Some(s) = spec.as_object_mut() {
         s.remove("volumeName");
         s.remove("selector");
@@ -549,7 +687,6 @@ pub fn host_claim(v: &Value, t: &Target) -> Value {
             }
         }
     }
-    json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": host_meta(v, t), "spec": spec})
 }
 
 /// The selector of a host Service: the virtual selector, only among the tenant's pods of the

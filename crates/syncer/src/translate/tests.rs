@@ -256,3 +256,104 @@ fn claims_cannot_pin_volumes() {
     let secret = json!({"kind": "Secret", "metadata": {"name": "tok", "namespace": "shop"}, "type": "kubernetes.io/service-account-token", "data": {"token": "eA=="}});
     assert_eq!(host_data_object(&secret, &t)["type"], "Opaque");
 }
+
+#[test]
+fn storage_the_node_mounts_itself_is_refused() {
+    // Network and inline storage is mounted by the host node outside the sandbox, with the
+    // host's network and credentials (and names Secrets of the host namespace).
+    let t = target();
+    for (name, source) in [
+        ("nfs", json!({"server": "10.0.0.5", "path": "/"})),
+        ("iscsi", json!({"targetPortal": "10.0.0.5:3260", "iqn": "iqn.x", "lun": 0})),
+        ("csi", json!({"driver": "secrets-store.csi.k8s.io", "nodePublishSecretRef": {"name": "vt-pki"}})),
+        ("flexVolume", json!({"driver": "x/y", "secretRef": {"name": "vt-admin-kubeconfig"}})),
+        ("awsElasticBlockStore", json!({"volumeID": "vol-0123"})),
+    ] {
+        let v = pod(json!({"containers": [{"name": "c", "image": "x"}], "volumes": [{"name": "d", name: source}]}));
+        let r = host_pod(&v, &t, &[], &nodes()).unwrap_err();
+        assert_eq!(r.reason, "HostIsolation", "{name}");
+        assert!(r.message.contains(&format!("uses {name}")), "{}", r.message);
+    }
+    // The tenant's own kinds of volume are fine.
+    let v = pod(json!({"containers": [{"name": "c", "image": "x"}], "volumes": [
+        {"name": "a", "emptyDir": {}}, {"name": "b", "configMap": {"name": "cfg"}},
+        {"name": "c", "persistentVolumeClaim": {"claimName": "data"}}]}));
+    assert!(host_pod(&v, &t, &[], &nodes()).is_ok());
+    // A privileged tenant is trusted by the host.
+    let trusted = Target { level: Level::Privileged, ..target() };
+    let v = pod(
+        json!({"containers": [{"name": "c", "image": "x"}], "volumes": [{"name": "d", "nfs": {"server": "s", "path": "/"}}]}),
+    );
+    assert!(host_pod(&v, &trusted, &[], &nodes()).is_ok());
+}
+
+#[test]
+fn probes_and_hooks_cannot_aim_the_node_elsewhere() {
+    // Pinned as in Kubernetes 1.34's baseline ("Probe or Lifecycle Host"): the node would send
+    // these from its own network (metadata services, other tenants' pods).
+    let t = target();
+    for c in [
+        json!({"name": "c", "image": "x", "readinessProbe": {"httpGet": {"host": "169.254.169.254", "port": 80}}}),
+        json!({"name": "c", "image": "x", "livenessProbe": {"tcpSocket": {"host": "10.0.0.1", "port": 2379}}}),
+        json!({"name": "c", "image": "x", "lifecycle": {"postStart": {"httpGet": {"host": "kube-apiserver", "port": 443}}}}),
+    ] {
+        let r = host_pod(&pod(json!({"containers": [c]})), &t, &[], &nodes()).unwrap_err();
+        assert_eq!(r.reason, "HostIsolation");
+        assert!(r.message.contains(".host"), "{}", r.message);
+    }
+    let init = json!({"initContainers": [{"name": "i", "image": "x", "startupProbe": {"httpGet": {"host": "1.2.3.4", "port": 1}}}],
+        "containers": [{"name": "c", "image": "x"}]});
+    assert!(host_pod(&pod(init), &t, &[], &nodes()).is_err());
+    // No host (or an empty one): the pod's own IP.
+    let ok = json!({"containers": [{"name": "c", "image": "x", "readinessProbe": {"httpGet": {"host": "", "port": 80}},
+        "livenessProbe": {"tcpSocket": {"port": 80}}}]});
+    assert!(host_pod(&pod(ok), &t, &[], &nodes()).is_ok());
+    let dra = json!({"containers": [{"name": "c", "image": "x"}], "resourceClaims": [{"name": "gpu", "resourceClaimName": "other"}]});
+    assert_eq!(host_pod(&pod(dra), &t, &[], &nodes()).unwrap_err().reason, "HostIsolation");
+}
+
+#[test]
+fn ephemeral_volume_templates_reach_only_the_tenants_storage() {
+    let t = target();
+    let v = pod(json!({"containers": [{"name": "c", "image": "x"}], "volumes": [{"name": "scratch", "ephemeral": {
+        "volumeClaimTemplate": {
+            "metadata": {"labels": {"app": "web", "vt.dev/tenant": "other"},
+                "annotations": {"note": "x", "vt.dev/refresh-after": "2999-01-01T00:00:00Z"}},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}},
+                "volumeName": "pv-of-tenant-b", "selector": {"matchLabels": {"owner": "b"}},
+                "dataSource": {"kind": "PersistentVolumeClaim", "name": "db"},
+                "dataSourceRef": {"kind": "VolumeSnapshot", "apiGroup": "snapshot.storage.k8s.io", "name": "s", "namespace": "other"}}}}}]}));
+    let h = host_pod(&v, &t, &[], &nodes()).unwrap();
+    let tpl = &h["spec"]["volumes"][0]["ephemeral"]["volumeClaimTemplate"];
+    assert_eq!(
+        tpl["spec"],
+        json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}},
+            "dataSource": {"kind": "PersistentVolumeClaim", "name": "db-x-shop-x-acme"}})
+    );
+    assert_eq!(tpl["metadata"]["labels"], json!({"app": "web", "vt.dev/tenant": "acme", "vt.dev/namespace": "shop"}));
+    assert_eq!(tpl["metadata"]["annotations"], json!({"note": "x"}));
+}
+
+#[test]
+fn only_the_tenants_own_metadata_reaches_the_host() {
+    let t = target();
+    let mut v = pod(json!({"containers": [{"name": "c", "image": "x"}]}));
+    v["metadata"]["labels"] = json!({"app": "web", "vt.dev/pool": "other", "x.vt.dev/owner": "me"});
+    v["metadata"]["annotations"] = json!({
+        "prometheus.io/scrape": "true",
+        "vt.dev/refresh-after": "2999-01-01T00:00:00Z",
+        "io.katacontainers.config.hypervisor.default_memory": "262144",
+        "k8s.v1.cni.cncf.io/networks": "kube-system/host-macvlan",
+        "cni.projectcalico.org/ipAddrs": "[\"10.244.3.17\"]",
+        "metallb.universe.tf/address-pool": "infra",
+        "container.apparmor.security.beta.kubernetes.io/c": "unconfined",
+        "sidecar.istio.io/inject": "true"});
+    let h = host_pod(&v, &t, &[], &nodes()).unwrap();
+    assert_eq!(h["metadata"]["labels"], json!({"app": "web", "vt.dev/tenant": "acme", "vt.dev/namespace": "shop"}));
+    let annotations = h["metadata"]["annotations"].as_object().unwrap();
+    let mut keys: Vec<&str> = annotations.keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(keys, ["prometheus.io/scrape", "vt.dev/name", "vt.dev/namespace", "vt.dev/uid"]);
+    assert!(host_owned_annotation("cni.projectcalico.org/podIP"));
+    assert!(!host_owned_annotation("prometheus.io/scrape"));
+}
