@@ -67,10 +67,12 @@ pub struct Refusal {
 }
 
 /// Whether a label or annotation key is the syncer's alone: every `vt.dev/` key (and
-/// subdomains of vt.dev), whatever the tenant wrote.
+/// subdomains of vt.dev), whatever the tenant wrote — except the directives vt's simulated
+/// kubelet reads (`vt.dev/sim-runtime`, `vt.dev/sim-exit-code`), which only shape a
+/// simulated pod's life.
 fn reserved(key: &str) -> bool {
-    let prefix = key.split_once('/').map(|(p, _)| p).unwrap_or("");
-    prefix == "vt.dev" || prefix.ends_with(".vt.dev")
+    let Some((prefix, name)) = key.split_once('/') else { return false };
+    (prefix == "vt.dev" && !name.starts_with("sim-")) || prefix.ends_with(".vt.dev")
 }
 
 /// Annotation prefixes the host's own machinery acts on (container runtime and Kata VM

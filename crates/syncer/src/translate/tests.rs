@@ -347,13 +347,15 @@ fn only_the_tenants_own_metadata_reaches_the_host() {
         "cni.projectcalico.org/ipAddrs": "[\"10.244.3.17\"]",
         "metallb.universe.tf/address-pool": "infra",
         "container.apparmor.security.beta.kubernetes.io/c": "unconfined",
-        "sidecar.istio.io/inject": "true"});
+        "sidecar.istio.io/inject": "true",
+        "vt.dev/sim-runtime": "0.2"});
     let h = host_pod(&v, &t, &[], &nodes()).unwrap();
     assert_eq!(h["metadata"]["labels"], json!({"app": "web", "vt.dev/tenant": "acme", "vt.dev/namespace": "shop"}));
     let annotations = h["metadata"]["annotations"].as_object().unwrap();
     let mut keys: Vec<&str> = annotations.keys().map(String::as_str).collect();
     keys.sort();
-    assert_eq!(keys, ["prometheus.io/scrape", "vt.dev/name", "vt.dev/namespace", "vt.dev/uid"]);
+    // (Simulated kubelets' directives pass: they only shape a simulated pod's life.)
+    assert_eq!(keys, ["prometheus.io/scrape", "vt.dev/name", "vt.dev/namespace", "vt.dev/sim-runtime", "vt.dev/uid"]);
     assert!(host_owned_annotation("cni.projectcalico.org/podIP"));
     assert!(!host_owned_annotation("prometheus.io/scrape"));
 }
