@@ -32,6 +32,12 @@ pub enum HostChange {
     Resync,
 }
 
+/// A tenant listening to the host.
+struct Subscriber {
+    pool: String,
+    tx: mpsc::UnboundedSender<HostChange>,
+}
+
 /// The shared view of the host.
 pub struct Host {
     /// The host cluster.
@@ -45,7 +51,11 @@ pub struct Host {
     statuses: Arc<std::sync::Mutex<HashMap<(String, String), PodStatus>>>,
     nodes: Store<Node>,
     claims: Store<PersistentVolumeClaim>,
-    subscribers: RwLock<HashMap<String, mpsc::UnboundedSender<HostChange>>>,
+    /// Each tenant's channel and node pool, by host namespace.
+    subscribers: RwLock<HashMap<String, Subscriber>>,
+    /// The pool each node was last seen in, so a node leaving a pool reaches that pool's
+    /// tenants too.
+    node_pools: std::sync::Mutex<HashMap<String, String>>,
     tasks: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
@@ -73,6 +83,7 @@ impl Host {
             nodes,
             claims,
             subscribers: RwLock::new(HashMap::new()),
+            node_pools: std::sync::Mutex::new(HashMap::new()),
             tasks: std::sync::Mutex::new(Vec::new()),
         });
         let weak = Arc::downgrade(&host);
@@ -140,10 +151,12 @@ impl Host {
         host
     }
 
-    /// Registers the tenant whose host namespace is `namespace`.
-    pub fn subscribe(&self, namespace: &str) -> mpsc::UnboundedReceiver<HostChange> {
+    /// Registers the tenant whose host namespace is `namespace` and whose nodes are those of
+    /// `pool`: it hears of its namespace's objects, of its pool's nodes, and of resyncs.
+    pub fn subscribe(&self, namespace: &str, pool: &str) -> mpsc::UnboundedReceiver<HostChange> {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.subscribers.write().unwrap_or_else(|p| p.into_inner()).insert(namespace.to_string(), tx);
+        let sub = Subscriber { pool: pool.to_string(), tx };
+        self.subscribers.write().unwrap_or_else(|p| p.into_inner()).insert(namespace.to_string(), sub);
         rx
     }
 
@@ -153,17 +166,43 @@ impl Host {
     }
 
     fn send(&self, namespace: Option<&str>, change: HostChange) {
+        if let HostChange::Node(name) = &change {
+            return self.send_node(name);
+        }
         let subs = self.subscribers.read().unwrap_or_else(|p| p.into_inner());
         match namespace {
             Some(ns) => {
-                if let Some(tx) = subs.get(ns) {
-                    let _ = tx.send(change);
+                if let Some(sub) = subs.get(ns) {
+                    let _ = sub.tx.send(change);
                 }
             }
             None => {
-                for tx in subs.values() {
-                    let _ = tx.send(change.clone());
+                for sub in subs.values() {
+                    let _ = sub.tx.send(change.clone());
                 }
+            }
+        }
+    }
+
+    /// A node changed (or went away): only the tenants of the pool it is in, or was in, hear
+    /// of it — with thousands of tenants, each with its pool, a node's heartbeat must not wake
+    /// them all.
+    fn send_node(&self, name: &str) {
+        let now = self.node(name).and_then(|n| n.labels().get(crate::POOL_LABEL).cloned());
+        let before = {
+            let mut pools = self.node_pools.lock().unwrap_or_else(|p| p.into_inner());
+            match &now {
+                Some(pool) => pools.insert(name.to_string(), pool.clone()),
+                None => pools.remove(name),
+            }
+        };
+        if now.is_none() && before.is_none() {
+            return;
+        }
+        let subs = self.subscribers.read().unwrap_or_else(|p| p.into_inner());
+        for sub in subs.values() {
+            if Some(&sub.pool) == now.as_ref() || Some(&sub.pool) == before.as_ref() {
+                let _ = sub.tx.send(HostChange::Node(name.to_string()));
             }
         }
     }

@@ -222,7 +222,7 @@ pub fn start(host: Arc<Host>, virt: Client, target: Target) -> Handle {
     let pods = Arc::new(PodCache::default());
     let (services, services_w) = reflector::store();
     let (queue, rx) = Queue::new();
-    let mut host_rx = host.subscribe(&target.namespace);
+    let mut host_rx = host.subscribe(&target.namespace, &target.pool);
     let tenant = Arc::new(Tenant {
         target,
         host,
@@ -362,8 +362,12 @@ impl Tenant {
             let (ns, n) = ns_name(s.as_ref());
             self.queue.add(Key::Service(ns, n));
         }
+        // The pool's nodes (nodes that left it were dealt with when they left, or, after a
+        // restart, when the virtual nodes were listed).
         for n in self.host.nodes() {
-            self.queue.add(Key::Node(n.name_any()));
+            if n.labels().get(crate::POOL_LABEL) == Some(&self.target.pool) {
+                self.queue.add(Key::Node(n.name_any()));
+            }
         }
         self.queue.add(Key::Sweep);
     }
