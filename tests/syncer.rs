@@ -98,15 +98,6 @@ fn pods_run_on_the_host_isolated() {
     assert!(!nodes.is_empty() && nodes.iter().all(|n| n.starts_with("sim-acme-")), "{nodes:?}");
     assert_eq!(acme.ok(&["get", "node", &nodes[0], "-o", "jsonpath={.status.images}"]), "");
     assert!(bolt.ok(&["get", "nodes", "-o", "name"]).lines().all(|n| n.contains("sim-bolt-")), "no other pool's nodes");
-    // A node moved to another pool leaves this tenant and joins that pool's tenant (node changes
-    // reach the tenants of the pool a node is in and of the pool it was in, no others).
-    let moved = nodes[0].as_str();
-    host.ok(&["label", "node", moved, "vt.dev/pool=bolt", "--overwrite"]);
-    eventually("the moved node gone from acme", || !acme.run(&["get", "node", moved]).status.success());
-    eventually("the moved node in bolt", || bolt.run(&["get", "node", moved]).status.success());
-    host.ok(&["label", "node", moved, "vt.dev/pool=acme", "--overwrite"]);
-    eventually("the node back in acme", || acme.run(&["get", "node", moved]).status.success());
-    eventually("the node gone from bolt", || !bolt.run(&["get", "node", moved]).status.success());
     // Host events come back about the virtual pod, with virtual names.
     let pod = &virt[0];
     eventually("the Scheduled event", || {
@@ -379,4 +370,14 @@ fn pods_run_on_the_host_isolated() {
     // Deleting the Deployment empties the host namespace of its pods.
     acme.ok(&["delete", "deploy", "web"]);
     eventually("no host pods of web", || host_pods(&host, "acme", "app=web").is_empty());
+    // A node moved to another pool leaves this tenant and joins that pool's tenant (node changes
+    // reach the tenants of the pool a node is in and of the pool it was in, no others). Last:
+    // the tenant's pods on a node that leaves it go, as on a deleted node.
+    let moved = nodes[0].as_str();
+    host.ok(&["label", "node", moved, "vt.dev/pool=bolt", "--overwrite"]);
+    eventually("the moved node gone from acme", || !acme.run(&["get", "node", moved]).status.success());
+    eventually("the moved node in bolt", || bolt.run(&["get", "node", moved]).status.success());
+    host.ok(&["label", "node", moved, "vt.dev/pool=acme", "--overwrite"]);
+    eventually("the node back in acme", || acme.run(&["get", "node", moved]).status.success());
+    eventually("the node gone from bolt", || !bolt.run(&["get", "node", moved]).status.success());
 }

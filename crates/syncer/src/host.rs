@@ -24,6 +24,10 @@ pub enum HostChange {
     Pod(Option<(String, String)>),
     /// A node changed or went away.
     Node(String),
+    /// A node as the host watch saw it: its name and pool (`None`: gone or in no pool). The
+    /// host turns it into [`HostChange::Node`] for the tenants of that pool and of the pool
+    /// the node was in; tenants never receive it.
+    NodeSeen(String, Option<String>),
     /// A host claim changed or went away: the virtual claim it stands for.
     Claim(Option<(String, String)>),
     /// A host event in the tenant's namespace.
@@ -136,7 +140,10 @@ impl Host {
                         }
                     }),
                 );
-                tokio::spawn(follow(stream, weak, |n: &Node, _| (None, Some(HostChange::Node(n.name_any())))))
+                tokio::spawn(follow(stream, weak, |n: &Node, deleted| {
+                    let pool = if deleted { None } else { n.labels().get(crate::POOL_LABEL).cloned() };
+                    (None, Some(HostChange::NodeSeen(n.name_any(), pool)))
+                }))
             },
             {
                 let weak = weak.clone();
@@ -166,8 +173,8 @@ impl Host {
     }
 
     fn send(&self, namespace: Option<&str>, change: HostChange) {
-        if let HostChange::Node(name) = &change {
-            return self.send_node(name);
+        if let HostChange::NodeSeen(name, pool) = change {
+            return self.send_node(&name, pool);
         }
         let subs = self.subscribers.read().unwrap_or_else(|p| p.into_inner());
         match namespace {
@@ -187,8 +194,7 @@ impl Host {
     /// A node changed (or went away): only the tenants of the pool it is in, or was in, hear
     /// of it — with thousands of tenants, each with its pool, a node's heartbeat must not wake
     /// them all.
-    fn send_node(&self, name: &str) {
-        let now = self.node(name).and_then(|n| n.labels().get(crate::POOL_LABEL).cloned());
+    fn send_node(&self, name: &str, now: Option<String>) {
         let before = {
             let mut pools = self.node_pools.lock().unwrap_or_else(|p| p.into_inner());
             match &now {

@@ -274,7 +274,7 @@ pub fn start(host: Arc<Host>, virt: Client, target: Target) -> Handle {
                     // Not one of the syncer's (no virtual identity): left alone.
                     HostChange::Pod(None) | HostChange::Claim(None) => {}
                     HostChange::Claim(Some((ns, n))) => t.queue.add(Key::Claim(ns, n)),
-                    HostChange::Node(name) => t.queue.add(Key::Node(name)),
+                    HostChange::Node(name) | HostChange::NodeSeen(name, _) => t.queue.add(Key::Node(name)),
                     HostChange::Event(ev) => t.clone().mirror_event(ev),
                     HostChange::Resync => t.resync(),
                 }
