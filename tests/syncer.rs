@@ -257,6 +257,52 @@ fn pods_run_on_the_host_isolated() {
         host.ok(&["-n", "vt-acme", "get", "svc", "web-x-default-x-acme", "-o", "jsonpath={.spec.clusterIP}"])
     );
 
+    // A selector-less Service's Endpoints reach the host only for addresses outside the host:
+    // not a node's own address, not another pool's pod range (here: bolt's pod).
+    let node_ip = host.ok(&[
+        "get",
+        "nodes",
+        "-l",
+        "vt.dev/pool=bolt",
+        "-o",
+        "jsonpath={.items[0].status.addresses[?(@.type=='InternalIP')].address}",
+    ]);
+    acme.ok_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: ext}}\nspec: {{ports: [{{port: 80}}]}}\n---\n\
+             apiVersion: v1\nkind: Endpoints\nmetadata: {{name: ext}}\nsubsets: [{{addresses: [{{ip: {}}}, {{ip: {node_ip}}}, \
+             {{ip: 192.0.2.10}}], ports: [{{port: 80}}]}}]\n",
+            bolt_ips[0]
+        ),
+    );
+    eventually("the selector-less Service's host endpoints", || {
+        host.run(&["-n", "vt-acme", "get", "endpoints", "ext-x-default-x-acme"]).status.success()
+    });
+    assert_eq!(
+        host.ok(&[
+            "-n",
+            "vt-acme",
+            "get",
+            "endpoints",
+            "ext-x-default-x-acme",
+            "-o",
+            "jsonpath={.subsets[*].addresses[*].ip}"
+        ]),
+        "192.0.2.10"
+    );
+    eventually("the refusal reported", || {
+        let msg = acme.ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "reason=EndpointsRefused",
+            "-o",
+            "jsonpath={.items[*].message}",
+        ]);
+        msg.contains(&bolt_ips[0]) && msg.contains(&node_ip)
+    });
+
     // A host pod deleted out of band: the tenant sees it evicted, its ReplicaSet replaces it.
     let victim = expected[0].clone();
     host.ok(&["-n", "vt-acme", "delete", "pod", &victim, "--grace-period=0", "--force"]);

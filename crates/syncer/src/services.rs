@@ -119,7 +119,77 @@ fn allowed_endpoint(ip: &str) -> bool {
     }
 }
 
+/// What the host's nodes tell of its network: the nodes' own addresses, and the pod ranges of
+/// nodes outside the tenant's pool (other tenants' and the host's pods).
+#[derive(Debug, Default)]
+struct HostNetwork {
+    node_addresses: std::collections::BTreeSet<std::net::IpAddr>,
+    foreign_pod_ranges: Vec<(std::net::IpAddr, u8)>,
+}
+
+/// Parses `a.b.c.d/n` (or an IPv6 range).
+fn parse_cidr(cidr: &str) -> Option<(std::net::IpAddr, u8)> {
+    let (ip, bits) = cidr.split_once('/')?;
+    let ip: std::net::IpAddr = ip.parse().ok()?;
+    let bits: u8 = bits.parse().ok()?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    (bits <= max).then_some((ip, bits))
+}
+
+/// Whether `ip` lies in the range.
+fn in_range(ip: std::net::IpAddr, (net, bits): (std::net::IpAddr, u8)) -> bool {
+    use std::net::IpAddr;
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - u32::from(bits)) };
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - u32::from(bits)) };
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+impl HostNetwork {
+    /// Whether a selector-less Service's endpoint may be `ip`: a node's own address would
+    /// expose the node's services (the kubelet, etcd on a control-plane node), an address of
+    /// another pool's pod range another tenant's pods — through a host Service the traffic
+    /// comes from a node, past that tenant's NetworkPolicy.
+    fn allows(&self, ip: &str) -> bool {
+        let Ok(addr) = ip.parse::<std::net::IpAddr>() else { return false };
+        allowed_endpoint(ip)
+            && !self.node_addresses.contains(&addr)
+            && !self.foreign_pod_ranges.iter().any(|r| in_range(addr, *r))
+    }
+}
+
 impl Tenant {
+    /// The host network as the nodes tell it (see [`HostNetwork`]).
+    fn host_network(&self) -> HostNetwork {
+        let mut net = HostNetwork::default();
+        for n in self.host.nodes() {
+            let status = n.status.as_ref();
+            for a in status.and_then(|s| s.addresses.as_ref()).into_iter().flatten() {
+                if let Ok(ip) = a.address.parse() {
+                    net.node_addresses.insert(ip);
+                }
+            }
+            if self.target.owns_labels(n.labels()) {
+                continue;
+            }
+            let spec = n.spec.as_ref();
+            let ranges = spec.and_then(|s| s.pod_cidrs.clone()).unwrap_or_default();
+            for cidr in ranges.iter().map(String::as_str).chain(spec.and_then(|s| s.pod_cidr.as_deref())) {
+                if let Some(r) = parse_cidr(cidr) {
+                    net.foreign_pod_ranges.push(r);
+                }
+            }
+        }
+        net
+    }
+
     pub(crate) async fn sync_service(&self, ns: &str, name: &str) -> Result<()> {
         if ns == "default" && name == "kubernetes" {
             return Ok(());
@@ -261,12 +331,13 @@ impl Tenant {
         let vjson = serde_json::to_value(&v).unwrap_or(Value::Null);
         let mut subsets = vjson.get("subsets").cloned().unwrap_or(json!([]));
         let mut refused = Vec::new();
+        let network = self.host_network();
         for s in subsets.as_array_mut().into_iter().flatten() {
             for k in ["addresses", "notReadyAddresses"] {
                 if let Some(Value::Array(addrs)) = s.get_mut(k) {
                     addrs.retain(|a| {
                         let ip = a.get("ip").and_then(Value::as_str).unwrap_or("");
-                        let ok = allowed_endpoint(ip);
+                        let ok = network.allows(ip);
                         if !ok {
                             refused.push(ip.to_string());
                         }
@@ -322,5 +393,22 @@ mod tests {
         for good in ["10.1.2.3", "192.168.0.10", "fd00::1"] {
             assert!(allowed_endpoint(good), "{good}");
         }
+    }
+
+    #[test]
+    fn endpoints_cannot_point_at_nodes_or_other_pools_pods() {
+        let net = HostNetwork {
+            node_addresses: ["10.0.0.5".parse().unwrap()].into(),
+            foreign_pod_ranges: vec![parse_cidr("10.244.7.0/24").unwrap(), parse_cidr("fd00:10:244:7::/64").unwrap()],
+        };
+        for bad in ["10.0.0.5", "10.244.7.12", "10.244.7.255", "fd00:10:244:7::9", "169.254.169.254", "x"] {
+            assert!(!net.allows(bad), "{bad}");
+        }
+        for good in ["10.0.0.6", "10.244.8.1", "10.244.6.255", "192.168.1.1", "fd00:10:244:8::9"] {
+            assert!(net.allows(good), "{good}");
+        }
+        assert_eq!(parse_cidr("10.0.0.0/33"), None);
+        assert_eq!(parse_cidr("10.0.0.0"), None);
+        assert!(in_range("1.2.3.4".parse().unwrap(), parse_cidr("0.0.0.0/0").unwrap()));
     }
 }
