@@ -111,17 +111,28 @@ impl Record {
     }
 }
 
-type Key = (Text, Text);
+/// Pods by namespace, then name: lookups borrow the caller's strings, a namespace's pods
+/// are listed without scanning the others, and each namespace's name is kept once.
+type Pods = HashMap<Text, HashMap<Text, Record>>;
 
-fn key(p: &Pod) -> Key {
-    (p.metadata.namespace.as_deref().unwrap_or("").into(), p.metadata.name.as_deref().unwrap_or("").into())
+fn names(p: &Pod) -> (&str, &str) {
+    (p.metadata.namespace.as_deref().unwrap_or(""), p.metadata.name.as_deref().unwrap_or(""))
+}
+
+fn insert(pods: &mut Pods, p: &Pod) {
+    let (ns, name) = names(p);
+    let record = Record::of(p);
+    match pods.get_mut(ns) {
+        Some(in_ns) => _ = in_ns.insert(name.into(), record),
+        None => _ = pods.insert(ns.into(), HashMap::from([(name.into(), record)])),
+    }
 }
 
 #[derive(Default)]
 struct State {
-    pods: HashMap<Key, Record>,
+    pods: Pods,
     /// A list in progress.
-    listing: Option<HashMap<Key, Record>>,
+    listing: Option<Pods>,
 }
 
 /// A compact cache of pods fed by a watcher.
@@ -141,20 +152,20 @@ impl PodCache {
     pub fn handle(&self, event: &watcher::Event<Pod>) {
         let mut s = self.state.write().unwrap_or_else(|p| p.into_inner());
         match event {
-            watcher::Event::Apply(p) => {
-                s.pods.insert(key(p), Record::of(p));
-            }
+            watcher::Event::Apply(p) => insert(&mut s.pods, p),
             watcher::Event::Delete(p) => {
-                s.pods.remove(&key(p));
+                let (ns, name) = names(p);
+                if let Some(in_ns) = s.pods.get_mut(ns) {
+                    in_ns.remove(name);
+                    if in_ns.is_empty() {
+                        s.pods.remove(ns);
+                    }
+                }
             }
             watcher::Event::Init => s.listing = Some(HashMap::new()),
-            watcher::Event::InitApply(p) => {
-                s.listing.get_or_insert_default().insert(key(p), Record::of(p));
-            }
+            watcher::Event::InitApply(p) => insert(s.listing.get_or_insert_default(), p),
             watcher::Event::InitDone => {
-                let mut listed = s.listing.take().unwrap_or_default();
-                listed.shrink_to_fit();
-                s.pods = listed;
+                s.pods = s.listing.take().unwrap_or_default();
                 drop(s);
                 self.listed.send_replace(true);
             }
@@ -170,23 +181,25 @@ impl PodCache {
     /// One pod, as far as the cache knows it.
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<Pod>> {
         let s = self.state.read().unwrap_or_else(|p| p.into_inner());
-        let k: Key = (namespace.into(), name.into());
-        s.pods.get(&k).map(|r| Arc::new(r.pod(namespace, name)))
+        s.pods.get(namespace)?.get(name).map(|r| Arc::new(r.pod(namespace, name)))
     }
 
     /// Every pod (of one namespace, if given).
     pub fn list(&self, namespace: Option<&str>) -> Vec<Arc<Pod>> {
         let s = self.state.read().unwrap_or_else(|p| p.into_inner());
-        s.pods
-            .iter()
-            .filter(|((ns, _), _)| namespace.is_none_or(|want| want == &**ns))
-            .map(|((ns, name), r)| Arc::new(r.pod(ns, name)))
+        let namespaces: Vec<(&Text, &HashMap<Text, Record>)> = match namespace {
+            Some(ns) => s.pods.get_key_value(ns).into_iter().collect(),
+            None => s.pods.iter().collect(),
+        };
+        namespaces
+            .into_iter()
+            .flat_map(|(ns, in_ns)| in_ns.iter().map(move |(name, r)| Arc::new(r.pod(ns, name))))
             .collect()
     }
 
     /// How many pods it holds.
     pub fn len(&self) -> usize {
-        self.state.read().unwrap_or_else(|p| p.into_inner()).pods.len()
+        self.state.read().unwrap_or_else(|p| p.into_inner()).pods.values().map(HashMap::len).sum()
     }
 
     /// Whether it holds no pod.

@@ -20,20 +20,26 @@ use crate::cache::PodCache;
 /// A change on the host that concerns a tenant.
 #[derive(Clone, Debug)]
 pub enum HostChange {
-    /// A host pod changed or went away: the virtual pod (namespace, name) it stands for.
-    Pod(Option<(String, String)>),
-    /// A node changed or went away.
+    /// A host pod changed or went away: the virtual pod (namespace, name) it stands for (host
+    /// pods without a virtual identity are not the syncer's and are not told).
+    Pod((String, String)),
+    /// A node of the tenant's pool changed, left the pool or went away.
     Node(String),
-    /// A node as the host watch saw it: its name and pool (`None`: gone or in no pool). The
-    /// host turns it into [`HostChange::Node`] for the tenants of that pool and of the pool
-    /// the node was in; tenants never receive it.
-    NodeSeen(String, Option<String>),
     /// A host claim changed or went away: the virtual claim it stands for.
-    Claim(Option<(String, String)>),
+    Claim((String, String)),
     /// A host event in the tenant's namespace.
     Event(Arc<Event>),
     /// The host watches (re)started: everything may have changed.
     Resync,
+}
+
+/// Where a host change goes.
+enum Delivery {
+    /// To the tenant of a host namespace.
+    Tenant(String, HostChange),
+    /// A node as the watch saw it, with its pool (`None`: gone or in no pool): to the tenants
+    /// of that pool and of the pool it was in.
+    Node(String, Option<String>),
 }
 
 /// A tenant listening to the host.
@@ -114,7 +120,7 @@ impl Host {
                         let key = (p.namespace().unwrap_or_default(), p.name_any());
                         stash.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
                     }
-                    (p.namespace(), Some(HostChange::Pod(crate::tenant::identity(p))))
+                    Some(Delivery::Tenant(p.namespace()?, HostChange::Pod(crate::tenant::identity(p)?)))
                 }))
             },
             {
@@ -125,7 +131,7 @@ impl Host {
                         .modify(|c: &mut PersistentVolumeClaim| c.metadata.managed_fields = None),
                 );
                 tokio::spawn(follow(stream, weak, |c: &PersistentVolumeClaim, _| {
-                    (c.namespace(), Some(HostChange::Claim(crate::tenant::identity(c))))
+                    Some(Delivery::Tenant(c.namespace()?, HostChange::Claim(crate::tenant::identity(c)?)))
                 }))
             },
             {
@@ -142,7 +148,7 @@ impl Host {
                 );
                 tokio::spawn(follow(stream, weak, |n: &Node, deleted| {
                     let pool = if deleted { None } else { n.labels().get(crate::POOL_LABEL).cloned() };
-                    (None, Some(HostChange::NodeSeen(n.name_any(), pool)))
+                    Some(Delivery::Node(n.name_any(), pool))
                 }))
             },
             {
@@ -150,7 +156,8 @@ impl Host {
                 let stream = watcher(Api::<Event>::all(client), watcher::Config::default());
                 tokio::spawn(follow(stream, weak, |e: &Event, _| {
                     let about_pod = e.involved_object.kind.as_deref() == Some("Pod");
-                    (e.namespace(), about_pod.then(|| HostChange::Event(Arc::new(e.clone()))))
+                    let ns = e.namespace().filter(|_| about_pod)?;
+                    Some(Delivery::Tenant(ns, HostChange::Event(Arc::new(e.clone()))))
                 }))
             },
         ];
@@ -172,22 +179,21 @@ impl Host {
         self.subscribers.write().unwrap_or_else(|p| p.into_inner()).remove(namespace);
     }
 
-    fn send(&self, namespace: Option<&str>, change: HostChange) {
-        if let HostChange::NodeSeen(name, pool) = change {
-            return self.send_node(&name, pool);
-        }
-        let subs = self.subscribers.read().unwrap_or_else(|p| p.into_inner());
-        match namespace {
-            Some(ns) => {
-                if let Some(sub) = subs.get(ns) {
+    fn deliver(&self, delivery: Delivery) {
+        match delivery {
+            Delivery::Tenant(ns, change) => {
+                if let Some(sub) = self.subscribers.read().unwrap_or_else(|p| p.into_inner()).get(&ns) {
                     let _ = sub.tx.send(change);
                 }
             }
-            None => {
-                for sub in subs.values() {
-                    let _ = sub.tx.send(change.clone());
-                }
-            }
+            Delivery::Node(name, pool) => self.send_node(&name, pool),
+        }
+    }
+
+    /// Tells every tenant.
+    fn broadcast(&self, change: HostChange) {
+        for sub in self.subscribers.read().unwrap_or_else(|p| p.into_inner()).values() {
+            let _ = sub.tx.send(change.clone());
         }
     }
 
@@ -261,11 +267,8 @@ impl Host {
 }
 
 /// Follows one watch, telling the subscribers what changed.
-async fn follow<K, S>(
-    stream: S,
-    host: std::sync::Weak<Host>,
-    route: impl Fn(&K, bool) -> (Option<String>, Option<HostChange>),
-) where
+async fn follow<K, S>(stream: S, host: std::sync::Weak<Host>, route: impl Fn(&K, bool) -> Option<Delivery>)
+where
     K: Resource + Clone + std::fmt::Debug + Send + Sync + 'static,
     S: futures::Stream<Item = watcher::Result<watcher::Event<K>>> + Send,
 {
@@ -274,16 +277,16 @@ async fn follow<K, S>(
         let Some(host) = host.upgrade() else { return };
         match ev {
             Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
-                if let (ns, Some(change)) = route(&o, false) {
-                    host.send(ns.as_deref(), change);
+                if let Some(d) = route(&o, false) {
+                    host.deliver(d);
                 }
             }
             Ok(watcher::Event::Delete(o)) => {
-                if let (ns, Some(change)) = route(&o, true) {
-                    host.send(ns.as_deref(), change);
+                if let Some(d) = route(&o, true) {
+                    host.deliver(d);
                 }
             }
-            Ok(watcher::Event::InitDone) => host.send(None, HostChange::Resync),
+            Ok(watcher::Event::InitDone) => host.broadcast(HostChange::Resync),
             Ok(watcher::Event::Init) | Err(_) => {}
         }
     }

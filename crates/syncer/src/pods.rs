@@ -214,15 +214,7 @@ impl Tenant {
     /// longer has set to null (lists such as conditions are replaced whole by a merge patch).
     async fn write_status(&self, v: &Pod, status: Value) -> Result<()> {
         let ns = v.namespace().unwrap_or_default();
-        let mut patch = status;
-        let current = to_value(&v.status.clone().unwrap_or_default());
-        if let (Some(p), Some(c)) = (patch.as_object_mut(), current.as_object()) {
-            for k in c.keys() {
-                if !p.contains_key(k) {
-                    p.insert(k.clone(), Value::Null);
-                }
-            }
-        }
+        let patch = translate::replacing(&to_value(&v.status.clone().unwrap_or_default()), status);
         let api: Api<Pod> = Api::namespaced(self.virt.clone(), &ns);
         match api.patch_status(&v.name_any(), &PatchParams::default(), &Patch::Merge(json!({"status": patch}))).await {
             Ok(_) => Ok(()),
@@ -399,17 +391,15 @@ impl Tenant {
         }
         // Metadata and images the tenant changed.
         let want = translate::host_meta(&vjson, &self.target);
-        let have_labels = to_value(&h.metadata.labels.clone().unwrap_or_default());
-        // Annotations the host's machinery set (its CNI's, its runtime's) are left alone.
-        let mut have_annotations = h.metadata.annotations.clone().unwrap_or_default();
-        have_annotations.retain(|k, _| !translate::host_owned_annotation(k));
-        let have_annotations = to_value(&have_annotations);
+        let none = Default::default();
+        let meta = translate::host_meta_patch(
+            &want,
+            h.metadata.labels.as_ref().unwrap_or(&none),
+            h.metadata.annotations.as_ref().unwrap_or(&none),
+        );
         let mut patch = json!({});
-        if want["labels"] != have_labels {
-            patch["metadata"]["labels"] = merge_removals(&have_labels, &want["labels"]);
-        }
-        if want["annotations"] != have_annotations {
-            patch["metadata"]["annotations"] = merge_removals(&have_annotations, &want["annotations"]);
+        if meta != json!({}) {
+            patch["metadata"] = meta;
         }
         let images = |p: &Pod| -> Vec<(String, String)> {
             p.spec
@@ -477,17 +467,4 @@ impl Tenant {
         self.wrote(&target, &desired);
         Ok(())
     }
-}
-
-/// A merge patch from `have` to `want` (keys only in `have` become null).
-fn merge_removals(have: &Value, want: &Value) -> Value {
-    let mut out = want.clone();
-    if let (Some(h), Some(o)) = (have.as_object(), out.as_object_mut()) {
-        for k in h.keys() {
-            if !o.contains_key(k) {
-                o.insert(k.clone(), Value::Null);
-            }
-        }
-    }
-    out
 }

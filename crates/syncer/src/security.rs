@@ -71,7 +71,8 @@ fn quoted(items: &[String]) -> String {
     items.iter().map(|i| format!("{i:?}")).collect::<Vec<_>>().join(", ")
 }
 
-fn containers(spec: &Value) -> impl Iterator<Item = (&str, &Value)> {
+/// Every container of a pod spec (init, regular, ephemeral), with its name.
+pub(crate) fn containers(spec: &Value) -> impl Iterator<Item = (&str, &Value)> {
     ["initContainers", "containers", "ephemeralContainers"]
         .into_iter()
         .flat_map(move |k| spec.get(k).and_then(Value::as_array).into_iter().flatten())

@@ -270,11 +270,9 @@ pub fn start(host: Arc<Host>, virt: Client, target: Target) -> Handle {
             while let Some(change) = host_rx.recv().await {
                 let Some(t) = weak.upgrade() else { return };
                 match change {
-                    HostChange::Pod(Some((ns, n))) => t.queue.add(Key::Pod(ns, n)),
-                    // Not one of the syncer's (no virtual identity): left alone.
-                    HostChange::Pod(None) | HostChange::Claim(None) => {}
-                    HostChange::Claim(Some((ns, n))) => t.queue.add(Key::Claim(ns, n)),
-                    HostChange::Node(name) | HostChange::NodeSeen(name, _) => t.queue.add(Key::Node(name)),
+                    HostChange::Pod((ns, n)) => t.queue.add(Key::Pod(ns, n)),
+                    HostChange::Claim((ns, n)) => t.queue.add(Key::Claim(ns, n)),
+                    HostChange::Node(name) => t.queue.add(Key::Node(name)),
                     HostChange::Event(ev) => t.clone().mirror_event(ev),
                     HostChange::Resync => t.resync(),
                 }

@@ -98,7 +98,7 @@ const HOST_ANNOTATION_PREFIXES: &[&str] = &[
 ];
 
 /// Whether an annotation key is the host machinery's (never the tenant's to set or remove).
-pub fn host_owned_annotation(key: &str) -> bool {
+fn host_owned_annotation(key: &str) -> bool {
     HOST_ANNOTATION_PREFIXES.iter().any(|p| key.starts_with(p))
 }
 
@@ -116,20 +116,60 @@ fn str_at<'a>(v: &'a Value, path: &str) -> Option<&'a str> {
 pub fn host_meta(v: &Value, t: &Target) -> Value {
     let ns = str_at(v, "/metadata/namespace").unwrap_or("");
     let name = str_at(v, "/metadata/name").unwrap_or("");
-    let copy = |k: &str, keep: fn(&str) -> bool| -> Map<String, Value> {
-        v.pointer(&format!("/metadata/{k}"))
-            .and_then(Value::as_object)
-            .map(|m| m.iter().filter(|(k, _)| keep(k)).map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default()
-    };
-    let mut labels = copy("labels", |k| !reserved(k));
-    labels.insert(TENANT_LABEL.into(), json!(t.tenant));
-    labels.insert(NAMESPACE_LABEL.into(), json!(ns));
-    let mut annotations = copy("annotations", copied_annotation);
+    let (labels, mut annotations) = tenant_meta(v.get("metadata"), t, ns);
     annotations.insert(NAME_ANNOTATION.into(), json!(name));
     annotations.insert(NAMESPACE_ANNOTATION.into(), json!(ns));
     annotations.insert(UID_ANNOTATION.into(), json!(str_at(v, "/metadata/uid").unwrap_or("")));
     json!({"name": t.name(name, ns), "namespace": t.namespace, "labels": labels, "annotations": annotations})
+}
+
+/// The labels and annotations of `meta` (an object's metadata) that may reach the host, plus
+/// the tenant's labels.
+fn tenant_meta(meta: Option<&Value>, t: &Target, ns: &str) -> (Map<String, Value>, Map<String, Value>) {
+    let pick = |k: &str, keep: fn(&str) -> bool| -> Map<String, Value> {
+        meta.and_then(|m| m.get(k))
+            .and_then(Value::as_object)
+            .map(|m| m.iter().filter(|(k, _)| keep(k)).map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    };
+    let mut labels = pick("labels", |k| !reserved(k));
+    labels.insert(TENANT_LABEL.into(), json!(t.tenant));
+    labels.insert(NAMESPACE_LABEL.into(), json!(ns));
+    (labels, pick("annotations", copied_annotation))
+}
+
+/// The metadata patch (a merge patch, `{}` when nothing differs) taking a host object's
+/// labels and annotations to `want`'s ([`host_meta`]): keys only the host has are removed,
+/// except annotations the host's machinery set (its CNI's, its runtime's).
+pub fn host_meta_patch(
+    want: &Value,
+    labels: &BTreeMap<String, String>,
+    annotations: &BTreeMap<String, String>,
+) -> Value {
+    let mut patch = json!({});
+    let annotations: BTreeMap<&String, &String> =
+        annotations.iter().filter(|(k, _)| !host_owned_annotation(k)).collect();
+    for (key, have) in [("labels", json!(labels)), ("annotations", json!(annotations))] {
+        let want = want.get(key).cloned().unwrap_or_else(|| json!({}));
+        if want == have {
+            continue;
+        }
+        patch[key] = replacing(&have, want);
+    }
+    patch
+}
+
+/// A merge patch turning the object `have` into `want`: `want`, with the keys only `have`
+/// has set to null (values are replaced whole, as a merge patch replaces lists).
+pub fn replacing(have: &Value, mut want: Value) -> Value {
+    if let (Some(h), Some(w)) = (have.as_object(), want.as_object_mut()) {
+        for k in h.keys() {
+            if !w.contains_key(k) {
+                w.insert(k.clone(), Value::Null);
+            }
+        }
+    }
+    want
 }
 
 /// The virtual identity a host object carries: (namespace, name, uid).
@@ -315,37 +355,32 @@ const TENANT_VOLUMES: &[&str] = &[
 fn host_reach(spec: &Value) -> Result<(), String> {
     for vol in spec.get("volumes").and_then(Value::as_array).into_iter().flatten() {
         let name = vol.get("name").and_then(Value::as_str).unwrap_or("");
-        let kinds: Vec<&str> =
-            vol.as_object().into_iter().flatten().map(|(k, _)| k.as_str()).filter(|k| *k != "name").collect();
-        if let Some(kind) = kinds.iter().find(|k| !TENANT_VOLUMES.contains(k)) {
+        let mut kinds = vol.as_object().into_iter().flatten().map(|(k, _)| k.as_str());
+        if let Some(kind) = kinds.find(|k| *k != "name" && !TENANT_VOLUMES.contains(k)) {
             return Err(format!(
                 "volume {name:?} uses {kind}, which the host's nodes would mount outside the tenant's sandbox; \
                  use a PersistentVolumeClaim instead"
             ));
         }
     }
-    for list in ["initContainers", "containers", "ephemeralContainers"] {
-        for c in spec.get(list).and_then(Value::as_array).into_iter().flatten() {
-            let cname = c.get("name").and_then(Value::as_str).unwrap_or("");
-            let handlers = ["livenessProbe", "readinessProbe", "startupProbe"]
-                .into_iter()
-                .map(|p| (p.to_string(), c.get(p)))
-                .chain(
-                    ["postStart", "preStop"]
-                        .into_iter()
-                        .map(|h| (format!("lifecycle.{h}"), c.pointer(&format!("/lifecycle/{h}")))),
-                );
-            for (field, handler) in handlers {
-                for action in ["httpGet", "tcpSocket"] {
-                    if let Some(host) =
-                        handler.and_then(|h| h.get(action)).and_then(|a| a.get("host")).and_then(Value::as_str)
-                        && !host.is_empty()
-                    {
-                        return Err(format!(
-                            "container {cname:?}: {field}.{action}.host {host:?} is not allowed: the node would send \
-                             it from the host's network; leave host unset (the pod's own IP)"
-                        ));
-                    }
+    /// Where a container names a handler the kubelet runs (path as kubectl shows it).
+    const HANDLERS: [(&str, &str); 5] = [
+        ("livenessProbe", "/livenessProbe"),
+        ("readinessProbe", "/readinessProbe"),
+        ("startupProbe", "/startupProbe"),
+        ("lifecycle.postStart", "/lifecycle/postStart"),
+        ("lifecycle.preStop", "/lifecycle/preStop"),
+    ];
+    for (cname, c) in security::containers(spec) {
+        for (field, path) in HANDLERS {
+            for action in ["httpGet", "tcpSocket"] {
+                let host =
+                    c.pointer(path).and_then(|h| h.get(action)).and_then(|a| a.get("host")).and_then(Value::as_str);
+                if let Some(host) = host.filter(|h| !h.is_empty()) {
+                    return Err(format!(
+                        "container {cname:?}: {field}.{action}.host {host:?} is not allowed: the node would send \
+                         it from the host's network; leave host unset (the pod's own IP)"
+                    ));
                 }
             }
         }
@@ -652,17 +687,7 @@ fn clean_claim_template(tpl: &mut Value, t: &Target, ns: &str) {
     if let Some(spec) = obj.get_mut("spec") {
         clean_claim_spec(spec, t, ns);
     }
-    let meta = obj.get("metadata").cloned().unwrap_or_else(|| json!({}));
-    let pick = |k: &str, keep: fn(&str) -> bool| -> Map<String, Value> {
-        meta.get(k)
-            .and_then(Value::as_object)
-            .map(|m| m.iter().filter(|(k, _)| keep(k)).map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default()
-    };
-    let mut labels = pick("labels", |k| !reserved(k));
-    labels.insert(TENANT_LABEL.into(), json!(t.tenant));
-    labels.insert(NAMESPACE_LABEL.into(), json!(ns));
-    let annotations = pick("annotations", copied_annotation);
+    let (labels, annotations) = tenant_meta(obj.get("metadata"), t, ns);
     obj.insert("metadata".into(), json!({"labels": labels, "annotations": annotations}));
 }
 

@@ -359,3 +359,25 @@ fn only_the_tenants_own_metadata_reaches_the_host() {
     assert!(host_owned_annotation("cni.projectcalico.org/podIP"));
     assert!(!host_owned_annotation("prometheus.io/scrape"));
 }
+
+#[test]
+fn metadata_updates_leave_the_host_machinerys_annotations() {
+    let t = target();
+    let mut v = pod(json!({"containers": [{"name": "c", "image": "x"}]}));
+    let want = host_meta(&v, &t);
+    let labels = |m: &Value| -> BTreeMap<String, String> { serde_json::from_value(m.clone()).unwrap() };
+    // The host copy as the host's CNI annotated it: nothing to patch.
+    let mut have_annotations = labels(&want["annotations"]);
+    have_annotations.insert("cni.projectcalico.org/podIP".into(), "10.244.3.17/32".into());
+    assert_eq!(host_meta_patch(&want, &labels(&want["labels"]), &have_annotations), json!({}));
+    // The tenant drops its annotation and changes a label: removals are nulls, the CNI's stays.
+    v["metadata"]["annotations"] = json!({});
+    v["metadata"]["labels"]["app"] = json!("api");
+    let want = host_meta(&v, &t);
+    let mut have_labels = labels(&want["labels"]);
+    have_labels.insert("app".into(), "web".into());
+    let patch = host_meta_patch(&want, &have_labels, &have_annotations);
+    assert_eq!(patch["labels"]["app"], "api");
+    assert_eq!(patch["annotations"]["note"], Value::Null);
+    assert!(patch["annotations"].get("cni.projectcalico.org/podIP").is_none(), "{patch}");
+}
