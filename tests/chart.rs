@@ -60,7 +60,11 @@ fn helm_lints_renders_and_installs_the_chart() {
         lb.contains("type: LoadBalancer")
             && lb.contains("--advertise=vt.example.com:443")
             && lb.contains("kind: ServiceMonitor")
+            && lb.contains("grafana_dashboard: \"1\"")
+            && lb.contains("vt-tenants")
     );
+    // The manager logs JSON in a cluster (for log collectors).
+    assert!(default.contains("--log-format=json"), "{default}");
     // Installed for real (objects accepted by the API server's validation), then uninstalled.
     assert_eq!(report["install"], serde_json::json!([1, "deployed"]), "{report}");
     assert_eq!(report["uninstalled"], true);

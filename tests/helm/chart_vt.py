@@ -16,7 +16,7 @@ out["lint_messages"] = [m for m in lint.get("messages", []) if m.get("severity",
 cases = {
     "default": {},
     "nodeport": {"service": {"type": "NodePort", "nodePort": 30443}, "persistence": {"enabled": False}},
-    "loadbalancer": {"service": {"type": "LoadBalancer"}, "advertise": "vt.example.com:443", "metrics": {"serviceMonitor": True}},
+    "loadbalancer": {"service": {"type": "LoadBalancer"}, "advertise": "vt.example.com:443", "metrics": {"serviceMonitor": True, "grafanaDashboard": True}},
 }
 rendered = {}
 chart = helm.Chart.load(chart_dir)

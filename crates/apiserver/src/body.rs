@@ -29,6 +29,36 @@ pub fn channel(buffer: usize) -> (mpsc::Sender<Bytes>, Body) {
     (tx, ChannelBody(rx).boxed())
 }
 
+/// `body`, holding `guard` until the body is dropped (finished, or its client gone).
+pub fn guarded<G: Send + Sync + Unpin + 'static>(body: Body, guard: G) -> Body {
+    Guarded { body, _guard: guard }.boxed()
+}
+
+struct Guarded<G> {
+    body: Body,
+    _guard: G,
+}
+
+impl<G> HttpBody for Guarded<G>
+where
+    G: Unpin,
+{
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 struct ChannelBody(mpsc::Receiver<Bytes>);
 
 impl HttpBody for ChannelBody {

@@ -27,6 +27,7 @@ mod mirror;
 mod namespaces;
 pub mod negotiate;
 pub mod object;
+pub mod observe;
 mod openapi;
 pub mod protobuf;
 pub mod quantity;
@@ -117,12 +118,7 @@ pub trait PodConnector: Send + Sync {
     ) -> futures::future::BoxFuture<'a, Response<Body>>;
 }
 
-/// Observes served requests (the manager's per-tenant metrics).
-pub trait RequestObserver: Send + Sync {
-    /// A request finished: its verb (`get`, `list`, `watch`, ... or the HTTP method of a
-    /// non-resource request), its status code and how long it took to answer.
-    fn observe(&self, verb: &str, code: u16, elapsed: std::time::Duration);
-}
+pub use observe::{RequestLabels, RequestObserver};
 
 /// A Kubernetes API server for one virtual cluster. Cloning is cheap.
 #[derive(Clone)]
@@ -272,29 +268,35 @@ impl ApiServer {
     /// Serves one HTTP request. `cert_user` is the user of a verified client certificate.
     pub async fn handle(&self, req: Request<hyper::body::Incoming>, cert_user: Option<UserInfo>) -> Response<Body> {
         let started = std::time::Instant::now();
-        let long_running = req.uri().query().is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"))
-            || req.uri().path().starts_with("/api/v1/watch/")
-            || req.uri().path().contains("/watch/");
+        let observer = self.inner.config.observer.clone();
+        let labels =
+            observer.as_ref().map(|_| RequestLabels::of(self.registry(), req.method(), req.uri(), req.headers()));
+        let long_running = request::is_watch(req.uri());
         let _slot = match &self.inner.config.limits {
             Some(l) => match l.admit(long_running) {
                 Some(slot) => slot,
                 None => {
                     let resp = error_response(&ApiError::too_many_requests(1));
-                    self.observe("", resp.status().as_u16(), started);
+                    if let (Some(o), Some(l)) = (&observer, &labels) {
+                        o.observe(l, resp.status().as_u16(), started.elapsed());
+                    }
                     return resp;
                 }
             },
             None => None,
         };
-        let method = req.method().as_str().to_ascii_lowercase();
         let resp = self.handle_inner(req, cert_user).await;
-        self.observe(&method, resp.status().as_u16(), started);
-        resp
-    }
-
-    fn observe(&self, verb: &str, code: u16, started: std::time::Instant) {
-        if let Some(o) = &self.inner.config.observer {
-            o.observe(verb, code, started.elapsed());
+        match (observer, labels) {
+            // A watch is counted when it ends, with its whole duration (as kube-apiserver).
+            (Some(o), Some(l)) if l.is_watch() && resp.status() == http::StatusCode::OK => {
+                let guard = observe::WatchGuard::new(o, l, started);
+                resp.map(|b| body::guarded(b, guard))
+            }
+            (Some(o), Some(l)) => {
+                o.observe(&l, resp.status().as_u16(), started.elapsed());
+                resp
+            }
+            _ => resp,
         }
     }
 

@@ -69,6 +69,36 @@ pub fn parse_query(query: Option<&str>) -> HashMap<String, String> {
     out
 }
 
+/// A boolean query parameter as kube-apiserver converts it (apimachinery's
+/// `Convert_Slice_string_To_bool`): absent is false; present, only `0` and `false` (any case)
+/// are false, and anything else — `true`, `True`, `1`, even an empty value — is true.
+pub fn query_bool(query: &HashMap<String, String>, name: &str) -> bool {
+    query.get(name).is_some_and(|v| parse_bool(v))
+}
+
+/// A present boolean parameter's value, by kube's rule (see [`query_bool`]).
+pub fn parse_bool(v: &str) -> bool {
+    !(v == "0" || v.eq_ignore_ascii_case("false"))
+}
+
+/// Whether a request is a watch: `watch` true by kube's rule, or the legacy `/watch/` path.
+pub fn is_watch(uri: &http::Uri) -> bool {
+    let segments: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
+    let after_version = match segments.first() {
+        Some(&"api") => segments.get(2),
+        Some(&"apis") => segments.get(3),
+        _ => None,
+    };
+    after_version == Some(&"watch")
+        || uri.query().is_some_and(|q| {
+            // Go's Query().Get: the first value of the parameter.
+            q.split('&').find_map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                (k == "watch").then(|| parse_bool(&unescape(v)))
+            }) == Some(true)
+        })
+}
+
 impl RequestInfo {
     /// Parses the request line the way kube-apiserver's `RequestInfoFactory` does.
     pub fn parse(method: &Method, path: &str, query: &HashMap<String, String>) -> RequestInfo {
@@ -126,7 +156,7 @@ impl RequestInfo {
             info.namespace.clear();
         }
         if info.name.is_empty() && info.verb == "get" {
-            let watching = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
+            let watching = query_bool(query, "watch");
             info.verb = if watching || watch_prefix { "watch" } else { "list" }.into();
         }
         if info.name.is_empty() && info.verb == "delete" {
@@ -187,6 +217,32 @@ mod tests {
         assert!(!i.is_resource);
         let i = parse(Method::GET, "/api/v1/namespaces/a%2Fb/pods", "");
         assert_eq!(i.namespace, "a/b");
+    }
+
+    /// Pins apimachinery's `Convert_Slice_string_To_bool`: the official Python client sends
+    /// `watch=True`, and only `0`/`false` in any case are false.
+    #[test]
+    fn booleans_convert_like_apimachinery() {
+        for (q, want) in [
+            ("watch=true", true),
+            ("watch=True", true),
+            ("watch=TRUE", true),
+            ("watch=1", true),
+            ("watch=yes", true),
+            ("watch=", true),
+            ("watch", true),
+            ("watch=false", false),
+            ("watch=False", false),
+            ("watch=0", false),
+            ("", false),
+            ("watchx=true", false),
+        ] {
+            assert_eq!(query_bool(&parse_query(Some(q)), "watch"), want, "{q}");
+            let uri: http::Uri = format!("/api/v1/pods?{q}").parse().unwrap();
+            assert_eq!(is_watch(&uri), want, "{q}");
+        }
+        let i = parse(Method::GET, "/api/v1/pods", "watch=True");
+        assert_eq!(i.verb, "watch");
     }
 
     #[test]

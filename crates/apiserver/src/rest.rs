@@ -61,6 +61,11 @@ impl Op<'_> {
         self.query.get(k).map(String::as_str).unwrap_or("")
     }
 
+    /// A boolean query parameter, converted as kube converts them ([`crate::request::query_bool`]).
+    pub fn flag(&self, k: &str) -> bool {
+        crate::request::query_bool(self.query, k)
+    }
+
     pub fn store(&self) -> &Arc<dyn vt_store::Store> {
         self.api.store()
     }
@@ -222,7 +227,7 @@ pub(crate) async fn handle(
     let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok());
     // Every built-in resource prints as a Table (the default convertor at least), except that
     // a watch-list request (sendInitialEvents with bookmarks) cannot: negotiation moves on.
-    let flag = |k: &str| query.get(k).is_some_and(|v| v == "true" || v == "1");
+    let flag = |k: &str| crate::request::query_bool(query, k);
     let watch_list = info.verb == "watch" && flag("sendInitialEvents") && flag("allowWatchBookmarks");
     let scale = info.subresource == "scale";
     let protobuf = if scale { true } else { crate::protobuf::encode::supported(&rt.group, &rt.version, &rt.kind) };

@@ -195,8 +195,8 @@ pub(crate) async fn watch(op: &Op<'_>) -> ApiResult<Response<Body>> {
     let filter = Filter::parse(op)?;
     let rv = op.param("resourceVersion").to_string();
     let rvm = op.param("resourceVersionMatch");
-    let send_initial_param = op.query.get("sendInitialEvents").map(|v| v == "true" || v == "1");
-    let bookmarks = matches!(op.param("allowWatchBookmarks"), "true" | "1");
+    let send_initial_param = op.query.get("sendInitialEvents").map(|v| crate::request::parse_bool(v));
+    let bookmarks = op.flag("allowWatchBookmarks");
     let invalid = |c: FieldError| rest::invalid_options("ListOptions", c);
     if send_initial_param.is_some() && rvm != "NotOlderThan" {
         return Err(invalid(FieldError::forbidden(

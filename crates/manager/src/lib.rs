@@ -105,6 +105,7 @@ impl Manager {
         ready.await;
         // The host view every tenant's syncer shares: one watch per kind for all tenants.
         let shared = vt_syncer::Host::start(host.clone(), self.streams.clone());
+        shared.set_observer(self.metrics.clone());
         shared.ready().await;
         self.planes.set_host(shared);
         let ctx =

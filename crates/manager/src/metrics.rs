@@ -1,5 +1,15 @@
-//! Prometheus metrics and the admin endpoint (`/metrics`, `/healthz`): per-tenant request
-//! counts by verb and code, per-tenant request latency, tenants by phase, objects per tenant.
+//! Prometheus metrics and the admin endpoint (`/metrics`, `/healthz`).
+//!
+//! Requests are counted in kube-apiserver's vocabulary, with a `tenant` label added where the
+//! series are per tenant, so existing API server dashboards and alerts apply:
+//! `apiserver_request_total` (kube's labels: verb as kube's metrics name it — `LIST`, `WATCH`,
+//! `POST`, `APPLY`, ... — dry_run, group, version, resource, subresource, scope, component,
+//! code), `apiserver_request_duration_seconds` (kube's buckets; by verb and resource, not by
+//! tenant, to bound the series) and `apiserver_longrunning_requests` (open watches). vt's own:
+//! `vt_tenants{phase}`, `vt_tenant_objects`, `vt_tenant_store_bytes`, and the syncers'
+//! `vt_syncer_queue_depth`, `vt_syncer_sync_duration_seconds{kind}` and
+//! `vt_syncer_sync_errors_total{tenant,kind,reason}`. Every label value is bounded: resources
+//! come from the registry (unknown paths collapse to `""`), reasons from a fixed list.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -14,13 +24,47 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use vt_apiserver::RequestObserver;
+use vt_apiserver::{RequestLabels, RequestObserver};
+
+/// kube-apiserver's `component` label.
+const COMPONENT: &str = "apiserver";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RequestLabels {
+struct RequestTotalLabels {
     tenant: String,
-    verb: String,
-    code: String,
+    verb: &'static str,
+    dry_run: &'static str,
+    group: String,
+    version: String,
+    resource: String,
+    subresource: String,
+    scope: &'static str,
+    component: &'static str,
+    code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DurationLabels {
+    verb: &'static str,
+    dry_run: &'static str,
+    group: String,
+    version: String,
+    resource: String,
+    subresource: String,
+    scope: &'static str,
+    component: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LongRunningLabels {
+    tenant: String,
+    verb: &'static str,
+    group: String,
+    version: String,
+    resource: String,
+    subresource: String,
+    scope: &'static str,
+    component: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -33,32 +77,103 @@ struct PhaseLabels {
     phase: String,
 }
 
-type HistogramFamily = Family<TenantLabels, Histogram, fn() -> Histogram>;
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SyncErrorLabels {
+    tenant: String,
+    kind: &'static str,
+    reason: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// kube-apiserver's `apiserver_request_duration_seconds` buckets.
+fn request_histogram() -> Histogram {
+    Histogram::new([
+        0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0,
+        30.0, 45.0, 60.0,
+    ])
+}
+
+fn sync_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 14))
+}
 
 /// The manager's metrics.
 pub struct Metrics {
     registry: Registry,
-    requests: Family<RequestLabels, Counter>,
-    latency: HistogramFamily,
+    requests: Family<RequestTotalLabels, Counter>,
+    durations: HistogramFamily<DurationLabels>,
+    long_running: Family<LongRunningLabels, Gauge>,
     tenants: Family<PhaseLabels, Gauge>,
     objects: Family<TenantLabels, Gauge>,
+    store_bytes: Family<TenantLabels, Gauge>,
+    queue_depth: Family<TenantLabels, Gauge>,
+    sync_durations: HistogramFamily<KindLabels>,
+    sync_errors: Family<SyncErrorLabels, Counter>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("vt");
-        let requests = Family::<RequestLabels, Counter>::default();
-        fn hist() -> Histogram {
-            Histogram::new(exponential_buckets(0.0005, 2.0, 14))
-        }
-        let latency: HistogramFamily = Family::new_with_constructor(hist);
+        let mut registry = Registry::default();
+        let requests = Family::<RequestTotalLabels, Counter>::default();
+        let durations: HistogramFamily<DurationLabels> = Family::new_with_constructor(request_histogram);
+        let long_running = Family::<LongRunningLabels, Gauge>::default();
         let tenants = Family::<PhaseLabels, Gauge>::default();
         let objects = Family::<TenantLabels, Gauge>::default();
-        registry.register("apiserver_requests", "Requests served, by tenant, verb and code", requests.clone());
-        registry.register("apiserver_request_duration_seconds", "Request latency, by tenant", latency.clone());
-        registry.register("tenants", "Tenants, by phase", tenants.clone());
-        registry.register("tenant_objects", "Objects in each tenant's store", objects.clone());
-        Metrics { registry, requests, latency, tenants, objects }
+        let store_bytes = Family::<TenantLabels, Gauge>::default();
+        let queue_depth = Family::<TenantLabels, Gauge>::default();
+        let sync_durations: HistogramFamily<KindLabels> = Family::new_with_constructor(sync_histogram);
+        let sync_errors = Family::<SyncErrorLabels, Counter>::default();
+        registry.register(
+            "apiserver_request",
+            "Counter of apiserver requests broken out for each tenant, verb, dry run value, group, version, resource, scope, component, and HTTP response code.",
+            requests.clone(),
+        );
+        registry.register(
+            "apiserver_request_duration_seconds",
+            "Response latency distribution in seconds for each verb, dry run value, group, version, resource, subresource, scope and component.",
+            durations.clone(),
+        );
+        registry.register(
+            "apiserver_longrunning_requests",
+            "Gauge of all active long-running apiserver requests (watches) broken out by tenant, verb, group, version, resource, scope and component.",
+            long_running.clone(),
+        );
+        registry.register("vt_tenants", "Tenants, by phase", tenants.clone());
+        registry.register("vt_tenant_objects", "Objects in each tenant's store", objects.clone());
+        registry.register(
+            "vt_tenant_store_bytes",
+            "Bytes of the current objects in each tenant's store (values, not the file or history)",
+            store_bytes.clone(),
+        );
+        registry.register("vt_syncer_queue_depth", "Keys waiting in each tenant's syncer queue", queue_depth.clone());
+        registry.register(
+            "vt_syncer_sync_duration_seconds",
+            "Time of one syncer reconcile, by kind of object",
+            sync_durations.clone(),
+        );
+        registry.register(
+            "vt_syncer_sync_errors",
+            "Failed syncer reconciles (retried), by tenant, kind and reason",
+            sync_errors.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            durations,
+            long_running,
+            tenants,
+            objects,
+            store_bytes,
+            queue_depth,
+            sync_durations,
+            sync_errors,
+        }
     }
 }
 
@@ -68,13 +183,58 @@ struct TenantObserver {
 }
 
 impl RequestObserver for TenantObserver {
-    fn observe(&self, verb: &str, code: u16, elapsed: Duration) {
-        let labels = RequestLabels { tenant: self.tenant.clone(), verb: verb.to_string(), code: code.to_string() };
-        self.metrics.requests.get_or_create(&labels).inc();
-        self.metrics
-            .latency
-            .get_or_create(&TenantLabels { tenant: self.tenant.clone() })
-            .observe(elapsed.as_secs_f64());
+    fn observe(&self, l: &RequestLabels, code: u16, elapsed: Duration) {
+        let total = RequestTotalLabels {
+            tenant: self.tenant.clone(),
+            verb: l.verb,
+            dry_run: l.dry_run,
+            group: l.group.clone(),
+            version: l.version.clone(),
+            resource: l.resource.clone(),
+            subresource: l.subresource.clone(),
+            scope: l.scope,
+            component: COMPONENT,
+            code,
+        };
+        self.metrics.requests.get_or_create(&total).inc();
+        let duration = DurationLabels {
+            verb: l.verb,
+            dry_run: l.dry_run,
+            group: total.group,
+            version: total.version,
+            resource: total.resource,
+            subresource: total.subresource,
+            scope: l.scope,
+            component: COMPONENT,
+        };
+        self.metrics.durations.get_or_create(&duration).observe(elapsed.as_secs_f64());
+    }
+
+    fn long_running(&self, l: &RequestLabels, delta: i64) {
+        let labels = LongRunningLabels {
+            tenant: self.tenant.clone(),
+            verb: l.verb,
+            group: l.group.clone(),
+            version: l.version.clone(),
+            resource: l.resource.clone(),
+            subresource: l.subresource.clone(),
+            scope: l.scope,
+            component: COMPONENT,
+        };
+        self.metrics.long_running.get_or_create(&labels).inc_by(delta);
+    }
+}
+
+impl vt_syncer::SyncObserver for Metrics {
+    fn synced(&self, tenant: &str, kind: &'static str, elapsed: Duration, error: Option<&'static str>) {
+        self.sync_durations.get_or_create(&KindLabels { kind }).observe(elapsed.as_secs_f64());
+        if let Some(reason) = error {
+            self.sync_errors.get_or_create(&SyncErrorLabels { tenant: tenant.to_string(), kind, reason }).inc();
+        }
+    }
+
+    fn queue_depth(&self, tenant: &str, depth: usize) {
+        self.queue_depth.get_or_create(&TenantLabels { tenant: tenant.to_string() }).set(depth as i64);
     }
 }
 
@@ -92,15 +252,19 @@ impl Metrics {
         }
     }
 
-    /// Sets a tenant's object count.
-    pub fn set_objects(&self, tenant: &str, n: i64) {
-        self.objects.get_or_create(&TenantLabels { tenant: tenant.to_string() }).set(n);
+    /// Sets a tenant's object count and the bytes of its objects.
+    pub fn set_objects(&self, tenant: &str, objects: i64, bytes: i64) {
+        let labels = TenantLabels { tenant: tenant.to_string() };
+        self.objects.get_or_create(&labels).set(objects);
+        self.store_bytes.get_or_create(&labels).set(bytes);
     }
 
     /// Forgets a deleted tenant's series.
     pub fn forget(&self, tenant: &str) {
-        self.objects.remove(&TenantLabels { tenant: tenant.to_string() });
-        self.latency.remove(&TenantLabels { tenant: tenant.to_string() });
+        let labels = TenantLabels { tenant: tenant.to_string() };
+        self.objects.remove(&labels);
+        self.store_bytes.remove(&labels);
+        self.queue_depth.remove(&labels);
     }
 
     /// The OpenMetrics text.

@@ -196,7 +196,9 @@ async fn apply(t: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
         pools.ensure(&t.spec.isolation.pool(&name)).await.map_err(Error::ControlPlane)?;
     }
     let (pods, objects) = counts(&ctx, &name).await;
-    ctx.metrics.set_objects(&name, objects.unwrap_or(0));
+    if let Some((n, bytes)) = objects {
+        ctx.metrics.set_objects(&name, n, bytes);
+    }
     set_status(
         &ctx,
         &t,
@@ -205,8 +207,8 @@ async fn apply(t: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
             message: format!("serving as {}", settings.server_name(&name)),
             endpoint,
             kubeconfig_secret: secret_ref,
-            pods,
-            objects,
+            pods: pods.map(|(n, _)| n),
+            objects: objects.map(|(n, _)| n),
             ..Default::default()
         },
     )
@@ -215,19 +217,20 @@ async fn apply(t: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
     Ok(Action::requeue(Duration::from_secs(300)))
 }
 
-/// Pods and objects in a tenant's store.
-async fn counts(ctx: &Context, tenant: &str) -> (Option<i64>, Option<i64>) {
+/// Pods and objects in a tenant's store, each with the bytes of their values.
+async fn counts(ctx: &Context, tenant: &str) -> (Option<(i64, i64)>, Option<(i64, i64)>) {
     let Some(api) = ctx.planes.api(tenant) else { return (None, None) };
     let count = |prefix: &'static str| {
         let store = api.store().clone();
         async move {
-            let mut n = 0i64;
+            let (mut n, mut bytes) = (0i64, 0i64);
             let mut opts = vt_store::ListOptions { limit: 1000, ..Default::default() };
             loop {
                 let Ok(page) = store.list(prefix.as_bytes(), opts.clone()).await else { return None };
                 n += page.kvs.len() as i64;
+                bytes += page.kvs.iter().map(|kv| (kv.key.len() + kv.value.len()) as i64).sum::<i64>();
                 if !page.more {
-                    return Some(n);
+                    return Some((n, bytes));
                 }
                 opts.revision = page.revision;
                 opts.start = page.kvs.last().map(|kv| vt_store::key_successor(&kv.key));

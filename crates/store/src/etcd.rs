@@ -15,18 +15,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use etcd_client::{
-    Client, CompactionOptions, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, KvClient,
-    LeaseClient, PutOptions, Txn, TxnOp, TxnOpResponse, WatchClient, WatchOptions,
-};
 use futures::future::BoxFuture;
-use tonic::Code;
+use tonic::{Code, Status};
 
 use crate::{Event, KeyValue, ListOptions, ListResult, Result, Revision, Store, StoreError, WatchStream, prefix_end};
 
-/// The largest gRPC message the client accepts (values may be a few MiB; etcd's own
-/// `--max-request-bytes` bounds what can be written).
-const MAX_MESSAGE: usize = 64 << 20;
+mod client;
+mod wire;
+
+use client::Client;
+use wire::{
+    CompactionRequest, Compare, CompareResult, CompareTarget, DeleteRangeRequest, EventType, LeaseGrantRequest,
+    PutRequest, RangeRequest, Request, RequestOp, Response, ResponseOp, TargetUnion, TxnRequest, WatchCreateRequest,
+};
 /// Longest time a lease is shared among keys of one TTL (kube-apiserver uses the same bound).
 const MAX_LEASE_REUSE: Duration = Duration::from_secs(60);
 
@@ -58,9 +59,7 @@ impl EtcdOptions {
 /// A [`Store`] on an etcd cluster, under one key prefix. Cloning is cheap.
 #[derive(Clone)]
 pub struct EtcdStore {
-    kv: KvClient,
-    watch: WatchClient,
-    lease: LeaseClient,
+    client: Client,
     prefix: Bytes,
     leases: Arc<Mutex<HashMap<i64, LeaseSlot>>>,
 }
@@ -79,20 +78,10 @@ impl EtcdStore {
         if prefix.last() != Some(&b'/') {
             prefix.push(b'/');
         }
-        let connect = ConnectOptions::new()
-            .with_connect_timeout(opts.connect_timeout)
-            .with_timeout(opts.request_timeout)
-            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
-        let client = Client::connect(&opts.endpoints, Some(connect))
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("cannot reach etcd at {:?}: {e}", opts.endpoints)))?;
-        let store = EtcdStore {
-            kv: client.kv_client().max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE),
-            watch: client.watch_client().max_decoding_message_size(MAX_MESSAGE),
-            lease: client.lease_client(),
-            prefix: Bytes::from(prefix),
-            leases: Arc::new(Mutex::new(HashMap::new())),
-        };
+        let client = Client::new(&opts.endpoints, opts.connect_timeout, opts.request_timeout).map_err(|e| {
+            StoreError::Unavailable(format!("cannot reach etcd at {:?}: {}", opts.endpoints, e.message()))
+        })?;
+        let store = EtcdStore { client, prefix: Bytes::from(prefix), leases: Arc::new(Mutex::new(HashMap::new())) };
         store.current_revision().await.map_err(|e| match e {
             StoreError::Unavailable(m) | StoreError::Backend(m) => {
                 StoreError::Unavailable(format!("etcd at {:?} does not answer: {m}", opts.endpoints))
@@ -118,12 +107,12 @@ impl EtcdStore {
         Bytes::copy_from_slice(key.strip_prefix(&self.prefix[..]).unwrap_or(key))
     }
 
-    fn convert(&self, kv: &etcd_client::KeyValue) -> KeyValue {
+    fn convert(&self, kv: wire::KeyValue) -> KeyValue {
         KeyValue {
-            key: self.strip(kv.key()),
-            value: Bytes::copy_from_slice(kv.value()),
-            create_revision: kv.create_revision(),
-            mod_revision: kv.mod_revision(),
+            key: self.strip(&kv.key),
+            value: kv.value,
+            create_revision: kv.create_revision,
+            mod_revision: kv.mod_revision,
         }
     }
 
@@ -139,22 +128,26 @@ impl EtcdStore {
         {
             return Ok(slot.id);
         }
-        let granted =
-            self.lease.clone().grant(secs + reuse.as_millis().div_ceil(1000) as i64, None).await.map_err(map_err)?;
+        let req = LeaseGrantRequest { ttl: secs + reuse.as_millis().div_ceil(1000) as i64, id: 0 };
+        let granted = self.client.lease_grant(req).await.map_err(map_err)?;
+        if !granted.error.is_empty() {
+            return Err(StoreError::Backend(format!("etcd: {}", granted.error)));
+        }
         if !reuse.is_zero() {
             self.leases
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .insert(secs, LeaseSlot { id: granted.id(), reusable_until: now + reuse });
+                .insert(secs, LeaseSlot { id: granted.id, reusable_until: now + reuse });
         }
-        Ok(granted.id())
+        Ok(granted.id)
     }
 
-    async fn put_options(&self, ttl: Option<Duration>) -> Result<Option<PutOptions>> {
-        Ok(match ttl {
-            Some(ttl) => Some(PutOptions::new().with_lease(self.lease_for(ttl).await?)),
-            None => None,
-        })
+    async fn put(&self, key: Vec<u8>, value: Bytes, ttl: Option<Duration>) -> Result<RequestOp> {
+        let lease = match ttl {
+            Some(ttl) => self.lease_for(ttl).await?,
+            None => 0,
+        };
+        Ok(RequestOp { request: Some(Request::Put(PutRequest { key, value, lease })) })
     }
 
     /// Runs a guarded write: `then` if `compare` holds, otherwise a read of `key`.
@@ -162,26 +155,27 @@ impl EtcdStore {
         &self,
         key: Vec<u8>,
         compare: Compare,
-        then: TxnOp,
-    ) -> Result<(bool, Revision, Vec<TxnOpResponse>)> {
-        let txn = Txn::new().when([compare]).and_then([then]).or_else([TxnOp::get(key, None)]);
-        let resp = self.kv.clone().txn(txn).await.map_err(map_err)?;
-        let rev = resp.header().map(|h| h.revision()).unwrap_or_default();
-        Ok((resp.succeeded(), rev, resp.op_responses()))
+        then: RequestOp,
+    ) -> Result<(bool, Revision, Vec<ResponseOp>)> {
+        let read = RequestOp { request: Some(Request::Range(RangeRequest { key, ..Default::default() })) };
+        let txn = TxnRequest { compare: vec![compare], success: vec![then], failure: vec![read] };
+        let resp = self.client.txn(txn).await.map_err(map_err)?;
+        let rev = resp.header.map(|h| h.revision).unwrap_or_default();
+        Ok((resp.succeeded, rev, resp.responses))
     }
 
     /// The key read by the `else` branch of a failed guarded write.
-    fn read_back(&self, responses: &[TxnOpResponse]) -> Option<KeyValue> {
-        responses.iter().find_map(|r| match r {
-            TxnOpResponse::Get(g) => g.kvs().first().map(|kv| self.convert(kv)),
+    fn read_back(&self, responses: Vec<ResponseOp>) -> Option<KeyValue> {
+        responses.into_iter().find_map(|r| match r.response {
+            Some(Response::Range(g)) => g.kvs.into_iter().next().map(|kv| self.convert(kv)),
             _ => None,
         })
     }
 
     /// Fails with `Compacted` if reading at `revision` is no longer possible.
     async fn check_not_compacted(&self, revision: Revision) -> Result<()> {
-        let opts = GetOptions::new().with_count_only().with_revision(revision);
-        match self.kv.clone().get(self.prefix.to_vec(), Some(opts)).await {
+        let req = RangeRequest { key: self.prefix.to_vec(), revision, count_only: true, ..Default::default() };
+        match self.client.range(req).await {
             Ok(_) => Ok(()),
             Err(e) if is_compacted(&e) => Err(StoreError::Compacted { requested: revision }),
             Err(e) if is_future(&e) => Ok(()),
@@ -190,50 +184,44 @@ impl EtcdStore {
     }
 }
 
-fn grpc_message(e: &etcd_client::Error) -> Option<&str> {
-    match e {
-        etcd_client::Error::GRpcStatus(s) => Some(s.message()),
-        _ => None,
-    }
+fn is_compacted(e: &Status) -> bool {
+    e.message().contains("required revision has been compacted")
 }
 
-fn is_compacted(e: &etcd_client::Error) -> bool {
-    grpc_message(e).is_some_and(|m| m.contains("required revision has been compacted"))
+fn is_future(e: &Status) -> bool {
+    e.message().contains("future revision")
 }
 
-fn is_future(e: &etcd_client::Error) -> bool {
-    grpc_message(e).is_some_and(|m| m.contains("future revision"))
-}
-
-/// Maps an etcd client error to a store error.
-fn map_err(e: etcd_client::Error) -> StoreError {
-    use etcd_client::Error as E;
-    match &e {
-        E::GRpcStatus(s) => {
-            let msg = s.message();
-            if msg.contains("database space exceeded") {
-                StoreError::Full(format!("etcd: {msg}"))
-            } else if msg.contains("request is too large") {
-                StoreError::InvalidArgument(format!("etcd: {msg}"))
-            } else {
-                match s.code() {
-                    Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
-                        StoreError::Unavailable(format!("etcd: {msg}"))
-                    }
-                    _ => StoreError::Backend(format!("etcd: {msg}")),
-                }
+/// Maps a gRPC status from etcd (or from the transport, which reports unreachable servers as
+/// `Unavailable`) to a store error.
+fn map_err(s: Status) -> StoreError {
+    let msg = s.message();
+    if msg.contains("database space exceeded") {
+        StoreError::Full(format!("etcd: {msg}"))
+    } else if msg.contains("request is too large") {
+        StoreError::InvalidArgument(format!("etcd: {msg}"))
+    } else {
+        match s.code() {
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
+                StoreError::Unavailable(format!("etcd: {msg}"))
             }
+            Code::Unknown if is_transport(&s) => StoreError::Unavailable(format!("etcd: {msg}")),
+            _ => StoreError::Backend(format!("etcd: {msg}")),
         }
-        E::TransportError(_) | E::IoError(_) | E::EndpointError(_) => StoreError::Unavailable(format!("etcd: {e}")),
-        _ => StoreError::Backend(format!("etcd: {e}")),
     }
+}
+
+/// Whether a status stands for a transport failure (no connection) rather than an answer.
+fn is_transport(s: &Status) -> bool {
+    std::error::Error::source(s).is_some()
 }
 
 impl Store for EtcdStore {
     fn get<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<Option<KeyValue>>> {
         Box::pin(async move {
-            let resp = self.kv.clone().get(self.full(key), None).await.map_err(map_err)?;
-            Ok(resp.kvs().first().map(|kv| self.convert(kv)))
+            let req = RangeRequest { key: self.full(key), ..Default::default() };
+            let resp = self.client.range(req).await.map_err(map_err)?;
+            Ok(resp.kvs.into_iter().next().map(|kv| self.convert(kv)))
         })
     }
 
@@ -246,12 +234,14 @@ impl Store for EtcdStore {
                 Some(s) => self.full(s),
                 None => self.full(prefix),
             };
-            let mut get = GetOptions::new().with_limit(opts.limit as i64).with_revision(opts.revision.max(0));
-            get = match prefix_end(&self.full(prefix)) {
-                Some(end) => get.with_range(end),
-                None => get.with_from_key(),
+            let req = RangeRequest {
+                key: start,
+                range_end: prefix_end(&self.full(prefix)).unwrap_or_else(|| vec![0]),
+                limit: opts.limit as i64,
+                revision: opts.revision.max(0),
+                count_only: false,
             };
-            let resp = match self.kv.clone().get(start, Some(get)).await {
+            let resp = match self.client.range(req).await {
                 Ok(r) => r,
                 Err(e) if is_compacted(&e) => {
                     return Err(StoreError::Compacted { requested: opts.revision });
@@ -263,21 +253,21 @@ impl Store for EtcdStore {
                 Err(e) => return Err(map_err(e)),
             };
             let revision =
-                if opts.revision > 0 { opts.revision } else { resp.header().map(|h| h.revision()).unwrap_or_default() };
-            Ok(ListResult { kvs: resp.kvs().iter().map(|kv| self.convert(kv)).collect(), revision, more: resp.more() })
+                if opts.revision > 0 { opts.revision } else { resp.header.map(|h| h.revision).unwrap_or_default() };
+            Ok(ListResult { kvs: resp.kvs.into_iter().map(|kv| self.convert(kv)).collect(), revision, more: resp.more })
         })
     }
 
     fn create<'a>(&'a self, key: &'a [u8], value: Bytes, ttl: Option<Duration>) -> BoxFuture<'a, Result<Revision>> {
         Box::pin(async move {
             let k = self.full(key);
-            let put = TxnOp::put(k.clone(), value.to_vec(), self.put_options(ttl).await?);
-            let cmp = Compare::create_revision(k.clone(), CompareOp::Equal, 0);
+            let put = self.put(k.clone(), value, ttl).await?;
+            let cmp = compare(k.clone(), CompareResult::Equal, TargetUnion::CreateRevision(0));
             let (ok, rev, responses) = self.guarded(k, cmp, put).await?;
             if ok {
                 return Ok(rev);
             }
-            let revision = self.read_back(&responses).map(|kv| kv.mod_revision).unwrap_or(rev);
+            let revision = self.read_back(responses).map(|kv| kv.mod_revision).unwrap_or(rev);
             Err(StoreError::AlreadyExists { revision })
         })
     }
@@ -291,13 +281,13 @@ impl Store for EtcdStore {
     ) -> BoxFuture<'a, Result<Revision>> {
         Box::pin(async move {
             let k = self.full(key);
-            let put = TxnOp::put(k.clone(), value.to_vec(), self.put_options(ttl).await?);
-            let cmp = Compare::mod_revision(k.clone(), CompareOp::Equal, expected);
+            let put = self.put(k.clone(), value, ttl).await?;
+            let cmp = compare(k.clone(), CompareResult::Equal, TargetUnion::ModRevision(expected));
             let (ok, rev, responses) = self.guarded(k, cmp, put).await?;
             if ok {
                 return Ok(rev);
             }
-            match self.read_back(&responses) {
+            match self.read_back(responses) {
                 Some(current) => Err(StoreError::Conflict { current: Box::new(current) }),
                 None => Err(StoreError::NotFound),
             }
@@ -307,22 +297,23 @@ impl Store for EtcdStore {
     fn delete<'a>(&'a self, key: &'a [u8], expected: Option<Revision>) -> BoxFuture<'a, Result<(Revision, KeyValue)>> {
         Box::pin(async move {
             let k = self.full(key);
-            let del = TxnOp::delete(k.clone(), Some(DeleteOptions::new().with_prev_key()));
+            let del =
+                RequestOp { request: Some(Request::DeleteRange(DeleteRangeRequest { key: k.clone(), prev_kv: true })) };
             let cmp = match expected {
-                Some(rev) => Compare::mod_revision(k.clone(), CompareOp::Equal, rev),
-                None => Compare::create_revision(k.clone(), CompareOp::Greater, 0),
+                Some(rev) => compare(k.clone(), CompareResult::Equal, TargetUnion::ModRevision(rev)),
+                None => compare(k.clone(), CompareResult::Greater, TargetUnion::CreateRevision(0)),
             };
             let (ok, rev, responses) = self.guarded(k, cmp, del).await?;
             if ok {
-                let prev = responses.iter().find_map(|r| match r {
-                    TxnOpResponse::Delete(d) => d.prev_kvs().first().map(|kv| self.convert(kv)),
+                let prev = responses.into_iter().find_map(|r| match r.response {
+                    Some(Response::DeleteRange(d)) => d.prev_kvs.into_iter().next().map(|kv| self.convert(kv)),
                     _ => None,
                 });
                 // The compare proved the key existed; an empty answer means it vanished in
                 // between, which etcd's serializable transactions rule out.
                 return prev.map(|p| (rev, p)).ok_or(StoreError::NotFound);
             }
-            match self.read_back(&responses) {
+            match self.read_back(responses) {
                 Some(current) => Err(StoreError::Conflict { current: Box::new(current) }),
                 None => Err(StoreError::NotFound),
             }
@@ -335,12 +326,13 @@ impl Store for EtcdStore {
                 self.check_not_compacted(from).await?;
             }
             let full = self.full(prefix);
-            let mut opts = WatchOptions::new().with_prev_key().with_start_revision(from.max(0));
-            opts = match prefix_end(&full) {
-                Some(end) => opts.with_range(end),
-                None => opts.with_from_key(),
+            let create = WatchCreateRequest {
+                range_end: prefix_end(&full).unwrap_or_else(|| vec![0]),
+                key: full,
+                start_revision: from.max(0),
+                prev_kv: true,
             };
-            let stream = self.watch.clone().watch(full, Some(opts)).await.map_err(map_err)?;
+            let stream = self.client.watch(create).await.map_err(map_err)?;
             let state = WatchState { stream, pending: VecDeque::new(), store: self.clone(), next: from, done: false };
             let events = futures::stream::unfold(state, |mut st| async move {
                 let item = st.next_event().await?;
@@ -352,16 +344,15 @@ impl Store for EtcdStore {
 
     fn current_revision(&self) -> BoxFuture<'_, Result<Revision>> {
         Box::pin(async move {
-            let opts = GetOptions::new().with_count_only();
-            let resp = self.kv.clone().get(self.prefix.to_vec(), Some(opts)).await.map_err(map_err)?;
-            Ok(resp.header().map(|h| h.revision()).unwrap_or_default())
+            let req = RangeRequest { key: self.prefix.to_vec(), count_only: true, ..Default::default() };
+            let resp = self.client.range(req).await.map_err(map_err)?;
+            Ok(resp.header.map(|h| h.revision).unwrap_or_default())
         })
     }
 
     fn compact(&self, revision: Revision) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
-            let opts = CompactionOptions::new().with_physical();
-            match self.kv.clone().compact(revision, Some(opts)).await {
+            match self.client.compact(CompactionRequest { revision, physical: true }).await {
                 Ok(_) => Ok(()),
                 Err(e) if is_compacted(&e) => Ok(()),
                 Err(e) if is_future(&e) => {
@@ -376,7 +367,7 @@ impl Store for EtcdStore {
 
 /// The state of one etcd watch as a stream of single events.
 struct WatchState {
-    stream: etcd_client::WatchStream,
+    stream: tonic::Streaming<wire::WatchResponse>,
     pending: VecDeque<Event>,
     store: EtcdStore,
     next: Revision,
@@ -404,24 +395,32 @@ impl WatchState {
                     return Some(Err(map_err(e)));
                 }
             };
-            if resp.canceled() {
+            if resp.canceled {
                 self.done = true;
-                return Some(Err(if resp.compact_revision() > 0 {
+                return Some(Err(if resp.compact_revision > 0 {
                     StoreError::Compacted { requested: self.next }
                 } else {
-                    StoreError::Backend(format!("etcd canceled the watch: {}", resp.cancel_reason()))
+                    StoreError::Backend(format!("etcd canceled the watch: {}", resp.cancel_reason))
                 }));
             }
-            for ev in resp.events() {
-                let Some(kv) = ev.kv() else { continue };
-                let prev = ev.prev_kv().map(|p| self.store.convert(p));
-                self.pending.push_back(match ev.event_type() {
-                    EventType::Put => Event::Put { kv: self.store.convert(kv), prev },
-                    EventType::Delete => {
-                        Event::Delete { key: self.store.strip(kv.key()), revision: kv.mod_revision(), prev }
-                    }
+            for ev in resp.events {
+                let Some(kv) = ev.kv else { continue };
+                let prev = ev.prev_kv.map(|p| self.store.convert(p));
+                self.pending.push_back(if ev.r#type == EventType::Delete as i32 {
+                    Event::Delete { key: self.store.strip(&kv.key), revision: kv.mod_revision, prev }
+                } else {
+                    Event::Put { kv: self.store.convert(kv), prev }
                 });
             }
         }
     }
+}
+
+/// A comparison of `key`'s create or mod revision, as guarded writes use.
+fn compare(key: Vec<u8>, result: CompareResult, target: TargetUnion) -> Compare {
+    let kind = match target {
+        TargetUnion::CreateRevision(_) => CompareTarget::Create,
+        TargetUnion::ModRevision(_) => CompareTarget::Mod,
+    };
+    Compare { result: result as i32, target: kind as i32, key, target_union: Some(target) }
 }

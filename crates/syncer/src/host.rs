@@ -67,6 +67,8 @@ pub struct Host {
     /// tenants too.
     node_pools: std::sync::Mutex<HashMap<String, String>>,
     tasks: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
+    /// Told of every reconcile (the manager's metrics), once set.
+    observer: std::sync::OnceLock<Arc<dyn crate::SyncObserver>>,
 }
 
 impl Drop for Host {
@@ -95,6 +97,7 @@ impl Host {
             subscribers: RwLock::new(HashMap::new()),
             node_pools: std::sync::Mutex::new(HashMap::new()),
             tasks: std::sync::Mutex::new(Vec::new()),
+            observer: std::sync::OnceLock::new(),
         });
         let weak = Arc::downgrade(&host);
         let tenants = watcher::Config::default().labels(TENANT_LABEL);
@@ -217,6 +220,16 @@ impl Host {
                 let _ = sub.tx.send(HostChange::Node(name.to_string()));
             }
         }
+    }
+
+    /// Tells `observer` of every tenant's reconciles and queue depth from now on (once).
+    pub fn set_observer(&self, observer: Arc<dyn crate::SyncObserver>) {
+        let _ = self.observer.set(observer);
+    }
+
+    /// The observer, if one is set.
+    pub(crate) fn observer(&self) -> Option<&Arc<dyn crate::SyncObserver>> {
+        self.observer.get()
     }
 
     /// Waits until the host's pods and nodes are listed.

@@ -43,6 +43,16 @@ pub(crate) fn now() -> String {
     timestamp(jiff::Timestamp::now())
 }
 
+/// Observes the syncers' work (the manager's metrics).
+pub trait SyncObserver: Send + Sync {
+    /// A reconcile of one `kind` (`pod`, `service`, `endpoints`, `data`, `claim`, `node`,
+    /// `sweep`) for `tenant` took `elapsed` and failed for `error` (a Kubernetes Status reason
+    /// such as `Conflict`, `Forbidden`, `Invalid`, or `Transport`/`Other`), if it failed.
+    fn synced(&self, tenant: &str, kind: &'static str, elapsed: std::time::Duration, error: Option<&'static str>);
+    /// `tenant`'s work queue holds `depth` keys waiting.
+    fn queue_depth(&self, tenant: &str, depth: usize);
+}
+
 pub use host::Host;
 pub use proxy::HostPods;
 pub use services::HostServices;

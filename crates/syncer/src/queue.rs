@@ -29,6 +29,11 @@ impl<K: Clone + Eq + Hash + Send + 'static> Queue<K> {
         (Arc::new(Queue { tx, state: Mutex::new(state) }), rx)
     }
 
+    /// How many keys wait to be taken.
+    pub fn waiting(&self) -> usize {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).queued.len()
+    }
+
     /// Queues `key`.
     pub fn add(&self, key: K) {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());

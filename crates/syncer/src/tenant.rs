@@ -56,6 +56,48 @@ pub(crate) enum Error {
 
 pub(crate) type Result<T> = std::result::Result<T, Error>;
 
+impl Error {
+    /// A bounded label for metrics: the Kubernetes Status reason of an API error, `Transport`
+    /// for a request that got no answer, `Other` for the rest.
+    pub(crate) fn reason(&self) -> &'static str {
+        const REASONS: [&str; 13] = [
+            "Conflict",
+            "AlreadyExists",
+            "NotFound",
+            "Forbidden",
+            "Unauthorized",
+            "Invalid",
+            "BadRequest",
+            "TooManyRequests",
+            "ServiceUnavailable",
+            "InternalError",
+            "Timeout",
+            "Gone",
+            "Expired",
+        ];
+        match self {
+            Error::Kube(kube::Error::Api(s)) => REASONS.iter().find(|r| **r == s.reason).copied().unwrap_or("Other"),
+            Error::Kube(kube::Error::HyperError(_) | kube::Error::Service(_)) => "Transport",
+            _ => "Other",
+        }
+    }
+}
+
+impl Key {
+    /// The kind of work, for metrics.
+    fn kind(&self) -> &'static str {
+        match self {
+            Key::Pod(..) => "pod",
+            Key::Node(_) => "node",
+            Key::Service(..) => "service",
+            Key::Endpoints(..) => "endpoints",
+            Key::Data(..) => "data",
+            Key::Claim(..) => "claim",
+            Key::Sweep => "sweep",
+        }
+    }
+}
+
 /// Whether an API error means "already gone" or "already there".
 pub(crate) fn gone(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404 || s.code == 409)
@@ -290,11 +332,20 @@ pub fn start(host: Arc<Host>, virt: Client, target: Target) -> Handle {
                     async move {
                         let Some(t) = weak.upgrade() else { return };
                         t.queue.start(&key);
-                        if let Err(e) = t.reconcile(&key).await {
+                        let started = std::time::Instant::now();
+                        let result = t.reconcile(&key).await;
+                        if let Some(o) = t.host.observer() {
+                            let error = result.as_ref().err().map(Error::reason);
+                            o.synced(&t.target.tenant, key.kind(), started.elapsed(), error);
+                        }
+                        if let Err(e) = result {
                             tracing::debug!(tenant = %t.target.tenant, ?key, error = %e, "sync failed; retrying");
                             t.queue.add_after(key.clone(), Duration::from_secs(1));
                         }
                         t.queue.done(&key);
+                        if let Some(o) = t.host.observer() {
+                            o.queue_depth(&t.target.tenant, t.queue.waiting());
+                        }
                     }
                 })
                 .await;

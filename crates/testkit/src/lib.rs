@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-pub use manager::VtManager;
+pub use manager::{Options as ManagerOptions, VtManager};
 pub use process::Watched;
 pub use vt::{Kubectl, VtServer};
 

@@ -1,10 +1,10 @@
 //! The real `vt server` (embedded host) and the real `vt` CLI, for end-to-end tests.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::process::{Watched, tail};
+use crate::process::{Output, Watched, tail};
 use crate::vt::Kubectl;
 
 /// A free loopback port (bound and released; fine for tests on one machine).
@@ -12,10 +12,29 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
+/// How a [`VtManager`] runs beyond its arguments.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Pass no `--data-dir`: the server and the CLI use the default per-user directory under
+    /// a temporary `HOME`, and run from different working directories.
+    pub default_data_dir: bool,
+    /// Write stderr (the logs) apart from stdout, to [`VtManager::stderr_log`].
+    pub split_stderr: bool,
+    /// `VT_LOG` (`warn` by default, to keep test logs short).
+    pub log_level: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { default_data_dir: false, split_stderr: false, log_level: "warn".into() }
+    }
+}
+
 /// A `vt server` with its embedded host, on ephemeral loopback ports and its own data dir.
 pub struct VtManager {
     bin: PathBuf,
     args: Vec<String>,
+    opts: Options,
     dir: tempfile::TempDir,
     process: Option<Watched>,
     /// The tenant listener (`127.0.0.1:PORT`).
@@ -27,22 +46,28 @@ pub struct VtManager {
 impl VtManager {
     /// Starts `vt server` (binary `bin`) with `extra` arguments.
     pub fn start(bin: &Path, extra: &[&str]) -> VtManager {
+        VtManager::start_with(bin, extra, Options::default())
+    }
+
+    /// Starts `vt server` with `extra` arguments and `opts`.
+    pub fn start_with(bin: &Path, extra: &[&str], opts: Options) -> VtManager {
         let dir = tempfile::Builder::new().prefix("vt-manager-").tempdir().expect("temp dir");
         let listen = format!("127.0.0.1:{}", free_port());
         let admin = format!("127.0.0.1:{}", free_port());
-        let mut args: Vec<String> = vec![
-            "server".into(),
-            "--data-dir".into(),
-            dir.path().join("data").display().to_string(),
+        let mut args: Vec<String> = vec!["server".into()];
+        if !opts.default_data_dir {
+            args.extend(["--data-dir".into(), dir.path().join("data").display().to_string()]);
+        }
+        args.extend([
             "--listen".into(),
             listen.clone(),
             "--host-listen".into(),
             format!("127.0.0.1:{}", free_port()),
             "--admin-listen".into(),
             admin.clone(),
-        ];
+        ]);
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut m = VtManager { bin: bin.to_path_buf(), args, dir, process: None, listen, admin };
+        let mut m = VtManager { bin: bin.to_path_buf(), args, opts, dir, process: None, listen, admin };
         m.spawn();
         m
     }
@@ -51,10 +76,31 @@ impl VtManager {
         self.dir.path().join("vt-server.log")
     }
 
+    /// The file the server's stderr goes to when [`Options::split_stderr`] is set.
+    pub fn stderr_log(&self) -> PathBuf {
+        self.dir.path().join("vt-server.stderr")
+    }
+
+    /// The `HOME` the server and the CLI run with.
+    pub fn home(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The working directory of the server (`server-cwd`) or the CLI (`cli-cwd`).
+    fn cwd(&self, which: &str) -> PathBuf {
+        let d = self.dir.path().join(which);
+        std::fs::create_dir_all(&d).expect("working directory");
+        d
+    }
+
     fn spawn(&mut self) {
         let before = std::fs::read_to_string(self.log_path()).map(|l| l.len()).unwrap_or(0);
-        let p = Watched::spawn(&self.bin, &self.args, &[("VT_LOG", "warn")], &self.log_path(), None)
-            .expect("start vt server");
+        let home = self.dir.path().display().to_string();
+        let envs = [("VT_LOG", self.opts.log_level.as_str()), ("HOME", home.as_str()), ("XDG_DATA_HOME", "")];
+        let stderr = self.opts.split_stderr.then(|| self.stderr_log());
+        let cwd = self.cwd("server-cwd");
+        let out = Output { log: &self.log_path(), stderr: stderr.as_deref(), cwd: Some(&cwd) };
+        let p = Watched::spawn_with(&self.bin, &self.args, &envs, &out, None).expect("start vt server");
         self.process = Some(p);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -90,23 +136,32 @@ impl VtManager {
         self.process.as_ref().map(Watched::pid).unwrap_or(0)
     }
 
-    /// The manager's log so far.
+    /// The manager's log so far (stdout, then stderr if it goes apart).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+        let mut log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        if self.opts.split_stderr {
+            log.push_str(&std::fs::read_to_string(self.stderr_log()).unwrap_or_default());
+        }
+        log
     }
 
     /// The data directory.
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        if self.opts.default_data_dir { self.dir.path().join(".local/share/vt") } else { self.dir.path().join("data") }
     }
 
-    /// Runs the `vt` CLI against this manager.
-    pub fn vt(&self, args: &[&str]) -> Output {
-        Command::new(&self.bin)
-            .arg("--data-dir")
-            .arg(self.data_dir())
-            .args(args)
+    /// Runs the `vt` CLI against this manager (from another working directory than the
+    /// server's).
+    pub fn vt(&self, args: &[&str]) -> std::process::Output {
+        let mut cmd = Command::new(&self.bin);
+        if !self.opts.default_data_dir {
+            cmd.arg("--data-dir").arg(self.data_dir());
+        }
+        cmd.args(args)
+            .current_dir(self.cwd("cli-cwd"))
             .env("HOME", self.dir.path())
+            .env_remove("XDG_DATA_HOME")
+            .env_remove("VT_DATA_DIR")
             .env_remove("KUBECONFIG")
             .env_remove("VT_HOST_KUBECONFIG")
             .output()

@@ -9,6 +9,16 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 
+/// Where a watched process writes and runs.
+pub struct Output<'a> {
+    /// Its stdout (and stderr, unless [`Output::stderr`] is set), appended.
+    pub log: &'a Path,
+    /// Its stderr, appended, if apart from stdout.
+    pub stderr: Option<&'a Path>,
+    /// Its working directory, if not the test's.
+    pub cwd: Option<&'a Path>,
+}
+
 /// A running child process under a watchdog.
 pub struct Watched {
     watchdog: Option<(Child, ChildStdin)>,
@@ -30,9 +40,29 @@ impl Watched {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let script = r#"log="$1"; shift; "$@" >>"$log" 2>&1 & pid=$!; echo "$pid"; read _ignored; kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; if [ -n "$VT_CLEANUP" ]; then rm -rf "$VT_CLEANUP"; fi"#;
+        Watched::spawn_with(program, args, envs, &Output { log, stderr: None, cwd: None }, cleanup)
+    }
+
+    /// [`Watched::spawn`] with stderr to its own file and a working directory, if given.
+    pub fn spawn_with<I, S>(
+        program: &Path,
+        args: I,
+        envs: &[(&str, &str)],
+        out: &Output<'_>,
+        cleanup: Option<&Path>,
+    ) -> Result<Watched, String>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let script = r#"log="$1"; err="$2"; shift 2; if [ -n "$err" ]; then "$@" >>"$log" 2>>"$err" & else "$@" >>"$log" 2>&1 & fi; pid=$!; echo "$pid"; read _ignored; kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; if [ -n "$VT_CLEANUP" ]; then rm -rf "$VT_CLEANUP"; fi"#;
+        let log = out.log;
         let mut cmd = Command::new("sh");
-        cmd.arg("-c").arg(script).arg("sh").arg(log).arg(program).args(args);
+        cmd.arg("-c").arg(script).arg("sh").arg(log).arg(out.stderr.map(Path::as_os_str).unwrap_or_default());
+        cmd.arg(program).args(args);
+        if let Some(dir) = out.cwd {
+            cmd.current_dir(dir);
+        }
         for (k, v) in envs {
             cmd.env(k, v);
         }

@@ -163,6 +163,15 @@ impl Kubectl {
         c
     }
 
+    /// Starts kubectl in the background (e.g. `get -w`), its output discarded; kill it when done.
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        self.command(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run kubectl: {e}"))
+    }
+
     /// Runs kubectl.
     pub fn run(&self, args: &[&str]) -> Output {
         self.command(args).output().unwrap_or_else(|e| panic!("cannot run kubectl: {e}"))

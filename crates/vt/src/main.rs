@@ -1,6 +1,7 @@
 //! The `vt` command.
 
 mod apiserver;
+mod paths;
 mod server;
 mod tenants;
 
@@ -14,6 +15,9 @@ use clap::{CommandFactory, Parser, Subcommand};
 struct Cli {
     #[command(flatten)]
     host: tenants::HostArgs,
+    /// Log format on stderr: `text` (colours only on a terminal) or `json` (one object a line).
+    #[arg(long, value_enum, default_value = "text", env = "VT_LOG_FORMAT", global = true)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -67,16 +71,40 @@ enum Command {
     /// Print the Tenant CustomResourceDefinition (what charts/vt/crds holds).
     #[command(hide = true)]
     Crd,
+    /// Print the data directory in use (scripts use it to find the server's files).
+    #[command(hide = true)]
+    DataDir,
+}
+
+/// Log formats.
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// tracing-subscriber's JSON, one object per line (for log collectors).
+    Json,
+}
+
+/// Logs to stderr, filtered by `VT_LOG` (`info` by default). Colour codes only go to a terminal
+/// (and never with `NO_COLOR` set), so files and collectors get plain text.
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VT_LOG").unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().with_current_span(false).init(),
+        LogFormat::Text => {
+            let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            builder.with_ansi(ansi).init()
+        }
+    }
 }
 
 fn main() -> std::process::ExitCode {
     // One crypto provider for the whole process (kube and our TLS both use ring).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VT_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    init_logging(cli.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -89,7 +117,7 @@ fn main() -> std::process::ExitCode {
     let result = rt.block_on(async move {
         let ok = |r: Result<(), String>| r.map(|()| std::process::ExitCode::SUCCESS);
         match cli.command {
-            Command::Server(args) => ok(server::run(args).await),
+            Command::Server(args) => ok(server::run(args, host.data_dir.clone()).await),
             Command::Create(args) => ok(tenants::create(&host, args).await),
             Command::Connect(args) => tenants::connect(&host, args).await,
             Command::Disconnect => ok(tenants::disconnect()),
@@ -103,6 +131,10 @@ fn main() -> std::process::ExitCode {
                 Ok(std::process::ExitCode::SUCCESS)
             }
             Command::Apiserver(args) => ok(apiserver::run(args).await),
+            Command::DataDir => {
+                println!("{}", host.data_dir.display());
+                Ok(std::process::ExitCode::SUCCESS)
+            }
             Command::Crd => {
                 use kube::CustomResourceExt;
                 let crd = serde_json::to_value(vt_manager::tenant::Tenant::crd()).map_err(|e| e.to_string())?;

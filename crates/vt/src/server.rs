@@ -13,9 +13,6 @@ use vt_nodesim::NodeSim;
 /// Arguments of `vt server`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Directory for the manager's data (tenants' stores; the embedded host's store).
-    #[arg(long, default_value = "vt-data")]
-    data_dir: PathBuf,
     /// Address of the tenant listener (one TLS port for every tenant, routed by server name).
     #[arg(long, default_value = "127.0.0.1:8443")]
     listen: SocketAddr,
@@ -82,21 +79,17 @@ impl Pools for SimPools {
     }
 }
 
-/// The kubeconfig of the embedded host (what the CLI uses by default).
-pub fn embedded_host_kubeconfig(data_dir: &std::path::Path) -> PathBuf {
-    data_dir.join("host").join("admin.kubeconfig")
-}
-
-/// Runs the manager until killed.
-pub async fn run(args: Args) -> Result<(), String> {
-    std::fs::create_dir_all(&args.data_dir).map_err(|e| format!("{}: {e}", args.data_dir.display()))?;
+/// Runs the manager until killed, keeping its data (tenants' stores, the embedded host's store)
+/// in `data_dir`.
+pub async fn run(args: Args, data_dir: PathBuf) -> Result<(), String> {
+    std::fs::create_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
     let mut sim_pods = None;
     let (host_kubeconfig, embedded) = match &args.host_kubeconfig {
         _ if args.host_in_cluster => (PathBuf::new(), false),
         Some(p) => (p.clone(), false),
         None => {
             let host = crate::apiserver::Args {
-                data_dir: args.data_dir.join("host"),
+                data_dir: data_dir.join("host"),
                 listen: args.host_listen,
                 etcd: Vec::new(),
                 etcd_prefix: String::new(),
@@ -135,7 +128,7 @@ pub async fn run(args: Args) -> Result<(), String> {
     let advertise = args.advertise.clone().unwrap_or_else(|| local.to_string());
     let endpoint = SocketAddr::new(args.advertise_ip.unwrap_or(local.ip()), bound.port());
     let settings = Settings {
-        data_dir: args.data_dir.clone(),
+        data_dir: data_dir.clone(),
         advertise: advertise.clone(),
         endpoint,
         domain: args.domain.clone(),

@@ -22,9 +22,10 @@ pub struct HostArgs {
     /// Kubeconfig of the host cluster the manager watches.
     #[arg(long, env = "VT_HOST_KUBECONFIG", global = true)]
     host_kubeconfig: Option<PathBuf>,
-    /// The data directory of an embedded `vt server` (its host kubeconfig is used by default).
-    #[arg(long, default_value = "vt-data", global = true)]
-    data_dir: PathBuf,
+    /// The data directory of an embedded `vt server` (its host kubeconfig is used by default);
+    /// `$XDG_DATA_HOME/vt`, else `~/.local/share/vt`.
+    #[arg(long, env = "VT_DATA_DIR", default_value_os_t = crate::paths::default_data_dir(), global = true)]
+    pub(crate) data_dir: PathBuf,
 }
 
 /// Arguments of `vt create`.
@@ -98,7 +99,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// The host client.
 async fn host(args: &HostArgs) -> Result<Client, String> {
-    let embedded = crate::server::embedded_host_kubeconfig(&args.data_dir);
+    let embedded = crate::paths::embedded_host_kubeconfig(&args.data_dir);
     let path = args.host_kubeconfig.clone().or_else(|| embedded.exists().then_some(embedded));
     let config = match &path {
         Some(p) => {
@@ -106,7 +107,10 @@ async fn host(args: &HostArgs) -> Result<Client, String> {
             kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.map_err(|e| e.to_string())?
         }
         None => kube::Config::infer().await.map_err(|e| {
-            format!("no host cluster: start `vt server` (embedded host in ./vt-data) or set --host-kubeconfig ({e})")
+            format!(
+                "no host cluster: start `vt server` (its embedded host keeps its kubeconfig in {}) or set --host-kubeconfig ({e})",
+                args.data_dir.display()
+            )
         })?,
     };
     Client::try_from(config).map_err(|e| e.to_string())

@@ -69,7 +69,7 @@ fn parse_options(op: &Op<'_>, body: &Bytes) -> ApiResult<DeleteOptions> {
         o.propagation = Some(p.clone());
     }
     if let Some(d) = op.query.get("orphanDependents") {
-        o.orphan_dependents = Some(d == "true");
+        o.orphan_dependents = Some(crate::request::parse_bool(d));
     }
     if let Some(p) = &o.propagation {
         if !matches!(p.as_str(), "Foreground" | "Background" | "Orphan") {

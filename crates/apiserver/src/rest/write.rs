@@ -940,7 +940,7 @@ async fn apply(op: &Op<'_>, body: &Bytes, validation: FieldValidation) -> ApiRes
         ));
     }
     let manager = field_manager(op, "PatchOptions")?;
-    let force = matches!(op.param("force"), "true" | "1");
+    let force = op.flag("force");
     let dry = dry_run(op, "PatchOptions")?;
     let bad = |e: serde_saphyr::Error| ApiError::bad_request(format!("error decoding YAML: {e}"));
     let mut config: Value = match serde_saphyr::from_slice(body) {
