@@ -272,9 +272,9 @@ impl ApiServer {
         let labels =
             observer.as_ref().map(|_| RequestLabels::of(self.registry(), req.method(), req.uri(), req.headers()));
         let long_running = request::is_watch(req.uri());
-        let _slot = match &self.inner.config.limits {
-            Some(l) => match l.admit(long_running) {
-                Some(slot) => slot,
+        let admission = match &self.inner.config.limits {
+            Some(l) => match l.admit(long_running).await {
+                Some(admitted) => admitted,
                 None => {
                     let resp = error_response(&ApiError::too_many_requests(1));
                     if let (Some(o), Some(l)) = (&observer, &labels) {
@@ -283,9 +283,18 @@ impl ApiServer {
                     return resp;
                 }
             },
-            None => None,
+            None => fairness::Admission::Free,
         };
-        let resp = self.handle_inner(req, cert_user).await;
+        // A watch's slot lives as long as its stream; a request's slot and seat until it is
+        // answered.
+        let (watch_slot, _request) = match admission {
+            fairness::Admission::Watch(slot) => (Some(slot), None),
+            other => (None, Some(other)),
+        };
+        let mut resp = self.handle_inner(req, cert_user).await;
+        if let Some(slot) = watch_slot {
+            resp = resp.map(|b| body::guarded(b, slot));
+        }
         match (observer, labels) {
             // A watch is counted when it ends, with its whole duration (as kube-apiserver).
             (Some(o), Some(l)) if l.is_watch() && resp.status() == http::StatusCode::OK => {

@@ -1,13 +1,24 @@
 //! Serving over TLS: HTTP/2 and HTTP/1.1 (with upgrades), client-certificate authentication,
 //! and routing of each connection to an API server by TLS server name (SNI), so one listener
 //! can serve many tenants.
+//!
+//! Connection hygiene, because every connection costs the whole process a file descriptor and
+//! memory: a source may have only so many connections in the TLS handshake at once (and the
+//! listener as a whole), the handshake and the first request's headers have deadlines, a
+//! connection with no request in flight is closed after an idle timeout, HTTP/2 streams and
+//! header lists are bounded, and each cluster has a cap on its connections (beyond it, its
+//! requests get 429 and the connection closes). None of these cuts a request in progress: a
+//! watch, `logs -f` or an exec stream counts as in flight for as long as it lasts.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::server::WebPkiClientVerifier;
 use tokio::net::TcpListener;
 use tokio_rustls::LazyConfigAcceptor;
@@ -15,8 +26,38 @@ use tokio_rustls::LazyConfigAcceptor;
 use crate::ApiServer;
 use crate::auth::UserInfo;
 
-/// How long a client may take to complete the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bounds of the listener and its connections.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// How long a client may take to complete the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// How long a client may take to send a request's headers (the first one included).
+    pub header_timeout: Duration,
+    /// How long a connection may stay open with no request in flight.
+    pub idle_timeout: Duration,
+    /// Connections in the TLS handshake at once, from one source address.
+    pub max_handshakes_per_source: usize,
+    /// Connections in the TLS handshake at once, in all.
+    pub max_handshakes: usize,
+    /// HTTP/2 streams per connection.
+    pub max_streams: u32,
+    /// Bytes of request headers (HTTP/2 header list; HTTP/1.1 read buffer).
+    pub max_header_bytes: u32,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(90),
+            max_handshakes_per_source: 64,
+            max_handshakes: 2048,
+            max_streams: 250,
+            max_header_bytes: 1 << 20,
+        }
+    }
+}
 
 /// Where a connection goes: the TLS configuration to finish the handshake with, and the API
 /// server to hand its requests to.
@@ -78,6 +119,56 @@ pub fn tls_config(serving: &vt_pki::CertKey, client_ca_pem: &str) -> Result<rust
 
 /// Accepts connections on `listener` forever, routing each through `resolver`.
 pub async fn serve(listener: TcpListener, resolver: Arc<dyn Resolver>) {
+    serve_with(listener, resolver, ServeOptions::default()).await
+}
+
+/// Connections in the TLS handshake, per source and in all.
+#[derive(Default)]
+struct Handshakes {
+    per_source: Mutex<HashMap<IpAddr, usize>>,
+    total: AtomicUsize,
+}
+
+/// A connection counted in [`Handshakes`] until the handshake is over.
+struct Handshaking {
+    table: Arc<Handshakes>,
+    source: IpAddr,
+}
+
+impl Handshakes {
+    fn enter(self: &Arc<Self>, source: IpAddr, opts: &ServeOptions) -> Option<Handshaking> {
+        let source = vt_net::canonical(source);
+        let mut per = self.per_source.lock().unwrap_or_else(|p| p.into_inner());
+        let n = per.entry(source).or_insert(0);
+        if *n >= opts.max_handshakes_per_source || self.total.load(Ordering::Acquire) >= opts.max_handshakes {
+            if *n == 0 {
+                per.remove(&source);
+            }
+            return None;
+        }
+        *n += 1;
+        self.total.fetch_add(1, Ordering::AcqRel);
+        Some(Handshaking { table: self.clone(), source })
+    }
+}
+
+impl Drop for Handshaking {
+    fn drop(&mut self) {
+        self.table.total.fetch_sub(1, Ordering::AcqRel);
+        let mut per = self.table.per_source.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = per.get_mut(&self.source) {
+            *n -= 1;
+            if *n == 0 {
+                per.remove(&self.source);
+            }
+        }
+    }
+}
+
+/// [`serve`] with `opts`.
+pub async fn serve_with(listener: TcpListener, resolver: Arc<dyn Resolver>, opts: ServeOptions) {
+    let opts = Arc::new(opts);
+    let handshakes = Arc::new(Handshakes::default());
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -88,17 +179,53 @@ pub async fn serve(listener: TcpListener, resolver: Arc<dyn Resolver>) {
                 continue;
             }
         };
+        let Some(handshaking) = handshakes.enter(peer.ip(), &opts) else {
+            // Too many half-open connections from there (or in all): drop this one now.
+            tracing::debug!(%peer, "refusing a connection: too many TLS handshakes in progress");
+            drop(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
-        let resolver = resolver.clone();
+        let (resolver, opts) = (resolver.clone(), opts.clone());
         tokio::spawn(async move {
-            if let Err(e) = connection(tcp, resolver).await {
+            if let Err(e) = connection(tcp, resolver, &opts, handshaking).await {
                 tracing::debug!(%peer, error = %e, "connection ended");
             }
         });
     }
 }
 
-async fn connection(tcp: tokio::net::TcpStream, resolver: Arc<dyn Resolver>) -> Result<(), String> {
+/// Requests in flight on one connection, and when the last one ended.
+struct Activity {
+    in_flight: AtomicUsize,
+    started: AtomicUsize,
+    last: Mutex<tokio::time::Instant>,
+}
+
+/// A request in flight (until its response body is done).
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn new(a: &Arc<Activity>) -> InFlight {
+        a.in_flight.fetch_add(1, Ordering::AcqRel);
+        a.started.fetch_add(1, Ordering::AcqRel);
+        InFlight(a.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        *self.0.last.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+async fn connection(
+    tcp: tokio::net::TcpStream,
+    resolver: Arc<dyn Resolver>,
+    opts: &ServeOptions,
+    handshaking: Handshaking,
+) -> Result<(), String> {
     let handshake = async {
         let start =
             LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await.map_err(|e| e.to_string())?;
@@ -108,9 +235,10 @@ async fn connection(tcp: tokio::net::TcpStream, resolver: Arc<dyn Resolver>) -> 
         let tls = start.into_stream(endpoint.tls.clone()).await.map_err(|e| e.to_string())?;
         Ok::<_, String>((tls, endpoint))
     };
-    let (tls, endpoint) = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
+    let (tls, endpoint) = tokio::time::timeout(opts.handshake_timeout, handshake)
         .await
         .map_err(|_| "TLS handshake timed out".to_string())??;
+    drop(handshaking);
     let cert_user = tls
         .get_ref()
         .1
@@ -118,11 +246,35 @@ async fn connection(tcp: tokio::net::TcpStream, resolver: Arc<dyn Resolver>) -> 
         .and_then(|c| c.first())
         .and_then(|c| vt_pki::subject_of(c).ok())
         .map(|s| UserInfo::new(s.common_name, s.organizations));
+    // The cluster's connection cap: beyond it, requests are refused and the connection closes.
+    let mut over_cap = false;
+    let _connection_slot = match endpoint.api.as_ref().and_then(|a| a.config().limits.clone()) {
+        Some(limits) => match limits.connection() {
+            Some(slot) => Some(slot),
+            None => {
+                over_cap = true;
+                None
+            }
+        },
+        None => None,
+    };
     let (api, unavailable) = (endpoint.api, Arc::new(endpoint.unavailable));
+    let activity = Arc::new(Activity {
+        in_flight: AtomicUsize::new(0),
+        started: AtomicUsize::new(0),
+        last: Mutex::new(tokio::time::Instant::now()),
+    });
+    let tracker = activity.clone();
     let service = service_fn(move |req| {
         let (api, cert_user, unavailable) = (api.clone(), cert_user.clone(), unavailable.clone());
+        let in_flight = InFlight::new(&tracker);
         async move {
-            Ok::<_, Infallible>(match api {
+            let resp = match api {
+                _ if over_cap => {
+                    let mut r = crate::error_response(&crate::status::ApiError::too_many_requests(1));
+                    r.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+                    r
+                }
                 Some(api) => api.handle(req, cert_user).await,
                 // No Retry-After: clients should not spin on a paused cluster.
                 None => crate::error_response(&crate::status::ApiError::new(
@@ -130,10 +282,51 @@ async fn connection(tcp: tokio::net::TcpStream, resolver: Arc<dyn Resolver>) -> 
                     "ServiceUnavailable",
                     unavailable.as_str(),
                 )),
-            })
+            };
+            // In flight until the body is done: a watch or a log stream is never idle.
+            Ok::<_, Infallible>(resp.map(|b| crate::body::guarded(b, in_flight)))
         }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder.http2().max_concurrent_streams(1000);
-    builder.serve_connection_with_upgrades(TokioIo::new(tls), service).await.map_err(|e| e.to_string())
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(opts.header_timeout)
+        .max_buf_size((opts.max_header_bytes as usize).max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(opts.max_streams)
+        .max_header_list_size(opts.max_header_bytes)
+        .max_send_buf_size(64 << 10)
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+    tokio::pin!(conn);
+    let opened = tokio::time::Instant::now();
+    let over_cap_deadline = opened + Duration::from_secs(2);
+    let mut check = tokio::time::interval(Duration::from_millis(if over_cap { 100 } else { 1000 }));
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => return r.map_err(|e| e.to_string()),
+            _ = check.tick(), if !closing => {
+                let now = tokio::time::Instant::now();
+                let idle = activity.in_flight.load(Ordering::Acquire) == 0;
+                let never_asked = activity.started.load(Ordering::Acquire) == 0;
+                let last = *activity.last.lock().unwrap_or_else(|p| p.into_inner());
+                let expired = if over_cap {
+                    now >= over_cap_deadline || (idle && !never_asked)
+                } else if never_asked {
+                    now.duration_since(opened) >= opts.header_timeout
+                } else {
+                    idle && now.duration_since(last) >= opts.idle_timeout
+                };
+                if expired {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
+    }
 }

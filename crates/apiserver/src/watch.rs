@@ -19,14 +19,13 @@ use futures::StreamExt;
 use http::{Response, StatusCode, header};
 use rand::RngExt;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 use vt_store::{Revision, StoreError};
 
 use crate::body::{self, Body};
 use crate::negotiate::Output;
 use crate::registry::ResourceType;
 use crate::rest::Op;
-use crate::rest::list::{Filter, snapshot, wait_for_revision};
+use crate::rest::list::{Filter, wait_for_revision};
 use crate::status::{ApiError, ApiResult, FieldError};
 use crate::watchcache::Change;
 use crate::{object, rest, strategy};
@@ -190,6 +189,19 @@ fn event_for(rt: &ResourceType, change: &Change, filter: &Filter) -> Option<(&'s
     }
 }
 
+/// Unsent bytes a watch may hold in the server before it waits for its client: with the
+/// connection's own buffers, this is what an unread watch costs, whatever the cluster holds.
+pub(crate) const WATCH_BUFFER: usize = 32 << 10;
+/// Objects read from the store per page of initial events: the initial state is streamed a
+/// page at a time from one snapshot revision, never held whole for one watcher.
+const INITIAL_PAGE: usize = 50;
+/// How long a watcher may leave its buffer full while changes wait: then it is closed, as
+/// kube-apiserver closes unresponsive watchers, and its client resumes or re-lists.
+const SLOW_WATCHER: Duration = Duration::from_secs(5);
+/// How long a client may leave its buffer full while its initial events are sent (a big list
+/// takes a slow client a while to decode).
+const SLOW_INITIAL: Duration = Duration::from_secs(60);
+
 /// `GET ...?watch=true`.
 pub(crate) async fn watch(op: &Op<'_>) -> ApiResult<Response<Body>> {
     let filter = Filter::parse(op)?;
@@ -227,71 +239,89 @@ pub(crate) async fn watch(op: &Op<'_>) -> ApiResult<Response<Body>> {
         ),
     };
     let cache = op.api.cache(&op.rt.key_prefix()).await?;
-
-    let (tx, body) = body::channel(64);
-    let mut transform = Transform::of(op);
-    let mut initial: Vec<Bytes> = Vec::new();
-    let after: Revision;
-    if send_initial {
+    let (tx, body) = body::channel(WATCH_BUFFER);
+    let transform = Transform::of(op);
+    let content_type = transform.content_type();
+    // The initial state: its first page is read now (fixing the snapshot's revision and
+    // answering errors as HTTP errors), the rest as the client takes it.
+    let (after, initial) = if send_initial {
         if let (Some(n), Some(true)) = (start, send_initial_param) {
             wait_for_revision(op, n).await?;
         }
-        let (items, revision) = snapshot(op, &filter).await?;
-        for obj in items {
-            initial.push(transform.frame("ADDED", obj.to_string().as_bytes()));
-        }
-        if send_initial_param == Some(true) && bookmarks {
-            initial.push(transform.frame("BOOKMARK", &bookmark(&op.rt, revision, true)));
-        }
-        after = revision;
+        let pager = Pager::new(op);
+        let (first, revision, more) = pager.page(None, 0).await.map_err(|e| rest_err(op, e))?;
+        let end_bookmark = send_initial_param == Some(true) && bookmarks;
+        (revision, Some(Initial { pager, first, more, end_bookmark }))
     } else {
-        after = match start {
+        let after = match start {
             Some(n) => n,
             None => op.store().current_revision().await.map_err(|e| rest_err(op, e))?,
         };
-    }
-    let source = match cache.subscribe(after) {
-        Some(sub) => Source::Cache(sub),
-        None => match op.store().watch(op.rt.key_prefix().as_bytes(), after + 1).await {
-            Ok(s) => Source::Store(s),
-            Err(StoreError::Compacted { .. }) => {
-                let e = ApiError::expired(format!("too old resource version: {after} ({})", cache_oldest(op).await));
-                initial.push(transform.frame("ERROR", &error_status(&e)));
-                return Ok(stream_response(transform.content_type(), tx, body, initial, None));
-            }
-            Err(e) => return Err(rest_err(op, e)),
-        },
+        (after, None)
     };
-    let rt = op.rt.clone();
     let state = Stream {
-        rt,
+        rt: op.rt.clone(),
         filter,
-        tx: tx.clone(),
+        tx,
         last: after,
         start: after,
         bookmarks,
         every: op.api.config().bookmark_interval,
         timeout,
-        cache: cache.clone(),
+        cache,
         transform,
+        store: op.store().clone(),
+        prefix: op.rt.key_prefix(),
     };
-    let content_type = state.transform.content_type();
-    Ok(stream_response(content_type, tx, body, initial, Some((state, source))))
+    tokio::spawn(state.run(initial));
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(body)
+        .expect("valid response"))
 }
 
 fn rest_err(op: &Op<'_>, e: StoreError) -> ApiError {
     crate::status::from_store(e, &op.gr(), "")
 }
 
-/// The oldest revision the store can still replay, minus one (for the 410 message).
-async fn cache_oldest(op: &Op<'_>) -> Revision {
-    op.store().current_revision().await.unwrap_or(0)
+/// Reads a watch's initial state from the store, a page at a time, at one revision.
+struct Pager {
+    store: Arc<dyn vt_store::Store>,
+    prefix: String,
+}
+
+impl Pager {
+    fn new(op: &Op<'_>) -> Pager {
+        Pager { store: op.store().clone(), prefix: op.rt.list_prefix(&op.ns) }
+    }
+
+    /// The page after `start` at `revision` (0: the latest, which the answer names), and
+    /// whether more follow.
+    async fn page(
+        &self,
+        start: Option<bytes::Bytes>,
+        revision: Revision,
+    ) -> Result<(Vec<vt_store::KeyValue>, Revision, bool), StoreError> {
+        let opts = vt_store::ListOptions { limit: INITIAL_PAGE, start, revision };
+        let page = self.store.list(self.prefix.as_bytes(), opts).await?;
+        Ok((page.kvs, page.revision, page.more))
+    }
+}
+
+/// The initial events still to send.
+struct Initial {
+    pager: Pager,
+    first: Vec<vt_store::KeyValue>,
+    more: bool,
+    /// Whether the initial events end with the `k8s.io/initial-events-end` bookmark.
+    end_bookmark: bool,
 }
 
 struct Stream {
     rt: Arc<ResourceType>,
     filter: Filter,
-    tx: mpsc::Sender<Bytes>,
+    tx: body::Sender,
     last: Revision,
     start: Revision,
     bookmarks: bool,
@@ -299,33 +329,26 @@ struct Stream {
     timeout: Duration,
     cache: Arc<crate::watchcache::WatchCache>,
     transform: Transform,
-}
-
-fn stream_response(
-    content_type: &'static str,
-    tx: mpsc::Sender<Bytes>,
-    body: Body,
-    initial: Vec<Bytes>,
-    rest: Option<(Stream, Source)>,
-) -> Response<Body> {
-    tokio::spawn(async move {
-        for f in initial.into_iter().filter(|f| !f.is_empty()) {
-            if tx.send(f).await.is_err() {
-                return;
-            }
-        }
-        if let Some((state, source)) = rest {
-            state.run(source).await;
-        }
-    });
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, content_type)
-        .body(body)
-        .expect("valid response")
+    store: Arc<dyn vt_store::Store>,
+    prefix: String,
 }
 
 impl Stream {
+    /// Sends a frame; `false` when the watch must end (client gone, or stalled past `patience`).
+    async fn send(&self, frame: Bytes, patience: Duration) -> bool {
+        if frame.is_empty() {
+            return true;
+        }
+        match self.tx.send_within(frame, patience).await {
+            Ok(()) => true,
+            Err(body::SendError::Stalled) => {
+                tracing::debug!(resource = %self.rt.plural, "closing an unresponsive watcher");
+                false
+            }
+            Err(body::SendError::Closed) => false,
+        }
+    }
+
     async fn send_change(&mut self, c: &Change) -> bool {
         if c.revision <= self.last {
             return true;
@@ -334,15 +357,88 @@ impl Stream {
         match event_for(&self.rt, c, &self.filter) {
             Some((kind, object)) => {
                 let f = self.transform.frame(kind, &object);
-                f.is_empty() || self.tx.send(f).await.is_ok()
+                self.send(f, SLOW_WATCHER).await
             }
             None => true,
         }
     }
 
-    async fn run(mut self, mut source: Source) {
+    /// Streams the initial events a page at a time; `false` ends the watch.
+    async fn send_initial(&mut self, initial: Initial) -> bool {
+        let Initial { pager, first, mut more, end_bookmark } = initial;
+        let mut page = first;
+        loop {
+            let next_start = page.last().map(|kv| vt_store::key_successor(&kv.key));
+            for kv in page.drain(..) {
+                let Ok(obj) = crate::rest::decode(&self.rt, &kv) else {
+                    tracing::warn!(key = %String::from_utf8_lossy(&kv.key), "skipping an undecodable stored object");
+                    continue;
+                };
+                if !self.filter.matches(&obj) {
+                    continue;
+                }
+                let f = self.transform.frame("ADDED", obj.to_string().as_bytes());
+                if !self.send(f, SLOW_INITIAL).await {
+                    return false;
+                }
+            }
+            if !more {
+                break;
+            }
+            match pager.page(next_start, self.start).await {
+                Ok((kvs, _, m)) => {
+                    page = kvs;
+                    more = m;
+                }
+                Err(StoreError::Compacted { .. }) => {
+                    // The snapshot is gone while a slow client read it: as after any broken
+                    // watch, it lists again.
+                    let e = ApiError::expired("The resourceVersion for the provided watch is too old.");
+                    let f = self.transform.frame("ERROR", &error_status(&e));
+                    let _ = self.send(f, SLOW_WATCHER).await;
+                    return false;
+                }
+                Err(_) => return false,
+            }
+        }
+        if end_bookmark {
+            let f = self.transform.frame("BOOKMARK", &bookmark(&self.rt, self.start, true));
+            return self.send(f, SLOW_INITIAL).await;
+        }
+        true
+    }
+
+    /// Where the changes after `self.start` come from, or `None` after a 410 has been sent.
+    async fn source(&mut self) -> Option<Source> {
+        if let Some(sub) = self.cache.subscribe(self.start) {
+            return Some(Source::Cache(sub));
+        }
+        match self.store.watch(self.prefix.as_bytes(), self.start + 1).await {
+            Ok(s) => Some(Source::Store(s)),
+            Err(StoreError::Compacted { .. }) => {
+                let current = self.store.current_revision().await.unwrap_or(0);
+                let e = ApiError::expired(format!("too old resource version: {} ({current})", self.start));
+                let f = self.transform.frame("ERROR", &error_status(&e));
+                let _ = self.send(f, SLOW_WATCHER).await;
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    async fn run(mut self, initial: Option<Initial>) {
         let deadline = tokio::time::sleep(self.timeout);
         tokio::pin!(deadline);
+        if let Some(initial) = initial {
+            let sent = tokio::select! {
+                _ = &mut deadline => return,
+                sent = self.send_initial(initial) => sent,
+            };
+            if !sent {
+                return;
+            }
+        }
+        let Some(mut source) = self.source().await else { return };
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + self.every, self.every);
         loop {
             tokio::select! {
@@ -351,7 +447,7 @@ impl Stream {
                     let rv = self.last.max(self.cache.head());
                     if rv > self.start {
                         let f = self.transform.frame("BOOKMARK", &bookmark(&self.rt, rv, false));
-                        if !f.is_empty() && self.tx.send(f).await.is_err() {
+                        if !self.send(f, SLOW_WATCHER).await {
                             return;
                         }
                     }
@@ -362,7 +458,7 @@ impl Stream {
                     Some(Err(StoreError::Compacted { .. })) => {
                         let e = ApiError::expired("The resourceVersion for the provided watch is too old.");
                         let f = self.transform.frame("ERROR", &error_status(&e));
-                        let _ = self.tx.send(f).await;
+                        let _ = self.send(f, SLOW_WATCHER).await;
                         return;
                     }
                     Some(Err(_)) | None => return,

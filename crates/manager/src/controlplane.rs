@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use vt_apiserver::fairness::Limits;
+use vt_apiserver::fairness::{Bounds, FairQueue, Limits};
 use vt_apiserver::ipalloc::IpAddressAllocator;
 use vt_apiserver::rbac::Rbac;
 use vt_apiserver::serve::{Endpoint, tls_config};
@@ -44,6 +44,22 @@ pub struct Settings {
     pub qps: f64,
     /// Per-tenant burst above the rate.
     pub burst: f64,
+    /// Per-tenant cap on open watches (0: none); a Tenant's `spec.limits` may set its own.
+    pub max_watches: usize,
+    /// Per-tenant cap on open connections (0: none); a Tenant's `spec.limits` may set its own.
+    pub max_connections: usize,
+    /// Requests executing at once across all tenants (fair-queued seats; 0: no fair queuing).
+    pub seats: usize,
+    /// Requests one tenant may have waiting for a seat.
+    pub queue_length: usize,
+    /// How long a request may wait for a seat before a 429.
+    pub queue_wait: Duration,
+    /// The host's Service IP ranges (tenants' Endpoints and webhook URLs never reach them).
+    pub host_service_cidrs: vt_net::CidrSet,
+    /// Address blocks every tenant's webhooks may call by URL.
+    pub webhook_allow: vt_net::CidrSet,
+    /// The manager's own namespace on the host.
+    pub namespace: String,
     /// The tenants' Service IP range.
     pub service_cidr: String,
     /// Whether tenants run their controllers (always, but to measure what they cost).
@@ -81,6 +97,8 @@ pub struct ControlPlanes {
     router: Arc<Router>,
     metrics: Arc<Metrics>,
     running: Mutex<HashMap<String, Running>>,
+    /// The seats every tenant's requests share, fairly.
+    fair: Option<Arc<FairQueue>>,
     /// The host, shared by every tenant's syncer (set once the manager runs against a host).
     host: std::sync::OnceLock<Arc<vt_syncer::Host>>,
 }
@@ -88,7 +106,10 @@ pub struct ControlPlanes {
 impl ControlPlanes {
     /// No tenants running yet.
     pub fn new(settings: Settings, router: Arc<Router>, metrics: Arc<Metrics>) -> ControlPlanes {
+        let fair =
+            (settings.seats > 0).then(|| FairQueue::new(settings.seats, settings.queue_length, settings.queue_wait));
         ControlPlanes {
+            fair,
             settings,
             router,
             metrics,
@@ -100,6 +121,19 @@ impl ControlPlanes {
     /// The shared settings.
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// A tenant's bounds: the manager's, where its Tenant sets none.
+    pub fn bounds(&self, spec: &TenantSpec) -> Bounds {
+        let s = &self.settings;
+        let l = &spec.limits;
+        Bounds {
+            max_in_flight: l.max_requests_inflight.map_or(s.max_in_flight, |n| n as usize),
+            rate: l.qps.unwrap_or(s.qps),
+            burst: s.burst.max(l.qps.unwrap_or(0.0)),
+            max_watches: l.max_watches.map_or(s.max_watches, |n| n as usize),
+            max_connections: l.max_connections.map_or(s.max_connections, |n| n as usize),
+        }
     }
 
     /// The API server of a running tenant.
@@ -188,7 +222,7 @@ impl ControlPlanes {
             name: tenant.to_string(),
             bookmark_interval: Duration::from_secs(60),
             service_accounts: Some(issuer),
-            limits: Some(Arc::new(Limits::new(self.settings.max_in_flight, self.settings.qps, self.settings.burst))),
+            limits: Some(Arc::new(Limits::new(self.bounds(spec), self.fair.clone()))),
             observer: Some(self.metrics.observer(tenant)),
             services: self
                 .host

@@ -106,6 +106,7 @@ impl Manager {
         // The host view every tenant's syncer shares: one watch per kind for all tenants.
         let shared = vt_syncer::Host::start(host.clone(), self.streams.clone());
         shared.set_observer(self.metrics.clone());
+        shared.set_service_ranges(self.planes.settings().host_service_cidrs.clone());
         shared.ready().await;
         self.planes.set_host(shared);
         let ctx =

@@ -45,6 +45,60 @@ pub struct TenantSpec {
     /// A paused tenant has no control plane and no pods; resuming brings both back.
     #[serde(default)]
     pub paused: bool,
+    /// Bounds on what the tenant can make the manager hold (the manager's defaults where unset).
+    #[serde(default, skip_serializing_if = "TenantLimits::is_empty")]
+    pub limits: TenantLimits,
+    /// What the tenant's objects may reach and claim on the host network.
+    #[serde(default, skip_serializing_if = "Network::is_empty")]
+    pub network: Network,
+}
+
+/// Per-tenant bounds in the shared manager; unset fields take the manager's defaults
+/// (`vt server --max-watches`, ...).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantLimits {
+    /// Open watches at once (beyond: 429).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_watches: Option<u32>,
+    /// Open connections at once (beyond: 429 and the connection closes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    /// Requests queued or executing at once (beyond: 429).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_requests_inflight: Option<u32>,
+    /// Requests per second on average (beyond: 429).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qps: Option<f64>,
+}
+
+impl TenantLimits {
+    /// Whether nothing is set.
+    pub fn is_empty(&self) -> bool {
+        *self == TenantLimits::default()
+    }
+}
+
+/// The tenant's reach on the host network, granted by the operator.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Network {
+    /// Address blocks the tenant's webhooks may call by URL, beyond the manager's
+    /// `--webhook-allow-cidrs` (loopback, link-local, the manager's own and the host's
+    /// Service addresses stay refused whatever is listed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhook_allow_cidrs: Vec<String>,
+    /// `loadBalancerClass` values the tenant's Services may ask for (none by default: the
+    /// host's default load balancer).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub load_balancer_classes: Vec<String>,
+}
+
+impl Network {
+    /// Whether nothing is set.
+    pub fn is_empty(&self) -> bool {
+        *self == Network::default()
+    }
 }
 
 /// Node isolation and pod security of a tenant.

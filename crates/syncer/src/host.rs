@@ -69,6 +69,8 @@ pub struct Host {
     tasks: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
     /// Told of every reconcile (the manager's metrics), once set.
     observer: std::sync::OnceLock<Arc<dyn crate::SyncObserver>>,
+    /// The host's Service IP ranges (tenants' Endpoints may not point into them).
+    service_ranges: std::sync::RwLock<vt_net::CidrSet>,
 }
 
 impl Drop for Host {
@@ -98,6 +100,7 @@ impl Host {
             node_pools: std::sync::Mutex::new(HashMap::new()),
             tasks: std::sync::Mutex::new(Vec::new()),
             observer: std::sync::OnceLock::new(),
+            service_ranges: std::sync::RwLock::new(vt_net::CidrSet::new()),
         });
         let weak = Arc::downgrade(&host);
         let tenants = watcher::Config::default().labels(TENANT_LABEL);
@@ -225,6 +228,16 @@ impl Host {
     /// Tells `observer` of every tenant's reconciles and queue depth from now on (once).
     pub fn set_observer(&self, observer: Arc<dyn crate::SyncObserver>) {
         let _ = self.observer.set(observer);
+    }
+
+    /// Sets the host's Service IP ranges.
+    pub fn set_service_ranges(&self, ranges: vt_net::CidrSet) {
+        *self.service_ranges.write().unwrap_or_else(|p| p.into_inner()) = ranges;
+    }
+
+    /// The host's Service IP ranges.
+    pub fn service_ranges(&self) -> vt_net::CidrSet {
+        self.service_ranges.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The observer, if one is set.

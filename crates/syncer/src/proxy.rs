@@ -54,7 +54,7 @@ fn status(code: StatusCode, reason: &str, message: &str) -> Response<Body> {
 /// A host response body as the virtual API server's body type, relayed as it streams (a host
 /// error ends the stream; a client that goes away stops the relay).
 fn relay(body: kube::client::Body) -> Body {
-    let (tx, out) = vt_apiserver::body::channel(16);
+    let (tx, out) = vt_apiserver::body::channel(64 << 10);
     tokio::spawn(async move {
         let mut chunks = body.into_data_stream();
         while let Some(Ok(chunk)) = chunks.next().await {

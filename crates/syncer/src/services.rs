@@ -105,73 +105,41 @@ impl ServiceBackend for HostServices {
     }
 }
 
-/// Whether an address may be an endpoint: not loopback, link-local or unspecified (kube's own
-/// rule for Endpoints), so a tenant cannot point a host Service at a node's own services.
-fn allowed_endpoint(ip: std::net::IpAddr) -> bool {
-    match ip {
-        std::net::IpAddr::V4(v4) => {
-            !(v4.is_loopback() || v4.is_link_local() || v4.is_unspecified() || v4.is_multicast())
-        }
-        std::net::IpAddr::V6(v6) => {
-            !(v6.is_loopback() || v6.is_unspecified() || v6.is_multicast() || (v6.segments()[0] & 0xffc0) == 0xfe80)
-        }
-    }
-}
-
-/// What the host's nodes tell of its network: the nodes' own addresses, and the pod ranges of
-/// nodes outside the tenant's pool (other tenants' and the host's pods).
+/// What the host's nodes and settings tell of its network: the nodes' own addresses, the pod
+/// ranges of nodes outside the tenant's pool (other tenants' and the host's pods), and the
+/// host's Service ranges. Every address is canonical ([`vt_net::canonical`]), so an
+/// IPv4-mapped or NAT64 spelling is the IPv4 address it carries.
 #[derive(Debug, Default)]
 struct HostNetwork {
     node_addresses: std::collections::BTreeSet<std::net::IpAddr>,
-    foreign_pod_ranges: Vec<(std::net::IpAddr, u8)>,
-}
-
-/// Parses `a.b.c.d/n` (or an IPv6 range).
-fn parse_cidr(cidr: &str) -> Option<(std::net::IpAddr, u8)> {
-    let (ip, bits) = cidr.split_once('/')?;
-    let ip: std::net::IpAddr = ip.parse().ok()?;
-    let bits: u8 = bits.parse().ok()?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    (bits <= max).then_some((ip, bits))
-}
-
-/// Whether `ip` lies in the range.
-fn in_range(ip: std::net::IpAddr, (net, bits): (std::net::IpAddr, u8)) -> bool {
-    use std::net::IpAddr;
-    match (ip, net) {
-        (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - u32::from(bits)) };
-            u32::from(a) & mask == u32::from(n) & mask
-        }
-        (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - u32::from(bits)) };
-            u128::from(a) & mask == u128::from(n) & mask
-        }
-        _ => false,
-    }
+    foreign_pod_ranges: vt_net::CidrSet,
+    service_ranges: vt_net::CidrSet,
 }
 
 impl HostNetwork {
-    /// Whether a selector-less Service's endpoint may be `ip`: a node's own address would
-    /// expose the node's services (the kubelet, etcd on a control-plane node), an address of
-    /// another pool's pod range another tenant's pods — through a host Service the traffic
-    /// comes from a node, past that tenant's NetworkPolicy.
+    /// Whether a selector-less Service's endpoint may be `ip`: never loopback, link-local
+    /// (metadata services), unspecified or multicast (kube's own rule for Endpoints); never a
+    /// node's own address (it would expose the node's services: the kubelet, etcd on a
+    /// control-plane node), an address in another pool's pod range (another tenant's pods:
+    /// through a host Service the traffic comes from a node, past that tenant's
+    /// NetworkPolicy), or a host Service IP (another tenant's or the host's Services).
     fn allows(&self, ip: &str) -> bool {
-        let Ok(addr) = ip.parse::<std::net::IpAddr>() else { return false };
-        allowed_endpoint(addr)
+        let Ok(addr) = vt_net::parse(ip) else { return false };
+        vt_net::kind(addr) == vt_net::Kind::Unicast
             && !self.node_addresses.contains(&addr)
-            && !self.foreign_pod_ranges.iter().any(|r| in_range(addr, *r))
+            && !self.foreign_pod_ranges.contains(addr)
+            && !self.service_ranges.contains(addr)
     }
 }
 
 impl Tenant {
     /// The host network as the nodes tell it (see [`HostNetwork`]).
     fn host_network(&self) -> HostNetwork {
-        let mut net = HostNetwork::default();
+        let mut net = HostNetwork { service_ranges: self.host.service_ranges(), ..Default::default() };
         for n in self.host.nodes() {
             let status = n.status.as_ref();
             for a in status.and_then(|s| s.addresses.as_ref()).into_iter().flatten() {
-                if let Ok(ip) = a.address.parse() {
+                if let Ok(ip) = vt_net::parse(&a.address) {
                     net.node_addresses.insert(ip);
                 }
             }
@@ -181,8 +149,8 @@ impl Tenant {
             let spec = n.spec.as_ref();
             let ranges = spec.and_then(|s| s.pod_cidrs.clone()).unwrap_or_default();
             for cidr in ranges.iter().map(String::as_str).chain(spec.and_then(|s| s.pod_cidr.as_deref())) {
-                if let Some(r) = parse_cidr(cidr) {
-                    net.foreign_pod_ranges.push(r);
+                if let Ok(r) = cidr.parse() {
+                    net.foreign_pod_ranges.insert(r);
                 }
             }
         }
@@ -390,6 +358,11 @@ mod tests {
         for bad in ["127.0.0.1", "169.254.169.254", "0.0.0.0", "::1", "fe80::1", "224.0.0.1", "not-an-ip"] {
             assert!(!net.allows(bad), "{bad}");
         }
+        // The same addresses spelled as IPv6 (IPv4-mapped, IPv4-compatible, NAT64).
+        for bad in ["::ffff:127.0.0.1", "::ffff:169.254.169.254", "::127.0.0.1", "64:ff9b::a9fe:a9fe", "::ffff:0.0.0.0"]
+        {
+            assert!(!net.allows(bad), "{bad}");
+        }
         for good in ["10.1.2.3", "192.168.0.10", "fd00::1"] {
             assert!(net.allows(good), "{good}");
         }
@@ -398,17 +371,27 @@ mod tests {
     #[test]
     fn endpoints_cannot_point_at_nodes_or_other_pools_pods() {
         let net = HostNetwork {
-            node_addresses: ["10.0.0.5".parse().unwrap()].into(),
-            foreign_pod_ranges: vec![parse_cidr("10.244.7.0/24").unwrap(), parse_cidr("fd00:10:244:7::/64").unwrap()],
+            node_addresses: [vt_net::parse("10.0.0.5").unwrap()].into(),
+            foreign_pod_ranges: vt_net::CidrSet::parse_list("10.244.7.0/24,fd00:10:244:7::/64").unwrap(),
+            service_ranges: vt_net::CidrSet::parse_list("10.96.0.0/12").unwrap(),
         };
-        for bad in ["10.0.0.5", "10.244.7.12", "10.244.7.255", "fd00:10:244:7::9", "169.254.169.254", "x"] {
+        for bad in [
+            "10.0.0.5",
+            "::ffff:10.0.0.5",
+            "10.244.7.12",
+            "::ffff:10.244.7.12",
+            "64:ff9b::10.244.7.12",
+            "10.244.7.255",
+            "fd00:10:244:7::9",
+            "169.254.169.254",
+            "10.96.0.1",
+            "::ffff:10.100.3.4",
+            "x",
+        ] {
             assert!(!net.allows(bad), "{bad}");
         }
-        for good in ["10.0.0.6", "10.244.8.1", "10.244.6.255", "192.168.1.1", "fd00:10:244:8::9"] {
+        for good in ["10.0.0.6", "10.244.8.1", "10.244.6.255", "192.168.1.1", "fd00:10:244:8::9", "10.112.0.1"] {
             assert!(net.allows(good), "{good}");
         }
-        assert_eq!(parse_cidr("10.0.0.0/33"), None);
-        assert_eq!(parse_cidr("10.0.0.0"), None);
-        assert!(in_range("1.2.3.4".parse().unwrap(), parse_cidr("0.0.0.0/0").unwrap()));
     }
 }

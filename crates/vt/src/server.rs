@@ -52,6 +52,30 @@ pub struct Args {
     /// Per-tenant burst above the rate.
     #[arg(long, default_value_t = 1000.0)]
     burst: f64,
+    /// Per-tenant cap on open watches (0: none; a Tenant's spec.limits overrides).
+    #[arg(long, default_value_t = 1000)]
+    max_watches: usize,
+    /// Per-tenant cap on open connections (0: none; a Tenant's spec.limits overrides).
+    #[arg(long, default_value_t = 1000)]
+    max_connections: usize,
+    /// Requests executing at once across all tenants, shared fairly (0: no fair queuing;
+    /// default: 4 per CPU).
+    #[arg(long)]
+    max_concurrent_requests: Option<usize>,
+    /// Requests one tenant may have waiting for a shared seat (beyond: 429).
+    #[arg(long, default_value_t = 50)]
+    max_queued_requests: usize,
+    /// Address blocks tenants' webhooks may call by URL (comma-separated; loopback,
+    /// link-local, the manager's own and the host's Service addresses are refused regardless).
+    #[arg(long, value_delimiter = ',')]
+    webhook_allow_cidrs: Vec<String>,
+    /// The host cluster's Service IP ranges (comma-separated): tenants' Endpoints and webhooks
+    /// never reach into them (default: the embedded host's, or 10.96.0.0/12 on a real host).
+    #[arg(long, value_delimiter = ',')]
+    host_service_cidr: Vec<String>,
+    /// The manager's own namespace on the host (tenants' credentials live there).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "vt-system")]
+    namespace: String,
     /// The tenants' Service IP range.
     #[arg(long, default_value = "10.96.0.0/12")]
     service_cidr: String,
@@ -79,6 +103,9 @@ impl Pools for SimPools {
     }
 }
 
+/// The embedded host's Service range.
+const EMBEDDED_SERVICE_CIDR: &str = "10.128.0.0/12";
+
 /// Runs the manager until killed, keeping its data (tenants' stores, the embedded host's store)
 /// in `data_dir`.
 pub async fn run(args: Args, data_dir: PathBuf) -> Result<(), String> {
@@ -93,7 +120,7 @@ pub async fn run(args: Args, data_dir: PathBuf) -> Result<(), String> {
                 listen: args.host_listen,
                 etcd: Vec::new(),
                 etcd_prefix: String::new(),
-                service_cidr: "10.128.0.0/12".into(),
+                service_cidr: EMBEDDED_SERVICE_CIDR.into(),
                 compaction_interval: 60,
                 compaction_retain: 10_000,
                 token_auth_file: None,
@@ -135,6 +162,27 @@ pub async fn run(args: Args, data_dir: PathBuf) -> Result<(), String> {
         max_in_flight: args.max_requests_inflight,
         qps: args.qps,
         burst: args.burst,
+        max_watches: args.max_watches,
+        max_connections: args.max_connections,
+        seats: args
+            .max_concurrent_requests
+            .unwrap_or_else(|| 4 * std::thread::available_parallelism().map(std::num::NonZeroUsize::get).unwrap_or(2)),
+        queue_length: args.max_queued_requests,
+        queue_wait: std::time::Duration::from_secs(15),
+        host_service_cidrs: {
+            let given = args.host_service_cidr.join(",");
+            let spec = if !given.is_empty() {
+                given
+            } else if embedded {
+                EMBEDDED_SERVICE_CIDR.to_string()
+            } else {
+                "10.96.0.0/12".to_string()
+            };
+            vt_net::CidrSet::parse_list(&spec).map_err(|e| format!("--host-service-cidr: {e}"))?
+        },
+        webhook_allow: vt_net::CidrSet::parse_list(&args.webhook_allow_cidrs.join(","))
+            .map_err(|e| format!("--webhook-allow-cidrs: {e}"))?,
+        namespace: args.namespace.clone(),
         service_cidr: args.service_cidr.clone(),
         controllers: args.tenant_controllers,
         syncer: args.tenant_syncer,

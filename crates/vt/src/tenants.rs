@@ -14,7 +14,9 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
-use vt_manager::tenant::{EtcdSpec, Isolation, StoreSpec, Tenant, TenantSpec, check_name, host_namespace};
+use vt_manager::tenant::{
+    EtcdSpec, Isolation, Network, StoreSpec, Tenant, TenantLimits, TenantSpec, check_name, host_namespace,
+};
 
 /// Where the host cluster is.
 #[derive(clap::Args, Clone)]
@@ -51,9 +53,22 @@ pub struct CreateArgs {
     /// Key prefix in etcd (`/vt/<tenant>/` by default).
     #[arg(long)]
     etcd_prefix: Option<String>,
-    /// Quota of the tenant's host namespace (`pods=100`, repeatable).
+    /// Quota of the tenant's host namespace (`pods=100`, `services.nodeports=2`, repeatable;
+    /// node ports and load balancers are 0 unless given).
     #[arg(long, value_name = "RESOURCE=QUANTITY")]
     quota: Vec<String>,
+    /// Cap on the tenant's open watches (the manager's default if unset).
+    #[arg(long)]
+    max_watches: Option<u32>,
+    /// Cap on the tenant's open connections (the manager's default if unset).
+    #[arg(long)]
+    max_connections: Option<u32>,
+    /// An address block the tenant's webhooks may call by URL (repeatable).
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+    webhook_allow_cidr: Vec<String>,
+    /// A loadBalancerClass the tenant's Services may use (repeatable).
+    #[arg(long, value_name = "CLASS")]
+    load_balancer_class: Vec<String>,
     /// Return without waiting for the tenant to be ready.
     #[arg(long)]
     no_wait: bool,
@@ -84,6 +99,10 @@ pub enum Format {
     Json,
     /// YAML.
     Yaml,
+}
+
+fn parse_cidr(s: &str) -> Result<String, String> {
+    s.parse::<vt_net::Cidr>().map(|c| c.to_string()).map_err(|e| e.to_string())
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -217,6 +236,15 @@ pub async fn create(host_args: &HostArgs, args: CreateArgs) -> Result<(), String
             },
             quota: key_values(&args.quota, "quota")?,
             paused: false,
+            limits: TenantLimits {
+                max_watches: args.max_watches,
+                max_connections: args.max_connections,
+                ..Default::default()
+            },
+            network: Network {
+                webhook_allow_cidrs: args.webhook_allow_cidr.clone(),
+                load_balancer_classes: args.load_balancer_class.clone(),
+            },
         },
     );
     let client = host(host_args).await?;

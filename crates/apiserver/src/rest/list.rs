@@ -333,14 +333,6 @@ pub(crate) fn list_object(op: &Op<'_>, listed: Listed, keep_type: bool) -> Value
     Value::Object(list)
 }
 
-/// Every object passing `filter` at the latest revision, in key order, and that revision.
-pub(crate) async fn snapshot(op: &Op<'_>, filter: &Filter) -> ApiResult<(Vec<Value>, Revision)> {
-    let l = read_list(op, filter.is_selective(), 0, None, 0, decoded(op, filter))
-        .await
-        .map_err(|e| from_store(e, &op.gr(), ""))?;
-    Ok((l.items, l.revision))
-}
-
 /// `GET` on a collection. Without selectors, conversion or a non-JSON output, stored objects
 /// are copied into the response with their resourceVersion spliced in, never decoded.
 pub(crate) async fn list(op: &Op<'_>) -> ApiResult<Response<Body>> {
