@@ -43,6 +43,9 @@ pub struct ServeOptions {
     pub max_streams: u32,
     /// Bytes of request headers (HTTP/2 header list; HTTP/1.1 read buffer).
     pub max_header_bytes: u32,
+    /// Bytes of response a connection buffers while its client does not read (HTTP/1.1
+    /// write buffer, HTTP/2 per-stream send buffer, TLS records), beyond a watch's own.
+    pub max_send_buffer: usize,
 }
 
 impl Default for ServeOptions {
@@ -54,7 +57,8 @@ impl Default for ServeOptions {
             max_handshakes_per_source: 64,
             max_handshakes: 2048,
             max_streams: 250,
-            max_header_bytes: 1 << 20,
+            max_header_bytes: 32 << 10,
+            max_send_buffer: 16 << 10,
         }
     }
 }
@@ -235,10 +239,11 @@ async fn connection(
         let tls = start.into_stream(endpoint.tls.clone()).await.map_err(|e| e.to_string())?;
         Ok::<_, String>((tls, endpoint))
     };
-    let (tls, endpoint) = tokio::time::timeout(opts.handshake_timeout, handshake)
+    let (mut tls, endpoint) = tokio::time::timeout(opts.handshake_timeout, handshake)
         .await
         .map_err(|_| "TLS handshake timed out".to_string())??;
     drop(handshaking);
+    tls.get_mut().1.set_buffer_limit(Some(opts.max_send_buffer));
     let cert_user = tls
         .get_ref()
         .1
@@ -292,13 +297,13 @@ async fn connection(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(opts.header_timeout)
-        .max_buf_size((opts.max_header_bytes as usize).max(8192));
+        .max_buf_size((opts.max_header_bytes as usize).max(opts.max_send_buffer).max(8192));
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(opts.max_streams)
         .max_header_list_size(opts.max_header_bytes)
-        .max_send_buf_size(64 << 10)
+        .max_send_buf_size(opts.max_send_buffer)
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(20));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);

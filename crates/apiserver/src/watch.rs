@@ -191,10 +191,13 @@ fn event_for(rt: &ResourceType, change: &Change, filter: &Filter) -> Option<(&'s
 
 /// Unsent bytes a watch may hold in the server before it waits for its client: with the
 /// connection's own buffers, this is what an unread watch costs, whatever the cluster holds.
-pub(crate) const WATCH_BUFFER: usize = 32 << 10;
-/// Objects read from the store per page of initial events: the initial state is streamed a
-/// page at a time from one snapshot revision, never held whole for one watcher.
-const INITIAL_PAGE: usize = 50;
+pub(crate) const WATCH_BUFFER: usize = 16 << 10;
+/// Objects read from the store per page of initial events, at first: the initial state is
+/// streamed a page at a time from one snapshot revision, never held whole for one watcher,
+/// and later pages are sized to hold about [`WATCH_BUFFER`] bytes of the objects seen so far
+/// (between [`INITIAL_PAGE`] and [`MAX_PAGE`] objects).
+const INITIAL_PAGE: usize = 8;
+const MAX_PAGE: usize = 500;
 /// How long a watcher may leave its buffer full while changes wait: then it is closed, as
 /// kube-apiserver closes unresponsive watchers, and its client resumes or re-lists.
 const SLOW_WATCHER: Duration = Duration::from_secs(5);
@@ -249,7 +252,7 @@ pub(crate) async fn watch(op: &Op<'_>) -> ApiResult<Response<Body>> {
             wait_for_revision(op, n).await?;
         }
         let pager = Pager::new(op);
-        let (first, revision, more) = pager.page(None, 0).await.map_err(|e| rest_err(op, e))?;
+        let (first, revision, more) = pager.page(None, 0, INITIAL_PAGE).await.map_err(|e| rest_err(op, e))?;
         let end_bookmark = send_initial_param == Some(true) && bookmarks;
         (revision, Some(Initial { pager, first, more, end_bookmark }))
     } else {
@@ -296,14 +299,15 @@ impl Pager {
         Pager { store: op.store().clone(), prefix: op.rt.list_prefix(&op.ns) }
     }
 
-    /// The page after `start` at `revision` (0: the latest, which the answer names), and
-    /// whether more follow.
+    /// The page of `limit` objects after `start` at `revision` (0: the latest, which the
+    /// answer names), and whether more follow.
     async fn page(
         &self,
         start: Option<bytes::Bytes>,
         revision: Revision,
+        limit: usize,
     ) -> Result<(Vec<vt_store::KeyValue>, Revision, bool), StoreError> {
-        let opts = vt_store::ListOptions { limit: INITIAL_PAGE, start, revision };
+        let opts = vt_store::ListOptions { limit, start, revision };
         let page = self.store.list(self.prefix.as_bytes(), opts).await?;
         Ok((page.kvs, page.revision, page.more))
     }
@@ -367,9 +371,14 @@ impl Stream {
     async fn send_initial(&mut self, initial: Initial) -> bool {
         let Initial { pager, first, mut more, end_bookmark } = initial;
         let mut page = first;
+        let (mut objects, mut bytes) = (0usize, 0usize);
         loop {
             let next_start = page.last().map(|kv| vt_store::key_successor(&kv.key));
-            for kv in page.drain(..) {
+            objects += page.len();
+            bytes += page.iter().map(|kv| kv.value.len()).sum::<usize>();
+            // Sent objects leave memory as they go (the page is consumed front to back).
+            page.reverse();
+            while let Some(kv) = page.pop() {
                 let Ok(obj) = crate::rest::decode(&self.rt, &kv) else {
                     tracing::warn!(key = %String::from_utf8_lossy(&kv.key), "skipping an undecodable stored object");
                     continue;
@@ -385,7 +394,8 @@ impl Stream {
             if !more {
                 break;
             }
-            match pager.page(next_start, self.start).await {
+            let limit = (WATCH_BUFFER * objects / bytes.max(1)).clamp(INITIAL_PAGE, MAX_PAGE);
+            match pager.page(next_start, self.start, limit).await {
                 Ok((kvs, _, m)) => {
                     page = kvs;
                     more = m;

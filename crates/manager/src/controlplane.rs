@@ -60,6 +60,8 @@ pub struct Settings {
     pub webhook_allow: vt_net::CidrSet,
     /// The manager's own namespace on the host.
     pub namespace: String,
+    /// Bounds of the tenant listener's connections.
+    pub serve: vt_apiserver::serve::ServeOptions,
     /// The tenants' Service IP range.
     pub service_cidr: String,
     /// Whether tenants run their controllers (always, but to measure what they cost).

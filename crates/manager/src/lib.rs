@@ -98,7 +98,8 @@ impl Manager {
         ready: impl std::future::Future<Output = ()>,
     ) -> Result<(), String> {
         ensure_crd(&host).await?;
-        tokio::spawn(vt_apiserver::serve::serve(listener, self.router.clone()));
+        let serve = self.planes.settings().serve.clone();
+        tokio::spawn(vt_apiserver::serve::serve_with(listener, self.router.clone(), serve));
         if let Some(admin) = admin {
             tokio::spawn(metrics::serve_admin(admin, self.metrics.clone()));
         }

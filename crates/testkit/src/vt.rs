@@ -172,6 +172,15 @@ impl Kubectl {
             .unwrap_or_else(|e| panic!("cannot run kubectl: {e}"))
     }
 
+    /// Starts kubectl in the background with its stdout captured.
+    pub fn spawn_piped(&self, args: &[&str]) -> std::process::Child {
+        self.command(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run kubectl: {e}"))
+    }
+
     /// Runs kubectl.
     pub fn run(&self, args: &[&str]) -> Output {
         self.command(args).output().unwrap_or_else(|e| panic!("cannot run kubectl: {e}"))

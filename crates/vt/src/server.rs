@@ -73,6 +73,13 @@ pub struct Args {
     /// never reach into them (default: the embedded host's, or 10.96.0.0/12 on a real host).
     #[arg(long, value_delimiter = ',')]
     host_service_cidr: Vec<String>,
+    /// How long a client may take to send a request's headers, and to finish the TLS
+    /// handshake (seconds).
+    #[arg(long, default_value_t = 10, hide = true)]
+    header_timeout: u64,
+    /// How long a connection may stay open with no request in flight (seconds).
+    #[arg(long, default_value_t = 90, hide = true)]
+    idle_timeout: u64,
     /// The manager's own namespace on the host (tenants' credentials live there).
     #[arg(long, env = "POD_NAMESPACE", default_value = "vt-system")]
     namespace: String,
@@ -183,6 +190,12 @@ pub async fn run(args: Args, data_dir: PathBuf) -> Result<(), String> {
         webhook_allow: vt_net::CidrSet::parse_list(&args.webhook_allow_cidrs.join(","))
             .map_err(|e| format!("--webhook-allow-cidrs: {e}"))?,
         namespace: args.namespace.clone(),
+        serve: vt_apiserver::serve::ServeOptions {
+            handshake_timeout: std::time::Duration::from_secs(args.header_timeout.max(1)),
+            header_timeout: std::time::Duration::from_secs(args.header_timeout.max(1)),
+            idle_timeout: std::time::Duration::from_secs(args.idle_timeout.max(1)),
+            ..Default::default()
+        },
         service_cidr: args.service_cidr.clone(),
         controllers: args.tenant_controllers,
         syncer: args.tenant_syncer,

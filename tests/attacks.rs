@@ -1,0 +1,290 @@
+//! A hostile tenant against the shared manager: each test tries one way of taking what other
+//! tenants need — memory held for unread watches, connections held open half-sent or idle,
+//! more watches and connections than its share — against the real `vt server`, and checks
+//! that the attempt is refused or bounded while a neighbour keeps being served.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_rustls::rustls;
+use vt_testkit::VtManager;
+
+fn vt() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_BIN_EXE_vt"))
+}
+
+/// A raw TLS client holding a tenant's admin credentials (from `vt connect --print`).
+#[derive(Clone)]
+struct Tenant {
+    addr: String,
+    server_name: String,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl Tenant {
+    fn of(m: &VtManager, name: &str) -> Tenant {
+        let yaml = m.vt_ok(&["connect", name, "--print"]);
+        let kc: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
+        let b64 = |v: &serde_json::Value| {
+            base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap()).unwrap()
+        };
+        let cluster = &kc["clusters"][0]["cluster"];
+        let user = &kc["users"][0]["user"];
+        let mut roots = rustls::RootCertStore::empty();
+        use rustls::pki_types::pem::PemObject;
+        for c in rustls::pki_types::CertificateDer::pem_slice_iter(&b64(&cluster["certificate-authority-data"])) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(&b64(&user["client-certificate-data"]))
+            .map(Result::unwrap)
+            .collect();
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(&b64(&user["client-key-data"])).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(certs, key)
+            .unwrap();
+        Tenant {
+            addr: cluster["server"].as_str().unwrap().trim_start_matches("https://").to_string(),
+            server_name: cluster["tls-server-name"].as_str().unwrap().to_string(),
+            tls: Arc::new(tls),
+        }
+    }
+
+    /// A TLS connection (HTTP/1.1), with a small receive buffer: a client that stops reading
+    /// soon stops the server's writes.
+    async fn connect(&self) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        let addr: std::net::SocketAddr = self.addr.parse().unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let tcp = socket.connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from(self.server_name.clone()).unwrap();
+        tokio_rustls::TlsConnector::from(self.tls.clone()).connect(name, tcp).await.unwrap()
+    }
+
+    /// Sends `GET path` on a new connection and returns the connection and the status line.
+    async fn get(
+        &self,
+        path: &str,
+    ) -> (tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String) {
+        let mut c = self.connect().await;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\n\r\n", self.server_name);
+        c.write_all(req.as_bytes()).await.unwrap();
+        let mut head = vec![0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(20), c.read(&mut head)).await.unwrap().unwrap();
+        let text = String::from_utf8_lossy(&head[..n]).to_string();
+        (c, text)
+    }
+}
+
+/// The resident set of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches(" kB").trim().parse().unwrap()
+}
+
+/// 1,000 watches that never read their stream, from one tenant, over 1,000 connections: the
+/// manager's memory stays bounded (each watch holds a fixed buffer, not the tenant's data: the
+/// tenant holds ~1 MiB of ConfigMaps, which every watch would otherwise buffer), the tenant's
+/// watch cap answers 429 beyond it, and a neighbour is served meanwhile. Then the watches
+/// close and their slots come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_watches_are_bounded_and_capped() {
+    let (m, hostile, quiet) = tokio::task::spawn_blocking(|| {
+        let m = VtManager::start(vt(), &[]);
+        m.vt_ok(&["create", "hostile", "--max-watches", "1000", "--max-connections", "1200"]);
+        m.vt_ok(&["create", "quiet"]);
+        // ~1 MiB of ConfigMaps in the hostile tenant.
+        let k = m.tenant_kubectl("hostile");
+        let blob = "x".repeat(4000);
+        let items: Vec<String> = (0..250)
+            .map(|i| format!(r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"cm-{i}","namespace":"default"}},"data":{{"blob":"{blob}"}}}}"#))
+            .collect();
+        k.ok_stdin(&["apply", "-f", "-"], &format!(r#"{{"apiVersion":"v1","kind":"List","items":[{}]}}"#, items.join(",")));
+        let (h, q) = (Tenant::of(&m, "hostile"), Tenant::of(&m, "quiet"));
+        (m, h, q)
+    })
+    .await
+    .unwrap();
+    let pid = m.pid();
+    let before = rss_kib(pid);
+    let mut held = Vec::new();
+    let started = Instant::now();
+    for batch in 0..50 {
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let t = hostile.clone();
+            tasks.push(tokio::spawn(async move { t.get("/api/v1/configmaps?watch=1").await }));
+        }
+        for task in tasks {
+            let (conn, head) = task.await.unwrap();
+            assert!(head.starts_with("HTTP/1.1 200"), "batch {batch}: {head}");
+            held.push(conn);
+        }
+    }
+    assert_eq!(held.len(), 1000);
+    eprintln!("1000 watches opened in {:?}", started.elapsed());
+    // Let the server fill every buffer it may.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = rss_kib(pid);
+    let grown = during.saturating_sub(before);
+    eprintln!("manager RSS {before} KiB → {during} KiB with 1000 unread watches (+{grown} KiB)");
+    // Unbounded, each watch would hold its ~1 MiB of initial events: ~1 GiB.
+    assert!(grown < 250 * 1024, "1000 unread watches grew the manager by {grown} KiB");
+    // The 1,001st watch is refused as kube refuses over its limits.
+    let (_c, head) = hostile.get("/api/v1/configmaps?watch=1").await;
+    assert!(head.starts_with("HTTP/1.1 429"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("retry-after: 1"), "{head}");
+    // Ordinary requests of the same tenant, and the neighbour, are served.
+    let (_c, head) = hostile.get("/api/v1/namespaces/default/configmaps/cm-1").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let t = Instant::now();
+    let (_c, head) = quiet.get("/api/v1/namespaces").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    eprintln!("the quiet tenant answered in {:?} meanwhile", t.elapsed());
+    // Closing the watches gives their slots back.
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_c, head) = hostile.get("/api/v1/configmaps?watch=1&timeoutSeconds=1").await;
+        if head.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "watch slots did not come back: {head}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(m);
+}
+
+/// Reads until the peer closes; `true` if it closed within `within`.
+async fn closed_within<S: tokio::io::AsyncRead + Unpin>(s: &mut S, within: Duration) -> bool {
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+/// Slowloris and idle connections: half-sent requests, TLS handshakes never finished and
+/// connections left idle are closed after their timeouts; one source cannot hold more than
+/// its share of handshakes; a quiet watch is not an idle connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_connections_are_closed() {
+    let (m, slow, quiet, k) = tokio::task::spawn_blocking(|| {
+        let m = VtManager::start(vt(), &["--header-timeout", "2", "--idle-timeout", "3"]);
+        m.vt_ok(&["create", "slow"]);
+        m.vt_ok(&["create", "calm"]);
+        let (s, q) = (Tenant::of(&m, "slow"), Tenant::of(&m, "calm"));
+        let k = m.tenant_kubectl("calm");
+        (m, s, q, k)
+    })
+    .await
+    .unwrap();
+
+    // 300 connections that send half a request.
+    let mut half = Vec::new();
+    for _ in 0..300 {
+        let mut c = slow.connect().await;
+        c.write_all(format!("GET /api/v1/namespaces HTTP/1.1\r\nHost: {}\r\n", slow.server_name).as_bytes())
+            .await
+            .unwrap();
+        half.push(c);
+    }
+    // A neighbour is served meanwhile.
+    let (_c, head) = quiet.get("/api/v1/namespaces").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let t = Instant::now();
+    for c in &mut half {
+        assert!(closed_within(c, Duration::from_secs(8)).await, "a half-sent request was kept open");
+    }
+    eprintln!("300 half-sent requests closed after {:?}", t.elapsed());
+
+    // Plain TCP connections that never start TLS: one source gets 64 handshakes at once; the
+    // rest are dropped at once, the 64 at the handshake deadline.
+    let addr = slow.addr.clone();
+    let mut raw = Vec::new();
+    for _ in 0..100 {
+        raw.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut dropped_at_once = 0;
+    for c in &mut raw {
+        if closed_within(c, Duration::from_millis(20)).await {
+            dropped_at_once += 1;
+        }
+    }
+    assert!(dropped_at_once >= 30, "only {dropped_at_once} of 100 half-open connections from one source were refused");
+    for c in &mut raw {
+        assert!(closed_within(c, Duration::from_secs(8)).await, "a connection without a TLS handshake was kept");
+    }
+
+    // A keep-alive connection left idle is closed after the idle timeout.
+    let (mut idle, head) = quiet.get("/api/v1/namespaces").await;
+    assert!(head.starts_with("HTTP/1.1 200"));
+    assert!(closed_within(&mut idle, Duration::from_secs(10)).await, "an idle connection was kept");
+
+    // A watch with nothing to say for longer than the idle timeout is not idle.
+    let events = tokio::task::spawn_blocking(move || {
+        let mut w = k.spawn_piped(&["-n", "default", "get", "configmaps", "-w", "--output-watch-events", "-o", "name"]);
+        std::thread::sleep(Duration::from_secs(5));
+        k.ok(&["-n", "default", "create", "configmap", "after-quiet", "--from-literal=a=1"]);
+        std::thread::sleep(Duration::from_secs(1));
+        let alive = w.try_wait().unwrap().is_none();
+        let _ = w.kill();
+        let out = w.wait_with_output().unwrap();
+        (alive, String::from_utf8_lossy(&out.stdout).to_string())
+    })
+    .await
+    .unwrap();
+    assert!(events.0, "the watch ended");
+    assert!(events.1.contains("configmap/after-quiet"), "{}", events.1);
+    drop(m);
+}
+
+/// A tenant's connections beyond its cap get 429 and are closed; below it they are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_cap_are_refused() {
+    let (m, capped) = tokio::task::spawn_blocking(|| {
+        let m = VtManager::start(vt(), &[]);
+        m.vt_ok(&["create", "capped", "--max-connections", "5", "--max-watches", "3"]);
+        let t = Tenant::of(&m, "capped");
+        (m, t)
+    })
+    .await
+    .unwrap();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let (c, head) = capped.get("/api/v1/configmaps?watch=1").await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        held.push(c);
+    }
+    let (c, head) = capped.get("/api/v1/configmaps?watch=1").await;
+    assert!(head.starts_with("HTTP/1.1 429"), "the fourth watch: {head}");
+    held.push(c);
+    let (c, head) = capped.get("/api/v1/namespaces").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    held.push(c);
+    // Five connections are open: the sixth is refused and closed.
+    let (mut c, head) = capped.get("/api/v1/namespaces").await;
+    assert!(head.starts_with("HTTP/1.1 429"), "the sixth connection: {head}");
+    assert!(closed_within(&mut c, Duration::from_secs(5)).await);
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_c, head) = capped.get("/api/v1/namespaces").await;
+        if head.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "connection slots did not come back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(m);
+}
