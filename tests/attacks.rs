@@ -27,9 +27,8 @@ impl Tenant {
     fn of(m: &VtManager, name: &str) -> Tenant {
         let yaml = m.vt_ok(&["connect", name, "--print"]);
         let kc: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
-        let b64 = |v: &serde_json::Value| {
-            base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap()).unwrap()
-        };
+        let b64 =
+            |v: &serde_json::Value| base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap()).unwrap();
         let cluster = &kc["clusters"][0]["cluster"];
         let user = &kc["users"][0]["user"];
         let mut roots = rustls::RootCertStore::empty();
@@ -67,10 +66,7 @@ impl Tenant {
     }
 
     /// Sends `GET path` on a new connection and returns the connection and the status line.
-    async fn get(
-        &self,
-        path: &str,
-    ) -> (tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String) {
+    async fn get(&self, path: &str) -> (tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String) {
         let mut c = self.connect().await;
         let req = format!("GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\n\r\n", self.server_name);
         c.write_all(req.as_bytes()).await.unwrap();
@@ -84,7 +80,15 @@ impl Tenant {
 /// The resident set of a process, in KiB.
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches(" kB").trim().parse().unwrap()
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 /// 1,000 watches that never read their stream, from one tenant, over 1,000 connections: the
@@ -286,5 +290,195 @@ async fn connections_beyond_the_cap_are_refused() {
         assert!(Instant::now() < deadline, "connection slots did not come back");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    drop(m);
+}
+
+/// A loopback listener that counts the connections it gets (a service inside the manager's
+/// network a tenant might probe).
+async fn counting_listener() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((c, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(c);
+        }
+    });
+    (port, seen)
+}
+
+/// An HTTPS admission webhook at `ip` (a simulated pod's address) that denies every request
+/// with "denied by the pod's webhook"; returns its port and CA.
+async fn denying_webhook(ip: &str) -> (u16, String) {
+    let ca = vt_pki::Ca::generate("egress-test-ca").unwrap();
+    let cert = ca.issue_server("hook", &["hook.default.svc".into()], &[]).unwrap();
+    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(cert.cert_der().unwrap(), cert.key_der().unwrap())
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let service = hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                    use http_body_util::BodyExt;
+                    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                    let rev: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                    let answer = serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                        "response": {"uid": rev["request"]["uid"], "allowed": false,
+                            "status": {"code": 403, "message": "denied by the pod's webhook"}}});
+                    Ok::<_, std::convert::Infallible>(
+                        http::Response::builder()
+                            .header("content-type", "application/json")
+                            .body(http_body_util::Full::new(bytes::Bytes::from(answer.to_string())))
+                            .unwrap(),
+                    )
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (port, ca.cert_pem().to_string())
+}
+
+fn webhook(name: &str, client_config: &str) -> String {
+    format!(
+        r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata: {{name: {name}}}
+webhooks:
+- name: probe.vt.test
+  admissionReviewVersions: [v1]
+  sideEffects: None
+  timeoutSeconds: 3
+  failurePolicy: Fail
+  clientConfig: {client_config}
+  rules: [{{operations: [CREATE], apiGroups: [""], apiVersions: [v1], resources: [configmaps]}}]
+"#
+    )
+}
+
+/// A tenant's admission webhooks are not a way into the manager's network: URLs at loopback
+/// (however spelled), the metadata service, the host's Service range or names are refused
+/// before anything is dialed, all with the same words (no port-scan oracle); a Service
+/// reference reaches the tenant's own pod through its host Service, and never the address the
+/// tenant writes into its own Endpoints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_cannot_reach_past_the_tenant() {
+    let (probe_port, probed) = counting_listener().await;
+    let (m, k) = tokio::task::spawn_blocking(|| {
+        let m = VtManager::start(vt(), &["--sim-pod-cidr", "127.77.0.0/16"]);
+        m.vt_ok(&["create", "prober"]);
+        let k = Arc::new(m.tenant_kubectl("prober"));
+        (m, k)
+    })
+    .await
+    .unwrap();
+    let ca = base64::engine::general_purpose::STANDARD.encode(vt_pki::Ca::generate("x").unwrap().cert_pem());
+    let mut refusals = Vec::new();
+    for (i, url) in [
+        format!("https://127.0.0.1:{probe_port}/"),
+        format!("https://[::ffff:127.0.0.1]:{probe_port}/"),
+        format!("https://[::ffff:7f00:1]:{probe_port}/"),
+        format!("https://localhost:{probe_port}/"),
+        "https://169.254.169.254/".to_string(),
+        "https://10.128.0.1/".to_string(),
+        "https://127.0.0.1:1/".to_string(),
+        "https://203.0.113.9/".to_string(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (k, ca) = (k.clone(), ca.clone());
+        let out = tokio::task::spawn_blocking(move || {
+            k.ok_stdin(&["apply", "-f", "-"], &webhook("probe", &format!(r#"{{url: "{url}", caBundle: "{ca}"}}"#)));
+            std::thread::sleep(Duration::from_millis(300));
+            k.fails(&["-n", "default", "create", "configmap", &format!("probe-{i}")])
+        })
+        .await
+        .unwrap();
+        let tail = out.rsplit_once("failed to call webhook: ").map(|(_, t)| t.trim().to_string()).unwrap_or(out);
+        refusals.push(tail);
+    }
+    assert_eq!(probed.load(std::sync::atomic::Ordering::SeqCst), 0, "the manager dialed a loopback listener");
+    assert!(refusals.iter().all(|r| r == &refusals[0]), "refusals differ: {refusals:#?}");
+    assert!(refusals[0].contains("not one this cluster may call"), "{}", refusals[0]);
+
+    // The tenant's own webhook pod, behind its own Service, is reached through the host.
+    let k2 = k.clone();
+    let pod_ip = tokio::task::spawn_blocking(move || {
+        k2.ok(&["delete", "validatingwebhookconfiguration", "probe"]);
+        k2.ok(&["-n", "default", "create", "deployment", "hook", "--image=registry.example/hook:1"]);
+        k2.ok(&["-n", "default", "rollout", "status", "deployment/hook", "--timeout=60s"]);
+        k2.ok(&["-n", "default", "expose", "deployment", "hook", "--port=443", "--target-port=8443"]);
+        k2.ok(&["-n", "default", "get", "pods", "-l", "app=hook", "-o", "jsonpath={.items[0].status.podIP}"])
+    })
+    .await
+    .unwrap();
+    assert!(pod_ip.starts_with("127.77."), "{pod_ip}");
+    let (hook_port, hook_ca) = denying_webhook(&pod_ip).await;
+    let k3 = k.clone();
+    let denied = tokio::task::spawn_blocking(move || {
+        // The Service's target port is where the test's server listens.
+        k3.ok(&[
+            "-n",
+            "default",
+            "patch",
+            "service",
+            "hook",
+            "-p",
+            &format!(r#"{{"spec":{{"ports":[{{"port":443,"targetPort":{hook_port}}}]}}}}"#),
+        ]);
+        let ca = base64::engine::general_purpose::STANDARD.encode(hook_ca);
+        let cfg = format!(r#"{{service: {{namespace: default, name: hook, port: 443}}, caBundle: "{ca}"}}"#);
+        k3.ok_stdin(&["apply", "-f", "-"], &webhook("hook", &cfg));
+        let mut last = String::new();
+        for i in 0..50 {
+            let out = k3.run(&["-n", "default", "create", "configmap", &format!("through-{i}")]);
+            last = String::from_utf8_lossy(&out.stderr).to_string();
+            if last.contains("denied by the pod's webhook") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        last
+    })
+    .await
+    .unwrap();
+    assert!(denied.contains("denied by the pod's webhook"), "{denied}");
+
+    // A selector-less Service whose (virtual) Endpoints point at the loopback listener: the
+    // host copy drops the address, so the webhook has nowhere to go.
+    let k4 = k.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        k4.ok(&["delete", "validatingwebhookconfiguration", "hook"]);
+        k4.ok_stdin(
+            &["apply", "-f", "-"],
+            &format!(
+                r#"{{"apiVersion":"v1","kind":"List","items":[
+{{"apiVersion":"v1","kind":"Service","metadata":{{"name":"evil","namespace":"default"}},"spec":{{"ports":[{{"port":443}}]}}}},
+{{"apiVersion":"v1","kind":"Endpoints","metadata":{{"name":"evil","namespace":"default"}},"subsets":[{{"addresses":[{{"ip":"127.0.0.1"}},{{"ip":"::ffff:127.0.0.1"}}],"ports":[{{"port":{probe_port}}}]}}]}}]}}"#
+            ),
+        );
+        let ca = base64::engine::general_purpose::STANDARD.encode(vt_pki::Ca::generate("y").unwrap().cert_pem());
+        let cfg = format!(r#"{{service: {{namespace: default, name: evil, port: 443}}, caBundle: "{ca}"}}"#);
+        k4.ok_stdin(&["apply", "-f", "-"], &webhook("evil", &cfg));
+        std::thread::sleep(Duration::from_secs(1));
+        k4.fails(&["-n", "default", "create", "configmap", "evil-probe"])
+    })
+    .await
+    .unwrap();
+    assert!(out.contains("failed to call webhook"), "{out}");
+    assert_eq!(probed.load(std::sync::atomic::Ordering::SeqCst), 0, "the manager dialed the tenant's Endpoints");
     drop(m);
 }

@@ -93,6 +93,7 @@ fn main() {
             services: None,
             pods: None,
             service_account_admission: false,
+            egress: None,
         })
         .await
         .unwrap();

@@ -20,6 +20,7 @@ pub mod body;
 mod bootstrap;
 pub mod crd;
 mod discovery;
+pub mod egress;
 pub mod fairness;
 mod fields;
 pub mod ipalloc;
@@ -100,6 +101,10 @@ pub struct Config {
     /// Where pods really run, for their `log`, `exec`, `attach` and `portforward`
     /// subresources; `None` answers that no node is reachable.
     pub pods: Option<Arc<dyn PodConnector>>,
+    /// Decides where webhooks may be called; `None`: anywhere their configurations say, with
+    /// Services resolved through this cluster's own Endpoints (a standalone server, whose
+    /// users are its operators).
+    pub egress: Option<Arc<dyn egress::Egress>>,
     /// Run the ServiceAccount admission plugin on pods (needs the ServiceAccount controller
     /// running, which creates the `default` ServiceAccounts pods default to).
     pub service_account_admission: bool,

@@ -125,6 +125,17 @@ impl ControlPlanes {
         &self.settings
     }
 
+    /// A tenant's egress policy: its webhooks reach its own Services, and by URL only the
+    /// blocks the manager and its Tenant allow.
+    fn egress(&self, target: &Target, spec: &TenantSpec) -> Result<Arc<vt_syncer::HostEgress>, String> {
+        let mut allow = self.settings.webhook_allow.clone();
+        for c in &spec.network.webhook_allow_cidrs {
+            allow.insert(c.parse().map_err(|e| format!("spec.network.webhookAllowCIDRs: {e}"))?);
+        }
+        let own = vec![self.settings.endpoint.ip()];
+        Ok(vt_syncer::HostEgress::new(self.host.get().cloned(), target.clone(), allow, own))
+    }
+
     /// A tenant's bounds: the manager's, where its Tenant sets none.
     pub fn bounds(&self, spec: &TenantSpec) -> Bounds {
         let s = &self.settings;
@@ -232,6 +243,7 @@ impl ControlPlanes {
                 .map(|h| vt_syncer::HostServices::new(h.client.clone(), target.clone()) as Arc<dyn ServiceBackend>),
             pods: self.host.get().map(|h| vt_syncer::HostPods::new(h.clone(), target.clone()) as Arc<dyn PodConnector>),
             service_account_admission: true,
+            egress: Some(self.egress(&target, spec)? as Arc<dyn vt_apiserver::egress::Egress>),
         };
         let api = ApiServer::new(config).await.map_err(|e| format!("bootstrap: {}", e.message))?;
         let tls = Arc::new(tls_config(&pki.serving, pki.ca.cert_pem())?);

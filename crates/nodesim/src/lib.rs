@@ -42,9 +42,14 @@ pub struct NodeSpec {
     pub taints: Vec<(String, String, String)>,
 }
 
+/// The simulated pods' default address range.
+pub const DEFAULT_POD_CIDR: &str = "10.244.0.0/16";
+
 /// The simulation: its nodes and what its kubelet recorded.
 pub struct NodeSim {
     client: Client,
+    /// The range simulated pods get addresses from: each node a `/24` of it, in order.
+    pod_cidr: vt_net::Cidr,
     nodes: Mutex<Vec<String>>,
     logs: Mutex<HashMap<String, Vec<String>>>,
     ips: Mutex<HashMap<String, u32>>,
@@ -57,8 +62,16 @@ fn now() -> String {
 impl NodeSim {
     /// A simulation driving `client`'s cluster; nodes come with [`NodeSim::add_node`].
     pub fn new(client: Client) -> Arc<NodeSim> {
+        NodeSim::with_pod_cidr(client, DEFAULT_POD_CIDR.parse().expect("valid default range"))
+    }
+
+    /// A simulation whose pods get addresses from `pod_cidr` (an IPv4 range of `/24` or
+    /// wider; a range in `127.0.0.0/8` makes every pod address one a test can bind, so a
+    /// socket on a pod's address *is* that pod).
+    pub fn with_pod_cidr(client: Client, pod_cidr: vt_net::Cidr) -> Arc<NodeSim> {
         Arc::new(NodeSim {
             client,
+            pod_cidr,
             nodes: Mutex::new(Vec::new()),
             logs: Mutex::new(HashMap::new()),
             ips: Mutex::new(HashMap::new()),
@@ -114,7 +127,7 @@ impl NodeSim {
             "apiVersion": "v1", "kind": "Node",
             "metadata": {"name": spec.name, "labels": labels,
                 "annotations": {"vt.dev/simulation": "this node is simulated by vt; it runs no containers"}},
-            "spec": {"taints": taints, "podCIDR": format!("10.244.{index}.0/24")},
+            "spec": {"taints": taints, "podCIDR": format!("{}/24", self.node_subnet(index))},
         });
         let nodes: Api<Node> = Api::all(self.client.clone());
         let pp = PatchParams::apply(MANAGER).force();
@@ -236,7 +249,18 @@ impl NodeSim {
         let mut ips = self.ips.lock().unwrap_or_else(|p| p.into_inner());
         let next = ips.entry(node.to_string()).or_insert(1);
         *next = if *next >= 254 { 2 } else { *next + 1 };
-        format!("10.244.{index}.{}", *next)
+        let subnet = u32::from(self.node_subnet(index));
+        std::net::Ipv4Addr::from(subnet | *next).to_string()
+    }
+
+    /// The network address of node `index`'s `/24` in the pod range.
+    fn node_subnet(&self, index: usize) -> std::net::Ipv4Addr {
+        let base = match self.pod_cidr.addr() {
+            std::net::IpAddr::V4(v4) => u32::from(v4),
+            std::net::IpAddr::V6(_) => u32::from(std::net::Ipv4Addr::new(10, 244, 0, 0)),
+        };
+        let subnets = 1u32 << (24u8.saturating_sub(self.pod_cidr.prefix()).min(16));
+        std::net::Ipv4Addr::from(base | ((index as u32 % subnets) << 8))
     }
 
     fn client(&self) -> Client {

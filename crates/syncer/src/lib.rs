@@ -6,6 +6,7 @@
 
 pub mod cache;
 mod data;
+pub mod egress;
 mod events;
 pub mod host;
 pub mod names;
@@ -53,6 +54,7 @@ pub trait SyncObserver: Send + Sync {
     fn queue_depth(&self, tenant: &str, depth: usize);
 }
 
+pub use egress::HostEgress;
 pub use host::Host;
 pub use proxy::HostPods;
 pub use services::HostServices;

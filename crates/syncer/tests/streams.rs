@@ -108,6 +108,7 @@ async fn server(ca: &vt_pki::Ca, name: &str, pods: Arc<dyn PodConnector>) -> Ser
         services: None,
         pods: Some(pods),
         service_account_admission: false,
+        egress: None,
     })
     .await
     .unwrap();

@@ -187,6 +187,7 @@ pub async fn start(args: &Args) -> Result<Started, String> {
         services: None,
         pods: Some(sim_pods.clone() as Arc<dyn vt_apiserver::PodConnector>),
         service_account_admission: args.controllers,
+        egress: None,
     };
     let api = ApiServer::new(config).await.map_err(|e| format!("bootstrap failed: {e}"))?;
     let tls = Arc::new(tls_config(&serving, ca.cert_pem())?);

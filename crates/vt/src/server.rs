@@ -40,6 +40,10 @@ pub struct Args {
     /// Address of the admin endpoint (`/metrics`, `/healthz`); empty to disable.
     #[arg(long, default_value = "127.0.0.1:9090")]
     admin_listen: String,
+    /// Address range of the simulated pods (embedded host only; each node a /24 of it). A
+    /// range in 127.0.0.0/8 lets a local process stand in for a pod by binding its address.
+    #[arg(long, default_value = vt_nodesim::DEFAULT_POD_CIDR)]
+    sim_pod_cidr: String,
     /// Simulated nodes per tenant pool (embedded host only).
     #[arg(long, default_value_t = 2)]
     nodes_per_pool: usize,
@@ -202,7 +206,8 @@ pub async fn run(args: Args, data_dir: PathBuf) -> Result<(), String> {
     };
     let mut manager = Manager::new(settings).with_stream_client(streams);
     if embedded {
-        let sim = NodeSim::new(host.clone());
+        let cidr = args.sim_pod_cidr.parse().map_err(|e| format!("--sim-pod-cidr: {e}"))?;
+        let sim = NodeSim::with_pod_cidr(host.clone(), cidr);
         if let Some(c) = &sim_pods {
             c.attach(&sim);
         }

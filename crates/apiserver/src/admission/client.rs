@@ -91,9 +91,27 @@ pub(super) async fn post(
     body: Vec<u8>,
     timeout: Duration,
 ) -> Result<Vec<u8>, String> {
-    let ep = match target {
-        Target::Url(u) => parse_url(u)?,
-        Target::Service { namespace, name, path, port } => resolve_service(op, namespace, name, path, *port).await?,
+    let (ep, addr) = match (target, &op.api.config().egress) {
+        (Target::Url(u), None) => (parse_url(u)?, None),
+        (Target::Service { namespace, name, path, port }, None) => {
+            (resolve_service(op, namespace, name, path, *port).await?, None)
+        }
+        // The cluster's egress policy picks the address before anything is dialed.
+        (Target::Url(u), Some(egress)) => {
+            let ep = parse_url(u)?;
+            let addr = egress.url(&ep.host, ep.port).await?;
+            (ep, Some(addr))
+        }
+        (Target::Service { namespace, name, path, port }, Some(egress)) => {
+            let addr = egress.service(namespace, name, *port).await?;
+            let ep = Endpoint {
+                host: addr.ip().to_string(),
+                port: addr.port(),
+                server_name: format!("{name}.{namespace}.svc"),
+                path: if path.is_empty() { "/".into() } else { path.to_string() },
+            };
+            (ep, Some(addr))
+        }
     };
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_bundle) {
@@ -111,9 +129,11 @@ pub(super) async fn post(
     let server_name = ServerName::try_from(ep.server_name.clone())
         .map_err(|e| format!("invalid server name {:?}: {e}", ep.server_name))?;
     let work = async {
-        let tcp = tokio::net::TcpStream::connect((ep.host.as_str(), ep.port))
-            .await
-            .map_err(|e| format!("dial tcp {}:{}: {e}", ep.host, ep.port))?;
+        let tcp = match addr {
+            Some(a) => tokio::net::TcpStream::connect(a).await,
+            None => tokio::net::TcpStream::connect((ep.host.as_str(), ep.port)).await,
+        }
+        .map_err(|e| format!("dial tcp {}:{}: {e}", ep.host, ep.port))?;
         let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
             .connect(server_name, tcp)
             .await
