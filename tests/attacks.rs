@@ -482,3 +482,78 @@ async fn webhooks_cannot_reach_past_the_tenant() {
     assert_eq!(probed.load(std::sync::atomic::Ordering::SeqCst), 0, "the manager dialed the tenant's Endpoints");
     drop(m);
 }
+
+/// What a tenant can claim on the host is granted, not taken: node ports and load balancers
+/// only within its quota (none by default, and an update to NodePort is charged too),
+/// ExternalNames never into the cluster's own names, load balancer classes only if granted.
+/// Its credentials live in the manager's namespace, never where its pods run; an older layout
+/// (credentials in the host namespace) moves on restart and its clients keep working.
+#[test]
+fn host_claims_and_credentials_stay_bounded() {
+    let mut m = VtManager::start(vt(), &[]);
+    m.vt_ok(&["create", "claimer"]);
+    m.vt_ok(&["create", "granted", "--quota", "services.nodeports=2", "--quota", "pods=10"]);
+    let k = m.tenant_kubectl("claimer");
+    let out = k.fails(&["-n", "default", "create", "service", "nodeport", "squat", "--tcp=80:80"]);
+    assert!(out.contains("exceeded quota") && out.contains("services.nodeports"), "{out}");
+    let out = k.fails(&["-n", "default", "create", "service", "loadbalancer", "lb", "--tcp=80:80"]);
+    assert!(out.contains("exceeded quota"), "{out}");
+    // Turning a ClusterIP Service into a NodePort one does not reach the host's node ports.
+    k.ok(&["-n", "default", "create", "service", "clusterip", "web", "--tcp=80:80"]);
+    let _ = k.run(&["-n", "default", "patch", "service", "web", "-p", r#"{"spec":{"type":"NodePort"}}"#]);
+    std::thread::sleep(Duration::from_secs(2));
+    let host = m.host_kubectl();
+    let types = host.ok(&["-n", "vt-claimer", "get", "services", "-o", "jsonpath={.items[*].spec.type}"]);
+    assert!(!types.contains("NodePort"), "a host node port was taken: {types}");
+    // ExternalNames into the cluster, and classes not granted, are refused with a reason.
+    let out = k.fails(&[
+        "-n",
+        "default",
+        "create",
+        "service",
+        "externalname",
+        "peek",
+        "--external-name=secret-store.vt-granted.svc.cluster.local",
+    ]);
+    assert!(out.contains("externalName") && out.contains("cluster"), "{out}");
+    k.ok(&["-n", "default", "create", "service", "externalname", "ok", "--external-name=api.example.com"]);
+    let out = k.fails_stdin(
+        &["apply", "-f", "-"],
+        r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"lbc","namespace":"default"},"spec":{"type":"ClusterIP","loadBalancerClass":"example.com/x","ports":[{"port":80}]}}"#,
+    );
+    assert!(out.contains("loadBalancerClass"), "{out}");
+    // A tenant granted node ports gets exactly its grant (ports, as kube counts them).
+    let g = m.tenant_kubectl("granted");
+    g.ok(&["-n", "default", "create", "service", "nodeport", "two", "--tcp=80:80", "--tcp=81:81"]);
+    let out = g.fails(&["-n", "default", "create", "service", "nodeport", "three", "--tcp=82:82"]);
+    assert!(out.contains("exceeded quota"), "{out}");
+
+    // Credentials: in the manager's namespace, not the pods'.
+    let secrets = host.ok(&["-n", "vt-claimer", "get", "secrets", "-o", "name"]);
+    assert!(!secrets.contains("vt-pki") && !secrets.contains("kubeconfig"), "{secrets}");
+    let own = host.ok(&["-n", "vt-system", "get", "secrets", "-o", "name"]);
+    assert!(own.contains("secret/vt-claimer-pki") && own.contains("secret/vt-claimer-kubeconfig"), "{own}");
+    // An older layout: the PKI back in the host namespace, the new Secret gone.
+    let pki = host.ok(&["-n", "vt-system", "get", "secret", "vt-claimer-pki", "-o", "json"]);
+    let mut legacy: serde_json::Value = serde_json::from_str(&pki).unwrap();
+    legacy["metadata"] = serde_json::json!({"name": "vt-pki", "namespace": "vt-claimer"});
+    host.ok(&["delete", "-n", "vt-system", "secret", "vt-claimer-pki", "vt-claimer-kubeconfig"]);
+    host.ok_stdin(&["create", "-f", "-"], &legacy.to_string());
+    m.restart();
+    // The kubeconfig from before the move still works: same CA, same admin certificate.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while k.run(&["get", "namespaces"]).status.code() != Some(0) {
+        assert!(Instant::now() < deadline, "the tenant's old kubeconfig stopped working");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let own = host.ok(&["-n", "vt-system", "get", "secrets", "-o", "name"]);
+        let left = host.ok(&["-n", "vt-claimer", "get", "secrets", "-o", "name"]);
+        if own.contains("secret/vt-claimer-pki") && !left.contains("vt-pki") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the credentials were not moved: {own} / {left}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

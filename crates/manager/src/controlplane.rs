@@ -180,6 +180,7 @@ impl ControlPlanes {
             api_host: self.settings.endpoint.ip().to_string(),
             api_port: self.settings.endpoint.port(),
             api_server_name: self.settings.server_name(tenant),
+            load_balancer_classes: spec.network.load_balancer_classes.clone(),
         }
     }
 

@@ -66,6 +66,18 @@ pub async fn ensure_crd(host: &kube::Client) -> Result<(), String> {
     Ok(())
 }
 
+/// Makes sure the manager's own namespace (where tenants' credentials live) exists.
+pub async fn ensure_namespace(host: &kube::Client, name: &str) -> Result<(), String> {
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(host.clone());
+    let ns = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).map_err(|e| e.to_string())?;
+    match namespaces.create(&PostParams::default(), &ns).await {
+        Ok(_) => Ok(()),
+        // There already, or not ours to create (a Helm install made it).
+        Err(kube::Error::Api(e)) if e.code == 409 || e.code == 403 => Ok(()),
+        Err(e) => Err(format!("cannot create the manager's namespace {name}: {e}")),
+    }
+}
+
 impl Manager {
     /// A manager for `settings` (nothing runs until [`Manager::run`]).
     pub fn new(settings: Settings) -> Manager {
@@ -98,6 +110,7 @@ impl Manager {
         ready: impl std::future::Future<Output = ()>,
     ) -> Result<(), String> {
         ensure_crd(&host).await?;
+        ensure_namespace(&host, &self.planes.settings().namespace).await?;
         let serve = self.planes.settings().serve.clone();
         tokio::spawn(vt_apiserver::serve::serve_with(listener, self.router.clone(), serve));
         if let Some(admin) = admin {

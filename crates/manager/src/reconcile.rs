@@ -22,9 +22,22 @@ use crate::tenant::{Condition, FINALIZER, SecretRef, TENANT_LABEL, Tenant, Tenan
 
 /// The field manager of everything the manager writes on the host.
 pub const MANAGER: &str = "vt-manager";
-const PKI_SECRET: &str = "vt-pki";
-/// The Secret holding a tenant's admin kubeconfig (key `kubeconfig`).
+/// Where earlier versions kept a tenant's PKI, in its host namespace (migrated on upgrade).
+const LEGACY_PKI_SECRET: &str = "vt-pki";
+/// Where earlier versions kept a tenant's admin kubeconfig, in its host namespace.
 pub const KUBECONFIG_SECRET: &str = "vt-admin-kubeconfig";
+
+/// The Secret holding a tenant's PKI (CA, serving and admin certificates, token key), in the
+/// manager's namespace: never where the tenant's pods run.
+pub fn pki_secret(tenant: &str) -> String {
+    format!("vt-{tenant}-pki")
+}
+
+/// The Secret holding a tenant's admin kubeconfig (key `kubeconfig`), in the manager's
+/// namespace.
+pub fn kubeconfig_secret(tenant: &str) -> String {
+    format!("vt-{tenant}-kubeconfig")
+}
 
 /// Errors of one reconcile.
 #[derive(Debug, thiserror::Error)]
@@ -154,6 +167,7 @@ async fn apply(t: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = host_namespace(&name);
     guardrails(&ctx, &t, &ns).await?;
     let pki = credentials(&ctx, &name, &ns).await?;
+    let own_ns = ctx.planes.settings().namespace.clone();
     let settings = ctx.planes.settings();
     let kubeconfig = crate::kubeconfig::render(
         &format!("vt-{name}"),
@@ -163,15 +177,19 @@ async fn apply(t: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
         &pki.admin.key_pem,
         Some(&settings.server_name(&name)),
     );
-    let secrets: Api<Secret> = Api::namespaced(ctx.host.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(ctx.host.clone(), &own_ns);
+    let kc_name = kubeconfig_secret(&name);
     let kc_secret = json!({
         "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": KUBECONFIG_SECRET, "labels": {TENANT_LABEL: name}},
+        "metadata": {"name": kc_name, "labels": {TENANT_LABEL: name}},
         "type": "Opaque",
         "stringData": {"kubeconfig": kubeconfig},
     });
-    secrets.patch(KUBECONFIG_SECRET, &apply_params(), &Patch::Apply(kc_secret)).await?;
-    let secret_ref = Some(SecretRef { namespace: ns.clone(), name: KUBECONFIG_SECRET.into() });
+    secrets.patch(&kc_name, &apply_params(), &Patch::Apply(kc_secret)).await?;
+    // The copy earlier versions kept where the tenant's pods run goes.
+    let legacy: Api<Secret> = Api::namespaced(ctx.host.clone(), &ns);
+    delete_if_present(&legacy, KUBECONFIG_SECRET).await?;
+    let secret_ref = Some(SecretRef { namespace: own_ns.clone(), name: kc_name });
     let endpoint = format!("https://{}", settings.advertise);
     if t.spec.paused {
         ctx.planes.pause(&name, &pki).await.map_err(Error::ControlPlane)?;
@@ -260,11 +278,13 @@ async fn guardrails(ctx: &Context, t: &Tenant, ns: &str) -> Result<(), Error> {
             &Patch::Apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels}})),
         )
         .await?;
-    let hard: BTreeMap<String, String> = if t.spec.quota.is_empty() {
-        BTreeMap::from([("pods".to_string(), "500".to_string())])
-    } else {
-        t.spec.quota.clone()
-    };
+    let hard = host_quota(&t.spec.quota);
+    // The manager's pods: selected in the manager's namespace only, so a tenant pod carrying
+    // the same labels (in its own namespace) is never mistaken for the manager.
+    let manager = json!({
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ctx.planes.settings().namespace}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "vt"}},
+    });
     let objects = [
         json!({"apiVersion": "v1", "kind": "ResourceQuota",
             "metadata": {"name": "vt-quota", "namespace": ns, "labels": {TENANT_LABEL: name}},
@@ -279,12 +299,16 @@ async fn guardrails(ctx: &Context, t: &Tenant, ns: &str) -> Result<(), Error> {
         "spec": {
             "podSelector": {},
             "policyTypes": ["Ingress", "Egress"],
-            "ingress": [{"from": [{"podSelector": {}}]}],
+            "ingress": [
+                {"from": [{"podSelector": {}}]},
+                // The manager calls the tenant's webhooks (and later its aggregated APIs).
+                {"from": [manager]}
+            ],
             "egress": [
                 {"to": [{"podSelector": {}}]},
                 {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}}],
                  "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
-                {"to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"app.kubernetes.io/name": "vt"}}}]}
+                {"to": [manager]}
             ]
         }}),
     ];
@@ -309,12 +333,59 @@ async fn guardrails(ctx: &Context, t: &Tenant, ns: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// The tenant's credentials, created once and kept in the host namespace.
+/// The host ResourceQuota of a tenant: what its Tenant sets, 500 pods if it sets no pod
+/// count, and no node ports or load balancers unless it grants them — node ports are one
+/// range for the whole host, so one tenant could otherwise take them all.
+pub fn host_quota(spec: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut hard = spec.clone();
+    if spec.is_empty() {
+        hard.insert("pods".into(), "500".into());
+    }
+    hard.entry("services.nodeports".into()).or_insert_with(|| "0".into());
+    hard.entry("services.loadbalancers".into()).or_insert_with(|| "0".into());
+    hard
+}
+
+async fn delete_if_present(api: &Api<Secret>, name: &str) -> Result<(), Error> {
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn secret_data(s: Secret) -> BTreeMap<String, Vec<u8>> {
+    s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect()
+}
+
+/// The tenant's credentials, created once and kept in the manager's namespace. A tenant whose
+/// credentials an earlier version kept in its host namespace keeps them — same CA, same keys,
+/// so its clients keep working — moved to the manager's namespace.
 async fn credentials(ctx: &Context, tenant: &str, ns: &str) -> Result<TenantPki, Error> {
-    let secrets: Api<Secret> = Api::namespaced(ctx.host.clone(), ns);
-    if let Some(s) = secrets.get_opt(PKI_SECRET).await? {
-        let data: BTreeMap<String, Vec<u8>> = s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
-        return TenantPki::from_data(&data).map_err(Error::ControlPlane);
+    let own_ns = &ctx.planes.settings().namespace;
+    let secrets: Api<Secret> = Api::namespaced(ctx.host.clone(), own_ns);
+    let name = pki_secret(tenant);
+    if let Some(s) = secrets.get_opt(&name).await? {
+        return TenantPki::from_data(&secret_data(s)).map_err(Error::ControlPlane);
+    }
+    let legacy: Api<Secret> = Api::namespaced(ctx.host.clone(), ns);
+    if let Some(old) = legacy.get_opt(LEGACY_PKI_SECRET).await? {
+        let data = secret_data(old);
+        let pki = TenantPki::from_data(&data).map_err(Error::ControlPlane)?;
+        let moved: Secret = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {TENANT_LABEL: tenant}},
+            "type": "Opaque",
+            "stringData": pki.to_data(),
+        }))
+        .map_err(|e| Error::ControlPlane(e.to_string()))?;
+        match secrets.create(&PostParams::default(), &moved).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+        delete_if_present(&legacy, LEGACY_PKI_SECRET).await?;
+        tracing::info!(tenant, namespace = %own_ns, "moved the tenant's credentials out of its host namespace");
+        return Ok(pki);
     }
     let settings = ctx.planes.settings();
     let mut names = vec![
@@ -335,7 +406,7 @@ async fn credentials(ctx: &Context, tenant: &str, ns: &str) -> Result<TenantPki,
     }
     let pki = TenantPki::generate(tenant, &names, &ips).map_err(Error::ControlPlane)?;
     let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": PKI_SECRET, "labels": {TENANT_LABEL: tenant}},
+        "metadata": {"name": name, "labels": {TENANT_LABEL: tenant}},
         "type": "Opaque",
         "stringData": pki.to_data(),
     }))
@@ -344,10 +415,8 @@ async fn credentials(ctx: &Context, tenant: &str, ns: &str) -> Result<TenantPki,
         Ok(_) => Ok(pki),
         // Another reconcile won the race: use what it stored.
         Err(kube::Error::Api(e)) if e.code == 409 => {
-            let s = secrets.get(PKI_SECRET).await?;
-            let data: BTreeMap<String, Vec<u8>> =
-                s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
-            TenantPki::from_data(&data).map_err(Error::ControlPlane)
+            let s = secrets.get(&name).await?;
+            TenantPki::from_data(&secret_data(s)).map_err(Error::ControlPlane)
         }
         Err(e) => Err(e.into()),
     }
@@ -370,6 +439,9 @@ async fn cleanup(t: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
     {
         pools.remove(&name).await.map_err(Error::ControlPlane)?;
     }
+    let own: Api<Secret> = Api::namespaced(ctx.host.clone(), &ctx.planes.settings().namespace);
+    delete_if_present(&own, &pki_secret(&name)).await?;
+    delete_if_present(&own, &kubeconfig_secret(&name)).await?;
     let dir = ctx.planes.settings().tenant_dir(&name);
     if dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(|e| Error::ControlPlane(format!("{}: {e}", dir.display())))?;

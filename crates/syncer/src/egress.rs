@@ -146,6 +146,7 @@ mod tests {
             api_host: "10.0.0.1".into(),
             api_port: 443,
             api_server_name: String::new(),
+            load_balancer_classes: Vec::new(),
         };
         let own = own.iter().map(|s| s.parse().unwrap()).collect();
         HostEgress::new(None, target, CidrSet::parse_list(allow).unwrap(), own)

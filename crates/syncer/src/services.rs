@@ -38,6 +38,8 @@ impl ServiceBackend for HostServices {
         Box::pin(async move {
             let name = service.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
             let ns = service.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("").to_string();
+            translate::check_service(service, &self.target)
+                .map_err(|r| BackendError { code: 403, message: r.message })?;
             let mut desired = translate::host_service(service, &self.target);
             // A node port the tenant asked for is asked of the host.
             if let (Some(want), Some(ports)) =
@@ -196,6 +198,23 @@ impl Tenant {
                     return Err(Error::Other("replacing a stale host Service".into()));
                 }
                 let vjson = serde_json::to_value(v.as_ref()).unwrap_or(Value::Null);
+                if let Err(refusal) = translate::check_service(&vjson, &self.target) {
+                    // Changed into something the host must not get: the host keeps the last
+                    // allowed state and the tenant is told why, once.
+                    let uid = v.uid().unwrap_or_default();
+                    let new = self
+                        .refused
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(uid.clone(), refusal.message.clone())
+                        != Some(refusal.message.clone());
+                    if new {
+                        let involved =
+                            json!({"kind": "Service", "apiVersion": "v1", "namespace": ns, "name": name, "uid": uid});
+                        self.warn(involved, refusal.reason, &refusal.message).await;
+                    }
+                    return Ok(());
+                }
                 let want = translate::host_service(&vjson, &self.target);
                 let have = serde_json::to_value(&h).unwrap_or(Value::Null);
                 let mut patch = json!({});

@@ -36,6 +36,8 @@ pub struct Target {
     /// clients send it as SNI and verify the tenant's serving certificate by it (the shared
     /// listener picks the tenant by SNI). Empty: the address is used as it is.
     pub api_server_name: String,
+    /// The `loadBalancerClass` values its Services may ask for.
+    pub load_balancer_classes: Vec<String>,
 }
 
 impl Target {
@@ -73,6 +75,15 @@ pub struct Refusal {
 fn reserved(key: &str) -> bool {
     let Some((prefix, name)) = key.split_once('/') else { return false };
     (prefix == "vt.dev" && !name.starts_with("sim-")) || prefix.ends_with(".vt.dev")
+}
+
+/// The labels that say "this is the vt manager" (what the chart's selectors and the tenants'
+/// isolation NetworkPolicies select it by): a tenant's object never carries them on the host.
+const MANAGER_LABELS: &[(&str, &str)] = &[("app.kubernetes.io/name", "vt")];
+
+/// Whether a label (key and value) may not reach the host as a tenant wrote it.
+fn reserved_label(key: &str, value: &Value) -> bool {
+    reserved(key) || MANAGER_LABELS.iter().any(|(k, v)| *k == key && value.as_str() == Some(*v))
 }
 
 /// Annotation prefixes the host's own machinery acts on (container runtime and Kata VM
@@ -132,7 +143,11 @@ fn tenant_meta(meta: Option<&Value>, t: &Target, ns: &str) -> (Map<String, Value
             .map(|m| m.iter().filter(|(k, _)| keep(k)).map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default()
     };
-    let mut labels = pick("labels", |k| !reserved(k));
+    let mut labels: Map<String, Value> = meta
+        .and_then(|m| m.get("labels"))
+        .and_then(Value::as_object)
+        .map(|m| m.iter().filter(|(k, v)| !reserved_label(k, v)).map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
     labels.insert(TENANT_LABEL.into(), json!(t.tenant));
     labels.insert(NAMESPACE_LABEL.into(), json!(ns));
     (labels, pick("annotations", copied_annotation))
@@ -723,10 +738,56 @@ pub fn host_selector(selector: Option<&Value>, ns: &str, t: &Target) -> Option<V
     if sel.is_empty() {
         return None;
     }
-    let mut out = sel.clone();
+    // Reserved labels never reach host pods, so the host selector leaves them out too.
+    let mut out: Map<String, Value> =
+        sel.iter().filter(|(k, v)| !reserved_label(k, v)).map(|(k, v)| (k.clone(), v.clone())).collect();
     out.insert(TENANT_LABEL.into(), json!(t.tenant));
     out.insert(NAMESPACE_LABEL.into(), json!(ns));
     Some(Value::Object(out))
+}
+
+/// Whether a Service may be created on the host as the tenant wrote it: an ExternalName must
+/// not name the cluster's own Services (`<svc>.<namespace>.svc[.<domain>]`, the cluster
+/// domain, or an address — on the host, its CNAME would lead the tenant's pods, and anyone
+/// resolving it, into other namespaces), and a `loadBalancerClass` must be one the operator
+/// granted the tenant.
+pub fn check_service(v: &Value, t: &Target) -> Result<(), Refusal> {
+    if let Some(name) = v.pointer("/spec/externalName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+        let lower = name.trim_end_matches('.').to_ascii_lowercase();
+        let labels: Vec<&str> = lower.split('.').collect();
+        let internal = labels.contains(&"svc")
+            || lower == "cluster.local"
+            || lower.ends_with(".cluster.local")
+            || lower.ends_with(".local")
+            || lower == "localhost"
+            || lower.ends_with(".localhost")
+            || lower.parse::<std::net::IpAddr>().is_ok()
+            || labels.len() < 2;
+        if internal {
+            return Err(Refusal {
+                reason: "HostIsolation",
+                message: format!(
+                    "externalName {name:?} names the cluster's own network (a cluster-internal name, a single label or an address); only external DNS names are allowed"
+                ),
+            });
+        }
+    }
+    if let Some(class) = v.pointer("/spec/loadBalancerClass").and_then(Value::as_str)
+        && !t.load_balancer_classes.iter().any(|c| c == class)
+    {
+        return Err(Refusal {
+            reason: "HostIsolation",
+            message: format!(
+                "loadBalancerClass {class:?} is not granted to this tenant (granted: {})",
+                if t.load_balancer_classes.is_empty() {
+                    "none".to_string()
+                } else {
+                    t.load_balancer_classes.join(", ")
+                }
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The host copy of a Service. The host allocates its cluster IP and node ports (the virtual

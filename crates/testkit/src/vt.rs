@@ -214,6 +214,14 @@ impl Kubectl {
     }
 
     /// Runs kubectl, which must fail, and returns its stderr.
+    /// Runs kubectl with `input` on stdin, expecting failure; returns stderr.
+    pub fn fails_stdin(&self, args: &[&str], input: &str) -> String {
+        let out = self.run_stdin(args, input);
+        assert!(!out.status.success(), "kubectl {args:?} unexpectedly succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// Runs kubectl, expecting failure; returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.run(args);
         assert!(

@@ -165,10 +165,23 @@ fn usage_of(group: &str, plural: &str, obj: &Value) -> BTreeMap<String, f64> {
         match plural {
             "pods" => u.extend(pod_usage(obj)),
             "services" => {
+                // As kube's service evaluator: node ports count ports, not Services; a load
+                // balancer takes a node port per port too, unless it asks for none
+                // (`allocateLoadBalancerNodePorts: false`, then only explicit ones count).
                 u.insert("services".into(), 1.0);
+                let ports = obj.pointer("/spec/ports").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
+                let explicit = ports.iter().filter(|p| p.get("nodePort").and_then(Value::as_i64).unwrap_or(0) > 0);
                 match obj.pointer("/spec/type").and_then(Value::as_str) {
-                    Some("LoadBalancer") => _ = u.insert("services.loadbalancers".into(), 1.0),
-                    Some("NodePort") => _ = u.insert("services.nodeports".into(), 1.0),
+                    Some("LoadBalancer") => {
+                        u.insert("services.loadbalancers".into(), 1.0);
+                        let node_ports = if obj.pointer("/spec/allocateLoadBalancerNodePorts") == Some(&json!(false)) {
+                            explicit.count()
+                        } else {
+                            ports.len()
+                        };
+                        u.insert("services.nodeports".into(), node_ports as f64);
+                    }
+                    Some("NodePort") => _ = u.insert("services.nodeports".into(), ports.len() as f64),
                     _ => {}
                 }
             }
@@ -241,6 +254,20 @@ struct Over {
 /// Checks a create against every ResourceQuota of the namespace; returns whether the
 /// namespace has any (their status then needs a refresh after the write).
 pub(crate) async fn check_quota(op: &Op<'_>, obj: &Value) -> ApiResult<bool> {
+    check_quota_change(op, obj, None).await
+}
+
+/// Checks an update of `old` to `obj` as a create of what it adds (a Service turned into a
+/// NodePort or LoadBalancer, more ports, a bigger claim): kube's quota admission evaluates
+/// updates too, so a type change cannot slip past `services.nodeports`.
+pub(crate) async fn check_quota_update(op: &Op<'_>, obj: &Value, old: &Value) -> ApiResult<bool> {
+    if !(op.rt.group.is_empty() && matches!(op.rt.plural.as_str(), "services" | "persistentvolumeclaims")) {
+        return Ok(false);
+    }
+    check_quota_change(op, obj, Some(old)).await
+}
+
+async fn check_quota_change(op: &Op<'_>, obj: &Value, old: Option<&Value>) -> ApiResult<bool> {
     if op.ns.is_empty() || !op.sub.is_empty() {
         return Ok(false);
     }
@@ -248,7 +275,21 @@ pub(crate) async fn check_quota(op: &Op<'_>, obj: &Value) -> ApiResult<bool> {
     if quotas.is_empty() {
         return Ok(false);
     }
-    let adding = usage_of(&op.rt.group, &op.rt.plural, obj);
+    let mut adding = usage_of(&op.rt.group, &op.rt.plural, obj);
+    if let Some(old) = old {
+        let before = usage_of(&op.rt.group, &op.rt.plural, old);
+        adding = adding
+            .into_iter()
+            .map(|(k, v)| {
+                let was = before.get(&k).copied().unwrap_or(0.0);
+                (k, v - was)
+            })
+            .filter(|(_, d)| *d > 1e-9)
+            .collect();
+        if adding.is_empty() {
+            return Ok(true);
+        }
+    }
     for quota in &quotas {
         let Some(hard) = quota.pointer("/spec/hard").and_then(Value::as_object) else { continue };
         let relevant: Vec<&String> = hard.keys().filter(|k| adding.contains_key(*k)).collect();

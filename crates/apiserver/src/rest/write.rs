@@ -590,6 +590,9 @@ where
         strategy::validate_update(&op.rt, &new, &current)
             .map_err(|errs| ApiError::invalid(&op.rt.group, &op.rt.kind, name, errs))?;
         crate::admission::webhooks(op, "UPDATE", Some(&mut new.clone()), Some(&current), false, dry).await?;
+        if !object::is_deleting(&new) && crate::admission::quota::check_quota_update(op, &new, &current).await? {
+            crate::admission::quota::refresh_later(op);
+        }
         let deleting = object::is_deleting(&new);
         let no_finalizers = object::finalizers(&new).is_empty()
             && (op.rt.kind != "Namespace"

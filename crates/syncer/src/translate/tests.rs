@@ -14,6 +14,7 @@ fn target() -> Target {
         api_host: "10.0.0.10".into(),
         api_port: 6443,
         api_server_name: "acme.vt.local".into(),
+        load_balancer_classes: Vec::new(),
     }
 }
 
@@ -380,4 +381,53 @@ fn metadata_updates_leave_the_host_machinerys_annotations() {
     assert_eq!(patch["labels"]["app"], "api");
     assert_eq!(patch["annotations"]["note"], Value::Null);
     assert!(patch["annotations"].get("cni.projectcalico.org/podIP").is_none(), "{patch}");
+}
+
+#[test]
+fn external_names_and_load_balancer_classes_stay_outside_the_cluster() {
+    let svc = |spec: Value| json!({"metadata": {"name": "s", "namespace": "shop", "uid": "u"}, "spec": spec});
+    let t = target();
+    for bad in [
+        "kubernetes.default.svc.cluster.local",
+        "kubernetes.default.svc",
+        "secret-store.vt-other.svc.cluster.local.",
+        "db.svc",
+        "KUBERNETES.DEFAULT.SVC.CLUSTER.LOCAL",
+        "cluster.local",
+        "anything.cluster.local",
+        "printer.local",
+        "localhost",
+        "10.96.0.1",
+        "::1",
+        "db",
+    ] {
+        let r = check_service(&svc(json!({"type": "ExternalName", "externalName": bad})), &t);
+        assert_eq!(r.map_err(|e| e.reason), Err("HostIsolation"), "{bad}");
+    }
+    for good in ["api.example.com", "db.example.org.", "s3.eu-west-1.amazonaws.com"] {
+        assert!(check_service(&svc(json!({"type": "ExternalName", "externalName": good})), &t).is_ok(), "{good}");
+    }
+    let lb = svc(json!({"type": "LoadBalancer", "loadBalancerClass": "example.com/internal"}));
+    assert!(check_service(&lb, &t).is_err(), "no class is granted by default");
+    let granted = Target { load_balancer_classes: vec!["example.com/internal".into()], ..target() };
+    assert!(check_service(&lb, &granted).is_ok());
+    assert!(check_service(&svc(json!({"type": "LoadBalancer"})), &t).is_ok(), "the host's default class");
+}
+
+#[test]
+fn the_managers_labels_never_reach_the_host() {
+    let t = target();
+    let p = pod(json!({"containers": [{"name": "c", "image": "x"}]}));
+    let mut p = p;
+    p["metadata"]["labels"]["app.kubernetes.io/name"] = json!("vt");
+    p["metadata"]["labels"]["app.kubernetes.io/part-of"] = json!("vt");
+    let meta = host_meta(&p, &t);
+    assert!(meta["labels"].get("app.kubernetes.io/name").is_none(), "{meta}");
+    assert_eq!(meta["labels"]["app.kubernetes.io/part-of"], "vt", "only the manager's own pair is reserved");
+    let sel = host_selector(Some(&json!({"app.kubernetes.io/name": "vt", "app": "web"})), "shop", &t).unwrap();
+    assert!(sel.get("app.kubernetes.io/name").is_none() && sel["app"] == "web", "{sel}");
+    // Other values of the key are the tenant's own.
+    let mut q = pod(json!({"containers": [{"name": "c", "image": "x"}]}));
+    q["metadata"]["labels"]["app.kubernetes.io/name"] = json!("nginx");
+    assert_eq!(host_meta(&q, &t)["labels"]["app.kubernetes.io/name"], "nginx");
 }
