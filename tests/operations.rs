@@ -57,7 +57,8 @@ fn sum(all: &[Sample], name: &str, want: &[(&str, &str)]) -> f64 {
 
 #[test]
 fn default_data_dir_json_logs_and_kube_metrics() {
-    let opts = ManagerOptions { default_data_dir: true, split_stderr: true, log_level: "info".into() };
+    let opts =
+        ManagerOptions { default_data_dir: true, split_stderr: true, log_level: "info".into(), ..Default::default() };
     let m = VtManager::start_with(vt(), &["--log-format", "json"], opts);
     // The server ran in one directory with no --data-dir; the CLI runs from another and finds
     // it through the same per-user directory.

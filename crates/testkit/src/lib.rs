@@ -7,6 +7,7 @@
 
 pub mod manager;
 pub mod process;
+pub mod tls;
 pub mod vt;
 
 use std::io::{Read, Write};

@@ -22,11 +22,13 @@ pub struct Options {
     pub split_stderr: bool,
     /// `VT_LOG` (`warn` by default, to keep test logs short).
     pub log_level: String,
+    /// More environment variables of the server (`MALLOC_ARENA_MAX`, ...).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { default_data_dir: false, split_stderr: false, log_level: "warn".into() }
+        Options { default_data_dir: false, split_stderr: false, log_level: "warn".into(), env: Vec::new() }
     }
 }
 
@@ -96,7 +98,8 @@ impl VtManager {
     fn spawn(&mut self) {
         let before = std::fs::read_to_string(self.log_path()).map(|l| l.len()).unwrap_or(0);
         let home = self.dir.path().display().to_string();
-        let envs = [("VT_LOG", self.opts.log_level.as_str()), ("HOME", home.as_str()), ("XDG_DATA_HOME", "")];
+        let mut envs = vec![("VT_LOG", self.opts.log_level.as_str()), ("HOME", home.as_str()), ("XDG_DATA_HOME", "")];
+        envs.extend(self.opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let stderr = self.opts.split_stderr.then(|| self.stderr_log());
         let cwd = self.cwd("server-cwd");
         let out = Output { log: &self.log_path(), stderr: stderr.as_deref(), cwd: Some(&cwd) };
