@@ -453,6 +453,21 @@ fn host_claims_and_credentials_stay_bounded() {
     let out = g.fails(&["-n", "default", "create", "service", "nodeport", "three", "--tcp=82:82"]);
     assert!(out.contains("exceeded quota"), "{out}");
 
+    // The isolation policy lets in the manager only from the manager's namespace: a tenant pod
+    // with the manager's labels is not the manager.
+    let policy = host.ok(&["-n", "vt-claimer", "get", "networkpolicy", "vt-isolation", "-o", "json"]);
+    let policy: serde_json::Value = serde_json::from_str(&policy).unwrap();
+    for peer in
+        policy.pointer("/spec/egress").unwrap().as_array().unwrap().iter().flat_map(|r| r["to"].as_array().unwrap())
+    {
+        if peer.pointer("/podSelector/matchLabels/app.kubernetes.io~1name").is_some() {
+            assert_eq!(
+                peer.pointer("/namespaceSelector/matchLabels/kubernetes.io~1metadata.name"),
+                Some(&serde_json::json!("vt-system")),
+                "{peer}"
+            );
+        }
+    }
     // Credentials: in the manager's namespace, not the pods'.
     let secrets = host.ok(&["-n", "vt-claimer", "get", "secrets", "-o", "name"]);
     assert!(!secrets.contains("vt-pki") && !secrets.contains("kubeconfig"), "{secrets}");
@@ -481,4 +496,53 @@ fn host_claims_and_credentials_stay_bounded() {
         assert!(Instant::now() < deadline, "the credentials were not moved: {own} / {left}");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// A flood waits in its own queue: with one shared seat and a queue of two per tenant, forty
+/// concurrent requests of one tenant get 429s (with Retry-After) once its queue is full, while
+/// its neighbour's requests are still answered — they wait behind at most one of the flood's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_waits_in_its_own_queue() {
+    let (m, noisy, quiet) = tokio::task::spawn_blocking(|| {
+        let m = VtManager::start(vt(), &["--max-concurrent-requests", "1", "--max-queued-requests", "2"]);
+        m.vt_ok(&["create", "flood"]);
+        m.vt_ok(&["create", "still"]);
+        let (n, q) = (Tenant::of(&m, "flood"), Tenant::of(&m, "still"));
+        (m, n, q)
+    })
+    .await
+    .unwrap();
+    // Forty connections first, then forty requests at once.
+    let mut conns = Vec::new();
+    for _ in 0..40 {
+        conns.push(noisy.connect().await);
+    }
+    let barrier = Arc::new(tokio::sync::Barrier::new(40));
+    let mut tasks = Vec::new();
+    for mut c in conns {
+        let (b, name) = (barrier.clone(), noisy.server_name.clone());
+        tasks.push(tokio::spawn(async move {
+            b.wait().await;
+            let req = format!("GET /api/v1/namespaces HTTP/1.1\r\nHost: {name}\r\n\r\n");
+            c.write_all(req.as_bytes()).await.unwrap();
+            let mut head = vec![0u8; 1024];
+            let n = c.read(&mut head).await.unwrap();
+            String::from_utf8_lossy(&head[..n]).to_string()
+        }));
+    }
+    let quiet_answer = tokio::spawn(async move { quiet.get("/api/v1/namespaces").await.1 });
+    let mut throttled = 0;
+    for t in tasks {
+        let head = t.await.unwrap();
+        if head.starts_with("HTTP/1.1 429") {
+            assert!(head.to_ascii_lowercase().contains("retry-after: 1"), "{head}");
+            throttled += 1;
+        } else {
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        }
+    }
+    assert!(throttled > 0, "a flood beyond its queue was not refused");
+    let head = quiet_answer.await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "the neighbour was refused: {head}");
+    drop(m);
 }

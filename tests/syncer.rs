@@ -272,8 +272,9 @@ fn pods_run_on_the_host_isolated() {
         &format!(
             "apiVersion: v1\nkind: Service\nmetadata: {{name: ext}}\nspec: {{ports: [{{port: 80}}]}}\n---\n\
              apiVersion: v1\nkind: Endpoints\nmetadata: {{name: ext}}\nsubsets: [{{addresses: [{{ip: {}}}, {{ip: {node_ip}}}, \
-             {{ip: 192.0.2.10}}], ports: [{{port: 80}}]}}]\n",
-            bolt_ips[0]
+             {{ip: \"::ffff:{}\"}}, {{ip: \"::ffff:{node_ip}\"}}, {{ip: \"::ffff:169.254.169.254\"}}, \
+             {{ip: \"::ffff:127.0.0.1\"}}, {{ip: 192.0.2.10}}], ports: [{{port: 80}}]}}]\n",
+            bolt_ips[0], bolt_ips[0]
         ),
     );
     eventually("the selector-less Service's host endpoints", || {

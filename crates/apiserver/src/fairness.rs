@@ -11,8 +11,14 @@
 //!
 //! Beyond any bound a request gets kube's 429 (`TooManyRequests`, `Retry-After: 1`). Watches
 //! and other long-running requests take no seat (they are counted against the watch cap).
+//!
+//! A seat stands for CPU: a request gives its seat back while it waits on something else — a
+//! store commit ([`SeatedStore`]), a webhook call ([`waiting`]) — and queues for one again
+//! afterwards, so a few seats (one per CPU by default) keep a flooding tenant from crowding
+//! the processors without letting slow webhooks or disks hold everybody's seats.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -202,6 +208,113 @@ struct QueueState {
 
 /// A held seat; dropping it hands the seat to the next waiter.
 pub struct Seat(Arc<FairQueue>);
+
+/// The seat a request in progress holds (task-local), so waits can give it back.
+#[derive(Clone)]
+pub struct SeatCell {
+    queue: Arc<FairQueue>,
+    flow: u64,
+    seat: Arc<Mutex<Option<Seat>>>,
+}
+
+tokio::task_local! {
+    static SEAT: SeatCell;
+}
+
+impl Limits {
+    /// Runs `f` (a request's handling) with `seat` known to [`waiting`].
+    pub async fn seated<F: Future>(&self, seat: Option<Seat>, f: F) -> F::Output {
+        match (seat, &self.fair) {
+            (Some(seat), Some((queue, flow))) => {
+                let cell = SeatCell { queue: queue.clone(), flow: *flow, seat: Arc::new(Mutex::new(Some(seat))) };
+                SEAT.scope(cell, f).await
+            }
+            _ => f.await,
+        }
+    }
+}
+
+/// Awaits `f` without holding the current request's seat (a store commit, a webhook call),
+/// then takes a seat again in the request's turn. Outside a seated request, just awaits `f`.
+pub async fn waiting<F: Future>(f: F) -> F::Output {
+    let cell = SEAT.try_with(Clone::clone).ok();
+    let held = cell.as_ref().and_then(|c| c.seat.lock().unwrap_or_else(|p| p.into_inner()).take());
+    if held.is_none() {
+        return f.await;
+    }
+    drop(held);
+    let out = f.await;
+    if let Some(c) = cell {
+        // A request already under way is not refused half-done: if no seat comes in time it
+        // finishes without one.
+        let again = c.queue.acquire(c.flow).await;
+        *c.seat.lock().unwrap_or_else(|p| p.into_inner()) = again;
+    }
+    out
+}
+
+/// A store whose writes are waits that give the request's seat back ([`waiting`]).
+pub struct SeatedStore(pub Arc<dyn vt_store::Store>);
+
+impl vt_store::Store for SeatedStore {
+    fn get<'a>(
+        &'a self,
+        key: &'a [u8],
+    ) -> futures::future::BoxFuture<'a, vt_store::Result<Option<vt_store::KeyValue>>> {
+        self.0.get(key)
+    }
+
+    fn list<'a>(
+        &'a self,
+        prefix: &'a [u8],
+        opts: vt_store::ListOptions,
+    ) -> futures::future::BoxFuture<'a, vt_store::Result<vt_store::ListResult>> {
+        self.0.list(prefix, opts)
+    }
+
+    fn create<'a>(
+        &'a self,
+        key: &'a [u8],
+        value: bytes::Bytes,
+        ttl: Option<Duration>,
+    ) -> futures::future::BoxFuture<'a, vt_store::Result<vt_store::Revision>> {
+        Box::pin(waiting(self.0.create(key, value, ttl)))
+    }
+
+    fn update<'a>(
+        &'a self,
+        key: &'a [u8],
+        value: bytes::Bytes,
+        expected: vt_store::Revision,
+        ttl: Option<Duration>,
+    ) -> futures::future::BoxFuture<'a, vt_store::Result<vt_store::Revision>> {
+        Box::pin(waiting(self.0.update(key, value, expected, ttl)))
+    }
+
+    fn delete<'a>(
+        &'a self,
+        key: &'a [u8],
+        expected: Option<vt_store::Revision>,
+    ) -> futures::future::BoxFuture<'a, vt_store::Result<(vt_store::Revision, vt_store::KeyValue)>> {
+        Box::pin(waiting(self.0.delete(key, expected)))
+    }
+
+    fn watch<'a>(
+        &'a self,
+        prefix: &'a [u8],
+        from: vt_store::Revision,
+    ) -> futures::future::BoxFuture<'a, vt_store::Result<vt_store::WatchStream>> {
+        self.0.watch(prefix, from)
+    }
+
+    fn current_revision(&self) -> futures::future::BoxFuture<'_, vt_store::Result<vt_store::Revision>> {
+        self.0.current_revision()
+    }
+
+    fn compact(&self, revision: vt_store::Revision) -> futures::future::BoxFuture<'_, vt_store::Result<()>> {
+        self.0.compact(revision)
+    }
+}
 
 impl Drop for Seat {
     fn drop(&mut self) {

@@ -291,12 +291,16 @@ impl ApiServer {
             None => fairness::Admission::Free,
         };
         // A watch's slot lives as long as its stream; a request's slot and seat until it is
-        // answered.
-        let (watch_slot, _request) = match admission {
-            fairness::Admission::Watch(slot) => (Some(slot), None),
-            other => (None, Some(other)),
+        // answered (the seat given back while it waits on commits and webhooks).
+        let (watch_slot, _slot, seat) = match admission {
+            fairness::Admission::Watch(slot) => (Some(slot), None, None),
+            fairness::Admission::Request(slot, seat) => (None, Some(slot), seat),
+            fairness::Admission::Free => (None, None, None),
         };
-        let mut resp = self.handle_inner(req, cert_user).await;
+        let mut resp = match (&self.inner.config.limits, seat) {
+            (Some(limits), Some(seat)) => limits.seated(Some(seat), self.handle_inner(req, cert_user)).await,
+            _ => self.handle_inner(req, cert_user).await,
+        };
         if let Some(slot) = watch_slot {
             resp = resp.map(|b| body::guarded(b, slot));
         }

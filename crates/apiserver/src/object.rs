@@ -108,8 +108,27 @@ pub fn spec_part(obj: &Value) -> Value {
     }
 }
 
-/// Reads the value of a field path (`metadata.name`, `spec.nodeName`, ...) as a string, the
-/// way field selectors compare it (absent is the empty string).
+/// The value a field selector compares for `field` of an object of `kind`, as kube's field
+/// label conversion functions compute it: booleans and integers are Go's `FormatBool`/`Itoa`
+/// of the typed field, so an unset one is `false`/`0` (`spec.unschedulable=false` selects
+/// nodes that never set it), and an Event's `source` is its source component.
+pub fn selectable_field(kind: &str, obj: &Value, field: &str) -> String {
+    match (kind, field) {
+        ("Event", "source") => field_string(obj, "source.component"),
+        ("Node", "spec.unschedulable") | ("Pod", "spec.hostNetwork") => {
+            let v = field_string(obj, field);
+            if v.is_empty() { "false".into() } else { v }
+        }
+        ("ReplicaSet" | "ReplicationController", "status.replicas") | ("Job", "status.successful") => {
+            let v = field_string(obj, field);
+            if v.is_empty() { "0".into() } else { v }
+        }
+        _ => field_string(obj, field),
+    }
+}
+
+/// Reads the value of a field path (`metadata.name`, `spec.nodeName`, ...) as a string
+/// (absent is the empty string).
 pub fn field_string(obj: &Value, field: &str) -> String {
     let path: Vec<&str> = field.split('.').collect();
     match at(obj, &path) {

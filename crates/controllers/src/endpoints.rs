@@ -1,6 +1,9 @@
 //! Endpoints and EndpointSlices for Services with selectors: the pods they select, ready ones
 //! as addresses and the rest as not-ready addresses, with ports resolved from named target
 //! ports (what kube-controller-manager's endpoints and endpointslice controllers maintain).
+//! A deleted Service's Endpoints are deleted with it, as kube's endpoints controller deletes
+//! them (its EndpointSlices go with it through their owner reference); after a restart,
+//! Endpoints this controller wrote whose Service is gone are removed.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,6 +36,60 @@ fn selector_of(svc: &Service) -> Option<BTreeMap<String, String>> {
 
 /// Runs the controller until the client's server goes away.
 pub async fn run(client: Client) {
+    futures::join!(reconcile_all(client.clone()), follow_deletions(client));
+}
+
+/// The field manager of the Endpoints this controller writes.
+const ENDPOINTS_MANAGER: &str = "endpoint-controller";
+
+/// Deletes the Endpoints of Services as they are deleted, and, once the Services are listed,
+/// Endpoints this controller wrote for Services that no longer exist.
+async fn follow_deletions(client: Client) {
+    let services: Api<Service> = Api::all(client.clone());
+    let mut events = watcher(services, watcher::Config::default()).boxed();
+    let mut listed: std::collections::HashSet<(String, String)> = Default::default();
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(watcher::Event::Delete(svc)) => {
+                let ns = svc.namespace().unwrap_or_default();
+                // Unless a Service of the same name is already back (its reconcile owns them).
+                let again: Api<Service> = Api::namespaced(client.clone(), &ns);
+                if matches!(again.get_opt(&svc.name_any()).await, Ok(None)) {
+                    delete_endpoints(&client, &ns, &svc.name_any()).await;
+                }
+            }
+            Ok(watcher::Event::Init) => listed.clear(),
+            Ok(watcher::Event::InitApply(svc)) => {
+                listed.insert((svc.namespace().unwrap_or_default(), svc.name_any()));
+            }
+            Ok(watcher::Event::InitDone) => {
+                let all: Api<Endpoints> = Api::all(client.clone());
+                let Ok(eps) = all.list(&ListParams::default()).await else { continue };
+                for ep in eps.items {
+                    let key = (ep.namespace().unwrap_or_default(), ep.name_any());
+                    let ours = ep.managed_fields().iter().any(|f| f.manager.as_deref() == Some(ENDPOINTS_MANAGER));
+                    if ours && !listed.contains(&key) {
+                        delete_endpoints(&client, &key.0, &key.1).await;
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(_) => tokio::time::sleep(std::time::Duration::from_secs(1)).await,
+        }
+    }
+}
+
+async fn delete_endpoints(client: &Client, ns: &str, name: &str) {
+    let api: Api<Endpoints> = Api::namespaced(client.clone(), ns);
+    match api.delete(name, &Default::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => tracing::debug!(namespace = ns, name, error = %e, "could not delete a Service's Endpoints"),
+    }
+}
+
+/// Keeps every Service's Endpoints and EndpointSlices.
+async fn reconcile_all(client: Client) {
     let services: Api<Service> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
     let controller = Controller::new(services, watcher::Config::default());
@@ -140,7 +197,7 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action> {
         "metadata": {"name": name, "namespace": ns, "labels": labels},
         "subsets": subsets,
     });
-    let pp = PatchParams::apply("endpoint-controller").force();
+    let pp = PatchParams::apply(ENDPOINTS_MANAGER).force();
     let ep_api: Api<Endpoints> = Api::namespaced(ctx.client.clone(), &ns);
     ep_api.patch(&name, &pp, &Patch::Apply(endpoints)).await?;
     let mut slice_labels = labels.clone();

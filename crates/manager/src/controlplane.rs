@@ -228,7 +228,8 @@ impl ControlPlanes {
             pki.ca.cert_pem(),
         )?);
         let config = Config {
-            store: store.clone(),
+            // Commits give the request's fair-queuing seat back while they wait for the disk.
+            store: Arc::new(vt_apiserver::fairness::SeatedStore(store.clone())),
             authorizer,
             tokens: vec![Arc::new(ServiceAccountTokens::new(issuer.clone(), store))],
             cluster_ips: Arc::new(IpAddressAllocator::new(&self.settings.service_cidr)?),

@@ -110,15 +110,22 @@ async fn unread_watches(arenas: Option<&str>) {
     );
 }
 
-/// One client's sequential requests for `window`: latencies in ms.
+/// One client's requests, 100 a second (a busy controller's pace), for `window`: latencies
+/// in ms.
 async fn quiet_latencies(client: &kube::Client, window: Duration) -> Vec<f64> {
     let mut out = Vec::new();
     let end = Instant::now() + window;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while Instant::now() < end {
+        tick.tick().await;
         let req = http::Request::get("/api/v1/namespaces/default/configmaps").body(Vec::new()).unwrap();
         let t = Instant::now();
-        let _ = client.request_text(req).await;
+        let r = client.request_text(req).await;
         out.push(t.elapsed().as_secs_f64() * 1000.0);
+        if let Err(e) = r {
+            panic!("the quiet tenant's request failed: {e}");
+        }
     }
     out
 }
@@ -148,7 +155,7 @@ fn flood(client: &kube::Client, clients: usize) -> Flood {
                             // flood; clients retry sooner in practice).
                             tokio::time::sleep(Duration::from_millis(50)).await;
                         }
-                        Err(_) => {}
+                        Err(e) => panic!("the noisy tenant's request failed: {e}"),
                     }
                 }
             })
@@ -160,8 +167,9 @@ fn flood(client: &kube::Client, clients: usize) -> Flood {
 async fn fairness() {
     let window = Duration::from_secs(10);
     for (label, extra) in [
-        ("defaults (fair queuing)", &[][..]),
-        ("no fair queuing", &["--max-concurrent-requests", "0"][..]),
+        ("fair queuing (default: a seat per CPU), no rate limit", &["--qps", "0"][..]),
+        ("fair queuing (4 seats), no rate limit", &["--qps", "0", "--max-concurrent-requests", "4"][..]),
+        ("no fair queuing, no rate limit", &["--max-concurrent-requests", "0", "--qps", "0"][..]),
         (
             "every limit off",
             &[
@@ -202,8 +210,9 @@ async fn fairness() {
             println!("normal path, {label}: quiet tenant p50 {a50:.2} ms, p99 {a99:.2} ms ({} requests)", alone.len());
             continue;
         }
+        // The limits' cost on the normal path: the same pace with every limit on.
         println!("normal path, {label}: quiet tenant p50 {a50:.2} ms, p99 {a99:.2} ms ({} requests)", alone.len());
-        let f = flood(&noisy, 16);
+        let f = flood(&noisy, std::env::var("VT_BENCH_FLOOD").ok().and_then(|v| v.parse().ok()).unwrap_or(64));
         tokio::time::sleep(Duration::from_secs(1)).await;
         let (ok0, th0) = (f.ok.load(Ordering::Relaxed), f.throttled.load(Ordering::Relaxed));
         let mut during = quiet_latencies(&quiet, window).await;

@@ -62,8 +62,9 @@ pub struct Args {
     /// Per-tenant cap on open connections (0: none; a Tenant's spec.limits overrides).
     #[arg(long, default_value_t = 1000)]
     max_connections: usize,
-    /// Requests executing at once across all tenants, shared fairly (0: no fair queuing;
-    /// default: 4 per CPU).
+    /// Requests computing at once across all tenants, shared fairly (0: no fair queuing;
+    /// default: one per CPU, at least 2). A request gives its seat back while it waits for
+    /// a commit or a webhook.
     #[arg(long)]
     max_concurrent_requests: Option<usize>,
     /// Requests one tenant may have waiting for a shared seat (beyond: 429).
@@ -175,9 +176,9 @@ pub async fn run(args: Args, data_dir: PathBuf) -> Result<(), String> {
         burst: args.burst,
         max_watches: args.max_watches,
         max_connections: args.max_connections,
-        seats: args
-            .max_concurrent_requests
-            .unwrap_or_else(|| 4 * std::thread::available_parallelism().map(std::num::NonZeroUsize::get).unwrap_or(2)),
+        seats: args.max_concurrent_requests.unwrap_or_else(|| {
+            std::thread::available_parallelism().map(std::num::NonZeroUsize::get).unwrap_or(2).max(2)
+        }),
         queue_length: args.max_queued_requests,
         queue_wait: std::time::Duration::from_secs(15),
         host_service_cidrs: {

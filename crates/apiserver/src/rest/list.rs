@@ -22,6 +22,8 @@ pub(crate) struct Filter {
     pub namespace: String,
     /// The name the request is scoped to (the legacy `/watch/.../name` path).
     pub name: String,
+    /// The kind listed (field values are computed per kind).
+    pub kind: String,
 }
 
 impl Filter {
@@ -30,7 +32,7 @@ impl Filter {
         let labels = LabelSelector::parse(op.param("labelSelector"))?;
         let supported = op.rt.field_selectors();
         let fields = FieldSelector::parse(op.param("fieldSelector"), &supported, &op.rt.kind, &op.rt.version)?;
-        Ok(Filter { labels, fields, namespace: op.ns.clone(), name: op.name.clone() })
+        Ok(Filter { labels, fields, namespace: op.ns.clone(), name: op.name.clone(), kind: op.rt.kind.clone() })
     }
 
     /// Whether any selector is set.
@@ -43,7 +45,7 @@ impl Filter {
         (self.namespace.is_empty() || object::namespace(obj) == self.namespace)
             && (self.name.is_empty() || object::name(obj) == self.name)
             && (self.labels.is_empty() || self.labels.matches(&object::labels(obj)))
-            && (self.fields.is_empty() || self.fields.matches(|f| object::field_string(obj, f)))
+            && (self.fields.is_empty() || self.fields.matches(|f| object::selectable_field(&self.kind, obj, f)))
     }
 }
 

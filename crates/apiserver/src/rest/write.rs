@@ -907,11 +907,16 @@ pub(crate) async fn patch(op: &Op<'_>, body: &Bytes) -> ApiResult<Response<Body>
     }
     let dups = body_duplicates(op, body, validation);
     let result = guaranteed_update(op, &op.name, Some(&manager), |current| {
-        let mut base = current.clone();
-        object::meta_mut(&mut base).remove("resourceVersion");
-        let mut patched = apply_patch(format, &base, body, op.rt.schema())?;
+        // The patch applies to the object as clients read it, resourceVersion included (a
+        // JSON patch may `test` or `replace` it, as client-go's field-manager upgrade does).
+        let mut patched = apply_patch(format, current, body, op.rt.schema())?;
         if !patched.is_object() {
             return Err(ApiError::bad_request("the patch did not produce an object"));
+        }
+        // A resourceVersion the patch left alone is no precondition (the update retries on
+        // conflicts); one it set is, as in kube-apiserver.
+        if object::resource_version(&patched) == object::resource_version(current) {
+            object::meta_mut(&mut patched).remove("resourceVersion");
         }
         check_type(op, &mut patched, &op.rt.kind, &op.rt.api_version())?;
         object::drop_null_metadata(&mut patched);
