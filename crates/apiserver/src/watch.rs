@@ -191,12 +191,12 @@ fn event_for(rt: &ResourceType, change: &Change, filter: &Filter) -> Option<(&'s
 
 /// Unsent bytes a watch may hold in the server before it waits for its client: with the
 /// connection's own buffers, this is what an unread watch costs, whatever the cluster holds.
-pub(crate) const WATCH_BUFFER: usize = 16 << 10;
+pub(crate) const WATCH_BUFFER: usize = 8 << 10;
 /// Objects read from the store per page of initial events, at first: the initial state is
 /// streamed a page at a time from one snapshot revision, never held whole for one watcher,
 /// and later pages are sized to hold about [`WATCH_BUFFER`] bytes of the objects seen so far
 /// (between [`INITIAL_PAGE`] and [`MAX_PAGE`] objects).
-const INITIAL_PAGE: usize = 8;
+const INITIAL_PAGE: usize = 2;
 const MAX_PAGE: usize = 500;
 /// How long a watcher may leave its buffer full while changes wait: then it is closed, as
 /// kube-apiserver closes unresponsive watchers, and its client resumes or re-lists.
