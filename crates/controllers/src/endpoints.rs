@@ -157,11 +157,23 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action> {
         for p in &ports {
             slice_ports.entry(p["name"].as_str().unwrap_or("").to_string()).or_insert_with(|| p.clone());
         }
-        let address = json!({
+        let mut address = json!({
             "ip": ip,
             "nodeName": pod.spec.as_ref().and_then(|s| s.node_name.clone()),
             "targetRef": {"kind": "Pod", "namespace": ns, "name": pod.name_any(), "uid": pod.uid()},
         });
+        // A pod whose subdomain is this Service is reachable by its hostname under it
+        // (`<hostname>.<service>.<ns>.svc`, StatefulSets' stable names), as kube's
+        // endpoints controller publishes it.
+        let hostname = pod
+            .spec
+            .as_ref()
+            .filter(|s| s.subdomain.as_deref() == Some(name.as_str()))
+            .and_then(|s| s.hostname.clone())
+            .filter(|h| !h.is_empty());
+        if let Some(h) = &hostname {
+            address["hostname"] = json!(h);
+        }
         let key = serde_json::to_string(&ports).unwrap_or_default();
         let entry = subsets.entry(key).or_insert_with(|| (Vec::new(), Vec::new(), ports.clone()));
         let ready = util::ready(pod);
@@ -170,12 +182,16 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action> {
         } else {
             entry.1.push(address);
         }
-        slice_eps.push(json!({
+        let mut slice_ep = json!({
             "addresses": [ip],
             "conditions": {"ready": ready, "serving": ready, "terminating": false},
             "nodeName": pod.spec.as_ref().and_then(|s| s.node_name.clone()),
             "targetRef": {"kind": "Pod", "namespace": ns, "name": pod.name_any(), "uid": pod.uid()},
-        }));
+        });
+        if let Some(h) = hostname {
+            slice_ep["hostname"] = json!(h);
+        }
+        slice_eps.push(slice_ep);
     }
     let subsets: Vec<Value> = subsets
         .into_values()

@@ -62,6 +62,9 @@ pub struct Settings {
     pub namespace: String,
     /// Bounds of the tenant listener's connections.
     pub serve: vt_apiserver::serve::ServeOptions,
+    /// The address tenants' pods reach the tenant DNS server at (the DNS Service's cluster IP
+    /// on a real host, the listen address on the embedded one); `None`: no tenant DNS.
+    pub dns_server: Option<std::net::IpAddr>,
     /// The tenants' Service IP range.
     pub service_cidr: String,
     /// Whether tenants run their controllers (always, but to measure what they cost).
@@ -181,6 +184,7 @@ impl ControlPlanes {
             api_port: self.settings.endpoint.port(),
             api_server_name: self.settings.server_name(tenant),
             load_balancer_classes: spec.network.load_balancer_classes.clone(),
+            dns_server: self.settings.dns_server.map(|ip| ip.to_string()),
         }
     }
 
@@ -262,6 +266,9 @@ impl ControlPlanes {
             .host
             .get()
             .map(|h| vt_syncer::start(h.clone(), vt_controllers::client::in_process(api.clone()), target.clone()));
+        if let Some(ip) = self.settings.dns_server {
+            tokio::spawn(ensure_dns_service(api.clone(), ip));
+        }
         running.insert(
             tenant.to_string(),
             Running { api, server_name, target: Some(target), syncer, _controllers: controllers },
@@ -295,4 +302,39 @@ impl ControlPlanes {
         self.router.insert(&self.settings.server_name(tenant), Endpoint { tls, api: None, unavailable: message });
         Ok(())
     }
+}
+
+/// The tenant's `kube-system/kube-dns` Service, as on any cluster: its cluster IP is the
+/// address the tenant's pods send queries to (the manager's DNS Service), ports 53/UDP,
+/// 53/TCP and 9153. It exists only in the tenant (the syncer never copies it to the host).
+async fn ensure_dns_service(api: ApiServer, ip: std::net::IpAddr) {
+    use k8s_openapi::api::core::v1::Service;
+    use kube::api::{Api, DeleteParams, PostParams};
+    let services: Api<Service> = Api::namespaced(vt_controllers::client::in_process(api), "kube-system");
+    let want: Service = match serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "kube-dns", "namespace": "kube-system",
+            "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "vt-dns", "kubernetes.io/cluster-service": "true"}},
+        "spec": {"clusterIP": ip.to_string(), "ports": [
+            {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+            {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+            {"name": "metrics", "port": 9153, "protocol": "TCP", "targetPort": 9153}]}
+    })) {
+        Ok(s) => s,
+        Err(_) => return,
+    };
+    for _ in 0..20 {
+        match services.get_opt("kube-dns").await {
+            Ok(Some(s)) if s.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some(&ip.to_string()) => return,
+            Ok(Some(_)) => {
+                let _ = services.delete("kube-dns", &DeleteParams::default()).await;
+            }
+            Ok(None) => match services.create(&PostParams::default(), &want).await {
+                Ok(_) => return,
+                Err(e) => tracing::debug!(error = %e, "could not create kube-system/kube-dns yet"),
+            },
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tracing::warn!("could not create the tenant's kube-system/kube-dns Service");
 }

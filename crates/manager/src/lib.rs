@@ -45,6 +45,18 @@ pub struct Manager {
     pub pools: Option<Arc<dyn Pools>>,
     /// The host client for streams (logs, exec), without a read timeout.
     pub streams: Option<kube::Client>,
+    /// The tenant DNS server's sockets and upstream resolvers, if it runs.
+    pub dns: Option<Dns>,
+}
+
+/// The tenant DNS server's bound sockets and its forwarder.
+pub struct Dns {
+    /// The UDP socket.
+    pub udp: tokio::net::UdpSocket,
+    /// The TCP listener (same address).
+    pub tcp: tokio::net::TcpListener,
+    /// Where names outside the cluster zone go.
+    pub forwarder: vt_dns::Forwarder,
 }
 
 /// Installs the Tenant CRD on the host if it is missing, and waits until it is served.
@@ -84,12 +96,18 @@ impl Manager {
         let router = Arc::new(router::Router::default());
         let metrics = Arc::new(metrics::Metrics::default());
         let planes = Arc::new(controlplane::ControlPlanes::new(settings, router.clone(), metrics.clone()));
-        Manager { planes, router, metrics, pools: None, streams: None }
+        Manager { planes, router, metrics, pools: None, streams: None, dns: None }
     }
 
     /// Provisions tenants' node pools through `pools`.
     pub fn with_pools(mut self, pools: Arc<dyn Pools>) -> Manager {
         self.pools = Some(pools);
+        self
+    }
+
+    /// Serves the tenants' DNS on `dns` once the host is watched.
+    pub fn with_dns(mut self, dns: Dns) -> Manager {
+        self.dns = Some(dns);
         self
     }
 
@@ -103,7 +121,7 @@ impl Manager {
     /// Serves tenants on `listener` (and metrics on `admin`), reconciling the host's Tenants,
     /// until the process ends.
     pub async fn run(
-        &self,
+        mut self,
         host: kube::Client,
         listener: tokio::net::TcpListener,
         admin: Option<tokio::net::TcpListener>,
@@ -121,6 +139,12 @@ impl Manager {
         let shared = vt_syncer::Host::start(host.clone(), self.streams.clone());
         shared.set_observer(self.metrics.clone());
         shared.set_service_ranges(self.planes.settings().host_service_cidrs.clone());
+        if let Some(dns) = self.dns.take() {
+            // One DNS server for every tenant, attributing queries by the host pods' addresses.
+            let server = vt_dns::Server::new(shared.clone(), dns.forwarder);
+            tokio::spawn(vt_dns::serve_udp(dns.udp, server.clone()));
+            tokio::spawn(vt_dns::serve_tcp(dns.tcp, server));
+        }
         shared.ready().await;
         self.planes.set_host(shared);
         let ctx =

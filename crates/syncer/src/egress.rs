@@ -147,6 +147,7 @@ mod tests {
             api_port: 443,
             api_server_name: String::new(),
             load_balancer_classes: Vec::new(),
+            dns_server: None,
         };
         let own = own.iter().map(|s| s.parse().unwrap()).collect();
         HostEgress::new(None, target, CidrSet::parse_list(allow).unwrap(), own)

@@ -71,6 +71,77 @@ pub struct Host {
     observer: std::sync::OnceLock<Arc<dyn crate::SyncObserver>>,
     /// The host's Service IP ranges (tenants' Endpoints may not point into them).
     service_ranges: std::sync::RwLock<vt_net::CidrSet>,
+    /// Which tenant's host pod has which address (the DNS server's attribution).
+    addresses: Arc<std::sync::RwLock<PodAddresses>>,
+    /// Each tenant's cluster DNS zone, by host namespace.
+    zones: RwLock<HashMap<String, Arc<vt_dns::Zone>>>,
+}
+
+/// The addresses of the tenants' host pods: address → host namespace, and each pod's addresses
+/// (so a pod that changes address, or goes, takes its old ones with it). A re-list rebuilds it
+/// whole, so nothing a missed deletion left behind survives.
+#[derive(Default)]
+pub(crate) struct PodAddresses {
+    by_ip: HashMap<std::net::IpAddr, String>,
+    by_pod: HashMap<(String, String), Vec<std::net::IpAddr>>,
+    /// The pods of a re-list under way.
+    relist: Option<HashMap<(String, String), Vec<std::net::IpAddr>>>,
+}
+
+fn pod_addresses(p: &Pod) -> Vec<std::net::IpAddr> {
+    let status = p.status.as_ref();
+    let mut ips: Vec<std::net::IpAddr> = status
+        .and_then(|s| s.pod_ips.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| vt_net::parse(&i.ip).ok())
+        .chain(status.and_then(|s| s.pod_ip.as_deref()).and_then(|i| vt_net::parse(i).ok()))
+        .collect();
+    ips.sort();
+    ips.dedup();
+    ips
+}
+
+impl PodAddresses {
+    fn set(&mut self, key: (String, String), ips: Vec<std::net::IpAddr>) {
+        if let Some(old) = self.by_pod.remove(&key) {
+            for ip in old {
+                if self.by_ip.get(&ip) == Some(&key.0) {
+                    self.by_ip.remove(&ip);
+                }
+            }
+        }
+        if ips.is_empty() {
+            return;
+        }
+        for ip in &ips {
+            self.by_ip.insert(*ip, key.0.clone());
+        }
+        self.by_pod.insert(key, ips);
+    }
+
+    fn handle(&mut self, ev: &watcher::Event<Pod>) {
+        let key = |p: &Pod| (p.namespace().unwrap_or_default(), p.name_any());
+        match ev {
+            watcher::Event::Apply(p) => self.set(key(p), pod_addresses(p)),
+            watcher::Event::Delete(p) => self.set(key(p), Vec::new()),
+            watcher::Event::Init => self.relist = Some(HashMap::new()),
+            watcher::Event::InitApply(p) => {
+                if let Some(r) = self.relist.as_mut() {
+                    r.insert(key(p), pod_addresses(p));
+                }
+            }
+            watcher::Event::InitDone => {
+                if let Some(pods) = self.relist.take() {
+                    self.by_ip.clear();
+                    self.by_pod.clear();
+                    for (k, ips) in pods {
+                        self.set(k, ips);
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl Drop for Host {
@@ -101,6 +172,8 @@ impl Host {
             tasks: std::sync::Mutex::new(Vec::new()),
             observer: std::sync::OnceLock::new(),
             service_ranges: std::sync::RwLock::new(vt_net::CidrSet::new()),
+            addresses: Arc::default(),
+            zones: RwLock::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&host);
         let tenants = watcher::Config::default().labels(TENANT_LABEL);
@@ -108,7 +181,13 @@ impl Host {
             {
                 let weak = weak.clone();
                 let stash = statuses.clone();
+                let addresses = host.addresses.clone();
                 let stream = watcher(Api::<Pod>::all(client.clone()), tenants.clone())
+                    .inspect(move |ev| {
+                        if let Ok(ev) = ev {
+                            addresses.write().unwrap_or_else(|p| p.into_inner()).handle(ev);
+                        }
+                    })
                     .modify(move |p: &mut Pod| {
                         if let Some(status) = p.status.take() {
                             let key = (p.namespace().unwrap_or_default(), p.name_any());
@@ -183,6 +262,26 @@ impl Host {
     /// Forgets a tenant.
     pub fn unsubscribe(&self, namespace: &str) {
         self.subscribers.write().unwrap_or_else(|p| p.into_inner()).remove(namespace);
+        self.zones.write().unwrap_or_else(|p| p.into_inner()).remove(namespace);
+    }
+
+    /// The cluster DNS zone of the tenant whose host namespace is `namespace` (made empty on
+    /// first use; its syncer fills it).
+    pub fn zone(&self, namespace: &str) -> Arc<vt_dns::Zone> {
+        if let Some(z) = self.zones.read().unwrap_or_else(|p| p.into_inner()).get(namespace) {
+            return z.clone();
+        }
+        self.zones
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(namespace.to_string())
+            .or_insert_with(|| Arc::new(vt_dns::Zone::new(crate::CLUSTER_DOMAIN)))
+            .clone()
+    }
+
+    /// The host namespace (tenant) of the pod with address `ip`, if a tenant's pod has it.
+    pub fn tenant_of(&self, ip: std::net::IpAddr) -> Option<String> {
+        self.addresses.read().unwrap_or_else(|p| p.into_inner()).by_ip.get(&vt_net::canonical(ip)).cloned()
     }
 
     fn deliver(&self, delivery: Delivery) {
@@ -315,5 +414,15 @@ where
             Ok(watcher::Event::InitDone) => host.broadcast(HostChange::Resync),
             Ok(watcher::Event::Init) | Err(_) => {}
         }
+    }
+}
+
+/// The DNS server's attribution: a query belongs to the tenant whose host pod has its source
+/// address (as the host's pod watch reports it), and to no one otherwise.
+impl vt_dns::Attribution for Host {
+    fn zone_for(&self, source: std::net::IpAddr) -> Option<(String, Arc<vt_dns::Zone>)> {
+        let ns = self.tenant_of(source)?;
+        let zone = self.zones.read().unwrap_or_else(|p| p.into_inner()).get(&ns).cloned()?;
+        Some((ns, zone))
     }
 }

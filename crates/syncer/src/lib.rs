@@ -6,6 +6,7 @@
 
 pub mod cache;
 mod data;
+mod dns;
 pub mod egress;
 mod events;
 pub mod host;
@@ -31,6 +32,8 @@ pub const NAME_ANNOTATION: &str = "vt.dev/name";
 pub const NAMESPACE_ANNOTATION: &str = "vt.dev/namespace";
 /// The annotation with a host object's virtual uid.
 pub const UID_ANNOTATION: &str = "vt.dev/uid";
+/// The cluster domain of every tenant (its DNS zone).
+pub const CLUSTER_DOMAIN: &str = "cluster.local";
 /// The field manager of what the syncer applies.
 pub const MANAGER: &str = "vt-syncer";
 

@@ -38,6 +38,14 @@ impl ServiceBackend for HostServices {
         Box::pin(async move {
             let name = service.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
             let ns = service.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("").to_string();
+            if crate::translate::virtual_only_service(&ns, &name) {
+                // The tenant's view of its DNS server: its address is the manager's DNS Service,
+                // nothing is made on the host.
+                let spec = service.get("spec").cloned().unwrap_or_default();
+                return Ok(json!({"clusterIP": spec.get("clusterIP").cloned().unwrap_or(Value::Null),
+                    "clusterIPs": spec.get("clusterIPs").cloned().unwrap_or(Value::Null),
+                    "ports": spec.get("ports").cloned().unwrap_or(Value::Null)}));
+            }
             translate::check_service(service, &self.target)
                 .map_err(|r| BackendError { code: 403, message: r.message })?;
             let mut desired = translate::host_service(service, &self.target);
@@ -160,7 +168,7 @@ impl Tenant {
     }
 
     pub(crate) async fn sync_service(&self, ns: &str, name: &str) -> Result<()> {
-        if ns == "default" && name == "kubernetes" {
+        if crate::translate::virtual_only_service(ns, name) {
             return Ok(());
         }
         let host_name = self.target.name(name, ns);
@@ -291,7 +299,7 @@ impl Tenant {
 
     /// Copies the Endpoints of a selector-less virtual Service to its host Service.
     pub(crate) async fn sync_endpoints(&self, ns: &str, name: &str) -> Result<()> {
-        if ns == "default" && name == "kubernetes" {
+        if crate::translate::virtual_only_service(ns, name) {
             return Ok(());
         }
         let svc = self.services.get(&kube::runtime::reflector::ObjectRef::new(name).within(ns));

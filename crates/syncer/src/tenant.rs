@@ -206,6 +206,7 @@ fn follow<K>(
     store: Option<reflector::store::Writer<K>>,
     queue: Weak<Queue<Key>>,
     key: impl Fn(&K) -> Option<Key> + Send + 'static,
+    mut also: impl FnMut(&watcher::Event<K>) + Send + 'static,
 ) -> tokio::task::AbortHandle
 where
     K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
@@ -219,8 +220,10 @@ where
         };
         while let Some(ev) = events.next().await {
             let Some(q) = queue.upgrade() else { return };
-            if let Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o) | watcher::Event::InitApply(o)) = ev
-                && let Some(k) = key(&o)
+            let Ok(ev) = ev else { continue };
+            also(&ev);
+            if let watcher::Event::Apply(o) | watcher::Event::Delete(o) | watcher::Event::InitApply(o) = &ev
+                && let Some(k) = key(o)
             {
                 q.add(k);
             }
@@ -278,32 +281,68 @@ pub fn start(host: Arc<Host>, virt: Client, target: Target) -> Handle {
         written: Mutex::new(HashMap::new()),
     });
     let q = Arc::downgrade(&queue);
+    // The tenant's DNS zone follows its Services and Endpoints as the watches deliver them.
+    let zone = tenant.host.zone(&tenant.target.namespace);
+    zone.set_api(vt_net::parse(&tenant.target.api_host).into_iter().collect());
+    let (services_zone, endpoints_zone) = (zone.clone(), zone);
+    let mut services_feed = crate::dns::Feed::default();
+    let mut endpoints_feed = crate::dns::Feed::default();
     let mut tasks = vec![
         follow_pods(Api::<Pod>::all(virt.clone()), pods, q.clone(), |p| {
             let (ns, n) = ns_name(p);
             Some(Key::Pod(ns, n))
         }),
-        follow(Api::<Service>::all(virt.clone()), Some(services_w), q.clone(), |s| {
-            let (ns, n) = ns_name(s);
-            Some(Key::Service(ns, n))
-        }),
-        follow(Api::<Endpoints>::all(virt.clone()), None, q.clone(), |e| {
-            let (ns, n) = ns_name(e);
-            Some(Key::Endpoints(ns, n))
-        }),
-        follow(Api::<ConfigMap>::all(virt.clone()), None, q.clone(), |c| {
-            let (ns, n) = ns_name(c);
-            Some(Key::Data(false, ns, n))
-        }),
-        follow(Api::<Secret>::all(virt.clone()), None, q.clone(), |s| {
-            let (ns, n) = ns_name(s);
-            Some(Key::Data(true, ns, n))
-        }),
-        follow(Api::<PersistentVolumeClaim>::all(virt.clone()), None, q.clone(), |c| {
-            let (ns, n) = ns_name(c);
-            Some(Key::Claim(ns, n))
-        }),
-        follow(Api::<Node>::all(virt), None, q.clone(), |n| Some(Key::Node(n.name_any()))),
+        follow(
+            Api::<Service>::all(virt.clone()),
+            Some(services_w),
+            q.clone(),
+            |s| {
+                let (ns, n) = ns_name(s);
+                Some(Key::Service(ns, n))
+            },
+            move |ev| services_feed.services(&services_zone, ev),
+        ),
+        follow(
+            Api::<Endpoints>::all(virt.clone()),
+            None,
+            q.clone(),
+            |e| {
+                let (ns, n) = ns_name(e);
+                Some(Key::Endpoints(ns, n))
+            },
+            move |ev| endpoints_feed.endpoints(&endpoints_zone, ev),
+        ),
+        follow(
+            Api::<ConfigMap>::all(virt.clone()),
+            None,
+            q.clone(),
+            |c| {
+                let (ns, n) = ns_name(c);
+                Some(Key::Data(false, ns, n))
+            },
+            |_| {},
+        ),
+        follow(
+            Api::<Secret>::all(virt.clone()),
+            None,
+            q.clone(),
+            |s| {
+                let (ns, n) = ns_name(s);
+                Some(Key::Data(true, ns, n))
+            },
+            |_| {},
+        ),
+        follow(
+            Api::<PersistentVolumeClaim>::all(virt.clone()),
+            None,
+            q.clone(),
+            |c| {
+                let (ns, n) = ns_name(c);
+                Some(Key::Claim(ns, n))
+            },
+            |_| {},
+        ),
+        follow(Api::<Node>::all(virt), None, q.clone(), |n| Some(Key::Node(n.name_any())), |_| {}),
     ];
     // Host changes of this tenant.
     let weak = Arc::downgrade(&tenant);

@@ -38,6 +38,9 @@ pub struct Target {
     pub api_server_name: String,
     /// The `loadBalancerClass` values its Services may ask for.
     pub load_balancer_classes: Vec<String>,
+    /// The address of the tenant DNS server its pods resolve cluster names with (`None`: the
+    /// host's DNS, as the pod's spec says).
+    pub dns_server: Option<String>,
 }
 
 impl Target {
@@ -474,9 +477,10 @@ pub fn host_pod(v: &Value, t: &Target, services: &[Value], pool_nodes: &BTreeSet
         if let Some(sub) = s.get("subdomain").and_then(Value::as_str).map(str::to_string) {
             s.insert("subdomain".into(), json!(t.name(&sub, &ns)));
         }
-        // DNS for tenant pods (resolving virtual Service names) is its own piece of work:
-        // it will rewrite dnsPolicy/dnsConfig here. Until then the host's DNS answers.
-        dns(s, t);
+        // Cluster names resolve through the tenant's DNS (its own Services, by virtual name).
+        if let Some(server) = &t.dns_server {
+            crate::dns::rewrite(s, &ns, server);
+        }
         // The tenant's API server by its TLS name, whatever DNS says.
         if !t.api_server_name.is_empty() {
             let mut aliases = s.get("hostAliases").and_then(Value::as_array).cloned().unwrap_or_default();
@@ -617,10 +621,6 @@ pub fn host_pod(v: &Value, t: &Target, services: &[Value], pool_nodes: &BTreeSet
     Ok(json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}))
 }
 
-/// The place DNS for tenant pods will plug in (resolving the tenant's Services by their virtual
-/// names). For now pods use the host cluster's DNS as configured in their spec.
-fn dns(_spec: &mut Map<String, Value>, _t: &Target) {}
-
 /// The environment variables a kubelet derives from Services (docker-link style), computed
 /// from the virtual Services, plus the `kubernetes` Service pointing at the tenant's own API
 /// server. Only Services with a cluster IP count, as in kube.
@@ -744,6 +744,12 @@ pub fn host_selector(selector: Option<&Value>, ns: &str, t: &Target) -> Option<V
     out.insert(TENANT_LABEL.into(), json!(t.tenant));
     out.insert(NAMESPACE_LABEL.into(), json!(ns));
     Some(Value::Object(out))
+}
+
+/// Services that exist only in the tenant: its `kubernetes` Service (its API server, which is
+/// the manager) and `kube-system/kube-dns` (the tenant DNS server, the manager's).
+pub fn virtual_only_service(namespace: &str, name: &str) -> bool {
+    matches!((namespace, name), ("default", "kubernetes") | ("kube-system", "kube-dns"))
 }
 
 /// Whether a Service may be created on the host as the tenant wrote it: an ExternalName must

@@ -154,6 +154,7 @@ async fn exec_and_port_forward_streams_pass_through_to_the_host_pod() {
         api_port: 443,
         api_server_name: "acme.vt.local".into(),
         load_balancer_classes: Vec::new(),
+        dns_server: None,
     };
     let host_name = target.name("web", "default");
     let namespaces: Api<Namespace> = Api::all(host.client.clone());

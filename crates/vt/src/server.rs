@@ -85,6 +85,18 @@ pub struct Args {
     /// How long a connection may stay open with no request in flight (seconds).
     #[arg(long, default_value_t = 90, hide = true)]
     idle_timeout: u64,
+    /// Where the tenant DNS server listens (UDP and TCP; default: an ephemeral loopback port
+    /// with the embedded host; none on a real host unless given, e.g. 0.0.0.0:5353 in a pod).
+    #[arg(long)]
+    dns_listen: Option<SocketAddr>,
+    /// The address tenants' pods send DNS queries to (the cluster IP of the host Service in
+    /// front of --dns-listen); default: the --dns-listen address.
+    #[arg(long)]
+    dns_server_ip: Option<std::net::IpAddr>,
+    /// Upstream resolvers for names outside the tenants' cluster zone (comma-separated
+    /// `ip[:port]`; default: this machine's /etc/resolv.conf).
+    #[arg(long, value_delimiter = ',')]
+    dns_upstream: Vec<String>,
     /// The manager's own namespace on the host (tenants' credentials live there).
     #[arg(long, env = "POD_NAMESPACE", default_value = "vt-system")]
     namespace: String,
@@ -166,6 +178,34 @@ pub async fn run(args: Args, data_dir: PathBuf) -> Result<(), String> {
     let local = if bound.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], bound.port())) } else { bound };
     let advertise = args.advertise.clone().unwrap_or_else(|| local.to_string());
     let endpoint = SocketAddr::new(args.advertise_ip.unwrap_or(local.ip()), bound.port());
+    // The tenant DNS server: bound now (a taken port is an error at start), served once the
+    // host's pods are watched.
+    let dns_listen = args.dns_listen.or(embedded.then(|| SocketAddr::from(([127, 0, 0, 1], 0))));
+    let dns = match dns_listen {
+        Some(addr) => {
+            let udp =
+                tokio::net::UdpSocket::bind(addr).await.map_err(|e| format!("cannot listen for DNS on {addr}: {e}"))?;
+            let bound = udp.local_addr().map_err(|e| e.to_string())?;
+            let tcp = tokio::net::TcpListener::bind(bound)
+                .await
+                .map_err(|e| format!("cannot listen for DNS on {bound} (TCP): {e}"))?;
+            let upstreams = if args.dns_upstream.is_empty() {
+                vt_dns::Forwarder::resolv_conf(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
+            } else {
+                args.dns_upstream
+                    .iter()
+                    .map(|u| {
+                        u.parse::<SocketAddr>()
+                            .or_else(|_| u.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                            .map_err(|_| format!("--dns-upstream: invalid address {u:?}"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?
+            };
+            Some((bound, vt_manager::Dns { udp, tcp, forwarder: vt_dns::Forwarder::new(upstreams, 10_000) }))
+        }
+        None => None,
+    };
+    let dns_addr = dns.as_ref().map(|(a, _)| *a);
     let settings = Settings {
         data_dir: data_dir.clone(),
         advertise: advertise.clone(),
@@ -195,6 +235,7 @@ pub async fn run(args: Args, data_dir: PathBuf) -> Result<(), String> {
         webhook_allow: vt_net::CidrSet::parse_list(&args.webhook_allow_cidrs.join(","))
             .map_err(|e| format!("--webhook-allow-cidrs: {e}"))?,
         namespace: args.namespace.clone(),
+        dns_server: args.dns_server_ip.or(dns_addr.map(|a| if a.ip().is_unspecified() { local.ip() } else { a.ip() })),
         serve: vt_apiserver::serve::ServeOptions {
             handshake_timeout: std::time::Duration::from_secs(args.header_timeout.max(1)),
             header_timeout: std::time::Duration::from_secs(args.header_timeout.max(1)),
@@ -206,6 +247,9 @@ pub async fn run(args: Args, data_dir: PathBuf) -> Result<(), String> {
         syncer: args.tenant_syncer,
     };
     let mut manager = Manager::new(settings).with_stream_client(streams);
+    if let Some((_, dns)) = dns {
+        manager = manager.with_dns(dns);
+    }
     if embedded {
         let cidr = args.sim_pod_cidr.parse().map_err(|e| format!("--sim-pod-cidr: {e}"))?;
         let sim = NodeSim::with_pod_cidr(host.clone(), cidr);
@@ -233,8 +277,11 @@ pub async fn run(args: Args, data_dir: PathBuf) -> Result<(), String> {
             } else {
                 format!("kubeconfig {}", host_kubeconfig.display())
             },
-            admin_addr.map(|a| format!(", metrics http://{a}/metrics")).unwrap_or_default()
+            admin_addr.map(|a| format!(", metrics http://{a}/metrics")).unwrap_or_default(),
         );
+        if let Some(a) = dns_addr {
+            println!("vt server: tenant DNS on {a} (UDP and TCP)");
+        }
     };
     manager.run(host, listener, admin, ready).await
 }

@@ -15,6 +15,7 @@ fn target() -> Target {
         api_port: 6443,
         api_server_name: "acme.vt.local".into(),
         load_balancer_classes: Vec::new(),
+        dns_server: None,
     }
 }
 
