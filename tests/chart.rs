@@ -63,6 +63,8 @@ fn helm_lints_renders_and_installs_the_chart() {
             && lb.contains("grafana_dashboard: \"1\"")
             && lb.contains("vt-tenants")
     );
+    // The tenants' DNS: a Service in front of the manager's DNS port.
+    assert!(default.contains("--dns-service=") && default.contains("protocol: UDP"), "{default}");
     // The manager logs JSON in a cluster (for log collectors).
     assert!(default.contains("--log-format=json"), "{default}");
     // Installed for real (objects accepted by the API server's validation), then uninstalled.

@@ -270,4 +270,6 @@ spec: {containers: [{name: c, image: registry.example/c:1}]}
         "127.0.0.1"
     );
     assert!(!host.ok(&["-n", "vt-alpha", "get", "services", "-o", "name"]).contains("kube-dns"));
+    let described = m.vt_ok(&["describe", "alpha"]);
+    assert!(described.contains("DNS:             127.0.0.1"), "{described}");
 }

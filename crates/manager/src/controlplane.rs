@@ -139,6 +139,16 @@ impl ControlPlanes {
         Ok(vt_syncer::HostEgress::new(self.host.get().cloned(), target.clone(), allow, own))
     }
 
+    /// The tenant's DNS status: its pods' DNS server and the size of its zone.
+    pub fn dns_status(&self, tenant: &str) -> Option<crate::tenant::DnsStatus> {
+        let address = self.settings.dns_server?;
+        let records = self.host.get().map(|h| {
+            let (services, endpoints) = h.zone(&crate::tenant::host_namespace(tenant)).counts();
+            (services + endpoints) as i64
+        });
+        Some(crate::tenant::DnsStatus { address: address.to_string(), records: records.unwrap_or(0) })
+    }
+
     /// A tenant's bounds: the manager's, where its Tenant sets none.
     pub fn bounds(&self, spec: &TenantSpec) -> Bounds {
         let s = &self.settings;

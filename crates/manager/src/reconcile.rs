@@ -227,6 +227,7 @@ async fn apply(t: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
             kubeconfig_secret: secret_ref,
             pods: pods.map(|(n, _)| n),
             objects: objects.map(|(n, _)| n),
+            dns: ctx.planes.dns_status(&name),
             ..Default::default()
         },
     )

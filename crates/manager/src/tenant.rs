@@ -190,6 +190,19 @@ pub struct TenantStatus {
     /// The generation these facts are about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The tenant's DNS: where its pods send queries and how many records its zone holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsStatus>,
+}
+
+/// The tenant DNS as the status reports it.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DnsStatus {
+    /// The address the tenant's pods send DNS queries to.
+    pub address: String,
+    /// Services and endpoint addresses in the tenant's zone (at the last refresh).
+    pub records: i64,
 }
 
 /// A condition of a Tenant.

@@ -113,12 +113,8 @@ impl VtManager {
             }
             if !self.process.as_ref().is_some_and(Watched::alive) {
                 // A panic's message first (a backtrace would push it out of the tail).
-                let panic: String = log
-                    .lines()
-                    .skip_while(|l| !l.contains("panicked at"))
-                    .take(3)
-                    .collect::<Vec<_>>()
-                    .join("\n");
+                let panic: String =
+                    log.lines().skip_while(|l| !l.contains("panicked at")).take(3).collect::<Vec<_>>().join("\n");
                 panic!("vt server exited before serving; {panic}\nits log:\n{}", tail(&log, 40));
             }
             if Instant::now() > deadline {

@@ -93,6 +93,10 @@ pub struct Args {
     /// front of --dns-listen); default: the --dns-listen address.
     #[arg(long)]
     dns_server_ip: Option<std::net::IpAddr>,
+    /// The host Service (in --namespace) in front of --dns-listen: its cluster IP is what
+    /// tenants' pods send queries to (what the chart sets; --dns-server-ip gives it directly).
+    #[arg(long, conflicts_with = "dns_server_ip")]
+    dns_service: Option<String>,
     /// Upstream resolvers for names outside the tenants' cluster zone (comma-separated
     /// `ip[:port]`; default: this machine's /etc/resolv.conf).
     #[arg(long, value_delimiter = ',')]
@@ -206,6 +210,10 @@ pub async fn run(args: Args, data_dir: PathBuf) -> Result<(), String> {
         None => None,
     };
     let dns_addr = dns.as_ref().map(|(a, _)| *a);
+    let dns_service_ip = match &args.dns_service {
+        Some(name) => Some(service_ip(&host, &args.namespace, name).await?),
+        None => None,
+    };
     let settings = Settings {
         data_dir: data_dir.clone(),
         advertise: advertise.clone(),
@@ -235,7 +243,10 @@ pub async fn run(args: Args, data_dir: PathBuf) -> Result<(), String> {
         webhook_allow: vt_net::CidrSet::parse_list(&args.webhook_allow_cidrs.join(","))
             .map_err(|e| format!("--webhook-allow-cidrs: {e}"))?,
         namespace: args.namespace.clone(),
-        dns_server: args.dns_server_ip.or(dns_addr.map(|a| if a.ip().is_unspecified() { local.ip() } else { a.ip() })),
+        dns_server: args
+            .dns_server_ip
+            .or(dns_service_ip)
+            .or(dns_addr.map(|a| if a.ip().is_unspecified() { local.ip() } else { a.ip() })),
         serve: vt_apiserver::serve::ServeOptions {
             handshake_timeout: std::time::Duration::from_secs(args.header_timeout.max(1)),
             header_timeout: std::time::Duration::from_secs(args.header_timeout.max(1)),
@@ -284,4 +295,18 @@ pub async fn run(args: Args, data_dir: PathBuf) -> Result<(), String> {
         }
     };
     manager.run(host, listener, admin, ready).await
+}
+
+/// The cluster IP of Service `namespace/name` on the host (waiting a little for one).
+async fn service_ip(host: &kube::Client, namespace: &str, name: &str) -> Result<std::net::IpAddr, String> {
+    let services: kube::Api<k8s_openapi::api::core::v1::Service> = kube::Api::namespaced(host.clone(), namespace);
+    for _ in 0..60 {
+        if let Ok(Some(s)) = services.get_opt(name).await
+            && let Some(ip) = s.spec.and_then(|s| s.cluster_ip).and_then(|ip| ip.parse().ok())
+        {
+            return Ok(ip);
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    Err(format!("--dns-service: Service {namespace}/{name} has no cluster IP"))
 }

@@ -505,6 +505,9 @@ pub async fn describe(host_args: &HostArgs, name: &str) -> Result<(), String> {
         ),
         None => println!("Store:           SQLite (embedded)"),
     }
+    if let Some(dns) = &status.dns {
+        println!("DNS:             {} ({} records in cluster.local)", dns.address, dns.records);
+    }
     println!("Pods:            {}", status.pods.unwrap_or(0));
     println!("Objects:         {}", status.objects.unwrap_or(0));
     if !t.spec.quota.is_empty() {
