@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the tenant manager (with its own embedded host unless --host-kubeconfig is given).
-    Server(server::Args),
+    Server(Box<server::Args>),
     /// Create a tenant and wait until it is ready.
     Create(tenants::CreateArgs),
     /// Use a tenant: merge its kubeconfig as context vt-NAME (or --print it, or run `-- CMD`).
@@ -117,7 +117,7 @@ fn main() -> std::process::ExitCode {
     let result = rt.block_on(async move {
         let ok = |r: Result<(), String>| r.map(|()| std::process::ExitCode::SUCCESS);
         match cli.command {
-            Command::Server(args) => ok(server::run(args, host.data_dir.clone()).await),
+            Command::Server(args) => ok(server::run(*args, host.data_dir.clone()).await),
             Command::Create(args) => ok(tenants::create(&host, args).await),
             Command::Connect(args) => tenants::connect(&host, args).await,
             Command::Disconnect => ok(tenants::disconnect()),
