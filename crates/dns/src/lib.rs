@@ -20,4 +20,4 @@ pub mod zone;
 
 pub use forward::Forwarder;
 pub use server::{Attribution, Server, serve_tcp, serve_udp};
-pub use zone::{EndpointRecord, PortRecord, ServiceRecord, Zone};
+pub use zone::{EndpointRecord, PortRecord, Protocol, ServiceRecord, Zone};

@@ -15,15 +15,15 @@ pub const SCHEMA_VERSION: &str = "1.0.1";
 /// The TTL of cluster records (CoreDNS's kubernetes plugin uses 5 s too: they change often).
 pub const TTL: u32 = 5;
 
-/// A Service as DNS needs it.
+/// A Service as DNS needs it (boxed slices and strings: a manager holds thousands of zones).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServiceRecord {
     /// Its cluster IPs (none: headless, or an ExternalName).
-    pub cluster_ips: Vec<IpAddr>,
+    pub cluster_ips: Box<[IpAddr]>,
     /// `spec.externalName` of an ExternalName Service.
-    pub external_name: Option<String>,
+    pub external_name: Option<Box<str>>,
     /// Its ports.
-    pub ports: Vec<PortRecord>,
+    pub ports: Box<[PortRecord]>,
     /// `spec.publishNotReadyAddresses`: not-ready endpoints are published too.
     pub publish_not_ready: bool,
 }
@@ -38,11 +38,42 @@ impl ServiceRecord {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PortRecord {
     /// Its name (unnamed ports have no SRV record).
-    pub name: String,
-    /// `TCP`, `UDP` or `SCTP`.
-    pub protocol: String,
+    pub name: Box<str>,
+    /// Its protocol.
+    pub protocol: Protocol,
     /// The port number.
     pub port: u16,
+}
+
+/// A port's protocol (the `_<proto>` label of SRV names).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// TCP (Kubernetes' default).
+    #[default]
+    Tcp,
+    /// UDP.
+    Udp,
+    /// SCTP.
+    Sctp,
+}
+
+impl Protocol {
+    /// The protocol a Service port names (`TCP` if unset or unknown).
+    pub fn parse(s: &str) -> Protocol {
+        match s.to_ascii_uppercase().as_str() {
+            "UDP" => Protocol::Udp,
+            "SCTP" => Protocol::Sctp,
+            _ => Protocol::Tcp,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        }
+    }
 }
 
 /// One address of a Service's Endpoints.
@@ -51,7 +82,7 @@ pub struct EndpointRecord {
     /// The address (a pod's).
     pub ip: IpAddr,
     /// The endpoint's `hostname` (a pod's `hostname` with a matching `subdomain`).
-    pub hostname: Option<String>,
+    pub hostname: Option<Box<str>>,
     /// Whether it is ready.
     pub ready: bool,
 }
@@ -71,10 +102,16 @@ fn dashed(ip: IpAddr) -> String {
     ip.to_string().replace(['.', ':'], "-")
 }
 
+type Key = (Box<str>, Box<str>);
+
+fn key(namespace: &str, name: &str) -> Key {
+    (namespace.to_ascii_lowercase().into(), name.to_ascii_lowercase().into())
+}
+
 #[derive(Default)]
 struct Data {
-    services: HashMap<(String, String), ServiceRecord>,
-    endpoints: HashMap<(String, String), Vec<EndpointRecord>>,
+    services: HashMap<Key, ServiceRecord>,
+    endpoints: HashMap<Key, Box<[EndpointRecord]>>,
     /// Where `kubernetes.default.svc` leads: the tenant's API server.
     api: Vec<IpAddr>,
 }
@@ -141,7 +178,7 @@ impl Zone {
 
     /// Sets (or with `None` removes) the Service `namespace/name`.
     pub fn set_service(&self, namespace: &str, name: &str, record: Option<ServiceRecord>) {
-        let key = (namespace.to_ascii_lowercase(), name.to_ascii_lowercase());
+        let key = key(namespace, name);
         let mut d = self.data.write().unwrap_or_else(|p| p.into_inner());
         match record {
             Some(r) => _ = d.services.insert(key, r),
@@ -151,23 +188,23 @@ impl Zone {
 
     /// Sets (or with `None` removes) the Endpoints of `namespace/name`.
     pub fn set_endpoints(&self, namespace: &str, name: &str, records: Option<Vec<EndpointRecord>>) {
-        let key = (namespace.to_ascii_lowercase(), name.to_ascii_lowercase());
+        let key = key(namespace, name);
         let mut d = self.data.write().unwrap_or_else(|p| p.into_inner());
         match records {
-            Some(r) => _ = d.endpoints.insert(key, r),
+            Some(r) => _ = d.endpoints.insert(key, r.into_boxed_slice()),
             None => _ = d.endpoints.remove(&key),
         }
     }
 
     /// Replaces every Service (after a re-list).
     pub fn replace_services(&self, all: Vec<((String, String), ServiceRecord)>) {
-        let map = all.into_iter().map(|((ns, n), r)| ((ns.to_ascii_lowercase(), n.to_ascii_lowercase()), r)).collect();
+        let map = all.into_iter().map(|((ns, n), r)| (key(&ns, &n), r)).collect();
         self.data.write().unwrap_or_else(|p| p.into_inner()).services = map;
     }
 
     /// Replaces every Endpoints (after a re-list).
     pub fn replace_endpoints(&self, all: Vec<((String, String), Vec<EndpointRecord>)>) {
-        let map = all.into_iter().map(|((ns, n), r)| ((ns.to_ascii_lowercase(), n.to_ascii_lowercase()), r)).collect();
+        let map = all.into_iter().map(|((ns, n), r)| (key(&ns, &n), r.into_boxed_slice())).collect();
         self.data.write().unwrap_or_else(|p| p.into_inner()).endpoints = map;
     }
 
@@ -179,7 +216,7 @@ impl Zone {
     /// How many Services and endpoint addresses the zone holds.
     pub fn counts(&self) -> (usize, usize) {
         let d = self.data.read().unwrap_or_else(|p| p.into_inner());
-        (d.services.len(), d.endpoints.values().map(Vec::len).sum())
+        (d.services.len(), d.endpoints.values().map(|e| e.len()).sum())
     }
 
     /// The zone's SOA record (for the authority section of negative answers).
@@ -222,7 +259,7 @@ impl Zone {
             },
             ["svc"] | ["pod"] => found(Vec::new()),
             [ns, "svc"] => {
-                if d.services.keys().any(|(n, _)| n == ns) {
+                if d.services.keys().any(|(n, _)| &**n == *ns) {
                     found(Vec::new())
                 } else {
                     Lookup::NxDomain
@@ -245,7 +282,7 @@ impl Zone {
         if ns == "default" && svc == "kubernetes" && !d.api.is_empty() {
             return Lookup::Found { answers: addresses(qname, &d.api, qtype), additionals: Vec::new() };
         }
-        let Some(s) = d.services.get(&(ns.to_string(), svc.to_string())) else { return Lookup::NxDomain };
+        let Some(s) = d.services.get(&key(ns, svc)) else { return Lookup::NxDomain };
         if let Some(ext) = &s.external_name {
             let target = name(&format!("{}.", ext.trim_end_matches('.')));
             let cname = Record::from_rdata(qname.clone(), TTL, RData::CNAME(CNAME(target.clone())));
@@ -261,13 +298,13 @@ impl Zone {
             }
             ready
         } else {
-            s.cluster_ips.clone()
+            s.cluster_ips.to_vec()
         };
         Lookup::Found { answers: addresses(qname, &ips, qtype), additionals: Vec::new() }
     }
 
     fn endpoint_host(&self, d: &Data, qname: &Name, ns: &str, svc: &str, host: &str, qtype: RecordType) -> Lookup {
-        let Some(s) = d.services.get(&(ns.to_string(), svc.to_string())) else { return Lookup::NxDomain };
+        let Some(s) = d.services.get(&key(ns, svc)) else { return Lookup::NxDomain };
         if !s.headless() {
             return Lookup::NxDomain;
         }
@@ -280,13 +317,11 @@ impl Zone {
 
     #[allow(clippy::too_many_arguments)]
     fn srv(&self, d: &Data, qname: &Name, ns: &str, svc: &str, port: &str, proto: &str, qtype: RecordType) -> Lookup {
-        let Some(s) = d.services.get(&(ns.to_string(), svc.to_string())) else { return Lookup::NxDomain };
+        let Some(s) = d.services.get(&key(ns, svc)) else { return Lookup::NxDomain };
         let ports: Vec<&PortRecord> = s
             .ports
             .iter()
-            .filter(|p| {
-                !p.name.is_empty() && p.name.eq_ignore_ascii_case(port) && p.protocol.eq_ignore_ascii_case(proto)
-            })
+            .filter(|p| !p.name.is_empty() && p.name.eq_ignore_ascii_case(port) && p.protocol.label() == proto)
             .collect();
         if ports.is_empty() || s.external_name.is_some() {
             return Lookup::NxDomain;
@@ -358,7 +393,7 @@ impl Zone {
 /// The endpoints a headless Service publishes: ready ones, or all with
 /// `publishNotReadyAddresses`.
 fn published<'a>(d: &'a Data, ns: &str, svc: &str, s: &'a ServiceRecord) -> impl Iterator<Item = &'a EndpointRecord> {
-    d.endpoints.get(&(ns.to_string(), svc.to_string())).into_iter().flatten().filter(|e| e.ready || s.publish_not_ready)
+    d.endpoints.get(&key(ns, svc)).into_iter().flat_map(|e| e.iter()).filter(|e| e.ready || s.publish_not_ready)
 }
 
 /// A/AAAA records of `ips` for `qtype` (both for ANY).

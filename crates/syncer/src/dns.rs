@@ -6,22 +6,23 @@ use k8s_openapi::api::core::v1::{Endpoints, Service};
 use kube::ResourceExt;
 use kube::runtime::watcher;
 use serde_json::{Map, Value, json};
-use vt_dns::{EndpointRecord, PortRecord, ServiceRecord, Zone};
+use vt_dns::{EndpointRecord, PortRecord, Protocol, ServiceRecord, Zone};
 
 use crate::CLUSTER_DOMAIN;
 
 /// A Service as its zone needs it.
 pub(crate) fn service_record(s: &Service) -> ServiceRecord {
     let spec = s.spec.clone().unwrap_or_default();
-    let external_name = (spec.type_.as_deref() == Some("ExternalName")).then(|| spec.external_name.clone()).flatten();
+    let external_name: Option<Box<str>> =
+        (spec.type_.as_deref() == Some("ExternalName")).then(|| spec.external_name.clone()).flatten().map(Into::into);
     let mut ips: Vec<String> = spec.cluster_ips.clone().unwrap_or_default();
     if ips.is_empty()
         && let Some(ip) = &spec.cluster_ip
     {
         ips.push(ip.clone());
     }
-    let cluster_ips = if external_name.is_some() {
-        Vec::new()
+    let cluster_ips: Box<[std::net::IpAddr]> = if external_name.is_some() {
+        Box::new([])
     } else {
         ips.iter().filter(|i| *i != "None").filter_map(|i| vt_net::parse(i).ok()).collect()
     };
@@ -31,8 +32,8 @@ pub(crate) fn service_record(s: &Service) -> ServiceRecord {
         .into_iter()
         .filter_map(|p| {
             Some(PortRecord {
-                name: p.name.unwrap_or_default(),
-                protocol: p.protocol.unwrap_or_else(|| "TCP".into()),
+                name: p.name.unwrap_or_default().into(),
+                protocol: Protocol::parse(p.protocol.as_deref().unwrap_or("TCP")),
                 port: u16::try_from(p.port).ok()?,
             })
         })
@@ -52,7 +53,7 @@ pub(crate) fn endpoint_records(e: &Endpoints) -> Vec<EndpointRecord> {
         for (list, ready) in [(&subset.addresses, true), (&subset.not_ready_addresses, false)] {
             for a in list.iter().flatten() {
                 if let Ok(ip) = vt_net::parse(&a.ip) {
-                    out.push(EndpointRecord { ip, hostname: a.hostname.clone(), ready });
+                    out.push(EndpointRecord { ip, hostname: a.hostname.clone().map(Into::into), ready });
                 }
             }
         }
@@ -216,7 +217,7 @@ mod tests {
         .unwrap();
         let r = service_record(&svc);
         assert!(r.cluster_ips.is_empty() && r.publish_not_ready);
-        assert_eq!(r.ports[0].protocol, "TCP");
+        assert_eq!(r.ports[0].protocol, Protocol::Tcp);
         let ext: Service = serde_json::from_value(json!({"metadata": {"name": "e", "namespace": "d"},
             "spec": {"type": "ExternalName", "externalName": "api.example.com"}}))
         .unwrap();

@@ -836,10 +836,15 @@ pub(crate) fn apply_patch(
                 serde_json::from_slice(patch).map_err(|e| ApiError::bad_request(e.to_string()))?;
             let mut doc = current.clone();
             let invalid = |e: json_patch::PatchError| {
+                // evanphx/json-patch's words, as kube-apiserver passes them on.
+                let what = match e.kind {
+                    json_patch::PatchErrorKind::TestFailed => format!("testing value {} failed: test failed", e.path),
+                    _ => e.to_string(),
+                };
                 ApiError::new(
                     422,
                     "Invalid",
-                    format!("the server rejected our request due to an error in our request: {e}"),
+                    format!("the server rejected our request due to an error in our request: {what}"),
                 )
             };
             // One operation at a time: a `test` of `null` at a missing path passes, as in

@@ -20,13 +20,13 @@ fn server() -> Arc<Server> {
     acme.set_service(
         "default",
         "web",
-        Some(ServiceRecord { cluster_ips: vec!["10.128.0.10".parse().unwrap()], ..Default::default() }),
+        Some(ServiceRecord { cluster_ips: vec!["10.128.0.10".parse().unwrap()].into(), ..Default::default() }),
     );
     let beta = Arc::new(Zone::new("cluster.local"));
     beta.set_service(
         "default",
         "secret",
-        Some(ServiceRecord { cluster_ips: vec!["10.128.0.99".parse().unwrap()], ..Default::default() }),
+        Some(ServiceRecord { cluster_ips: vec!["10.128.0.99".parse().unwrap()].into(), ..Default::default() }),
     );
     let pods = Pods(HashMap::from([
         ("127.77.0.2".parse().unwrap(), ("acme".to_string(), acme)),

@@ -5,17 +5,17 @@ use super::*;
 
 fn zone() -> Zone {
     let z = Zone::new("cluster.local");
-    let tcp = |name: &str, port: u16| PortRecord { name: name.into(), protocol: "TCP".into(), port };
+    let tcp = |name: &str, port: u16| PortRecord { name: name.into(), protocol: Protocol::Tcp, port };
     z.set_service(
         "default",
         "web",
         Some(ServiceRecord {
-            cluster_ips: vec!["10.128.0.10".parse().unwrap()],
-            ports: vec![tcp("http", 80), tcp("", 8080)],
+            cluster_ips: vec!["10.128.0.10".parse().unwrap()].into(),
+            ports: vec![tcp("http", 80), tcp("", 8080)].into(),
             ..Default::default()
         }),
     );
-    z.set_service("db", "pg", Some(ServiceRecord { ports: vec![tcp("postgres", 5432)], ..Default::default() }));
+    z.set_service("db", "pg", Some(ServiceRecord { ports: vec![tcp("postgres", 5432)].into(), ..Default::default() }));
     z.set_endpoints(
         "db",
         "pg",
