@@ -166,8 +166,9 @@ fn pods_run_on_the_host_isolated() {
         .ok_stdin(&["create", "-f", "-", "-o", "jsonpath={.status.authenticated}/{.status.user.username}"], &review);
     assert_eq!(answer, "true/system:serviceaccount:default:default", "the pod's token is the tenant's");
 
-    // Hostile pods are never created on the host: a Warning event and the pod's status say why.
-    let hostile = [
+    // Pods breaking the tenant's Pod Security level are refused at admission, as kube's
+    // PodSecurity plugin refuses them (403, its words); nothing is stored or synced.
+    let insecure = [
         ("priv", "containers: [{name: c, image: busybox, securityContext: {privileged: true}}]", "privileged"),
         ("hostnet", "hostNetwork: true\n  containers: [{name: c, image: busybox}]", "hostNetwork=true"),
         ("hostpid", "hostPID: true\n  containers: [{name: c, image: busybox}]", "hostPID=true"),
@@ -183,6 +184,47 @@ fn pods_run_on_the_host_isolated() {
             "SYS_ADMIN",
         ),
         ("hostport", "containers: [{name: c, image: busybox, ports: [{containerPort: 80, hostPort: 80}]}]", "hostPort"),
+    ];
+    for (name, spec, why) in &insecure {
+        let err = acme.fails_stdin(
+            &["apply", "-f", "-"],
+            &format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  {spec}\n"),
+        );
+        assert!(
+            err.contains(&format!("pods \"{name}\" is forbidden: violates PodSecurity \"baseline:latest\""))
+                && err.contains(why),
+            "{name}: {err}"
+        );
+        assert!(acme.fails(&["get", "pod", name]).contains("NotFound"));
+    }
+    // A namespace's label may tighten the level, never loosen it below the tenant's.
+    acme.ok(&["create", "namespace", "strict"]);
+    acme.ok(&["label", "namespace", "strict", "pod-security.kubernetes.io/enforce=restricted"]);
+    let err = acme.fails(&["-n", "strict", "run", "plain", "--image=busybox"]);
+    assert!(err.contains("violates PodSecurity \"restricted:latest\""), "{err}");
+    acme.ok(&["create", "namespace", "loose"]);
+    acme.ok(&["label", "namespace", "loose", "pod-security.kubernetes.io/enforce=privileged"]);
+    let err = acme.fails_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: priv, namespace: loose}\nspec:\n  containers: [{name: c, image: busybox, securityContext: {privileged: true}}]\n",
+    );
+    assert!(err.contains("violates PodSecurity \"baseline:latest\""), "{err}");
+    // A workload with an insecure template is admitted with kube's warning; its ReplicaSet
+    // reports the refusal as FailedCreate.
+    let out = acme.run_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: privdep}\nspec:\n  selector: {matchLabels: {app: privdep}}\n  template:\n    metadata: {labels: {app: privdep}}\n    spec: {containers: [{name: c, image: busybox, securityContext: {privileged: true}}]}\n",
+    );
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("would violate PodSecurity \"baseline:latest\""));
+    eventually("FailedCreate", || {
+        acme.ok(&["get", "events", "--field-selector", "reason=FailedCreate", "-o", "jsonpath={.items[*].message}"])
+            .contains("violates PodSecurity")
+    });
+
+    // What would reach past the tenant on a shared host is refused by the syncer: a Warning
+    // event and the pod's status say why, and nothing reaches the host.
+    let hostile = [
         (
             "pinned",
             "nodeName: host-control-plane\n  containers: [{name: c, image: busybox}]",
@@ -231,7 +273,7 @@ fn pods_run_on_the_host_isolated() {
             "{name} reached the host"
         );
     }
-    assert!(acme.ok(&["get", "pod", "priv"]).contains("PodSecurity"), "kubectl shows why");
+    assert!(acme.ok(&["get", "pod", "runc"]).contains("RuntimeClass"), "kubectl shows why");
 
     // One tenant's Service never selects another tenant's pods (same labels in both).
     bolt.ok(&["create", "deployment", "web", "--image=nginx:1.27", "--replicas=2"]);

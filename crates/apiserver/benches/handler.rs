@@ -94,6 +94,7 @@ fn main() {
             pods: None,
             service_account_admission: false,
             egress: None,
+            pod_security: None,
         })
         .await
         .unwrap();

@@ -11,6 +11,7 @@
 //! `caBundle`. Webhook configurations themselves are never sent to webhooks.
 
 mod client;
+pub(crate) mod podsecurity;
 pub(crate) mod quota;
 pub mod serviceaccount;
 

@@ -30,6 +30,7 @@ pub mod negotiate;
 pub mod object;
 pub mod observe;
 mod openapi;
+pub mod podsecurity;
 pub mod protobuf;
 pub mod quantity;
 pub mod rbac;
@@ -105,6 +106,9 @@ pub struct Config {
     /// Services resolved through this cluster's own Endpoints (a standalone server, whose
     /// users are its operators).
     pub egress: Option<Arc<dyn egress::Egress>>,
+    /// The Pod Security level every namespace enforces at least (PodSecurity admission;
+    /// namespace labels may tighten it); `None`: no PodSecurity admission.
+    pub pod_security: Option<podsecurity::Level>,
     /// Run the ServiceAccount admission plugin on pods (needs the ServiceAccount controller
     /// running, which creates the `default` ServiceAccounts pods default to).
     pub service_account_admission: bool,

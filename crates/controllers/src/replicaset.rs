@@ -103,6 +103,8 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action> {
                 // Quota or admission said no: try again later, as kube does.
                 Err(kube::Error::Api(e)) if e.code == 403 || e.code == 422 => {
                     tracing::debug!(rs = %name, error = %e.message, "pod creation refused");
+                    let message = format!("Error creating: {}", e.message);
+                    util::warn(&ctx.client, rs.as_ref(), "replicaset-controller", "FailedCreate", &message).await;
                     refused = true;
                     break;
                 }

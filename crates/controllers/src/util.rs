@@ -277,6 +277,38 @@ pub async fn create_pod(api: &kube::Api<Pod>, pod: &Pod, owner: &str) -> Result<
     }
 }
 
+/// Records a Warning event about `object` from `component` (as kube's controllers record
+/// `FailedCreate` and the like). One event per distinct message: a repeat is not recorded
+/// again (the event's name is derived from the message).
+pub async fn warn<K: Resource<DynamicType = ()>>(
+    client: &kube::Client,
+    object: &K,
+    component: &str,
+    reason: &str,
+    message: &str,
+) {
+    use std::hash::{Hash, Hasher};
+    let meta = object.meta();
+    let ns = meta.namespace.clone().unwrap_or_else(|| "default".into());
+    let name = meta.name.clone().unwrap_or_default();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (reason, message, &meta.uid).hash(&mut h);
+    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let event = serde_json::json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": format!("{name}.{:016x}", h.finish()), "namespace": ns},
+        "involvedObject": {"apiVersion": K::api_version(&()), "kind": K::kind(&()), "namespace": ns,
+            "name": name, "uid": meta.uid},
+        "reason": reason, "message": message, "type": "Warning",
+        "source": {"component": component}, "reportingComponent": component,
+        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+    });
+    let events: kube::Api<k8s_openapi::api::core::v1::Event> = kube::Api::namespaced(client.clone(), &ns);
+    if let Ok(e) = serde_json::from_value(event) {
+        let _ = events.create(&kube::api::PostParams::default(), &e).await;
+    }
+}
+
 /// Whether a failed API call means the object is already gone (or already there).
 pub fn gone(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404 || s.code == 409)

@@ -259,6 +259,9 @@ impl ControlPlanes {
                 .map(|h| vt_syncer::HostServices::new(h.client.clone(), target.clone()) as Arc<dyn ServiceBackend>),
             pods: self.host.get().map(|h| vt_syncer::HostPods::new(h.clone(), target.clone()) as Arc<dyn PodConnector>),
             service_account_admission: true,
+            // The level the host enforces on every pod of the tenant: refused at admission, as
+            // kube refuses it, rather than created and left Pending.
+            pod_security: Some(vt_apiserver::podsecurity::Level::parse(&spec.isolation.security_level())),
             egress: Some(self.egress(&target, spec)? as Arc<dyn vt_apiserver::egress::Egress>),
         };
         let api = ApiServer::new(config).await.map_err(|e| format!("bootstrap: {}", e.message))?;

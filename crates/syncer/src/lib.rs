@@ -15,7 +15,10 @@ mod nodes;
 mod pods;
 mod proxy;
 mod queue;
-pub mod security;
+/// Pod Security Standards (the API server's, checked again before a pod reaches the host).
+pub mod security {
+    pub use vt_apiserver::podsecurity::{Level, check, containers};
+}
 pub mod services;
 pub mod tenant;
 pub mod translate;

@@ -109,6 +109,7 @@ async fn server(ca: &vt_pki::Ca, name: &str, pods: Arc<dyn PodConnector>) -> Ser
         pods: Some(pods),
         service_account_admission: false,
         egress: None,
+        pod_security: None,
     })
     .await
     .unwrap();

@@ -188,6 +188,7 @@ pub async fn start(args: &Args) -> Result<Started, String> {
         pods: Some(sim_pods.clone() as Arc<dyn vt_apiserver::PodConnector>),
         service_account_admission: args.controllers,
         egress: None,
+        pod_security: None,
     };
     let api = ApiServer::new(config).await.map_err(|e| format!("bootstrap failed: {e}"))?;
     let tls = Arc::new(tls_config(&serving, ca.cert_pem())?);

@@ -500,6 +500,7 @@ pub(crate) async fn create_object(
         }
         validate(op, &obj, None)?;
         crate::admission::webhooks(op, "CREATE", Some(&mut obj.clone()), None, false, dry).await?;
+        crate::admission::podsecurity::admit(op, &obj).await?;
         let quotas = crate::admission::quota::check_quota(op, &obj).await?;
         if rv_set && !dry {
             return Err(ApiError::new(500, "", "resourceVersion should not be set on objects to be created"));

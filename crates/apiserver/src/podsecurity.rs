@@ -1,13 +1,13 @@
 //! Pod Security Standards (`baseline` and `restricted`, as of Kubernetes 1.33's "latest"), the
-//! checks kube-apiserver's PodSecurity admission makes, worded as it words them: a pod that
-//! breaks its tenant's level is never created on the host. `privileged` allows everything the
-//! standards cover (what breaks isolation itself — node pinning, another runtime class — is
-//! checked by the translation whatever the level).
+//! checks kube-apiserver's PodSecurity admission makes, worded as it words them. The API
+//! server enforces them at admission (`admission/podsecurity.rs`); a virtual cluster's syncer
+//! checks them again before a pod reaches the host. `privileged` allows everything the
+//! standards cover.
 
 use serde_json::Value;
 
 /// A Pod Security level.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
     /// No restrictions.
     Privileged,
@@ -27,7 +27,18 @@ impl Level {
         }
     }
 
-    fn name(self) -> &'static str {
+    /// Parses a level name, `None` for an unknown one.
+    pub fn parse_strict(s: &str) -> Option<Level> {
+        match s {
+            "privileged" => Some(Level::Privileged),
+            "baseline" => Some(Level::Baseline),
+            "restricted" => Some(Level::Restricted),
+            _ => None,
+        }
+    }
+
+    /// The level's name.
+    pub fn name(self) -> &'static str {
         match self {
             Level::Privileged => "privileged",
             Level::Baseline => "baseline",
@@ -72,7 +83,7 @@ fn quoted(items: &[String]) -> String {
 }
 
 /// Every container of a pod spec (init, regular, ephemeral), with its name.
-pub(crate) fn containers(spec: &Value) -> impl Iterator<Item = (&str, &Value)> {
+pub fn containers(spec: &Value) -> impl Iterator<Item = (&str, &Value)> {
     ["initContainers", "containers", "ephemeralContainers"]
         .into_iter()
         .flat_map(move |k| spec.get(k).and_then(Value::as_array).into_iter().flatten())
