@@ -11,6 +11,7 @@ pub mod egress;
 mod events;
 pub mod host;
 pub mod names;
+pub mod netpol;
 mod nodes;
 mod pods;
 mod proxy;

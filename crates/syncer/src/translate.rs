@@ -85,7 +85,7 @@ fn reserved(key: &str) -> bool {
 const MANAGER_LABELS: &[(&str, &str)] = &[("app.kubernetes.io/name", "vt")];
 
 /// Whether a label (key and value) may not reach the host as a tenant wrote it.
-fn reserved_label(key: &str, value: &Value) -> bool {
+pub(crate) fn reserved_label(key: &str, value: &Value) -> bool {
     reserved(key) || MANAGER_LABELS.iter().any(|(k, v)| *k == key && value.as_str() == Some(*v))
 }
 
