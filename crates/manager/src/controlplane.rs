@@ -56,6 +56,9 @@ pub struct Settings {
     pub queue_wait: Duration,
     /// The host's Service IP ranges (tenants' Endpoints and webhook URLs never reach them).
     pub host_service_cidrs: vt_net::CidrSet,
+    /// The host cluster's pod and node ranges (tenants' NetworkPolicy ip blocks never reach
+    /// them).
+    pub host_cluster_cidrs: vt_net::CidrSet,
     /// Address blocks every tenant's webhooks may call by URL.
     pub webhook_allow: vt_net::CidrSet,
     /// The manager's own namespace on the host.

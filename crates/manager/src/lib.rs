@@ -139,6 +139,7 @@ impl Manager {
         let shared = vt_syncer::Host::start(host.clone(), self.streams.clone());
         shared.set_observer(self.metrics.clone());
         shared.set_service_ranges(self.planes.settings().host_service_cidrs.clone());
+        shared.set_cluster_ranges(self.planes.settings().host_cluster_cidrs.clone());
         if let Some(dns) = self.dns.take() {
             // One DNS server for every tenant, attributing queries by the host pods' addresses.
             let server = vt_dns::Server::new(shared.clone(), dns.forwarder);

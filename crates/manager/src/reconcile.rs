@@ -298,19 +298,33 @@ async fn guardrails(ctx: &Context, t: &Tenant, ns: &str) -> Result<(), Error> {
         json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
         "metadata": {"name": "vt-isolation", "namespace": ns, "labels": {TENANT_LABEL: name}},
         "spec": {
+            // The wall: every pod of the tenant is isolated; what always passes is the manager
+            // (its API server, its DNS, its calls to the tenant's webhooks) and the host's DNS.
             "podSelector": {},
             "policyTypes": ["Ingress", "Egress"],
-            "ingress": [
-                {"from": [{"podSelector": {}}]},
-                // The manager calls the tenant's webhooks (and later its aggregated APIs).
-                {"from": [manager]}
-            ],
+            "ingress": [{"from": [manager]}],
             "egress": [
-                {"to": [{"podSelector": {}}]},
                 {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}}],
                  "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
                 {"to": [manager]}
             ]
+        }}),
+        // Inside the wall, as in a cluster without policies: a pod no tenant policy isolates
+        // talks to and is reached by every pod of the tenant. A pod a tenant policy selects
+        // (the syncer labels it) gets exactly what its policies allow.
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "vt-open-ingress", "namespace": ns, "labels": {TENANT_LABEL: name}},
+        "spec": {
+            "podSelector": {"matchExpressions": [{"key": vt_syncer::netpol::ISOLATED_INGRESS, "operator": "DoesNotExist"}]},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": {}}]}]
+        }}),
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "vt-open-egress", "namespace": ns, "labels": {TENANT_LABEL: name}},
+        "spec": {
+            "podSelector": {"matchExpressions": [{"key": vt_syncer::netpol::ISOLATED_EGRESS, "operator": "DoesNotExist"}]},
+            "policyTypes": ["Egress"],
+            "egress": [{"to": [{"podSelector": {}}]}]
         }}),
     ];
     for obj in objects {

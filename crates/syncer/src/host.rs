@@ -71,6 +71,9 @@ pub struct Host {
     observer: std::sync::OnceLock<Arc<dyn crate::SyncObserver>>,
     /// The host's Service IP ranges (tenants' Endpoints may not point into them).
     service_ranges: std::sync::RwLock<vt_net::CidrSet>,
+    /// The host cluster's pod (and node) ranges: tenants' NetworkPolicy ip blocks never reach
+    /// into them.
+    cluster_ranges: std::sync::RwLock<vt_net::CidrSet>,
     /// Which tenant's host pod has which address (the DNS server's attribution).
     addresses: Arc<std::sync::RwLock<PodAddresses>>,
     /// Each tenant's cluster DNS zone, by host namespace.
@@ -172,6 +175,7 @@ impl Host {
             tasks: std::sync::Mutex::new(Vec::new()),
             observer: std::sync::OnceLock::new(),
             service_ranges: std::sync::RwLock::new(vt_net::CidrSet::new()),
+            cluster_ranges: std::sync::RwLock::new(vt_net::CidrSet::new()),
             addresses: Arc::default(),
             zones: RwLock::new(HashMap::new()),
         });
@@ -337,6 +341,30 @@ impl Host {
     /// The host's Service IP ranges.
     pub fn service_ranges(&self) -> vt_net::CidrSet {
         self.service_ranges.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Sets the host cluster's pod and node ranges.
+    pub fn set_cluster_ranges(&self, ranges: vt_net::CidrSet) {
+        *self.cluster_ranges.write().unwrap_or_else(|p| p.into_inner()) = ranges;
+    }
+
+    /// The host cluster's own addresses: its Service ranges, its configured pod and node
+    /// ranges, and every node's pod range.
+    pub fn cluster_ranges(&self) -> vt_net::CidrSet {
+        let mut set = self.cluster_ranges.read().unwrap_or_else(|p| p.into_inner()).clone();
+        for c in self.service_ranges().blocks() {
+            set.insert(*c);
+        }
+        for n in self.nodes() {
+            let spec = n.spec.as_ref();
+            let ranges = spec.and_then(|s| s.pod_cidrs.clone()).unwrap_or_default();
+            for cidr in ranges.iter().map(String::as_str).chain(spec.and_then(|s| s.pod_cidr.as_deref())) {
+                if let Ok(c) = cidr.parse() {
+                    set.insert(c);
+                }
+            }
+        }
+        set
     }
 
     /// The observer, if one is set.

@@ -14,6 +14,7 @@ pub mod names;
 pub mod netpol;
 mod nodes;
 mod pods;
+mod policies;
 mod proxy;
 mod queue;
 /// Pod Security Standards (the API server's, checked again before a pod reaches the host).

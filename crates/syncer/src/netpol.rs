@@ -65,7 +65,8 @@ fn scoped(selector: Option<&Value>, namespaces: &[String]) -> Option<Value> {
     for e in sel.get("matchExpressions").and_then(Value::as_array).into_iter().flatten() {
         let key = e.get("key").and_then(Value::as_str).unwrap_or("");
         let op = e.get("operator").and_then(Value::as_str).unwrap_or("");
-        let values: Vec<&Value> = e.get("values").and_then(Value::as_array).map(|v| v.iter().collect()).unwrap_or_default();
+        let values: Vec<&Value> =
+            e.get("values").and_then(Value::as_array).map(|v| v.iter().collect()).unwrap_or_default();
         let reserved = reserved_label(key, &Value::Null) || values.iter().any(|v| reserved_label(key, v));
         match (reserved, op) {
             // Host pods never carry a reserved label: requiring one selects nothing, excluding
@@ -205,7 +206,9 @@ pub fn host_policy(v: &Value, t: &Target, cx: &Context) -> Option<Value> {
     if types.iter().any(|t| t == "Egress") {
         out["egress"] = json!(rules(spec.get("egress"), "to", ns, cx));
     }
-    Some(json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": host_meta(v, t), "spec": out}))
+    Some(
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": host_meta(v, t), "spec": out}),
+    )
 }
 
 /// Whether some policy of type `kind` (`Ingress` or `Egress`) among `policies` (of the pod's

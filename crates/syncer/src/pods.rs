@@ -260,10 +260,13 @@ impl Tenant {
         let ns = v.namespace().unwrap_or_default();
         let name = v.name_any();
         let vjson = to_value(v);
-        let host_pod = match translate::host_pod(&vjson, &self.target, &self.services_in(&ns), &self.pool_nodes()) {
+        let mut host_pod = match translate::host_pod(&vjson, &self.target, &self.services_in(&ns), &self.pool_nodes()) {
             Ok(p) => p,
             Err(refusal) => return self.refuse(v, &refusal).await,
         };
+        for (k, val) in self.isolation_labels(&ns, v.labels()) {
+            host_pod["metadata"]["labels"][k] = val;
+        }
         let refs = translate::references(&vjson);
         // What it uses first, so it starts without waiting for them.
         self.uses.lock().unwrap_or_else(|p| p.into_inner()).set((ns.clone(), name.clone()), Some(refs.clone()));
@@ -389,8 +392,11 @@ impl Tenant {
                 _ => self.mint_tokens(v, &refs, &h.name_any()).await?,
             }
         }
-        // Metadata and images the tenant changed.
-        let want = translate::host_meta(&vjson, &self.target);
+        // Metadata and images the tenant changed (and the isolation its policies give it).
+        let mut want = translate::host_meta(&vjson, &self.target);
+        for (k, val) in self.isolation_labels(&v.namespace().unwrap_or_default(), v.labels()) {
+            want["labels"][k] = val;
+        }
         let none = Default::default();
         let meta = translate::host_meta_patch(
             &want,

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Node, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Namespace, Node, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -39,6 +40,8 @@ pub(crate) enum Key {
     Data(bool, String, String),
     /// A virtual claim some synced pod uses.
     Claim(String, String),
+    /// A virtual NetworkPolicy and its host copy.
+    Policy(String, String),
     /// Everything: orphans on the host, unused copies.
     Sweep,
 }
@@ -93,6 +96,7 @@ impl Key {
             Key::Endpoints(..) => "endpoints",
             Key::Data(..) => "data",
             Key::Claim(..) => "claim",
+            Key::Policy(..) => "networkpolicy",
             Key::Sweep => "sweep",
         }
     }
@@ -166,6 +170,8 @@ pub struct Tenant {
     pub(crate) virt: Client,
     pub(crate) pods: Arc<PodCache>,
     pub(crate) services: Store<Service>,
+    pub(crate) policies: Store<NetworkPolicy>,
+    pub(crate) namespaces: Store<Namespace>,
     pub(crate) queue: Arc<Queue<Key>>,
     pub(crate) uses: Mutex<Uses>,
     /// When each synced pod's token must be minted again.
@@ -266,6 +272,8 @@ fn ns_name<K: kube::Resource>(o: &K) -> (String, String) {
 pub fn start(host: Arc<Host>, virt: Client, target: Target) -> Handle {
     let pods = Arc::new(PodCache::default());
     let (services, services_w) = reflector::store();
+    let (policies, policies_w) = reflector::store();
+    let (namespaces, namespaces_w) = reflector::store();
     let (queue, rx) = Queue::new();
     let mut host_rx = host.subscribe(&target.namespace, &target.pool);
     let tenant = Arc::new(Tenant {
@@ -274,6 +282,8 @@ pub fn start(host: Arc<Host>, virt: Client, target: Target) -> Handle {
         virt: virt.clone(),
         pods: pods.clone(),
         services,
+        policies,
+        namespaces,
         queue: queue.clone(),
         uses: Mutex::new(Uses::default()),
         token_due: Mutex::new(HashMap::new()),
@@ -342,7 +352,35 @@ pub fn start(host: Arc<Host>, virt: Client, target: Target) -> Handle {
             },
             |_| {},
         ),
-        follow(Api::<Node>::all(virt), None, q.clone(), |n| Some(Key::Node(n.name_any())), |_| {}),
+        follow(Api::<Node>::all(virt.clone()), None, q.clone(), |n| Some(Key::Node(n.name_any())), |_| {}),
+        follow(
+            Api::<NetworkPolicy>::all(virt.clone()),
+            Some(policies_w),
+            q.clone(),
+            |p| {
+                let (ns, n) = ns_name(p);
+                Some(Key::Policy(ns, n))
+            },
+            |_| {},
+        ),
+        {
+            // Namespaces' labels decide what namespace selectors match: any change re-translates
+            // the policies.
+            let weak = Arc::downgrade(&tenant);
+            follow(
+                Api::<Namespace>::all(virt),
+                Some(namespaces_w),
+                q.clone(),
+                |_| None,
+                move |ev| {
+                    if matches!(ev, watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone)
+                        && let Some(t) = weak.upgrade()
+                    {
+                        t.requeue_policies();
+                    }
+                },
+            )
+        },
     ];
     // Host changes of this tenant.
     let weak = Arc::downgrade(&tenant);
@@ -450,6 +488,7 @@ impl Tenant {
             let (ns, n) = ns_name(s.as_ref());
             self.queue.add(Key::Service(ns, n));
         }
+        self.requeue_policies();
         // The pool's nodes (nodes that left it were dealt with when they left, or, after a
         // restart, when the virtual nodes were listed).
         for n in self.host.nodes() {
@@ -468,6 +507,7 @@ impl Tenant {
             Key::Endpoints(ns, name) => self.sync_endpoints(ns, name).await,
             Key::Data(secret, ns, name) => self.sync_data(*secret, ns, name).await,
             Key::Claim(ns, name) => self.sync_claim(ns, name).await,
+            Key::Policy(ns, name) => self.sync_policy(ns, name).await,
             Key::Sweep => self.sweep().await,
         }
     }

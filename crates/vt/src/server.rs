@@ -101,6 +101,12 @@ pub struct Args {
     /// `ip[:port]`; default: this machine's /etc/resolv.conf).
     #[arg(long, value_delimiter = ',')]
     dns_upstream: Vec<String>,
+    /// The host cluster's pod and node address ranges (comma-separated): tenants'
+    /// NetworkPolicy ip blocks never reach into them, so `0.0.0.0/0` means the world outside
+    /// the cluster (default: every private range — 10/8, 172.16/12, 192.168/16, 100.64/10,
+    /// fc00::/7 — set the cluster's own to let tenants reach other private networks).
+    #[arg(long, value_delimiter = ',')]
+    host_cluster_cidr: Vec<String>,
     /// The manager's own namespace on the host (tenants' credentials live there).
     #[arg(long, env = "POD_NAMESPACE", default_value = "vt-system")]
     namespace: String,
@@ -239,6 +245,15 @@ pub async fn run(args: Args, data_dir: PathBuf) -> Result<(), String> {
                 "10.96.0.0/12".to_string()
             };
             vt_net::CidrSet::parse_list(&spec).map_err(|e| format!("--host-service-cidr: {e}"))?
+        },
+        host_cluster_cidrs: {
+            let given = args.host_cluster_cidr.join(",");
+            let spec = if given.is_empty() {
+                "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10,fc00::/7".to_string()
+            } else {
+                given
+            };
+            vt_net::CidrSet::parse_list(&spec).map_err(|e| format!("--host-cluster-cidr: {e}"))?
         },
         webhook_allow: vt_net::CidrSet::parse_list(&args.webhook_allow_cidrs.join(","))
             .map_err(|e| format!("--webhook-allow-cidrs: {e}"))?,

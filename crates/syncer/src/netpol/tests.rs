@@ -110,7 +110,8 @@ fn matches(peer: &Value, policy_ns: &str, pod: &Pod) -> bool {
     if let Some(b) = peer.get("ipBlock") {
         let cidr: Cidr = b["cidr"].as_str().unwrap().parse().unwrap();
         let except = b.get("except").and_then(Value::as_array).into_iter().flatten();
-        return cidr.contains(pod.ip) && !except.map(|e| e.as_str().unwrap().parse::<Cidr>().unwrap()).any(|e| e.contains(pod.ip));
+        return cidr.contains(pod.ip)
+            && !except.map(|e| e.as_str().unwrap().parse::<Cidr>().unwrap()).any(|e| e.contains(pod.ip));
     }
     let ns_ok = match peer.get("namespaceSelector") {
         None => pod.ns == policy_ns,
@@ -131,7 +132,9 @@ fn no_translated_rule_crosses_the_tenant() {
     let apps = ["web", "api", "db"];
     let vns = ["front", "back", "db"];
     let mut pods = Vec::new();
-    for (i, (host_ns, tenant)) in [("vt-acme", "acme"), ("vt-other", "other"), ("kube-system", "")].into_iter().enumerate() {
+    for (i, (host_ns, tenant)) in
+        [("vt-acme", "acme"), ("vt-other", "other"), ("kube-system", "")].into_iter().enumerate()
+    {
         for j in 0..30u8 {
             let mut labels = BTreeMap::from([("app".to_string(), apps[j as usize % 3].to_string())]);
             if !tenant.is_empty() {
@@ -141,12 +144,23 @@ fn no_translated_rule_crosses_the_tenant() {
             pods.push(Pod { ns: host_ns, labels, ip: IpAddr::from([10, 244, i as u8, j + 1]) });
         }
     }
-    let blocks = ["0.0.0.0/0", "10.0.0.0/8", "10.244.1.0/24", "10.244.0.0/16", "10.96.0.1/32", "192.0.2.0/24", "::/0", "nonsense"];
+    let blocks = [
+        "0.0.0.0/0",
+        "10.0.0.0/8",
+        "10.244.1.0/24",
+        "10.244.0.0/16",
+        "10.96.0.1/32",
+        "192.0.2.0/24",
+        "::/0",
+        "nonsense",
+    ];
     let random_selector = |rng: &mut rand::rngs::ThreadRng| -> Value {
         match rng.random_range(0..5) {
             0 => json!({}),
             1 => json!({"matchLabels": {"app": apps[rng.random_range(0..3)]}}),
-            2 => json!({"matchExpressions": [{"key": "app", "operator": "NotIn", "values": [apps[rng.random_range(0..3)]]}]}),
+            2 => {
+                json!({"matchExpressions": [{"key": "app", "operator": "NotIn", "values": [apps[rng.random_range(0..3)]]}]})
+            }
             3 => json!({"matchLabels": {"vt.dev/tenant": "other"}}),
             _ => json!({"matchExpressions": [{"key": "vt.dev/namespace", "operator": "DoesNotExist"}]}),
         }

@@ -1,0 +1,139 @@
+//! A tenant's network rules and entry points on the host, end to end on the embedded host:
+//! NetworkPolicies translated so that every peer stays inside the tenant (the property test in
+//! `syncer::netpol` covers random policies; this inspects the host objects the real manager
+//! writes), the isolation labels of the pods they select.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use vt_testkit::{Kubectl, VtManager};
+
+fn vt() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_BIN_EXE_vt"))
+}
+
+fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn json_of(k: &Kubectl, args: &[&str]) -> Option<Value> {
+    let out = k.run(args);
+    out.status.success().then(|| serde_json::from_slice(&out.stdout).ok()).flatten()
+}
+
+#[test]
+fn network_policies_stay_inside_the_tenant() {
+    let m = VtManager::start(vt(), &[]);
+    m.vt_ok(&["create", "acme"]);
+    m.vt_ok(&["create", "other"]);
+    let acme = m.tenant_kubectl("acme");
+    let host = m.host_kubectl();
+    acme.ok_stdin(
+        &["apply", "-f", "-"],
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {name: front, labels: {team: web}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: db}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: front, labels: {app: web}}
+spec: {containers: [{name: c, image: registry.example/web:1}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: pg, namespace: db, labels: {app: db}}
+spec: {containers: [{name: c, image: registry.example/pg:16}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db-from-web, namespace: db}
+spec:
+  podSelector: {matchLabels: {app: db}}
+  ingress:
+  - from: [{namespaceSelector: {matchLabels: {team: web}}, podSelector: {matchLabels: {app: web}}}]
+    ports: [{port: 5432}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: hostile, namespace: front}
+spec:
+  podSelector: {}
+  policyTypes: [Ingress, Egress]
+  ingress:
+  - from: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: vt-other}}}, {ipBlock: {cidr: 10.244.0.0/16}}]
+  egress:
+  - to: [{ipBlock: {cidr: 0.0.0.0/0}}]
+"#,
+    );
+    // The tenant's policy on the host: exactly the tenant's pods of namespace front with
+    // app=web, towards its app=db pods of namespace db.
+    let p = eventually("the host policy", || {
+        json_of(&host, &["-n", "vt-acme", "get", "networkpolicy", "db-from-web-x-db-x-acme", "-o", "json"])
+    });
+    assert_eq!(p["spec"]["podSelector"], json!({"matchLabels": {"app": "db", "vt.dev/namespace": "db"}}));
+    assert_eq!(
+        p["spec"]["ingress"],
+        json!([{"from": [{"podSelector": {"matchLabels": {"app": "web", "vt.dev/namespace": "front"}}}],
+            "ports": [{"port": 5432, "protocol": "TCP"}]}])
+    );
+    // The hostile one: nothing from the host's namespaces or the pod range; "the internet" is
+    // the internet minus the cluster's pod and Service ranges.
+    let h = eventually("the hostile policy", || {
+        json_of(&host, &["-n", "vt-acme", "get", "networkpolicy", "hostile-x-front-x-acme", "-o", "json"])
+    });
+    assert!(h["spec"]["ingress"].as_array().is_none_or(|a| a.is_empty()), "{h}");
+    let to: Vec<String> = h["spec"]["egress"][0]["to"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|peer| peer["ipBlock"]["cidr"].as_str().unwrap().to_string())
+        .collect();
+    let cluster = vt_net::CidrSet::parse_list("10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10").unwrap();
+    assert!(!to.is_empty() && to.iter().all(|c| !cluster.overlaps(&c.parse().unwrap())), "{to:?}");
+    // The pods the policies isolate carry the label the manager's open policies exclude.
+    let label = |ns: &str, name: &str, key: &str| -> String {
+        host.ok(&[
+            "-n",
+            "vt-acme",
+            "get",
+            "pod",
+            &format!("{name}-x-{ns}-x-acme"),
+            "-o",
+            &format!("jsonpath={{.metadata.labels.{}}}", key.replace('.', "\\.").replace('/', "\\/")),
+        ])
+    };
+    eventually("pg isolated for ingress", || (label("db", "pg", "vt.dev/isolated-ingress") == "true").then_some(()));
+    eventually("web isolated both ways", || (label("front", "web", "vt.dev/isolated-egress") == "true").then_some(()));
+    let open = host.ok(&["-n", "vt-acme", "get", "networkpolicy", "-o", "name"]);
+    assert!(
+        open.contains("vt-open-ingress") && open.contains("vt-open-egress") && open.contains("vt-isolation"),
+        "{open}"
+    );
+    // A namespace's labels decide what a namespace selector matches: relabelled, the rule
+    // selects nothing, and the rule goes.
+    acme.ok(&["label", "namespace", "front", "team=elsewhere", "--overwrite"]);
+    eventually("the rule re-translated", || {
+        let p = json_of(&host, &["-n", "vt-acme", "get", "networkpolicy", "db-from-web-x-db-x-acme", "-o", "json"])?;
+        p["spec"]["ingress"].as_array().is_none_or(|a| a.is_empty()).then_some(())
+    });
+    // Deleted, the host policy and the isolation go.
+    acme.ok(&["-n", "db", "delete", "networkpolicy", "db-from-web"]);
+    eventually("the host policy deleted", || {
+        (!host.run(&["-n", "vt-acme", "get", "networkpolicy", "db-from-web-x-db-x-acme"]).status.success())
+            .then_some(())
+    });
+    eventually("pg no longer isolated", || label("db", "pg", "vt.dev/isolated-ingress").is_empty().then_some(()));
+    // Nothing of the other tenant was touched.
+    assert!(!host.ok(&["-n", "vt-other", "get", "networkpolicy", "-o", "name"]).contains("acme"));
+}
