@@ -137,3 +137,142 @@ spec:
     // Nothing of the other tenant was touched.
     assert!(!host.ok(&["-n", "vt-other", "get", "networkpolicy", "-o", "name"]).contains("acme"));
 }
+
+/// Ingresses land on the host only for names the tenant owns, through classes it may use, to
+/// its own Services; the host's classes appear read-only in the tenant.
+#[test]
+fn ingresses_and_the_hosts_classes() {
+    let m = VtManager::start(vt(), &[]);
+    let host = m.host_kubectl();
+    host.ok_stdin(
+        &["apply", "-f", "-"],
+        r#"apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: fast, annotations: {storageclass.kubernetes.io/is-default-class: "true"}}
+provisioner: csi.example.com
+parameters: {csi.storage.k8s.io/provisioner-secret-name: host-secret}
+---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: slow}
+provisioner: csi.example.com
+---
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: nginx}
+spec: {controller: k8s.io/ingress-nginx}
+---
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: internal}
+spec: {controller: k8s.io/ingress-nginx}
+---
+apiVersion: scheduling.k8s.io/v1
+kind: PriorityClass
+metadata: {name: high}
+value: 100000
+"#,
+    );
+    m.vt_ok(&["create", "acme", "--ingress-class", "nginx", "--ingress-host", "shop.acme.io"]);
+    // A name granted to acme is not granted again: beta's overlapping grant is withheld.
+    m.vt_ok(&["create", "beta", "--ingress-host", "*.acme.io"]);
+    let beta = m.vt_ok(&["describe", "beta"]);
+    assert!(beta.contains("withheld") && beta.contains("\"acme\""), "{beta}");
+    let acme = m.tenant_kubectl("acme");
+    // The host's classes the tenant may use, read-only, defaults carried over.
+    let sc = eventually("storage classes", || {
+        let out = acme.ok(&["get", "storageclass", "-o", "jsonpath={.items[*].metadata.name}"]);
+        (out.contains("fast") && out.contains("slow")).then_some(out)
+    });
+    assert!(!sc.contains("host-secret"));
+    let fast = acme.ok(&["get", "storageclass", "fast", "-o", "json"]);
+    assert!(
+        fast.contains(r#""storageclass.kubernetes.io/is-default-class": "true""#) && !fast.contains("parameters"),
+        "{fast}"
+    );
+    let ic = eventually("ingress classes", || {
+        let out = acme.ok(&["get", "ingressclass", "-o", "jsonpath={.items[*].metadata.name}"]);
+        (!out.is_empty()).then_some(out)
+    });
+    assert_eq!(ic, "nginx", "only the granted class");
+    assert_eq!(acme.ok(&["get", "runtimeclass", "-o", "jsonpath={.items[*].metadata.name}"]), "kata");
+    assert!(!acme.ok(&["get", "priorityclass", "-o", "name"]).contains("high"), "not granted");
+    let err = acme.fails(&["delete", "storageclass", "fast"]);
+    assert!(err.contains("read-only"), "{err}");
+    let err = acme.fails_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: mine}\nprovisioner: x\n",
+    );
+    assert!(err.contains("read-only"), "{err}");
+
+    // An Ingress for a name acme owns lands on the host with its Service renamed; one for
+    // another tenant's name is refused, never created.
+    acme.ok_stdin(
+        &["apply", "-f", "-"],
+        r#"apiVersion: v1
+kind: Secret
+metadata: {name: shop-tls, namespace: default}
+type: kubernetes.io/tls
+data: {tls.crt: Y2VydA==, tls.key: a2V5}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: shop, namespace: default}
+spec:
+  tls: [{hosts: [shop.acme.vt.local], secretName: shop-tls}]
+  rules:
+  - host: shop.acme.vt.local
+    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}
+  - host: shop.acme.io
+    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: squat, namespace: default}
+spec:
+  rules:
+  - host: shop.beta.vt.local
+    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}
+"#,
+    );
+    let h = eventually("the host ingress", || {
+        json_of(&host, &["-n", "vt-acme", "get", "ingress", "shop-x-default-x-acme", "-o", "json"])
+    });
+    assert_eq!(h["spec"]["ingressClassName"], "nginx");
+    assert_eq!(h["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"], "web-x-default-x-acme");
+    assert_eq!(h["spec"]["tls"][0]["secretName"], "shop-tls-x-default-x-acme");
+    eventually("the TLS secret copied", || {
+        host.run(&["-n", "vt-acme", "get", "secret", "shop-tls-x-default-x-acme"]).status.success().then_some(())
+    });
+    eventually("the squat refused", || {
+        acme.ok(&["get", "events", "--field-selector", "reason=IngressRefused", "-o", "jsonpath={.items[*].message}"])
+            .contains("shop.beta.vt.local")
+            .then_some(())
+    });
+    assert!(!host.run(&["-n", "vt-acme", "get", "ingress", "squat-x-default-x-acme"]).status.success());
+    // The host controller's address comes back.
+    host.ok(&[
+        "-n",
+        "vt-acme",
+        "patch",
+        "ingress",
+        "shop-x-default-x-acme",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"loadBalancer":{"ingress":[{"ip":"203.0.113.5"}]}}}"#,
+    ]);
+    eventually("the address in the tenant", || {
+        (acme.ok(&["-n", "default", "get", "ingress", "shop", "-o", "jsonpath={.status.loadBalancer.ingress[0].ip}"])
+            == "203.0.113.5")
+            .then_some(())
+    });
+    // A chart's claim without a class binds (the host's default class).
+    acme.ok_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data, namespace: default}\nspec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: user, namespace: default}\nspec:\n  containers: [{name: c, image: registry.example/c:1}]\n  volumes: [{name: d, persistentVolumeClaim: {claimName: data}}]\n",
+    );
+    eventually("the claim bound", || {
+        (acme.ok(&["-n", "default", "get", "pvc", "data", "-o", "jsonpath={.status.phase}"]) == "Bound").then_some(())
+    });
+}

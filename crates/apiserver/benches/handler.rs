@@ -95,6 +95,7 @@ fn main() {
             service_account_admission: false,
             egress: None,
             pod_security: None,
+            host_provided: Vec::new(),
         })
         .await
         .unwrap();

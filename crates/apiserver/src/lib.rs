@@ -106,6 +106,9 @@ pub struct Config {
     /// Services resolved through this cluster's own Endpoints (a standalone server, whose
     /// users are its operators).
     pub egress: Option<Arc<dyn egress::Egress>>,
+    /// Kinds (group, plural) the host provides (a virtual cluster's StorageClasses and other
+    /// classes): only [`HOST_SYNC_USER`] writes them.
+    pub host_provided: Vec<(String, String)>,
     /// The Pod Security level every namespace enforces at least (PodSecurity admission;
     /// namespace labels may tighten it); `None`: no PodSecurity admission.
     pub pod_security: Option<podsecurity::Level>,
@@ -128,6 +131,10 @@ pub trait PodConnector: Send + Sync {
 }
 
 pub use observe::{RequestLabels, RequestObserver};
+
+/// The user the in-process controllers and syncer act as (`system:kube-controller-manager`):
+/// the only one that may write what [`Config::host_provided`] lists.
+pub const HOST_SYNC_USER: &str = "system:kube-controller-manager";
 
 /// A Kubernetes API server for one virtual cluster. Cloning is cheap.
 #[derive(Clone)]

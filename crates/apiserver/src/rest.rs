@@ -199,6 +199,19 @@ pub(crate) async fn handle(
     if !info.subresource.is_empty() && rt.subresource(&info.subresource).is_none() {
         return Err(ApiError::not_found_path().with_empty_details());
     }
+    // Kinds a virtual cluster's host provides (its classes) are read-only to its users.
+    if matches!(info.verb.as_str(), "create" | "update" | "patch" | "delete" | "deletecollection")
+        && api.config().host_provided.iter().any(|(g, r)| *g == rt.group && *r == rt.plural)
+        && user.name != crate::HOST_SYNC_USER
+        && user.name != "system:apiserver"
+    {
+        let kind = if rt.group.is_empty() { rt.plural.clone() } else { format!("{}.{}", rt.plural, rt.group) };
+        return Err(ApiError::forbidden(
+            &rt.group_resource(),
+            &info.name,
+            &format!("{kind} are the host cluster's, read-only in this virtual cluster"),
+        ));
+    }
     // Collections take no name; named verbs need one.
     if info.name.is_empty() && matches!(info.verb.as_str(), "update" | "patch") {
         return Err(ApiError::method_not_allowed_generic());

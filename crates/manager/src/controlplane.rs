@@ -63,6 +63,8 @@ pub struct Settings {
     pub webhook_allow: vt_net::CidrSet,
     /// The manager's own namespace on the host.
     pub namespace: String,
+    /// The domain under which each tenant owns `*.<tenant>.<domain>` for its Ingresses.
+    pub ingress_domain: String,
     /// Bounds of the tenant listener's connections.
     pub serve: vt_apiserver::serve::ServeOptions,
     /// The address tenants' pods reach the tenant DNS server at (the DNS Service's cluster IP
@@ -198,6 +200,14 @@ impl ControlPlanes {
             api_server_name: self.settings.server_name(tenant),
             load_balancer_classes: spec.network.load_balancer_classes.clone(),
             dns_server: self.settings.dns_server.map(|ip| ip.to_string()),
+            ingress: vt_syncer::ingress::IngressRules {
+                domain: self.settings.ingress_domain.clone(),
+                granted: spec.network.ingress_hosts.clone(),
+                classes: spec.network.ingress_classes.clone(),
+                default_class: spec.network.default_ingress_class.clone(),
+            },
+            storage_classes: spec.network.storage_classes.clone(),
+            priority_classes: spec.network.priority_classes.clone(),
         }
     }
 
@@ -265,6 +275,8 @@ impl ControlPlanes {
             // The level the host enforces on every pod of the tenant: refused at admission, as
             // kube refuses it, rather than created and left Pending.
             pod_security: Some(vt_apiserver::podsecurity::Level::parse(&spec.isolation.security_level())),
+            // The host's classes, mirrored by the syncer: read-only in the tenant.
+            host_provided: vt_syncer::classes::MIRRORED.iter().map(|(g, r)| (g.to_string(), r.to_string())).collect(),
             egress: Some(self.egress(&target, spec)? as Arc<dyn vt_apiserver::egress::Egress>),
         };
         let api = ApiServer::new(config).await.map_err(|e| format!("bootstrap: {}", e.message))?;

@@ -209,7 +209,8 @@ async fn apply(t: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
         .await?;
         return Ok(Action::await_change());
     }
-    ctx.planes.ensure(&name, &t.spec, &pki).await.map_err(Error::ControlPlane)?;
+    let (spec, withheld) = ingress_grants(&ctx, &t).await?;
+    ctx.planes.ensure(&name, &spec, &pki).await.map_err(Error::ControlPlane)?;
     if let Some(pools) = &ctx.pools {
         pools.ensure(&t.spec.isolation.pool(&name)).await.map_err(Error::ControlPlane)?;
     }
@@ -222,7 +223,7 @@ async fn apply(t: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
         &t,
         TenantStatus {
             phase: "Ready".into(),
-            message: format!("serving as {}", settings.server_name(&name)),
+            message: format!("serving as {}{withheld}", settings.server_name(&name)),
             endpoint,
             kubeconfig_secret: secret_ref,
             pods: pods.map(|(n, _)| n),
@@ -234,6 +235,41 @@ async fn apply(t: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
     .await?;
     // Counts are refreshed now and then; nothing else changes without a Tenant event.
     Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// The tenant's spec with the Ingress host names it may not have withheld, and a note saying
+/// which and why: names that are not DNS names, names under the ingress domain (they belong to
+/// tenants by name), and names another tenant was granted first (by creation time, then name)
+/// — two tenants never claim one name.
+async fn ingress_grants(ctx: &Context, t: &Tenant) -> Result<(crate::tenant::TenantSpec, String), Error> {
+    let mut spec = t.spec.clone();
+    if spec.network.ingress_hosts.is_empty() {
+        return Ok((spec, String::new()));
+    }
+    let domain = &ctx.planes.settings().ingress_domain;
+    let others: Api<Tenant> = Api::all(ctx.host.clone());
+    let key = |x: &Tenant| (x.metadata.creation_timestamp.clone().map(|c| c.0), x.name_any());
+    let earlier: Vec<Tenant> =
+        others.list(&ListParams::default()).await?.items.into_iter().filter(|o| key(o) < key(t)).collect();
+    let mut notes = Vec::new();
+    spec.network.ingress_hosts.retain(|g| {
+        if let Some(why) = vt_syncer::ingress::invalid_grant(g, domain) {
+            notes.push(why);
+            return false;
+        }
+        let holder = earlier
+            .iter()
+            .find(|o| o.spec.network.ingress_hosts.iter().any(|h| vt_syncer::ingress::grants_overlap(g, h)));
+        match holder {
+            Some(o) => {
+                notes.push(format!("{g:?} overlaps a name granted to tenant {:?}", o.name_any()));
+                false
+            }
+            None => true,
+        }
+    });
+    let note = if notes.is_empty() { String::new() } else { format!("; ingress hosts withheld: {}", notes.join("; ")) };
+    Ok((spec, note))
 }
 
 /// Pods and objects in a tenant's store, each with the bytes of their values.

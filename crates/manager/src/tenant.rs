@@ -92,6 +92,24 @@ pub struct Network {
     /// host's default load balancer).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub load_balancer_classes: Vec<String>,
+    /// Host names the tenant's Ingresses may claim beyond its own `*.<tenant>.<ingress
+    /// domain>` (exact names, or `*.suffix`). Grants must not overlap between tenants.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ingress_hosts: Vec<String>,
+    /// The host IngressClasses the tenant may use (they appear in the tenant, read-only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ingress_classes: Vec<String>,
+    /// The class an Ingress without one gets (one of `ingressClasses`; none: the host's
+    /// default class).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_ingress_class: Option<String>,
+    /// The host StorageClasses the tenant may use (empty: all of them), shown read-only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub storage_classes: Vec<String>,
+    /// The host PriorityClasses the tenant's pods may use (empty: none but the tenant's own
+    /// system classes), shown read-only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub priority_classes: Vec<String>,
 }
 
 impl Network {

@@ -148,6 +148,9 @@ mod tests {
             api_server_name: String::new(),
             load_balancer_classes: Vec::new(),
             dns_server: None,
+            ingress: Default::default(),
+            storage_classes: Vec::new(),
+            priority_classes: Vec::new(),
         };
         let own = own.iter().map(|s| s.parse().unwrap()).collect();
         HostEgress::new(None, target, CidrSet::parse_list(allow).unwrap(), own)

@@ -3,7 +3,9 @@
 //! watches, not thousands. Changes are handed to the tenant whose host namespace they are in
 //! (nodes to every tenant: each decides whether the node is in its pool).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::Value;
 use std::sync::{Arc, RwLock};
 
 use futures::StreamExt;
@@ -27,6 +29,10 @@ pub enum HostChange {
     Node(String),
     /// A host claim changed or went away: the virtual claim it stands for.
     Claim((String, String)),
+    /// A host Ingress changed (its load balancer status): the virtual Ingress.
+    Ingress((String, String)),
+    /// The host's classes (StorageClasses, IngressClasses, ...) changed.
+    Classes,
     /// A host event in the tenant's namespace.
     Event(Arc<Event>),
     /// The host watches (re)started: everything may have changed.
@@ -78,6 +84,8 @@ pub struct Host {
     addresses: Arc<std::sync::RwLock<PodAddresses>>,
     /// Each tenant's cluster DNS zone, by host namespace.
     zones: RwLock<HashMap<String, Arc<vt_dns::Zone>>>,
+    /// The host's classes (StorageClasses, IngressClasses, ...), by plural, as JSON.
+    classes: Arc<std::sync::RwLock<HashMap<&'static str, BTreeMap<String, Value>>>>,
 }
 
 /// The addresses of the tenants' host pods: address → host namespace, and each pod's addresses
@@ -178,6 +186,7 @@ impl Host {
             cluster_ranges: std::sync::RwLock::new(vt_net::CidrSet::new()),
             addresses: Arc::default(),
             zones: RwLock::new(HashMap::new()),
+            classes: Arc::default(),
         });
         let weak = Arc::downgrade(&host);
         let tenants = watcher::Config::default().labels(TENANT_LABEL);
@@ -225,6 +234,16 @@ impl Host {
             },
             {
                 let weak = weak.clone();
+                let stream = watcher(
+                    Api::<k8s_openapi::api::networking::v1::Ingress>::all(client.clone()),
+                    watcher::Config::default().labels(TENANT_LABEL),
+                );
+                tokio::spawn(follow(stream, weak, |i: &k8s_openapi::api::networking::v1::Ingress, _| {
+                    Some(Delivery::Tenant(i.namespace()?, HostChange::Ingress(crate::tenant::identity(i)?)))
+                }))
+            },
+            {
+                let weak = weak.clone();
                 let stream = reflector::reflector(
                     nodes_w,
                     watcher(Api::<Node>::all(client.clone()), Default::default()).modify(|n: &mut Node| {
@@ -242,7 +261,7 @@ impl Host {
             },
             {
                 let weak = weak.clone();
-                let stream = watcher(Api::<Event>::all(client), watcher::Config::default());
+                let stream = watcher(Api::<Event>::all(client.clone()), watcher::Config::default());
                 tokio::spawn(follow(stream, weak, |e: &Event, _| {
                     let about_pod = e.involved_object.kind.as_deref() == Some("Pod");
                     let ns = e.namespace().filter(|_| about_pod)?;
@@ -250,8 +269,17 @@ impl Host {
                 }))
             },
         ];
+        for (group, plural) in crate::classes::MIRRORED {
+            tasks.push(tokio::spawn(follow_classes(client.clone(), group, plural, host.classes.clone(), weak.clone())));
+        }
         host.tasks.lock().unwrap_or_else(|p| p.into_inner()).extend(tasks.drain(..).map(|t| t.abort_handle()));
         host
+    }
+
+    /// The host's objects of a mirrored class kind (`storageclasses`, ...), as JSON; `None`
+    /// until the host's list of them has been read (nothing to conclude from yet).
+    pub fn classes(&self, plural: &str) -> Option<Vec<Value>> {
+        self.classes.read().unwrap_or_else(|p| p.into_inner()).get(plural).map(|m| m.values().cloned().collect())
     }
 
     /// Registers the tenant whose host namespace is `namespace` and whose nodes are those of
@@ -452,5 +480,72 @@ impl vt_dns::Attribution for Host {
         let ns = self.tenant_of(source)?;
         let zone = self.zones.read().unwrap_or_else(|p| p.into_inner()).get(&ns).cloned()?;
         Some((ns, zone))
+    }
+}
+
+/// Follows one class kind of the host into `classes`; every change tells every tenant (classes
+/// change rarely, and every tenant may show them).
+async fn follow_classes(
+    client: Client,
+    group: &'static str,
+    plural: &'static str,
+    classes: Arc<std::sync::RwLock<HashMap<&'static str, BTreeMap<String, Value>>>>,
+    host: std::sync::Weak<Host>,
+) {
+    let kind = match plural {
+        "storageclasses" => "StorageClass",
+        "ingressclasses" => "IngressClass",
+        "runtimeclasses" => "RuntimeClass",
+        "priorityclasses" => "PriorityClass",
+        _ => "CSIDriver",
+    };
+    let ar = kube::discovery::ApiResource {
+        group: group.into(),
+        version: "v1".into(),
+        api_version: format!("{group}/v1"),
+        kind: kind.into(),
+        plural: plural.into(),
+    };
+    let api: Api<kube::api::DynamicObject> = Api::all_with(client, &ar);
+    let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
+    let mut relist: Option<BTreeMap<String, Value>> = None;
+    while let Some(ev) = events.next().await {
+        let ev = match ev {
+            Ok(ev) => ev,
+            Err(e) => {
+                tracing::debug!(plural, error = %e, "watching the host's classes");
+                continue;
+            }
+        };
+        let changed = {
+            let mut all = classes.write().unwrap_or_else(|p| p.into_inner());
+            let to_json = |o: &kube::api::DynamicObject| serde_json::to_value(o).unwrap_or(Value::Null);
+            match &ev {
+                // Single changes only count once the list has been read.
+                watcher::Event::Apply(o) => {
+                    all.get_mut(plural).map(|map| map.insert(o.name_any(), to_json(o))).is_some()
+                }
+                watcher::Event::Delete(o) => all.get_mut(plural).map(|map| map.remove(&o.name_any())).is_some(),
+                watcher::Event::Init => {
+                    relist = Some(BTreeMap::new());
+                    false
+                }
+                watcher::Event::InitApply(o) => {
+                    if let Some(r) = relist.as_mut() {
+                        r.insert(o.name_any(), to_json(o));
+                    }
+                    false
+                }
+                watcher::Event::InitDone => {
+                    if let Some(r) = relist.take() {
+                        all.insert(plural, r);
+                    }
+                    true
+                }
+            }
+        };
+        if changed && let Some(h) = host.upgrade() {
+            h.broadcast(HostChange::Classes);
+        }
     }
 }

@@ -5,11 +5,13 @@
 //! host, through kube-rs.
 
 pub mod cache;
+pub mod classes;
 mod data;
 mod dns;
 pub mod egress;
 mod events;
 pub mod host;
+pub mod ingress;
 pub mod names;
 pub mod netpol;
 mod nodes;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Namespace, Node, PersistentVolumeClaim, Pod, Secret, Service};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -42,6 +42,10 @@ pub(crate) enum Key {
     Claim(String, String),
     /// A virtual NetworkPolicy and its host copy.
     Policy(String, String),
+    /// A virtual Ingress and its host copy.
+    Ingress(String, String),
+    /// The tenant's copies of the host's classes.
+    Classes,
     /// Everything: orphans on the host, unused copies.
     Sweep,
 }
@@ -97,6 +101,8 @@ impl Key {
             Key::Data(..) => "data",
             Key::Claim(..) => "claim",
             Key::Policy(..) => "networkpolicy",
+            Key::Ingress(..) => "ingress",
+            Key::Classes => "classes",
             Key::Sweep => "sweep",
         }
     }
@@ -171,6 +177,7 @@ pub struct Tenant {
     pub(crate) pods: Arc<PodCache>,
     pub(crate) services: Store<Service>,
     pub(crate) policies: Store<NetworkPolicy>,
+    pub(crate) ingresses: Store<Ingress>,
     pub(crate) namespaces: Store<Namespace>,
     pub(crate) queue: Arc<Queue<Key>>,
     pub(crate) uses: Mutex<Uses>,
@@ -273,6 +280,7 @@ pub fn start(host: Arc<Host>, virt: Client, target: Target) -> Handle {
     let pods = Arc::new(PodCache::default());
     let (services, services_w) = reflector::store();
     let (policies, policies_w) = reflector::store();
+    let (ingresses, ingresses_w) = reflector::store();
     let (namespaces, namespaces_w) = reflector::store();
     let (queue, rx) = Queue::new();
     let mut host_rx = host.subscribe(&target.namespace, &target.pool);
@@ -283,6 +291,7 @@ pub fn start(host: Arc<Host>, virt: Client, target: Target) -> Handle {
         pods: pods.clone(),
         services,
         policies,
+        ingresses,
         namespaces,
         queue: queue.clone(),
         uses: Mutex::new(Uses::default()),
@@ -363,6 +372,16 @@ pub fn start(host: Arc<Host>, virt: Client, target: Target) -> Handle {
             },
             |_| {},
         ),
+        follow(
+            Api::<Ingress>::all(virt.clone()),
+            Some(ingresses_w),
+            q.clone(),
+            |i| {
+                let (ns, n) = ns_name(i);
+                Some(Key::Ingress(ns, n))
+            },
+            |_| {},
+        ),
         {
             // Namespaces' labels decide what namespace selectors match: any change re-translates
             // the policies.
@@ -382,6 +401,8 @@ pub fn start(host: Arc<Host>, virt: Client, target: Target) -> Handle {
             )
         },
     ];
+    // The host's classes are shown from the start (later, as they change).
+    tenant.queue.add(Key::Classes);
     // Host changes of this tenant.
     let weak = Arc::downgrade(&tenant);
     tasks.push(
@@ -391,6 +412,8 @@ pub fn start(host: Arc<Host>, virt: Client, target: Target) -> Handle {
                 match change {
                     HostChange::Pod((ns, n)) => t.queue.add(Key::Pod(ns, n)),
                     HostChange::Claim((ns, n)) => t.queue.add(Key::Claim(ns, n)),
+                    HostChange::Ingress((ns, n)) => t.queue.add(Key::Ingress(ns, n)),
+                    HostChange::Classes => t.queue.add(Key::Classes),
                     HostChange::Node(name) => t.queue.add(Key::Node(name)),
                     HostChange::Event(ev) => t.clone().mirror_event(ev),
                     HostChange::Resync => t.resync(),
@@ -489,6 +512,10 @@ impl Tenant {
             self.queue.add(Key::Service(ns, n));
         }
         self.requeue_policies();
+        self.queue.add(Key::Classes);
+        for i in self.ingresses.state() {
+            self.queue.add(Key::Ingress(i.namespace().unwrap_or_default(), i.name_any()));
+        }
         // The pool's nodes (nodes that left it were dealt with when they left, or, after a
         // restart, when the virtual nodes were listed).
         for n in self.host.nodes() {
@@ -508,6 +535,8 @@ impl Tenant {
             Key::Data(secret, ns, name) => self.sync_data(*secret, ns, name).await,
             Key::Claim(ns, name) => self.sync_claim(ns, name).await,
             Key::Policy(ns, name) => self.sync_policy(ns, name).await,
+            Key::Ingress(ns, name) => self.sync_ingress(ns, name).await,
+            Key::Classes => self.sync_classes().await,
             Key::Sweep => self.sweep().await,
         }
     }

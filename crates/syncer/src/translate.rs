@@ -41,6 +41,12 @@ pub struct Target {
     /// The address of the tenant DNS server its pods resolve cluster names with (`None`: the
     /// host's DNS, as the pod's spec says).
     pub dns_server: Option<String>,
+    /// What its Ingresses may claim on the host's ingress controllers.
+    pub ingress: crate::ingress::IngressRules,
+    /// The host StorageClasses it may use (empty: all).
+    pub storage_classes: Vec<String>,
+    /// The host PriorityClasses its pods may use.
+    pub priority_classes: Vec<String>,
 }
 
 impl Target {
@@ -450,7 +456,15 @@ pub fn host_pod(v: &Value, t: &Target, services: &[Value], pool_nodes: &BTreeSet
     let links = spec.get("enableServiceLinks").and_then(Value::as_bool) != Some(false);
     if let Some(s) = spec.as_object_mut() {
         // Scheduling belongs to the host: its scheduler, its priorities, the tenant's pool.
+        // A PriorityClass the host grants the tenant (mirrored into it) is kept.
+        let granted = s
+            .get("priorityClassName")
+            .and_then(Value::as_str)
+            .is_some_and(|c| t.priority_classes.iter().any(|g| g == c));
         for k in ["schedulerName", "priorityClassName", "priority", "preemptionPolicy", "serviceAccount", "nodeName"] {
+            if granted && k == "priorityClassName" {
+                continue;
+            }
             s.remove(k);
         }
         if let Some(node) = node_name(v) {

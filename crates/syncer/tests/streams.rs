@@ -110,6 +110,7 @@ async fn server(ca: &vt_pki::Ca, name: &str, pods: Arc<dyn PodConnector>) -> Ser
         service_account_admission: false,
         egress: None,
         pod_security: None,
+        host_provided: Vec::new(),
     })
     .await
     .unwrap();
@@ -156,6 +157,9 @@ async fn exec_and_port_forward_streams_pass_through_to_the_host_pod() {
         api_server_name: "acme.vt.local".into(),
         load_balancer_classes: Vec::new(),
         dns_server: None,
+        ingress: Default::default(),
+        storage_classes: Vec::new(),
+        priority_classes: Vec::new(),
     };
     let host_name = target.name("web", "default");
     let namespaces: Api<Namespace> = Api::all(host.client.clone());

@@ -189,6 +189,7 @@ pub async fn start(args: &Args) -> Result<Started, String> {
         service_account_admission: args.controllers,
         egress: None,
         pod_security: None,
+        host_provided: Vec::new(),
     };
     let api = ApiServer::new(config).await.map_err(|e| format!("bootstrap failed: {e}"))?;
     let tls = Arc::new(tls_config(&serving, ca.cert_pem())?);

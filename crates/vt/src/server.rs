@@ -107,6 +107,9 @@ pub struct Args {
     /// fc00::/7 — set the cluster's own to let tenants reach other private networks).
     #[arg(long, value_delimiter = ',')]
     host_cluster_cidr: Vec<String>,
+    /// Tenants' Ingresses may claim `*.<tenant>.<ingress-domain>` (default: --domain).
+    #[arg(long)]
+    ingress_domain: Option<String>,
     /// The manager's own namespace on the host (tenants' credentials live there).
     #[arg(long, env = "POD_NAMESPACE", default_value = "vt-system")]
     namespace: String,
@@ -258,6 +261,7 @@ pub async fn run(args: Args, data_dir: PathBuf) -> Result<(), String> {
         webhook_allow: vt_net::CidrSet::parse_list(&args.webhook_allow_cidrs.join(","))
             .map_err(|e| format!("--webhook-allow-cidrs: {e}"))?,
         namespace: args.namespace.clone(),
+        ingress_domain: args.ingress_domain.clone().unwrap_or_else(|| args.domain.clone()),
         dns_server: args
             .dns_server_ip
             .or(dns_service_ip)

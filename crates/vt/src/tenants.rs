@@ -69,6 +69,13 @@ pub struct CreateArgs {
     /// A loadBalancerClass the tenant's Services may use (repeatable).
     #[arg(long, value_name = "CLASS")]
     load_balancer_class: Vec<String>,
+    /// A host name (or `*.suffix`) the tenant's Ingresses may claim beyond its own subdomain
+    /// (repeatable).
+    #[arg(long, value_name = "HOST")]
+    ingress_host: Vec<String>,
+    /// A host IngressClass the tenant may use (repeatable; the first is its default).
+    #[arg(long, value_name = "CLASS")]
+    ingress_class: Vec<String>,
     /// Return without waiting for the tenant to be ready.
     #[arg(long)]
     no_wait: bool,
@@ -244,6 +251,10 @@ pub async fn create(host_args: &HostArgs, args: CreateArgs) -> Result<(), String
             network: Network {
                 webhook_allow_cidrs: args.webhook_allow_cidr.clone(),
                 load_balancer_classes: args.load_balancer_class.clone(),
+                ingress_hosts: args.ingress_host.clone(),
+                ingress_classes: args.ingress_class.clone(),
+                default_ingress_class: args.ingress_class.first().cloned(),
+                ..Default::default()
             },
         },
     );

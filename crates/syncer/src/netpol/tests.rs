@@ -18,6 +18,9 @@ fn target() -> Target {
         api_server_name: String::new(),
         load_balancer_classes: Vec::new(),
         dns_server: None,
+        ingress: Default::default(),
+        storage_classes: Vec::new(),
+        priority_classes: Vec::new(),
     }
 }
 
