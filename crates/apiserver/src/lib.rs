@@ -169,6 +169,9 @@ struct Inner {
     documents: Mutex<HashMap<String, (u64, Bytes)>>,
     /// Stops the namespace index and the CRD tasks when the server is dropped.
     _background: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// Dropped with the server: its watches end (clients resume, as after any restart), so a
+    /// stopped or sleeping cluster holds nothing.
+    stopped: tokio::sync::watch::Sender<()>,
 }
 
 impl Drop for Inner {
@@ -192,6 +195,7 @@ impl ApiServer {
                 documents: Mutex::new(HashMap::new()),
                 webhooks: std::sync::OnceLock::new(),
                 _background: Mutex::new(Vec::new()),
+                stopped: tokio::sync::watch::channel(()).0,
             }),
         };
         let webhooks = admission::Webhooks::start(api.store().clone())
@@ -213,6 +217,11 @@ impl ApiServer {
     /// A reference that does not keep the server running.
     pub fn downgrade(&self) -> WeakApiServer {
         WeakApiServer { inner: Arc::downgrade(&self.inner) }
+    }
+
+    /// A signal that fires (its `changed()` errs) once this server is dropped.
+    pub(crate) fn stopped(&self) -> tokio::sync::watch::Receiver<()> {
+        self.inner.stopped.subscribe()
     }
 
     /// An identity of this server, distinct from every other live server in the process.

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -74,19 +74,44 @@ pub struct Endpoint {
     pub api: Option<ApiServer>,
     /// Why there is no API server.
     pub unavailable: String,
+    /// When a client's request last started here (milliseconds since the Unix epoch), for
+    /// whoever decides that the cluster is idle.
+    pub last_request: Option<Arc<AtomicU64>>,
 }
 
 impl Endpoint {
     /// An endpoint serving `api`.
     pub fn serving(tls: Arc<rustls::ServerConfig>, api: ApiServer) -> Endpoint {
-        Endpoint { tls, api: Some(api), unavailable: String::new() }
+        Endpoint { tls, api: Some(api), unavailable: String::new(), last_request: None }
     }
 }
 
+/// Milliseconds since the Unix epoch, now.
+pub fn now_millis() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A future a resolver answers a wake with.
+pub type Waking = std::pin::Pin<Box<dyn std::future::Future<Output = Option<Endpoint>> + Send>>;
+
 /// Picks the endpoint for a connection from its TLS server name.
 pub trait Resolver: Send + Sync + 'static {
-    /// The endpoint for `server_name` (the SNI the client sent, if any).
+    /// The endpoint for `server_name` (the SNI the client sent, if any), if it is ready.
     fn resolve(&self, server_name: Option<&str>) -> Option<Endpoint>;
+
+    /// Wakes the sleeping endpoint of `server_name`, if there is one: the connection (or the
+    /// request) that asked waits for it. Concurrent wakes of one endpoint share one start.
+    fn wake(&self, _server_name: &str) -> Waking {
+        Box::pin(std::future::ready(None))
+    }
+}
+
+/// The endpoint for `sni`: ready, or woken.
+async fn find(resolver: &dyn Resolver, sni: Option<&str>) -> Option<Endpoint> {
+    match resolver.resolve(sni) {
+        Some(e) => Some(e),
+        None => resolver.wake(sni?).await,
+    }
 }
 
 /// A resolver with one endpoint for every connection.
@@ -199,6 +224,49 @@ pub async fn serve_with(listener: TcpListener, resolver: Arc<dyn Resolver>, opts
     }
 }
 
+/// Where a connection's requests go: its cluster (weakly held), found again through the
+/// resolver once it stopped or slept.
+struct Route {
+    api: Mutex<Option<crate::WeakApiServer>>,
+    last_request: Mutex<Option<Arc<AtomicU64>>>,
+    resolver: Arc<dyn Resolver>,
+    sni: Option<String>,
+}
+
+impl Route {
+    /// The cluster to hand a request to, its clock of last requests set; or why there is
+    /// none (`None`: the connection's own reason, e.g. paused).
+    async fn api(&self) -> Result<ApiServer, Option<String>> {
+        let had = {
+            let weak = self.api.lock().unwrap_or_else(|p| p.into_inner());
+            match weak.as_ref().map(crate::WeakApiServer::upgrade) {
+                Some(Some(api)) => {
+                    self.touch();
+                    return Ok(api);
+                }
+                Some(None) => true,
+                None => false,
+            }
+        };
+        if !had {
+            return Err(None);
+        }
+        let gone = || Some("the cluster has stopped; connect again".to_string());
+        let endpoint = find(self.resolver.as_ref(), self.sni.as_deref()).await.ok_or_else(gone)?;
+        let Some(api) = endpoint.api else { return Err(Some(endpoint.unavailable)) };
+        *self.api.lock().unwrap_or_else(|p| p.into_inner()) = Some(api.downgrade());
+        *self.last_request.lock().unwrap_or_else(|p| p.into_inner()) = endpoint.last_request;
+        self.touch();
+        Ok(api)
+    }
+
+    fn touch(&self) {
+        if let Some(t) = self.last_request.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            t.store(now_millis(), Ordering::Relaxed);
+        }
+    }
+}
+
 /// Requests in flight on one connection, and when the last one ended.
 struct Activity {
     in_flight: AtomicUsize,
@@ -234,12 +302,14 @@ async fn connection(
         let start =
             LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await.map_err(|e| e.to_string())?;
         let sni = start.client_hello().server_name().map(str::to_owned);
-        let endpoint =
-            resolver.resolve(sni.as_deref()).ok_or_else(|| format!("no endpoint for server name {sni:?}"))?;
+        // A sleeping cluster wakes here, before the handshake goes on.
+        let endpoint = find(resolver.as_ref(), sni.as_deref())
+            .await
+            .ok_or_else(|| format!("no endpoint for server name {sni:?}"))?;
         let tls = start.into_stream(endpoint.tls.clone()).await.map_err(|e| e.to_string())?;
-        Ok::<_, String>((tls, endpoint))
+        Ok::<_, String>((tls, endpoint, sni))
     };
-    let (mut tls, endpoint) = tokio::time::timeout(opts.handshake_timeout, handshake)
+    let (mut tls, endpoint, sni) = tokio::time::timeout(opts.handshake_timeout, handshake)
         .await
         .map_err(|_| "TLS handshake timed out".to_string())??;
     drop(handshaking);
@@ -263,7 +333,16 @@ async fn connection(
         },
         None => None,
     };
-    let (api, unavailable) = (endpoint.api, Arc::new(endpoint.unavailable));
+    // The connection does not keep its cluster running: a cluster put to sleep (or stopped)
+    // while the connection is open is found again, woken if need be, by the next request.
+    let route = Arc::new(Route {
+        api: Mutex::new(endpoint.api.as_ref().map(ApiServer::downgrade)),
+        last_request: Mutex::new(endpoint.last_request.clone()),
+        resolver: resolver.clone(),
+        sni,
+    });
+    let unavailable = Arc::new(endpoint.unavailable);
+    drop(endpoint.api);
     let activity = Arc::new(Activity {
         in_flight: AtomicUsize::new(0),
         started: AtomicUsize::new(0),
@@ -271,18 +350,20 @@ async fn connection(
     });
     let tracker = activity.clone();
     let service = service_fn(move |req| {
-        let (api, cert_user, unavailable) = (api.clone(), cert_user.clone(), unavailable.clone());
+        let (route, cert_user, unavailable) = (route.clone(), cert_user.clone(), unavailable.clone());
         let in_flight = InFlight::new(&tracker);
         async move {
+            let api = route.api().await;
             let resp = match api {
                 _ if over_cap => {
                     let mut r = crate::error_response(&crate::status::ApiError::too_many_requests(1));
                     r.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
                     r
                 }
-                Some(api) => api.handle(req, cert_user).await,
+                Err(Some(why)) => crate::error_response(&crate::status::ApiError::new(503, "ServiceUnavailable", &why)),
+                Ok(api) => api.handle(req, cert_user).await,
                 // No Retry-After: clients should not spin on a paused cluster.
-                None => crate::error_response(&crate::status::ApiError::new(
+                Err(None) => crate::error_response(&crate::status::ApiError::new(
                     503,
                     "ServiceUnavailable",
                     unavailable.as_str(),

@@ -275,6 +275,7 @@ pub(crate) async fn watch(op: &Op<'_>) -> ApiResult<Response<Body>> {
         transform,
         store: op.store().clone(),
         prefix: op.rt.key_prefix(),
+        stopped: op.api.stopped(),
     };
     tokio::spawn(state.run(initial));
     Ok(Response::builder()
@@ -335,6 +336,8 @@ struct Stream {
     transform: Transform,
     store: Arc<dyn vt_store::Store>,
     prefix: String,
+    /// Fires when the server stops (or sleeps): the watch ends.
+    stopped: tokio::sync::watch::Receiver<()>,
 }
 
 impl Stream {
@@ -439,9 +442,11 @@ impl Stream {
     async fn run(mut self, initial: Option<Initial>) {
         let deadline = tokio::time::sleep(self.timeout);
         tokio::pin!(deadline);
+        let mut stopped = self.stopped.clone();
         if let Some(initial) = initial {
             let sent = tokio::select! {
                 _ = &mut deadline => return,
+                _ = stopped.changed() => return,
                 sent = self.send_initial(initial) => sent,
             };
             if !sent {
@@ -453,6 +458,7 @@ impl Stream {
         loop {
             tokio::select! {
                 _ = &mut deadline => return,
+                _ = stopped.changed() => return,
                 _ = tick.tick(), if self.bookmarks => {
                     let rv = self.last.max(self.cache.head());
                     if rv > self.start {

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,6 +26,10 @@ use crate::tenant::TenantSpec;
 use vt_apiserver::PodConnector;
 use vt_apiserver::ipalloc::ServiceBackend;
 use vt_syncer::Target;
+
+mod sleep;
+
+pub use sleep::State;
 
 /// What every tenant control plane shares.
 #[derive(Clone, Debug)]
@@ -90,9 +95,33 @@ impl Settings {
     }
 }
 
+/// What a tenant's control plane starts from (kept while it sleeps: its wake needs nothing
+/// from the host).
+struct Credentials {
+    ca_pem: String,
+    serving: vt_pki::CertKey,
+    sa_key: String,
+}
+
+impl Credentials {
+    fn of(pki: &TenantPki) -> Arc<Credentials> {
+        Arc::new(Credentials {
+            ca_pem: pki.ca.cert_pem().to_string(),
+            serving: pki.serving.clone(),
+            sa_key: pki.sa_key.clone(),
+        })
+    }
+}
+
 struct Running {
     api: ApiServer,
     server_name: String,
+    /// The Tenant's spec it runs with, and its credentials (to sleep and wake with).
+    spec: TenantSpec,
+    creds: Arc<Credentials>,
+    /// When a client's request last started (ms since the epoch), and when it started.
+    last_request: Arc<AtomicU64>,
+    started: u64,
     /// What the syncer works with (a change restarts it).
     target: Option<Target>,
     /// The syncer: the tenant's pods and what they use, on the host.
@@ -111,6 +140,10 @@ pub struct ControlPlanes {
     fair: Option<Arc<FairQueue>>,
     /// The host, shared by every tenant's syncer (set once the manager runs against a host).
     host: std::sync::OnceLock<Arc<vt_syncer::Host>>,
+    /// Sleeping tenants, and the wakes in progress.
+    sleep: sleep::Sleepers,
+    /// This, for tasks that outlive a call (set by [`ControlPlanes::attach`]).
+    me: std::sync::OnceLock<std::sync::Weak<ControlPlanes>>,
 }
 
 impl ControlPlanes {
@@ -125,7 +158,20 @@ impl ControlPlanes {
             metrics,
             running: Mutex::new(HashMap::new()),
             host: std::sync::OnceLock::new(),
+            sleep: sleep::Sleepers::default(),
+            me: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Makes the router wake sleeping tenants through these control planes.
+    pub fn attach(self: &Arc<Self>) {
+        let _ = self.me.set(Arc::downgrade(self));
+        let weak: std::sync::Weak<dyn crate::router::Wake> = Arc::downgrade(self) as _;
+        self.router.set_waker(weak);
+    }
+
+    fn me(&self) -> Option<Arc<ControlPlanes>> {
+        self.me.get().and_then(std::sync::Weak::upgrade)
     }
 
     /// The shared settings.
@@ -211,22 +257,51 @@ impl ControlPlanes {
         }
     }
 
-    /// Starts a tenant's control plane unless it runs already (and its syncer, restarted when
-    /// the tenant's isolation settings change).
-    pub async fn ensure(&self, tenant: &str, spec: &TenantSpec, pki: &TenantPki) -> Result<(), String> {
+    /// Starts a tenant's control plane unless it runs (or sleeps) already, and restarts its
+    /// syncer when the tenant's isolation settings change. With `lazy` (a tenant that ran
+    /// before this process started), a tenant with no pods on the host comes back asleep: it
+    /// starts on its first request (or in the background, if it never sleeps on its own).
+    pub async fn ensure(&self, tenant: &str, spec: &TenantSpec, pki: &TenantPki, lazy: bool) -> Result<State, String> {
         let target = self.target(tenant, spec);
         if self.api(tenant).is_some() {
             let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-            if let (Some(r), Some(host)) = (running.get_mut(tenant), self.host.get())
-                && r.target.as_ref().map(|t| format!("{t:?}")) != Some(format!("{target:?}"))
-            {
-                r.syncer = None;
-                let virt = vt_controllers::client::in_process(r.api.clone());
-                r.syncer = Some(vt_syncer::start(host.clone(), virt, target.clone()));
-                r.target = Some(target);
+            if let Some(r) = running.get_mut(tenant) {
+                r.spec = spec.clone();
+                if let Some(host) = self.host.get()
+                    && r.target.as_ref().map(|t| format!("{t:?}")) != Some(format!("{target:?}"))
+                {
+                    r.syncer = None;
+                    let virt = vt_controllers::client::in_process(r.api.clone());
+                    r.syncer = Some(vt_syncer::start(host.clone(), virt, target.clone()));
+                    r.target = Some(target);
+                }
             }
-            return Ok(());
+            return Ok(State::Awake);
         }
+        if self.sleep.update(tenant, spec) {
+            return Ok(State::Asleep);
+        }
+        let creds = Credentials::of(pki);
+        if lazy && !self.has_pods(tenant).await {
+            self.put_to_sleep(tenant, spec.clone(), creds, Arc::new(AtomicU64::new(0)));
+            if spec.sleep_after().ok().flatten().is_none() {
+                self.boot_in_background(tenant);
+            }
+            return Ok(State::Asleep);
+        }
+        self.start(tenant, spec, creds, Arc::new(AtomicU64::new(0))).await?;
+        Ok(State::Awake)
+    }
+
+    /// Starts a tenant's control plane; its endpoint.
+    async fn start(
+        &self,
+        tenant: &str,
+        spec: &TenantSpec,
+        creds: Arc<Credentials>,
+        last_request: Arc<AtomicU64>,
+    ) -> Result<Endpoint, String> {
+        let target = self.target(tenant, spec);
         let store = &spec.store;
         // (A paused tenant's placeholder endpoint is replaced below.)
         let store: Arc<dyn Store> = match &store.etcd {
@@ -249,10 +324,10 @@ impl ControlPlanes {
         let authorizer = Rbac::start(store.clone()).await.map_err(|e| format!("rbac: {e}"))?;
         let server_name = self.settings.server_name(tenant);
         let issuer = Arc::new(Issuer::new(
-            &vt_pki::pkcs8_der(&pki.sa_key).map_err(|e| e.to_string())?,
+            &vt_pki::pkcs8_der(&creds.sa_key).map_err(|e| e.to_string())?,
             DEFAULT_ISSUER,
             &format!("https://{}/openid/v1/jwks", self.settings.advertise),
-            pki.ca.cert_pem(),
+            &creds.ca_pem,
         )?);
         let config = Config {
             // Commits give the request's fair-queuing seat back while they wait for the disk.
@@ -280,16 +355,17 @@ impl ControlPlanes {
             egress: Some(self.egress(&target, spec)? as Arc<dyn vt_apiserver::egress::Egress>),
         };
         let api = ApiServer::new(config).await.map_err(|e| format!("bootstrap: {}", e.message))?;
-        let tls = Arc::new(tls_config(&pki.serving, pki.ca.cert_pem())?);
+        let tls = Arc::new(tls_config(&creds.serving, &creds.ca_pem)?);
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        if running.contains_key(tenant) {
-            return Ok(());
+        if let Some(r) = running.get(tenant) {
+            return self.router.resolve_ready(&r.server_name).ok_or_else(|| "the tenant is stopping".to_string());
         }
-        self.router.insert(&server_name, Endpoint::serving(tls, api.clone()));
+        let endpoint = Endpoint { last_request: Some(last_request.clone()), ..Endpoint::serving(tls, api.clone()) };
+        self.router.insert(&server_name, endpoint.clone());
         let controllers = self
             .settings
             .controllers
-            .then(|| vt_controllers::start(api.clone(), pki.ca.cert_pem().to_string(), vt_controllers::Set::Full));
+            .then(|| vt_controllers::start(api.clone(), creds.ca_pem.clone(), vt_controllers::Set::Full));
         let syncer = self
             .host
             .get()
@@ -299,15 +375,29 @@ impl ControlPlanes {
         }
         running.insert(
             tenant.to_string(),
-            Running { api, server_name, target: Some(target), syncer, _controllers: controllers },
+            Running {
+                api,
+                server_name,
+                spec: spec.clone(),
+                creds,
+                last_request,
+                started: vt_apiserver::serve::now_millis(),
+                target: Some(target),
+                syncer,
+                _controllers: controllers,
+            },
         );
-        Ok(())
+        Ok(endpoint)
     }
 
-    /// Stops a tenant's control plane (its store closes once in-flight requests finish).
+    /// Stops a tenant's control plane, awake or asleep (its store closes once in-flight
+    /// requests finish; its watches end).
     pub fn stop(&self, tenant: &str) {
         if let Some(r) = self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(tenant) {
             self.router.remove(&r.server_name);
+        }
+        if self.sleep.remove(tenant) {
+            self.router.remove(&self.settings.server_name(tenant));
         }
     }
 
@@ -327,7 +417,10 @@ impl ControlPlanes {
         self.stop(tenant);
         let tls = Arc::new(tls_config(&pki.serving, pki.ca.cert_pem())?);
         let message = format!("tenant {tenant} is paused; `vt resume {tenant}` brings it back");
-        self.router.insert(&self.settings.server_name(tenant), Endpoint { tls, api: None, unavailable: message });
+        self.router.insert(
+            &self.settings.server_name(tenant),
+            Endpoint { tls, api: None, unavailable: message, last_request: None },
+        );
         Ok(())
     }
 }

@@ -96,6 +96,7 @@ impl Manager {
         let router = Arc::new(router::Router::default());
         let metrics = Arc::new(metrics::Metrics::default());
         let planes = Arc::new(controlplane::ControlPlanes::new(settings, router.clone(), metrics.clone()));
+        planes.attach();
         Manager { planes, router, metrics, pools: None, streams: None, dns: None }
     }
 
@@ -148,6 +149,7 @@ impl Manager {
         }
         shared.ready().await;
         self.planes.set_host(shared);
+        tokio::spawn(self.planes.clone().run_idle());
         let ctx =
             Arc::new(reconcile::Context::new(host, self.planes.clone(), self.metrics.clone(), self.pools.clone()));
         reconcile::run(ctx).await;

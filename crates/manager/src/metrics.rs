@@ -8,7 +8,7 @@
 //! tenant, to bound the series) and `apiserver_longrunning_requests` (open watches). vt's own:
 //! `vt_tenants{phase}`, `vt_tenant_objects`, `vt_tenant_store_bytes`, and the syncers'
 //! `vt_syncer_queue_depth`, `vt_syncer_sync_duration_seconds{kind}` and
-//! `vt_syncer_sync_errors_total{tenant,kind,reason}`. Every label value is bounded: resources
+//! `vt_syncer_sync_errors_total{tenant,kind,reason}`, `vt_tenant_wake_duration_seconds`. Every label value is bounded: resources
 //! come from the registry (unknown paths collapse to `""`), reasons from a fixed list.
 
 use std::convert::Infallible;
@@ -115,6 +115,7 @@ pub struct Metrics {
     queue_depth: Family<TenantLabels, Gauge>,
     sync_durations: HistogramFamily<KindLabels>,
     sync_errors: Family<SyncErrorLabels, Counter>,
+    wakes: Histogram,
 }
 
 impl Default for Metrics {
@@ -129,6 +130,12 @@ impl Default for Metrics {
         let queue_depth = Family::<TenantLabels, Gauge>::default();
         let sync_durations: HistogramFamily<KindLabels> = Family::new_with_constructor(sync_histogram);
         let sync_errors = Family::<SyncErrorLabels, Counter>::default();
+        let wakes = sync_histogram();
+        registry.register(
+            "vt_tenant_wake_duration_seconds",
+            "Time from a sleeping tenant's first request to its control plane serving",
+            wakes.clone(),
+        );
         registry.register(
             "apiserver_request",
             "Counter of apiserver requests broken out for each tenant, verb, dry run value, group, version, resource, scope, component, and HTTP response code.",
@@ -173,7 +180,15 @@ impl Default for Metrics {
             queue_depth,
             sync_durations,
             sync_errors,
+            wakes,
         }
+    }
+}
+
+impl Metrics {
+    /// A sleeping tenant woke in `elapsed`.
+    pub fn wake(&self, elapsed: Duration) {
+        self.wakes.observe(elapsed.as_secs_f64());
     }
 }
 

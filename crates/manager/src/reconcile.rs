@@ -98,6 +98,21 @@ fn apply_params() -> PatchParams {
 
 /// Runs the reconciler until the stream of Tenants ends.
 pub async fn run(ctx: Arc<Context>) {
+    // A tenant that fell asleep or woke gets its status brought up to date.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    ctx.planes.on_sleep_change(tx);
+    let c = ctx.clone();
+    tokio::spawn(async move {
+        let api: Api<Tenant> = Api::all(c.host.clone());
+        while let Some(name) = rx.recv().await {
+            if let Ok(Some(t)) = api.get_opt(&name).await
+                && t.metadata.deletion_timestamp.is_none()
+                && let Err(e) = apply(Arc::new(t), c.clone()).await
+            {
+                tracing::debug!(tenant = %name, error = %e, "status after sleep or wake");
+            }
+        }
+    });
     let tenants: Api<Tenant> = Api::all(ctx.host.clone());
     Controller::new(tenants, watcher::Config::default())
         .run(reconcile, error_policy, ctx)
@@ -160,7 +175,7 @@ async fn set_status(ctx: &Context, t: &Tenant, mut status: TenantStatus) -> Resu
 
 async fn apply(t: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
     let name = t.name_any();
-    if let Err(why) = check_name(&name) {
+    if let Err(why) = check_name(&name).and_then(|_| t.spec.sleep_after().map(|_| ())) {
         set_status(&ctx, &t, TenantStatus { phase: "Failed".into(), message: why, ..Default::default() }).await?;
         return Ok(Action::await_change());
     }
@@ -210,7 +225,29 @@ async fn apply(t: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
         return Ok(Action::await_change());
     }
     let (spec, withheld) = ingress_grants(&ctx, &t).await?;
-    ctx.planes.ensure(&name, &spec, &pki).await.map_err(Error::ControlPlane)?;
+    // A tenant that ran before this manager started may come back asleep.
+    let ran = t.status.as_ref().is_some_and(|s| matches!(s.phase.as_str(), "Ready" | "Sleeping"));
+    let mut state = ctx.planes.ensure(&name, &spec, &pki, ran).await.map_err(Error::ControlPlane)?;
+    // `vt sleep` / `vt wake`.
+    if let Some(asked) = t.annotations().get(REQUESTED_STATE).cloned() {
+        state = requested_state(&ctx, &t, &asked).await?;
+    }
+    if state == crate::controlplane::State::Asleep {
+        set_status(
+            &ctx,
+            &t,
+            TenantStatus {
+                phase: "Sleeping".into(),
+                message: format!("asleep: its first request wakes it ({})", settings.server_name(&name)),
+                endpoint,
+                kubeconfig_secret: secret_ref,
+                dns: ctx.planes.dns_status(&name),
+                ..Default::default()
+            },
+        )
+        .await?;
+        return Ok(Action::await_change());
+    }
     if let Some(pools) = &ctx.pools {
         pools.ensure(&t.spec.isolation.pool(&name)).await.map_err(Error::ControlPlane)?;
     }
@@ -235,6 +272,39 @@ async fn apply(t: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
     .await?;
     // Counts are refreshed now and then; nothing else changes without a Tenant event.
     Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// The annotation `vt sleep` and `vt wake` set: `Sleeping@<time>` (unless a request came
+/// since) or `Awake@<time>`. The manager acts on it, removes it and answers in
+/// [`REQUESTED_STATE_RESULT`]: the request, ` -> `, and `done` or why not.
+pub const REQUESTED_STATE: &str = "vt.dev/requested-state";
+/// See [`REQUESTED_STATE`].
+pub const REQUESTED_STATE_RESULT: &str = "vt.dev/requested-state-result";
+
+/// Acts on a `vt sleep`/`vt wake` request and removes it; the tenant's state after.
+async fn requested_state(ctx: &Context, t: &Tenant, asked: &str) -> Result<crate::controlplane::State, Error> {
+    use crate::controlplane::State;
+    let name = t.name_any();
+    let (what, at) = asked.split_once('@').unwrap_or((asked, ""));
+    let outcome = match what {
+        "Sleeping" => {
+            let since = at.parse::<jiff::Timestamp>().map_or(u64::MAX, |ts| ts.as_millisecond().max(0) as u64);
+            match ctx.planes.sleep(&name, since).await.map_err(Error::ControlPlane)? {
+                true => "done".to_string(),
+                false => "refused: it has pods on the host, or a request came in first".to_string(),
+            }
+        }
+        "Awake" => match ctx.planes.wake(&name).await {
+            Some(_) => "done".to_string(),
+            None => "refused: the control plane could not start (see the manager's log)".to_string(),
+        },
+        other => format!("refused: unknown state {other:?} (Sleeping or Awake)"),
+    };
+    let api: Api<Tenant> = Api::all(ctx.host.clone());
+    let patch = json!({"metadata": {"annotations": {REQUESTED_STATE: null,
+        REQUESTED_STATE_RESULT: format!("{asked} -> {outcome}")}}});
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await?;
+    Ok(if ctx.planes.is_asleep(&name) { State::Asleep } else { State::Awake })
 }
 
 /// The tenant's spec with the Ingress host names it may not have withheld, and a note saying

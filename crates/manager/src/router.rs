@@ -1,32 +1,68 @@
 //! One TLS listener for every tenant: connections are routed by their TLS server name
 //! (`<tenant>.<domain>`, which kubeconfigs set with `tls-server-name`). Each tenant's endpoint
 //! trusts only its own CA for client certificates, so tenant A's certificate is worthless at B.
+//! A sleeping tenant's name routes to its wake: the first connection (or request) waits for
+//! its control plane to start.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, OnceLock, RwLock, Weak};
 
-use vt_apiserver::serve::{Endpoint, Resolver};
+use vt_apiserver::serve::{Endpoint, Resolver, Waking};
+
+/// Starts sleeping tenants' control planes.
+pub trait Wake: Send + Sync {
+    /// Wakes `tenant`: its endpoint once it serves.
+    fn wake(&self, tenant: Arc<str>) -> Waking;
+}
+
+enum Route {
+    Ready(Endpoint),
+    /// Asleep: the tenant to wake.
+    Asleep(Arc<str>),
+}
 
 /// The endpoints of the running tenants, by server name.
 #[derive(Default)]
 pub struct Router {
-    endpoints: RwLock<HashMap<String, Endpoint>>,
+    routes: RwLock<HashMap<String, Route>>,
+    waker: OnceLock<Weak<dyn Wake>>,
 }
 
 impl Router {
     /// Routes `server_name` to `endpoint`.
     pub fn insert(&self, server_name: &str, endpoint: Endpoint) {
-        self.endpoints.write().unwrap_or_else(|p| p.into_inner()).insert(server_name.to_ascii_lowercase(), endpoint);
+        self.routes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(server_name.to_ascii_lowercase(), Route::Ready(endpoint));
+    }
+
+    /// Routes `server_name` to the wake of `tenant`.
+    pub fn sleep(&self, server_name: &str, tenant: &str) {
+        self.routes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(server_name.to_ascii_lowercase(), Route::Asleep(Arc::from(tenant)));
+    }
+
+    /// The ready endpoint of `server_name`.
+    pub fn resolve_ready(&self, server_name: &str) -> Option<Endpoint> {
+        self.resolve(Some(server_name))
+    }
+
+    /// Who wakes sleeping tenants (set once).
+    pub fn set_waker(&self, waker: Weak<dyn Wake>) {
+        let _ = self.waker.set(waker);
     }
 
     /// Stops routing `server_name`.
     pub fn remove(&self, server_name: &str) {
-        self.endpoints.write().unwrap_or_else(|p| p.into_inner()).remove(&server_name.to_ascii_lowercase());
+        self.routes.write().unwrap_or_else(|p| p.into_inner()).remove(&server_name.to_ascii_lowercase());
     }
 
-    /// How many endpoints are routed.
+    /// How many names are routed (ready or asleep).
     pub fn len(&self) -> usize {
-        self.endpoints.read().unwrap_or_else(|p| p.into_inner()).len()
+        self.routes.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// Whether none is.
@@ -38,6 +74,21 @@ impl Router {
 impl Resolver for Router {
     fn resolve(&self, server_name: Option<&str>) -> Option<Endpoint> {
         let name = server_name?.to_ascii_lowercase();
-        self.endpoints.read().unwrap_or_else(|p| p.into_inner()).get(&name).cloned()
+        match self.routes.read().unwrap_or_else(|p| p.into_inner()).get(&name)? {
+            Route::Ready(e) => Some(e.clone()),
+            Route::Asleep(_) => None,
+        }
+    }
+
+    fn wake(&self, server_name: &str) -> Waking {
+        let tenant = match self.routes.read().unwrap_or_else(|p| p.into_inner()).get(&server_name.to_ascii_lowercase())
+        {
+            Some(Route::Asleep(t)) => t.clone(),
+            _ => return Box::pin(std::future::ready(None)),
+        };
+        match self.waker.get().and_then(Weak::upgrade) {
+            Some(w) => w.wake(tenant),
+            None => Box::pin(std::future::ready(None)),
+        }
     }
 }

@@ -45,12 +45,41 @@ pub struct TenantSpec {
     /// A paused tenant has no control plane and no pods; resuming brings both back.
     #[serde(default)]
     pub paused: bool,
+    /// After this long without a client request (a duration: `30m`, `1h30m`, `90s`), a tenant
+    /// with no pods on the host sleeps: its control plane leaves memory until its next
+    /// request, which wakes it. Unset: it never sleeps on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sleep_after: Option<String>,
     /// Bounds on what the tenant can make the manager hold (the manager's defaults where unset).
     #[serde(default, skip_serializing_if = "TenantLimits::is_empty")]
     pub limits: TenantLimits,
     /// What the tenant's objects may reach and claim on the host network.
     #[serde(default, skip_serializing_if = "Network::is_empty")]
     pub network: Network,
+}
+
+impl TenantSpec {
+    /// `sleepAfter` as a duration (`None`: never), or why it is not one.
+    pub fn sleep_after(&self) -> Result<Option<std::time::Duration>, String> {
+        self.sleep_after.as_deref().map(parse_sleep_after).transpose()
+    }
+}
+
+/// Parses a `sleepAfter` duration: Go's notation (`30m`, `1h30m`, `1.5h`, `90s`), at least
+/// one second.
+pub fn parse_sleep_after(s: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("invalid sleepAfter {s:?}: want a duration such as 30m, 1h30m or 90s (at least 1s)");
+    let t = s.trim();
+    // A bare number is ambiguous (Go refuses it too).
+    if t.is_empty() || t.bytes().last().is_some_and(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let d: jiff::SignedDuration = t.parse().map_err(|_| bad())?;
+    let d = std::time::Duration::try_from(d).map_err(|_| bad())?;
+    if d < std::time::Duration::from_secs(1) {
+        return Err(bad());
+    }
+    Ok(d)
 }
 
 /// Per-tenant bounds in the shared manager; unset fields take the manager's defaults
@@ -278,6 +307,18 @@ pub fn host_namespace(tenant: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sleep_after_takes_go_durations() {
+        assert_eq!(parse_sleep_after("30m"), Ok(std::time::Duration::from_secs(1800)));
+        assert_eq!(parse_sleep_after("1h30m"), Ok(std::time::Duration::from_secs(5400)));
+        assert_eq!(parse_sleep_after("90s"), Ok(std::time::Duration::from_secs(90)));
+        assert_eq!(parse_sleep_after("1.5h"), Ok(std::time::Duration::from_secs(5400)));
+        for bad in ["", "30", "soon", "-5m", "0s", "500ms", "1x"] {
+            let e = parse_sleep_after(bad).unwrap_err();
+            assert!(e.contains("invalid sleepAfter"), "{bad}: {e}");
+        }
+    }
     use kube::CustomResourceExt;
 
     #[test]

@@ -7,6 +7,13 @@
 //! with the per-tenant slope. `VT_BENCH_TENANTS` caps the count (default 1000);
 //! `VT_BENCH_CONTROLLERS=0` runs the tenants without their controllers, to measure what the
 //! controllers cost.
+//!
+//! Then sleeping tenants (`VT_BENCH_SLEEPING`, default 9,000; 0 skips): that many more tenants
+//! are created with `sleepAfter: 1s` and left to fall asleep, next to the awake ones; printed:
+//! RSS per sleeping tenant, idle CPU, wake → first answer p50/p99 (a fresh client's first
+//! request to a sleeping tenant, TLS handshake included, against the same on an awake one),
+//! and after a SIGKILL and restart, the time from the new process's start until every awake
+//! tenant of the first phase has answered a request.
 
 use std::time::{Duration, Instant};
 
@@ -112,9 +119,7 @@ async fn run() {
             ready_ms.push(at.duration_since(t0).as_secs_f64() * 1e3);
             // The first request answered by the tenant itself, as `kubectl get ns` makes it.
             if created < 100 {
-                let secrets: Api<Secret> = Api::namespaced(host.clone(), &format!("vt-{name}"));
-                let kc = secrets.get("vt-admin-kubeconfig").await.unwrap();
-                let kc = String::from_utf8(kc.data.unwrap()["kubeconfig"].0.clone()).unwrap();
+                let kc = kubeconfig_of(&host, &name).await;
                 let client = client_for(&kc).await;
                 Api::<Namespace>::all(client).list(&Default::default()).await.unwrap();
                 first_ms.push(t0.elapsed().as_secs_f64() * 1e3);
@@ -163,4 +168,128 @@ async fn run() {
     for (n, cpu) in cpu_points {
         println!("| idle CPU with {n} tenants (share of one core, 20 s) | {cpu:.2}% |");
     }
+    let sleeping: usize = std::env::var("VT_BENCH_SLEEPING").ok().and_then(|v| v.parse().ok()).unwrap_or(9000);
+    if sleeping > 0 {
+        sleep_phase(m, host, created, sleeping).await;
+    }
+}
+
+/// The tenant's admin kubeconfig, from the manager's namespace.
+async fn kubeconfig_of(host: &kube::Client, name: &str) -> String {
+    let secrets: Api<Secret> = Api::namespaced(host.clone(), "vt-system");
+    let kc = secrets.get(&vt_manager::reconcile::kubeconfig_secret(name)).await.unwrap();
+    String::from_utf8(kc.data.unwrap()["kubeconfig"].0.clone()).unwrap()
+}
+
+/// A fresh client's first request (TLS handshake included): milliseconds.
+async fn first_answer(kc: &str) -> f64 {
+    let client = client_for(kc).await;
+    let t0 = Instant::now();
+    Api::<Namespace>::all(client).list(&Default::default()).await.unwrap();
+    t0.elapsed().as_secs_f64() * 1e3
+}
+
+async fn phases(host: &kube::Client) -> std::collections::HashMap<String, String> {
+    let tenants: Api<vt_manager::tenant::Tenant> = Api::all(host.clone());
+    tenants
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|t| (t.metadata.name.clone().unwrap_or_default(), t.status.map(|s| s.phase).unwrap_or_default()))
+        .collect()
+}
+
+async fn sleep_phase(mut m: VtManager, host: kube::Client, awake: usize, sleeping: usize) {
+    let pid = m.pid();
+    let tenants: Api<vt_manager::tenant::Tenant> = Api::all(host.clone());
+    let before = settle_rss(pid);
+    let started = Instant::now();
+    // Created a few at a time; each falls asleep a second after it is ready.
+    let names: Vec<String> = (0..sleeping).map(|i| format!("s{i}")).collect();
+    futures::stream::iter(names.iter().cloned())
+        .for_each_concurrent(8, |name| {
+            let tenants = tenants.clone();
+            async move {
+                let spec = vt_manager::tenant::TenantSpec { sleep_after: Some("1s".into()), ..Default::default() };
+                tenants.create(&PostParams::default(), &vt_manager::tenant::Tenant::new(&name, spec)).await.unwrap();
+            }
+        })
+        .await;
+    let created_in = started.elapsed();
+    loop {
+        let p = phases(&host).await;
+        let asleep = p.values().filter(|v| *v == "Sleeping").count();
+        if asleep >= sleeping {
+            break;
+        }
+        println!("  {asleep} of {sleeping} asleep…");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    let all_asleep_in = started.elapsed();
+    let after = settle_rss(pid);
+    let cpu = idle_cpu(pid, Duration::from_secs(20));
+    // Wake → first answer, on tenants asleep; the same request on awake tenants for reference.
+    let mut wake_ms = Vec::new();
+    let mut awake_ms = Vec::new();
+    for i in 0..200.min(sleeping) {
+        let kc = kubeconfig_of(&host, &format!("s{}", i * (sleeping / 200.min(sleeping)).max(1))).await;
+        wake_ms.push(first_answer(&kc).await);
+        let kc = kubeconfig_of(&host, &format!("t{}", i % awake.max(1))).await;
+        awake_ms.push(first_answer(&kc).await);
+    }
+    // A SIGKILL, then every tenant of the first phase asked at once (16 in flight), timed from
+    // the new process's start.
+    let kcs: Vec<String> =
+        futures::stream::iter(0..awake).then(|i| kubeconfig_of(&host, &format!("t{i}"))).collect().await;
+    m.kill();
+    let restart = Instant::now();
+    m.restart();
+    let serving = restart.elapsed();
+    let answered: Vec<f64> = futures::stream::iter(kcs.iter())
+        .map(|kc| async move {
+            loop {
+                let client = client_for(kc).await;
+                if Api::<Namespace>::all(client).list(&Default::default()).await.is_ok() {
+                    return restart.elapsed().as_secs_f64() * 1e3;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let rss_restarted = settle_rss(m.pid());
+    println!();
+    println!("| sleeping tenants ({awake} awake + {sleeping} asleep) | value |");
+    println!("|---|---:|");
+    println!(
+        "| created (8 at a time) / all asleep | {:.1} s / {:.1} s ({:.1} tenants/s) |",
+        created_in.as_secs_f64(),
+        all_asleep_in.as_secs_f64(),
+        sleeping as f64 / created_in.as_secs_f64()
+    );
+    println!(
+        "| RSS {awake} awake → + {sleeping} asleep | {before} → {after} KiB ({:.1} KiB per sleeping tenant) |",
+        (after as f64 - before as f64) / sleeping as f64
+    );
+    println!("| idle CPU, {awake} awake + {sleeping} asleep (20 s) | {cpu:.2}% of a core |");
+    println!(
+        "| wake → first answer (fresh client, TLS included), p50 / p99 (ms) | {:.1} / {:.1} |",
+        pct(&mut wake_ms.clone(), 0.5),
+        pct(&mut wake_ms, 0.99)
+    );
+    println!(
+        "| same request to an awake tenant, p50 / p99 (ms) | {:.1} / {:.1} |",
+        pct(&mut awake_ms.clone(), 0.5),
+        pct(&mut awake_ms, 0.99)
+    );
+    println!(
+        "| SIGKILL → restart: serving after / all {awake} answered by (p50 / max of each's first answer) | {:.0} ms / {:.0} / {:.0} ms |",
+        serving.as_secs_f64() * 1e3,
+        pct(&mut answered.clone(), 0.5),
+        pct(&mut answered.clone(), 1.0)
+    );
+    println!("| RSS after the restart (tenants lazily started) | {rss_restarted} KiB |");
 }

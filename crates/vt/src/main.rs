@@ -1,6 +1,7 @@
 //! The `vt` command.
 
 mod apiserver;
+mod lifecycle;
 mod paths;
 mod server;
 mod tenants;
@@ -58,6 +59,17 @@ enum Command {
     },
     /// Bring a paused tenant back.
     Resume {
+        /// The tenant.
+        name: String,
+    },
+    /// Put a tenant to sleep now: its control plane leaves memory until its next request
+    /// (refused while its pods run on the host).
+    Sleep {
+        /// The tenant.
+        name: String,
+    },
+    /// Wake a sleeping tenant now, rather than at its next request.
+    Wake {
         /// The tenant.
         name: String,
     },
@@ -124,8 +136,10 @@ fn main() -> std::process::ExitCode {
             Command::List { output } => ok(tenants::list(&host, output).await),
             Command::Describe { name } => ok(tenants::describe(&host, &name).await),
             Command::Delete { name, no_wait } => ok(tenants::delete(&host, &name, !no_wait, timeout).await),
-            Command::Pause { name } => ok(tenants::set_paused(&host, &name, true, timeout).await),
-            Command::Resume { name } => ok(tenants::set_paused(&host, &name, false, timeout).await),
+            Command::Pause { name } => ok(lifecycle::set_paused(&host, &name, true, timeout).await),
+            Command::Resume { name } => ok(lifecycle::set_paused(&host, &name, false, timeout).await),
+            Command::Sleep { name } => ok(lifecycle::set_sleeping(&host, &name, true, timeout).await),
+            Command::Wake { name } => ok(lifecycle::set_sleeping(&host, &name, false, timeout).await),
             Command::Completions { shell } => {
                 clap_complete::generate(shell, &mut Cli::command(), "vt", &mut std::io::stdout());
                 Ok(std::process::ExitCode::SUCCESS)

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
@@ -76,6 +76,10 @@ pub struct CreateArgs {
     /// A host IngressClass the tenant may use (repeatable; the first is its default).
     #[arg(long, value_name = "CLASS")]
     ingress_class: Vec<String>,
+    /// Sleep after this long without a request (`30m`, `1h30m`, `90s`); the next request
+    /// wakes it. Default: never.
+    #[arg(long, value_name = "DURATION", value_parser = parse_sleep_after_arg)]
+    sleep_after: Option<String>,
     /// Return without waiting for the tenant to be ready.
     #[arg(long)]
     no_wait: bool,
@@ -124,7 +128,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// The host client.
-async fn host(args: &HostArgs) -> Result<Client, String> {
+pub(crate) async fn host(args: &HostArgs) -> Result<Client, String> {
     let embedded = crate::paths::embedded_host_kubeconfig(&args.data_dir);
     let path = args.host_kubeconfig.clone().or_else(|| embedded.exists().then_some(embedded));
     let config = match &path {
@@ -143,7 +147,7 @@ async fn host(args: &HostArgs) -> Result<Client, String> {
 }
 
 /// Turns a host API error into a clear message.
-fn explain(e: kube::Error) -> String {
+pub(crate) fn explain(e: kube::Error) -> String {
     match e {
         kube::Error::Api(s) => s.message,
         kube::Error::HyperError(_) | kube::Error::Service(_) => {
@@ -153,19 +157,19 @@ fn explain(e: kube::Error) -> String {
     }
 }
 
-async fn get_tenant(api: &Api<Tenant>, name: &str) -> Result<Tenant, String> {
+pub(crate) async fn get_tenant(api: &Api<Tenant>, name: &str) -> Result<Tenant, String> {
     match api.get_opt(name).await.map_err(explain)? {
         Some(t) => Ok(t),
         None => Err(format!("no tenant named {name:?} (see `vt list`)")),
     }
 }
 
-fn phase(t: &Tenant) -> String {
+pub(crate) fn phase(t: &Tenant) -> String {
     t.status.as_ref().map(|s| s.phase.clone()).filter(|p| !p.is_empty()).unwrap_or_else(|| "Pending".into())
 }
 
 /// Waits until the tenant's phase is one of `phases`, showing a spinner on a terminal.
-async fn wait_phase(
+pub(crate) async fn wait_phase(
     api: &Api<Tenant>,
     name: &str,
     phases: &[&str],
@@ -224,6 +228,10 @@ fn key_values(items: &[String], what: &str) -> Result<BTreeMap<String, String>, 
         .collect()
 }
 
+fn parse_sleep_after_arg(s: &str) -> Result<String, String> {
+    vt_manager::tenant::parse_sleep_after(s).map(|_| s.trim().to_string())
+}
+
 /// `vt create`.
 pub async fn create(host_args: &HostArgs, args: CreateArgs) -> Result<(), String> {
     check_name(&args.name)?;
@@ -243,6 +251,7 @@ pub async fn create(host_args: &HostArgs, args: CreateArgs) -> Result<(), String
             },
             quota: key_values(&args.quota, "quota")?,
             paused: false,
+            sleep_after: args.sleep_after.clone(),
             limits: TenantLimits {
                 max_watches: args.max_watches,
                 max_connections: args.max_connections,
@@ -287,7 +296,8 @@ async fn tenant_kubeconfig(client: &Client, name: &str) -> Result<String, String
     let api: Api<Tenant> = Api::all(client.clone());
     let t = get_tenant(&api, name).await?;
     let p = phase(&t);
-    if p != "Ready" {
+    // A sleeping tenant wakes on its first request.
+    if p != "Ready" && p != "Sleeping" {
         return Err(format!("tenant {name:?} is {p}, not Ready"));
     }
     let (ns, secret) = t
@@ -552,19 +562,5 @@ pub async fn delete(host_args: &HostArgs, name: &str, wait: bool, timeout: Durat
         }
     }
     println!("tenant {name} deleted");
-    Ok(())
-}
-
-/// `vt pause` and `vt resume`.
-pub async fn set_paused(host_args: &HostArgs, name: &str, paused: bool, timeout: Duration) -> Result<(), String> {
-    let client = host(host_args).await?;
-    let api: Api<Tenant> = Api::all(client);
-    get_tenant(&api, name).await?;
-    api.patch(name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"paused": paused}})))
-        .await
-        .map_err(explain)?;
-    let (want, what) = if paused { ("Paused", "pausing") } else { ("Ready", "resuming") };
-    wait_phase(&api, name, &[want], timeout, what).await?;
-    println!("tenant {name} is {}", want.to_lowercase());
     Ok(())
 }
