@@ -241,8 +241,10 @@ async fn sleep_phase(mut m: VtManager, host: kube::Client, awake: usize, sleepin
     }
     // A SIGKILL, then every tenant of the first phase asked at once (16 in flight), timed from
     // the new process's start.
-    let kcs: Vec<String> =
-        futures::stream::iter(0..awake).then(|i| kubeconfig_of(&host, &format!("t{i}"))).collect().await;
+    let mut kcs = Vec::new();
+    for i in 0..awake {
+        kcs.push(kubeconfig_of(&host, &format!("t{i}")).await);
+    }
     m.kill();
     let restart = Instant::now();
     m.restart();
