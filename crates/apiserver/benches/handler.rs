@@ -96,6 +96,7 @@ fn main() {
             egress: None,
             pod_security: None,
             host_provided: Vec::new(),
+            fenced: None,
         })
         .await
         .unwrap();

@@ -41,6 +41,7 @@ pub mod selector;
 pub mod serve;
 pub mod serviceaccount;
 pub mod smp;
+pub(crate) mod sni;
 pub mod ssa;
 pub mod status;
 mod strategy;
@@ -109,6 +110,9 @@ pub struct Config {
     /// Kinds (group, plural) the host provides (a virtual cluster's StorageClasses and other
     /// classes): only [`HOST_SYNC_USER`] writes them.
     pub host_provided: Vec<(String, String)>,
+    /// Says whether this server may no longer write (a manager replica that lost its
+    /// ownership of the cluster): writes then get 503 before they reach the store.
+    pub fenced: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
     /// The Pod Security level every namespace enforces at least (PodSecurity admission;
     /// namespace labels may tighten it); `None`: no PodSecurity admission.
     pub pod_security: Option<podsecurity::Level>,

@@ -199,8 +199,17 @@ pub(crate) async fn handle(
     if !info.subresource.is_empty() && rt.subresource(&info.subresource).is_none() {
         return Err(ApiError::not_found_path().with_empty_details());
     }
+    let writes = matches!(info.verb.as_str(), "create" | "update" | "patch" | "delete" | "deletecollection");
+    // A deposed manager replica writes nothing (the replica that owns the cluster now does).
+    if writes && api.config().fenced.as_ref().is_some_and(|f| f()) {
+        return Err(ApiError::new(
+            503,
+            "ServiceUnavailable",
+            "this manager replica no longer serves the cluster; reconnect to reach the one that does",
+        ));
+    }
     // Kinds a virtual cluster's host provides (its classes) are read-only to its users.
-    if matches!(info.verb.as_str(), "create" | "update" | "patch" | "delete" | "deletecollection")
+    if writes
         && api.config().host_provided.iter().any(|(g, r)| *g == rt.group && *r == rt.plural)
         && user.name != crate::HOST_SYNC_USER
         && user.name != "system:apiserver"

@@ -104,6 +104,46 @@ pub trait Resolver: Send + Sync + 'static {
     fn wake(&self, _server_name: &str) -> Waking {
         Box::pin(std::future::ready(None))
     }
+
+    /// Whether some connections may belong elsewhere (then each connection's ClientHello is
+    /// read before TLS starts, to decide).
+    fn forwards(&self) -> bool {
+        false
+    }
+
+    /// Where to pass a connection for `server_name` untouched (`host:port` of the replica
+    /// that serves it), if not here.
+    fn forward(&self, _server_name: &str) -> Option<String> {
+        None
+    }
+}
+
+/// The server name of the connection's ClientHello, read without consuming it (`None`: no
+/// name, or not TLS — the TLS acceptor then deals with it).
+async fn peek_server_name(tcp: &tokio::net::TcpStream) -> Option<String> {
+    let mut buf = vec![0u8; crate::sni::MAX_HELLO];
+    loop {
+        let n = tcp.peek(&mut buf).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        match crate::sni::parse(&buf[..n]) {
+            crate::sni::Hello::Complete(name) => return name,
+            crate::sni::Hello::NotTls => return None,
+            // The rest of the hello is on its way (peek would return the same bytes at once).
+            crate::sni::Hello::Incomplete(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+}
+
+/// Passes a connection, bytes untouched, to `to` (TLS ends there: client certificates work).
+async fn pass(mut tcp: tokio::net::TcpStream, to: &str, opts: &ServeOptions) -> Result<(), String> {
+    let mut upstream = tokio::time::timeout(opts.handshake_timeout, tokio::net::TcpStream::connect(to))
+        .await
+        .map_err(|_| format!("connecting to {to} timed out"))?
+        .map_err(|e| format!("connecting to {to}: {e}"))?;
+    let _ = upstream.set_nodelay(true);
+    tokio::io::copy_bidirectional(&mut tcp, &mut upstream).await.map(|_| ()).map_err(|e| e.to_string())
 }
 
 /// The endpoint for `sni`: ready, or woken.
@@ -298,6 +338,15 @@ async fn connection(
     opts: &ServeOptions,
     handshaking: Handshaking,
 ) -> Result<(), String> {
+    if resolver.forwards() {
+        let name = tokio::time::timeout(opts.handshake_timeout, peek_server_name(&tcp))
+            .await
+            .map_err(|_| "TLS handshake timed out".to_string())?;
+        if let Some(to) = name.as_deref().and_then(|n| resolver.forward(n)) {
+            drop(handshaking);
+            return pass(tcp, &to, opts).await;
+        }
+    }
     let handshake = async {
         let start =
             LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await.map_err(|e| e.to_string())?;

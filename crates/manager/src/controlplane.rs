@@ -144,6 +144,8 @@ pub struct ControlPlanes {
     sleep: sleep::Sleepers,
     /// This, for tasks that outlive a call (set by [`ControlPlanes::attach`]).
     me: std::sync::OnceLock<std::sync::Weak<ControlPlanes>>,
+    /// The replicas this one shares the tenants with, if it runs with others.
+    replicas: std::sync::OnceLock<Arc<crate::replicas::Replicas>>,
 }
 
 impl ControlPlanes {
@@ -160,6 +162,7 @@ impl ControlPlanes {
             host: std::sync::OnceLock::new(),
             sleep: sleep::Sleepers::default(),
             me: std::sync::OnceLock::new(),
+            replicas: std::sync::OnceLock::new(),
         }
     }
 
@@ -168,6 +171,25 @@ impl ControlPlanes {
         let _ = self.me.set(Arc::downgrade(self));
         let weak: std::sync::Weak<dyn crate::router::Wake> = Arc::downgrade(self) as _;
         self.router.set_waker(weak);
+    }
+
+    /// Shares the tenants with other replicas: connections for tenants they own are passed to
+    /// them.
+    pub fn set_replicas(&self, replicas: Arc<crate::replicas::Replicas>) {
+        let r = replicas.clone();
+        let suffix = format!(".{}", self.settings.domain.to_ascii_lowercase());
+        self.router.set_forwarder(Box::new(move |server_name| r.owner_address(server_name.strip_suffix(&suffix)?)));
+        let _ = self.replicas.set(replicas);
+    }
+
+    /// The replicas, if this one runs with others.
+    pub fn replicas(&self) -> Option<&Arc<crate::replicas::Replicas>> {
+        self.replicas.get()
+    }
+
+    /// Tells the reconciler to look at `tenant` again (it slept, woke, or changed owner).
+    pub fn notify(&self, tenant: &str) {
+        self.sleep.changed(tenant);
     }
 
     fn me(&self) -> Option<Arc<ControlPlanes>> {
@@ -352,6 +374,10 @@ impl ControlPlanes {
             pod_security: Some(vt_apiserver::podsecurity::Level::parse(&spec.isolation.security_level())),
             // The host's classes, mirrored by the syncer: read-only in the tenant.
             host_provided: vt_syncer::classes::MIRRORED.iter().map(|(g, r)| (g.to_string(), r.to_string())).collect(),
+            fenced: self.replicas.get().map(|r| {
+                let r = r.clone();
+                Arc::new(move || r.fenced()) as Arc<dyn Fn() -> bool + Send + Sync>
+            }),
             egress: Some(self.egress(&target, spec)? as Arc<dyn vt_apiserver::egress::Egress>),
         };
         let api = ApiServer::new(config).await.map_err(|e| format!("bootstrap: {}", e.message))?;

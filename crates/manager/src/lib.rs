@@ -11,6 +11,7 @@ pub mod kubeconfig;
 pub mod metrics;
 pub mod pki;
 pub mod reconcile;
+pub mod replicas;
 pub mod router;
 pub mod tenant;
 
@@ -47,6 +48,8 @@ pub struct Manager {
     pub streams: Option<kube::Client>,
     /// The tenant DNS server's sockets and upstream resolvers, if it runs.
     pub dns: Option<Dns>,
+    /// The replicas this one shares the tenants with, and its peer listener.
+    replicas: Option<(Arc<replicas::Replicas>, tokio::net::TcpListener)>,
 }
 
 /// The tenant DNS server's bound sockets and its forwarder.
@@ -97,7 +100,17 @@ impl Manager {
         let metrics = Arc::new(metrics::Metrics::default());
         let planes = Arc::new(controlplane::ControlPlanes::new(settings, router.clone(), metrics.clone()));
         planes.attach();
-        Manager { planes, router, metrics, pools: None, streams: None, dns: None }
+        Manager { planes, router, metrics, pools: None, streams: None, dns: None, replicas: None }
+    }
+
+    /// Shares the tenants with other replicas (see [`replicas`]), taking connections other
+    /// replicas pass here on `peer`.
+    pub fn with_replicas(mut self, settings: replicas::ReplicaSettings, peer: tokio::net::TcpListener) -> Manager {
+        let r = replicas::Replicas::new(settings, &self.planes.settings().namespace);
+        r.set_metrics(self.metrics.clone());
+        self.planes.set_replicas(r.clone());
+        self.replicas = Some((r, peer));
+        self
     }
 
     /// Provisions tenants' node pools through `pools`.
@@ -130,6 +143,12 @@ impl Manager {
     ) -> Result<(), String> {
         ensure_crd(&host).await?;
         ensure_namespace(&host, &self.planes.settings().namespace).await?;
+        // With replicas, every host write but the Leases' passes the fence.
+        let raw_host = host.clone();
+        let host = match &self.replicas {
+            Some((r, _)) => replicas::fenced_client(host, r.clone()),
+            None => host,
+        };
         let serve = self.planes.settings().serve.clone();
         tokio::spawn(vt_apiserver::serve::serve_with(listener, self.router.clone(), serve));
         if let Some(admin) = admin {
@@ -150,6 +169,38 @@ impl Manager {
         shared.ready().await;
         self.planes.set_host(shared);
         tokio::spawn(self.planes.clone().run_idle());
+        if let Some((r, peer)) = self.replicas.take() {
+            use futures::StreamExt;
+            use kube::runtime::WatchStreamExt;
+            let serve = self.planes.settings().serve.clone();
+            tokio::spawn(vt_apiserver::serve::serve_with(
+                peer,
+                Arc::new(router::LocalOnly(self.router.clone())),
+                serve,
+            ));
+            let (tenants, writer) = kube::runtime::reflector::store();
+            let stream = kube::runtime::reflector(
+                writer,
+                kube::runtime::watcher(kube::Api::<tenant::Tenant>::all(raw_host.clone()), Default::default()),
+            );
+            tokio::spawn(stream.default_backoff().for_each(|_| async {}));
+            let planes = Arc::downgrade(&self.planes);
+            let stop_planes = planes.clone();
+            tokio::spawn(r.run(
+                raw_host,
+                tenants,
+                Arc::new(move |t: &str| {
+                    if let Some(p) = planes.upgrade() {
+                        p.notify(t);
+                    }
+                }),
+                Arc::new(move |t: &str| {
+                    if let Some(p) = stop_planes.upgrade() {
+                        p.stop(t);
+                    }
+                }),
+            ));
+        }
         let ctx =
             Arc::new(reconcile::Context::new(host, self.planes.clone(), self.metrics.clone(), self.pools.clone()));
         reconcile::run(ctx).await;

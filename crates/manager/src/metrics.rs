@@ -8,7 +8,7 @@
 //! tenant, to bound the series) and `apiserver_longrunning_requests` (open watches). vt's own:
 //! `vt_tenants{phase}`, `vt_tenant_objects`, `vt_tenant_store_bytes`, and the syncers'
 //! `vt_syncer_queue_depth`, `vt_syncer_sync_duration_seconds{kind}` and
-//! `vt_syncer_sync_errors_total{tenant,kind,reason}`, `vt_tenant_wake_duration_seconds`. Every label value is bounded: resources
+//! `vt_syncer_sync_errors_total{tenant,kind,reason}`, `vt_tenant_wake_duration_seconds`, `vt_replica_tenants`, `vt_replica_handoffs_total`. Every label value is bounded: resources
 //! come from the registry (unknown paths collapse to `""`), reasons from a fixed list.
 
 use std::convert::Infallible;
@@ -116,6 +116,8 @@ pub struct Metrics {
     sync_durations: HistogramFamily<KindLabels>,
     sync_errors: Family<SyncErrorLabels, Counter>,
     wakes: Histogram,
+    replica_tenants: Gauge,
+    handoffs: Counter,
 }
 
 impl Default for Metrics {
@@ -131,6 +133,14 @@ impl Default for Metrics {
         let sync_durations: HistogramFamily<KindLabels> = Family::new_with_constructor(sync_histogram);
         let sync_errors = Family::<SyncErrorLabels, Counter>::default();
         let wakes = sync_histogram();
+        let replica_tenants = Gauge::default();
+        let handoffs = Counter::default();
+        registry.register("vt_replica_tenants", "Tenants this manager replica serves", replica_tenants.clone());
+        registry.register(
+            "vt_replica_handoffs",
+            "Tenants this replica handed to another or took over from another",
+            handoffs.clone(),
+        );
         registry.register(
             "vt_tenant_wake_duration_seconds",
             "Time from a sleeping tenant's first request to its control plane serving",
@@ -181,11 +191,23 @@ impl Default for Metrics {
             sync_durations,
             sync_errors,
             wakes,
+            replica_tenants,
+            handoffs,
         }
     }
 }
 
 impl Metrics {
+    /// This replica serves `n` tenants.
+    pub fn replica_tenants(&self, n: usize) {
+        self.replica_tenants.set(n as i64);
+    }
+
+    /// A tenant moved to or from this replica.
+    pub fn handoff(&self) {
+        self.handoffs.inc();
+    }
+
     /// A sleeping tenant woke in `elapsed`.
     pub fn wake(&self, elapsed: Duration) {
         self.wakes.observe(elapsed.as_secs_f64());

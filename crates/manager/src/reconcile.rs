@@ -51,6 +51,9 @@ pub enum Error {
     /// The finalizer machinery failed.
     #[error("finalizer: {0}")]
     Finalizer(String),
+    /// Another manager replica owns the tenant (it cleans up).
+    #[error("owned by another replica")]
+    NotOwner,
 }
 
 /// What reconciles share.
@@ -125,6 +128,9 @@ pub async fn run(ctx: Arc<Context>) {
 }
 
 fn error_policy(t: Arc<Tenant>, e: &Error, _: Arc<Context>) -> Action {
+    if matches!(e, Error::NotOwner) {
+        return Action::requeue(Duration::from_secs(2));
+    }
     tracing::warn!(tenant = %t.name_any(), error = %e, "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(2))
 }
@@ -164,6 +170,7 @@ async fn set_status(ctx: &Context, t: &Tenant, mut status: TenantStatus) -> Resu
         last_transition_time: time,
     }];
     status.observed_generation = t.metadata.generation;
+    status.owner = ctx.planes.replicas().map(|r| r.id().to_string());
     ctx.record_phase(&t.name_any(), Some(&status.phase));
     if t.status.as_ref() == Some(&status) {
         return Ok(());
@@ -177,6 +184,13 @@ async fn apply(t: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
     let name = t.name_any();
     if let Err(why) = check_name(&name).and_then(|_| t.spec.sleep_after().map(|_| ())) {
         set_status(&ctx, &t, TenantStatus { phase: "Failed".into(), message: why, ..Default::default() }).await?;
+        return Ok(Action::await_change());
+    }
+    // With several replicas, only the tenant's owner acts for it (and writes its status).
+    if let Some(r) = ctx.planes.replicas()
+        && !r.owns(&name)
+    {
+        ctx.planes.stop(&name);
         return Ok(Action::await_change());
     }
     let ns = host_namespace(&name);
@@ -548,6 +562,11 @@ async fn credentials(ctx: &Context, tenant: &str, ns: &str) -> Result<TenantPki,
 async fn cleanup(t: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
     let name = t.name_any();
     ctx.planes.stop(&name);
+    if let Some(r) = ctx.planes.replicas()
+        && !r.owns(&name)
+    {
+        return Err(Error::NotOwner);
+    }
     let namespaces: Api<Namespace> = Api::all(ctx.host.clone());
     match namespaces.delete(&host_namespace(&name), &DeleteParams::default()).await {
         Ok(_) => {}
@@ -569,6 +588,9 @@ async fn cleanup(t: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
     }
     ctx.record_phase(&name, None);
     ctx.metrics.forget(&name);
+    if let Some(r) = ctx.planes.replicas() {
+        r.forget(ctx.host.clone(), &name).await;
+    }
     Ok(Action::await_change())
 }
 

@@ -21,11 +21,29 @@ enum Route {
     Asleep(Arc<str>),
 }
 
+/// Says which replica's peer address serves a server name, if another replica does.
+pub type Forwarder = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// The endpoints of the running tenants, by server name.
 #[derive(Default)]
 pub struct Router {
     routes: RwLock<HashMap<String, Route>>,
     waker: OnceLock<Weak<dyn Wake>>,
+    forwarder: OnceLock<Forwarder>,
+}
+
+/// The router without forwarding: what the peer listener serves (a connection another
+/// replica passed here is served here or closed, never passed on again).
+pub struct LocalOnly(pub Arc<Router>);
+
+impl Resolver for LocalOnly {
+    fn resolve(&self, server_name: Option<&str>) -> Option<Endpoint> {
+        self.0.resolve(server_name)
+    }
+
+    fn wake(&self, server_name: &str) -> Waking {
+        self.0.wake(server_name)
+    }
 }
 
 impl Router {
@@ -48,6 +66,11 @@ impl Router {
     /// The ready endpoint of `server_name`.
     pub fn resolve_ready(&self, server_name: &str) -> Option<Endpoint> {
         self.resolve(Some(server_name))
+    }
+
+    /// Who says where other replicas' tenants are served (set once).
+    pub fn set_forwarder(&self, f: Forwarder) {
+        let _ = self.forwarder.set(f);
     }
 
     /// Who wakes sleeping tenants (set once).
@@ -78,6 +101,19 @@ impl Resolver for Router {
             Route::Ready(e) => Some(e.clone()),
             Route::Asleep(_) => None,
         }
+    }
+
+    fn forwards(&self) -> bool {
+        self.forwarder.get().is_some()
+    }
+
+    fn forward(&self, server_name: &str) -> Option<String> {
+        let name = server_name.to_ascii_lowercase();
+        // Served here (awake or asleep): never passed on.
+        if self.routes.read().unwrap_or_else(|p| p.into_inner()).contains_key(&name) {
+            return None;
+        }
+        self.forwarder.get()?(&name)
     }
 
     fn wake(&self, server_name: &str) -> Waking {

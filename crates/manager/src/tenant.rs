@@ -240,6 +240,9 @@ pub struct TenantStatus {
     /// The tenant's DNS: where its pods send queries and how many records its zone holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsStatus>,
+    /// The manager replica serving the tenant (when several share the tenants).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// The tenant DNS as the status reports it.

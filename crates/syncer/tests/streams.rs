@@ -111,6 +111,7 @@ async fn server(ca: &vt_pki::Ca, name: &str, pods: Arc<dyn PodConnector>) -> Ser
         egress: None,
         pod_security: None,
         host_provided: Vec::new(),
+        fenced: None,
     })
     .await
     .unwrap();

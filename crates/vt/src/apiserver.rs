@@ -190,6 +190,7 @@ pub async fn start(args: &Args) -> Result<Started, String> {
         egress: None,
         pod_security: None,
         host_provided: Vec::new(),
+        fenced: None,
     };
     let api = ApiServer::new(config).await.map_err(|e| format!("bootstrap failed: {e}"))?;
     let tls = Arc::new(tls_config(&serving, ca.cert_pem())?);

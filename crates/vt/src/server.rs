@@ -110,6 +110,18 @@ pub struct Args {
     /// Tenants' Ingresses may claim `*.<tenant>.<ingress-domain>` (default: --domain).
     #[arg(long)]
     ingress_domain: Option<String>,
+    /// This replica's identity when several share the tenants (`$POD_NAME` in the chart's
+    /// StatefulSet); the host name if unset.
+    #[arg(long, env = "POD_NAME")]
+    replica_id: Option<String>,
+    /// Run as one of several replicas sharing the tenants: other replicas pass connections
+    /// for the tenants this one serves to this address (off: a single manager).
+    #[arg(long)]
+    peer_listen: Option<SocketAddr>,
+    /// Where the other replicas reach --peer-listen (`host:port`); default: the pod IP (or
+    /// the listen address) and the peer port.
+    #[arg(long)]
+    peer_advertise: Option<String>,
     /// The manager's own namespace on the host (tenants' credentials live there).
     #[arg(long, env = "POD_NAMESPACE", default_value = "vt-system")]
     namespace: String,
@@ -296,6 +308,24 @@ pub async fn run(args: Args, data_dir: PathBuf) -> Result<(), String> {
         Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?)
     };
     let admin_addr = admin.as_ref().and_then(|a| a.local_addr().ok());
+    if let Some(peer) = args.peer_listen {
+        let listener =
+            tokio::net::TcpListener::bind(peer).await.map_err(|e| format!("cannot listen on {peer}: {e}"))?;
+        let bound = listener.local_addr().map_err(|e| e.to_string())?;
+        let ip = if bound.ip().is_unspecified() { args.advertise_ip.unwrap_or(local.ip()) } else { bound.ip() };
+        let address = args.peer_advertise.clone().unwrap_or_else(|| SocketAddr::new(ip, bound.port()).to_string());
+        let id = match &args.replica_id {
+            Some(id) if !id.is_empty() => id.clone(),
+            _ => std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .map_err(|e| format!("--replica-id is needed (no host name: {e})"))?,
+        };
+        let label = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.';
+        if id.is_empty() || id.len() > 63 || !id.chars().all(label) || id.starts_with(['-', '.']) {
+            return Err(format!("--replica-id {id:?}: want lowercase letters, digits, '-' and '.' (at most 63)"));
+        }
+        manager = manager.with_replicas(vt_manager::replicas::ReplicaSettings::new(&id, &address), listener);
+    }
     tracing::info!(tenants = %bound, embedded, "vt server starting");
     let ready = async {
         // A line tests and scripts can wait for.

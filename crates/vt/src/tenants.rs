@@ -474,27 +474,37 @@ pub async fn list(host_args: &HostArgs, format: Format) -> Result<(), String> {
                 eprintln!("No tenants. Create one with `vt create <name>`.");
                 return Ok(());
             }
-            let rows: Vec<[String; 5]> = tenants
+            // The owner replica, when several managers share the tenants.
+            let owners = tenants.iter().any(|t| t.status.as_ref().is_some_and(|s| s.owner.is_some()));
+            let mut header = vec!["NAME", "STATUS", "AGE", "PODS", "ENDPOINT"];
+            if owners {
+                header.push("OWNER");
+            }
+            let rows: Vec<Vec<String>> = tenants
                 .iter()
                 .map(|t| {
-                    [
+                    let mut row = vec![
                         t.name_any(),
                         phase(t),
                         age(t),
                         t.status.as_ref().and_then(|s| s.pods).unwrap_or(0).to_string(),
                         t.status.as_ref().map(|s| s.endpoint.clone()).unwrap_or_default(),
-                    ]
+                    ];
+                    if owners {
+                        row.push(t.status.as_ref().and_then(|s| s.owner.clone()).unwrap_or_else(|| "<none>".into()));
+                    }
+                    row
                 })
                 .collect();
-            let header = ["NAME", "STATUS", "AGE", "PODS", "ENDPOINT"];
-            let widths: Vec<usize> =
-                (0..5).map(|i| rows.iter().map(|r| r[i].len()).chain([header[i].len()]).max().unwrap_or(0)).collect();
-            let line = |cells: [&str; 5]| {
+            let widths: Vec<usize> = (0..header.len())
+                .map(|i| rows.iter().map(|r| r[i].len()).chain([header[i].len()]).max().unwrap_or(0))
+                .collect();
+            let line = |cells: &[&str]| {
                 cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect::<Vec<_>>().join("   ")
             };
-            println!("{}", line(header).trim_end());
+            println!("{}", line(&header).trim_end());
             for r in &rows {
-                println!("{}", line([&r[0], &r[1], &r[2], &r[3], &r[4]]).trim_end());
+                println!("{}", line(&r.iter().map(String::as_str).collect::<Vec<_>>()).trim_end());
             }
         }
     }
@@ -514,6 +524,9 @@ pub async fn describe(host_args: &HostArgs, name: &str) -> Result<(), String> {
     }
     println!("Age:             {}", age(&t));
     println!("Endpoint:        {}", status.endpoint);
+    if let Some(owner) = &status.owner {
+        println!("Owner replica:   {owner}");
+    }
     println!("Host namespace:  {}", host_namespace(name));
     println!("Node pool:       {}", t.spec.isolation.pool(name));
     println!("Runtime class:   {}", t.spec.isolation.runtime_class());

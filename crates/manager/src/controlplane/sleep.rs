@@ -78,7 +78,7 @@ impl Sleepers {
         }
     }
 
-    fn changed(&self, tenant: &str) {
+    pub(super) fn changed(&self, tenant: &str) {
         if let Some(tx) = self.notify.get() {
             let _ = tx.send(tenant.to_string());
         }
