@@ -6,9 +6,9 @@
 use std::net::UdpSocket;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use vt_testkit::{Kubectl, VtManager, free_port};
+use vt_testkit::{Kubectl, VtManager, eventually, free_port};
 
 fn vt() -> &'static std::path::Path {
     std::path::Path::new(env!("CARGO_BIN_EXE_vt"))
@@ -74,17 +74,6 @@ impl Dig {
             .find_map(|l| l.split("status: ").nth(1))
             .map(|s| s.split(',').next().unwrap_or("").to_string())
             .unwrap_or_else(|| format!("no status in: {out}"))
-    }
-}
-
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

@@ -3,24 +3,11 @@
 //! `syncer::netpol` covers random policies; this inspects the host objects the real manager
 //! writes), the isolation labels of the pods they select.
 
-use std::time::{Duration, Instant};
-
 use serde_json::{Value, json};
-use vt_testkit::{Kubectl, VtManager};
+use vt_testkit::{Kubectl, VtManager, eventually};
 
 fn vt() -> &'static std::path::Path {
     std::path::Path::new(env!("CARGO_BIN_EXE_vt"))
-}
-
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn json_of(k: &Kubectl, args: &[&str]) -> Option<Value> {

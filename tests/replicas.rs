@@ -5,168 +5,19 @@
 //! their controllers run once (no duplicate host pods), and a replica paused past its Lease
 //! (SIGSTOP) is deposed and does not fight the new owner when it resumes (SIGCONT).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use vt_testkit::{EtcdServer, Kubectl, VtServer, Watched, free_port};
+use vt_testkit::eventually_within as eventually;
+use vt_testkit::replicas::Fleet;
 
 fn vt() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_vt"))
 }
 
-fn eventually<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let started = Instant::now();
-    let deadline = started + limit;
-    loop {
-        if let Some(v) = f() {
-            if started.elapsed() > Duration::from_secs(3) {
-                eprintln!("{what}: {:.1}s", started.elapsed().as_secs_f64());
-            }
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// One `vt server` replica.
-struct Replica {
-    id: String,
-    listen: String,
-    args: Vec<String>,
-    log: PathBuf,
-    process: Option<Watched>,
-}
-
-impl Replica {
-    fn start(dir: &Path, i: usize, host_kc: &Path, advertise: &str) -> Replica {
-        let id = format!("vt-{i}");
-        let listen = format!("127.0.0.1:{}", free_port());
-        let peer = format!("127.0.0.1:{}", free_port());
-        let data = dir.join(&id);
-        let args: Vec<String> = [
-            "server",
-            "--host-kubeconfig",
-            &host_kc.display().to_string(),
-            "--data-dir",
-            &data.display().to_string(),
-            "--listen",
-            &listen,
-            "--advertise",
-            advertise,
-            "--admin-listen",
-            "",
-            "--replica-id",
-            &id,
-            "--peer-listen",
-            &peer,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let mut r = Replica { id, listen, args, log: dir.join(format!("vt-{i}.log")), process: None };
-        r.spawn();
-        r
-    }
-
-    fn spawn(&mut self) {
-        let before = self.log().matches("vt server: tenants on").count();
-        let p = Watched::spawn(vt(), &self.args, &[("VT_LOG", "warn,vt_manager=info")], &self.log, None)
-            .expect("start vt server");
-        self.process = Some(p);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.log().matches("vt server: tenants on").count() == before {
-            assert!(Instant::now() < deadline, "{} did not serve:\n{}", self.id, self.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut p) = self.process.take() {
-            p.kill();
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let pid = self.process.as_ref().expect("running").pid();
-        assert!(std::process::Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success());
-    }
-}
-
-struct Fleet {
-    dir: tempfile::TempDir,
-    host: VtServer,
-    etcd: EtcdServer,
-    replicas: Vec<Replica>,
-}
-
-impl Fleet {
-    fn start(n: usize) -> Fleet {
-        let dir = tempfile::Builder::new().prefix("vt-replicas-").tempdir().unwrap();
-        let etcd = EtcdServer::start();
-        let host = VtServer::start(vt(), &["--controllers"]);
-        let front = format!("127.0.0.1:{}", free_port());
-        let mut replicas = Vec::new();
-        for i in 0..n {
-            replicas.push(Replica::start(dir.path(), i, &host.kubeconfig, &front));
-        }
-        Fleet { dir, host, etcd, replicas }
-    }
-
-    fn vt(&self, args: &[&str]) -> std::process::Output {
-        std::process::Command::new(vt())
-            .arg("--host-kubeconfig")
-            .arg(&self.host.kubeconfig)
-            .args(args)
-            .env("HOME", self.dir.path())
-            .output()
-            .unwrap()
-    }
-
-    fn vt_ok(&self, args: &[&str]) -> String {
-        let out = self.vt(args);
-        assert!(out.status.success(), "vt {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn owner(&self, tenant: &str) -> String {
-        self.host.kubectl().ok(&["get", "tenant", tenant, "-o", "jsonpath={.status.owner}"])
-    }
-
-    fn holder(&self, tenant: &str) -> String {
-        self.host.kubectl().ok(&[
-            "-n",
-            "vt-system",
-            "get",
-            "lease",
-            &format!("vt-tenant-{tenant}"),
-            "-o",
-            "jsonpath={.spec.holderIdentity}",
-        ])
-    }
-
-    /// A kubectl for `tenant` through replica `via`'s listener.
-    fn kubectl_via(&self, tenant: &str, via: usize) -> Kubectl {
-        let kc = self.vt_ok(&["connect", tenant, "--print"]);
-        let server = kc.lines().find_map(|l| l.trim().strip_prefix("server: ")).unwrap().to_string();
-        let kc = kc.replace(&server, &format!("https://{}", self.replicas[via].listen));
-        let path = self.dir.path().join(format!("{tenant}-via-{via}-{}.kubeconfig", free_port()));
-        std::fs::write(&path, kc).unwrap();
-        Kubectl::new(&path, None)
-    }
-
-    fn index_of(&self, id: &str) -> usize {
-        self.replicas.iter().position(|r| r.id == id).unwrap()
-    }
-}
-
 #[test]
 fn replicas_share_tenants_forward_connections_and_take_over_a_dead_owner() {
-    let mut f = Fleet::start(3);
+    let mut f = Fleet::start(vt(), 3);
     let names: Vec<String> = (0..9).map(|i| format!("t{i}")).collect();
     for n in &names {
         f.vt_ok(&["create", n, "--etcd", f.etcd.endpoint()]);
@@ -227,7 +78,7 @@ fn replicas_share_tenants_forward_connections_and_take_over_a_dead_owner() {
     // A replica paused past its Lease is deposed; resumed, it does not act as the owner.
     let paused_id = f.holder(&names[1]);
     let pi = f.index_of(&paused_id);
-    let other = (0..3).find(|i| *i != pi && f.replicas[*i].process.is_some()).unwrap();
+    let other = (0..3).find(|i| *i != pi && f.replicas[*i].running()).unwrap();
     f.replicas[pi].signal("-STOP");
     eventually(&format!("{} taken over", names[1]), Duration::from_secs(30), || {
         let h = f.holder(&names[1]);
@@ -246,15 +97,7 @@ fn replicas_share_tenants_forward_connections_and_take_over_a_dead_owner() {
     // guarded take): the Lease counts both takeovers, and nothing written in between is lost.
     assert_ne!(new_owner, paused_id);
     std::thread::sleep(Duration::from_secs(2));
-    let transitions = f.host.kubectl().ok(&[
-        "-n",
-        "vt-system",
-        "get",
-        "lease",
-        &format!("vt-tenant-{}", names[1]),
-        "-o",
-        "jsonpath={.spec.leaseTransitions}",
-    ]);
+    let transitions = f.lease_field(&names[1], "leaseTransitions");
     let expect = if f.holder(&names[1]) == paused_id { 2 } else { 1 };
     assert!(transitions.parse::<i32>().unwrap() >= expect, "transitions {transitions}");
     let k = f.kubectl_via(&names[1], other);

@@ -5,26 +5,15 @@
 //! and `vt wake` work, and after a SIGKILL tenants come back asleep (unless they have pods)
 //! and all answer.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::watcher;
-use vt_testkit::{ManagerOptions, VtManager};
+use vt_testkit::{ManagerOptions, VtManager, eventually};
 
 fn vt() -> &'static std::path::Path {
     std::path::Path::new(env!("CARGO_BIN_EXE_vt"))
-}
-
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn phase(m: &VtManager, tenant: &str) -> String {

@@ -303,15 +303,11 @@ impl ControlPlanes {
         if self.sleep.update(tenant, spec) {
             return Ok(State::Asleep);
         }
-        let creds = Credentials::of(pki);
         if lazy && !self.has_pods(tenant).await {
-            self.put_to_sleep(tenant, spec.clone(), creds, Arc::new(AtomicU64::new(0)));
-            if spec.sleep_after().ok().flatten().is_none() {
-                self.boot_in_background(tenant);
-            }
+            self.route_asleep(tenant, spec, pki);
             return Ok(State::Asleep);
         }
-        self.start(tenant, spec, creds, Arc::new(AtomicU64::new(0))).await?;
+        self.start(tenant, spec, Credentials::of(pki), Arc::new(AtomicU64::new(0))).await?;
         Ok(State::Awake)
     }
 

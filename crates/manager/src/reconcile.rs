@@ -116,6 +116,7 @@ pub async fn run(ctx: Arc<Context>) {
             }
         }
     });
+    preload(&ctx).await;
     let tenants: Api<Tenant> = Api::all(ctx.host.clone());
     Controller::new(tenants, watcher::Config::default())
         .run(reconcile, error_policy, ctx)
@@ -125,6 +126,46 @@ pub async fn run(ctx: Arc<Context>) {
             }
         })
         .await;
+}
+
+/// At start, before the reconciler gets to each tenant (thousands take a while): every tenant
+/// that ran before, is not paused and has no pods on the host is routed at once, asleep, from
+/// three host reads (Tenants, credentials, pods), so its first request can wake it right away.
+/// (With replicas, ownership decides first: nothing is preloaded.)
+async fn preload(ctx: &Context) {
+    if ctx.planes.replicas().is_some() {
+        return;
+    }
+    let tenants: Api<Tenant> = Api::all(ctx.host.clone());
+    let secrets: Api<Secret> = Api::namespaced(ctx.host.clone(), &ctx.planes.settings().namespace);
+    let pods: Api<Pod> = Api::all(ctx.host.clone());
+    let label = ListParams::default().labels(TENANT_LABEL);
+    let (Ok(tenants), Ok(secrets), Ok(pods)) =
+        (tenants.list(&ListParams::default()).await, secrets.list(&label).await, pods.list_metadata(&label).await)
+    else {
+        return;
+    };
+    let busy: std::collections::HashSet<String> = pods.items.iter().filter_map(|p| p.namespace()).collect();
+    let credentials: BTreeMap<String, Secret> = secrets
+        .items
+        .into_iter()
+        .filter(|s| s.metadata.name.as_deref().is_some_and(|n| n.ends_with("-pki")))
+        .filter_map(|s| Some((s.labels().get(TENANT_LABEL)?.clone(), s)))
+        .collect();
+    let mut n = 0;
+    for t in tenants.items {
+        let name = t.name_any();
+        let ran = t.status.as_ref().is_some_and(|s| matches!(s.phase.as_str(), "Ready" | "Sleeping"));
+        if !ran || t.spec.paused || t.metadata.deletion_timestamp.is_some() || busy.contains(&host_namespace(&name)) {
+            continue;
+        }
+        let Some(pki) = credentials.get(&name).and_then(|s| TenantPki::from_data(&secret_data(s.clone())).ok()) else {
+            continue;
+        };
+        ctx.planes.route_asleep(&name, &t.spec, &pki);
+        n += 1;
+    }
+    tracing::info!(tenants = n, "routed the tenants that ran before, asleep until their first request");
 }
 
 fn error_policy(t: Arc<Tenant>, e: &Error, _: Arc<Context>) -> Action {

@@ -135,23 +135,7 @@ mod tests {
     use super::*;
 
     fn policy(allow: &str, own: &[&str]) -> Arc<HostEgress> {
-        let target = Target {
-            tenant: "acme".into(),
-            namespace: "vt-acme".into(),
-            pool: "acme".into(),
-            node_selector: Default::default(),
-            tolerations: Vec::new(),
-            runtime_class: "kata".into(),
-            level: crate::security::Level::Baseline,
-            api_host: "10.0.0.1".into(),
-            api_port: 443,
-            api_server_name: String::new(),
-            load_balancer_classes: Vec::new(),
-            dns_server: None,
-            ingress: Default::default(),
-            storage_classes: Vec::new(),
-            priority_classes: Vec::new(),
-        };
+        let target = crate::translate::test_target();
         let own = own.iter().map(|s| s.parse().unwrap()).collect();
         HostEgress::new(None, target, CidrSet::parse_list(allow).unwrap(), own)
     }

@@ -270,26 +270,13 @@ mod tests {
 
     fn target() -> Target {
         Target {
-            tenant: "acme".into(),
-            namespace: "vt-acme".into(),
-            pool: "acme".into(),
-            node_selector: Default::default(),
-            tolerations: Vec::new(),
-            runtime_class: "kata".into(),
-            level: crate::security::Level::Baseline,
-            api_host: "10.0.0.1".into(),
-            api_port: 443,
-            api_server_name: String::new(),
-            load_balancer_classes: Vec::new(),
-            dns_server: None,
             ingress: IngressRules {
                 domain: "apps.example.com".into(),
                 granted: vec!["shop.acme.io".into(), "*.acme.dev".into()],
                 classes: vec!["nginx".into()],
                 default_class: Some("nginx".into()),
             },
-            storage_classes: Vec::new(),
-            priority_classes: Vec::new(),
+            ..crate::translate::test_target()
         }
     }
 

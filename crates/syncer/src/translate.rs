@@ -49,6 +49,28 @@ pub struct Target {
     pub priority_classes: Vec<String>,
 }
 
+/// The target of tenant `acme` that unit tests start from.
+#[cfg(test)]
+pub(crate) fn test_target() -> Target {
+    Target {
+        tenant: "acme".into(),
+        namespace: "vt-acme".into(),
+        pool: "acme".into(),
+        node_selector: Default::default(),
+        tolerations: Vec::new(),
+        runtime_class: "kata".into(),
+        level: crate::security::Level::Baseline,
+        api_host: "10.0.0.1".into(),
+        api_port: 443,
+        api_server_name: String::new(),
+        load_balancer_classes: Vec::new(),
+        dns_server: None,
+        ingress: Default::default(),
+        storage_classes: Vec::new(),
+        priority_classes: Vec::new(),
+    }
+}
+
 impl Target {
     /// The host name of the virtual object `namespace/name`.
     pub fn name(&self, name: &str, namespace: &str) -> String {

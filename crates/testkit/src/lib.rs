@@ -7,6 +7,7 @@
 
 pub mod manager;
 pub mod process;
+pub mod replicas;
 pub mod tls;
 pub mod vt;
 
@@ -186,6 +187,27 @@ fn healthy(endpoint: &str) -> bool {
     let mut body = String::new();
     let _ = conn.read_to_string(&mut body);
     body.contains("\"health\":\"true\"")
+}
+
+/// Polls `f` every 100 ms until it returns something (then returns it), for at most `limit`;
+/// panics naming `what` after that. Waits of over 3 s are reported on stderr.
+pub fn eventually_within<T>(what: &str, limit: std::time::Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(v) = f() {
+            if started.elapsed() > std::time::Duration::from_secs(3) {
+                eprintln!("{what}: {:.1}s", started.elapsed().as_secs_f64());
+            }
+            return v;
+        }
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// [`eventually_within`] a minute.
+pub fn eventually<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    eventually_within(what, std::time::Duration::from_secs(60), f)
 }
 
 /// The resident set size of a process, in KiB (0 if it cannot be read).

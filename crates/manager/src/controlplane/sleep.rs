@@ -110,6 +110,19 @@ impl ControlPlanes {
         pods.list_metadata(&ListParams::default().limit(1)).await.map_or(true, |l| !l.items.is_empty())
     }
 
+    /// Routes a tenant that is not running (one that ran before this process started, with no
+    /// pods on the host) to its wake; one that never sleeps on its own is also started in the
+    /// background.
+    pub fn route_asleep(&self, tenant: &str, spec: &TenantSpec, pki: &crate::pki::TenantPki) {
+        if self.api(tenant).is_some() || self.sleep.update(tenant, spec) {
+            return;
+        }
+        self.put_to_sleep(tenant, spec.clone(), Credentials::of(pki), Arc::new(AtomicU64::new(0)));
+        if spec.sleep_after().ok().flatten().is_none() {
+            self.boot_in_background(tenant);
+        }
+    }
+
     /// Routes the tenant to its wake and keeps what waking needs.
     pub(super) fn put_to_sleep(
         &self,

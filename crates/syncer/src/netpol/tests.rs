@@ -5,23 +5,7 @@ use rand::RngExt;
 use super::*;
 
 fn target() -> Target {
-    Target {
-        tenant: "acme".into(),
-        namespace: "vt-acme".into(),
-        pool: "acme".into(),
-        node_selector: Default::default(),
-        tolerations: Vec::new(),
-        runtime_class: "kata".into(),
-        level: crate::security::Level::Baseline,
-        api_host: "10.0.0.1".into(),
-        api_port: 443,
-        api_server_name: String::new(),
-        load_balancer_classes: Vec::new(),
-        dns_server: None,
-        ingress: Default::default(),
-        storage_classes: Vec::new(),
-        priority_classes: Vec::new(),
-    }
+    crate::translate::test_target()
 }
 
 fn namespaces() -> BTreeMap<String, BTreeMap<String, String>> {

@@ -1,0 +1,172 @@
+//! Several `vt server` replicas against one separately started host (`vt apiserver`), tenants
+//! on a real etcd: what the replica tests and the replica benchmark run.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::{EtcdServer, Kubectl, VtServer, Watched, free_port};
+
+/// One `vt server` replica.
+pub struct Replica {
+    /// Its id (`vt-<i>`).
+    pub id: String,
+    /// Its tenant listener (`127.0.0.1:PORT`).
+    pub listen: String,
+    bin: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+    process: Option<Watched>,
+}
+
+impl Replica {
+    fn start(bin: &Path, dir: &Path, i: usize, host_kc: &Path, advertise: &str) -> Replica {
+        let id = format!("vt-{i}");
+        let listen = format!("127.0.0.1:{}", free_port());
+        let peer = format!("127.0.0.1:{}", free_port());
+        let data = dir.join(&id);
+        let args: Vec<String> = [
+            "server",
+            "--host-kubeconfig",
+            &host_kc.display().to_string(),
+            "--data-dir",
+            &data.display().to_string(),
+            "--listen",
+            &listen,
+            "--advertise",
+            advertise,
+            "--admin-listen",
+            "",
+            "--replica-id",
+            &id,
+            "--peer-listen",
+            &peer,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut r =
+            Replica { id, listen, bin: bin.to_path_buf(), args, log: dir.join(format!("vt-{i}.log")), process: None };
+        r.spawn();
+        r
+    }
+
+    /// Starts it (again), waiting until it serves.
+    pub fn spawn(&mut self) {
+        let before = self.log().matches("vt server: tenants on").count();
+        let p = Watched::spawn(&self.bin, &self.args, &[("VT_LOG", "warn,vt_manager=info")], &self.log, None)
+            .expect("start vt server");
+        self.process = Some(p);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.log().matches("vt server: tenants on").count() == before {
+            assert!(Instant::now() < deadline, "{} did not serve:\n{}", self.id, self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether it runs.
+    pub fn running(&self) -> bool {
+        self.process.is_some()
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            p.kill();
+        }
+    }
+
+    /// Sends `sig` (`-STOP`, `-CONT`, ...).
+    pub fn signal(&self, sig: &str) {
+        let pid = self.process.as_ref().expect("running").pid();
+        assert!(std::process::Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success());
+    }
+}
+
+/// The host, etcd and the replicas.
+pub struct Fleet {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    /// The host cluster.
+    pub host: VtServer,
+    /// The tenants' etcd.
+    pub etcd: EtcdServer,
+    /// The replicas.
+    pub replicas: Vec<Replica>,
+}
+
+impl Fleet {
+    /// Starts etcd, a host and `n` replicas of `bin`.
+    pub fn start(bin: &Path, n: usize) -> Fleet {
+        let dir = tempfile::Builder::new().prefix("vt-replicas-").tempdir().unwrap();
+        let etcd = EtcdServer::start();
+        let host = VtServer::start(bin, &["--controllers"]);
+        let front = format!("127.0.0.1:{}", free_port());
+        let replicas = (0..n).map(|i| Replica::start(bin, dir.path(), i, &host.kubeconfig, &front)).collect();
+        Fleet { dir, bin: bin.to_path_buf(), host, etcd, replicas }
+    }
+
+    /// Runs the `vt` CLI against the host.
+    pub fn vt(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(&self.bin)
+            .arg("--host-kubeconfig")
+            .arg(&self.host.kubeconfig)
+            .args(args)
+            .env("HOME", self.dir.path())
+            .output()
+            .unwrap()
+    }
+
+    /// [`Fleet::vt`], its stdout; panics on failure.
+    pub fn vt_ok(&self, args: &[&str]) -> String {
+        let out = self.vt(args);
+        assert!(out.status.success(), "vt {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The replica the tenant's status names.
+    pub fn owner(&self, tenant: &str) -> String {
+        self.host.kubectl().ok(&["get", "tenant", tenant, "-o", "jsonpath={.status.owner}"])
+    }
+
+    /// The holder of the tenant's ownership Lease.
+    pub fn holder(&self, tenant: &str) -> String {
+        self.lease_field(tenant, "holderIdentity")
+    }
+
+    /// A field of the tenant's ownership Lease's spec.
+    pub fn lease_field(&self, tenant: &str, field: &str) -> String {
+        self.host.kubectl().ok(&[
+            "-n",
+            "vt-system",
+            "get",
+            "lease",
+            &format!("vt-tenant-{tenant}"),
+            "-o",
+            &format!("jsonpath={{.spec.{field}}}"),
+        ])
+    }
+
+    /// The tenant's kubeconfig, its server replica `via`'s listener.
+    pub fn kubeconfig_via(&self, tenant: &str, via: usize) -> String {
+        let kc = self.vt_ok(&["connect", tenant, "--print"]);
+        let server = kc.lines().find_map(|l| l.trim().strip_prefix("server: ")).unwrap().to_string();
+        kc.replace(&server, &format!("https://{}", self.replicas[via].listen))
+    }
+
+    /// A kubectl for `tenant` through replica `via`'s listener.
+    pub fn kubectl_via(&self, tenant: &str, via: usize) -> Kubectl {
+        let path = self.dir.path().join(format!("{tenant}-via-{via}-{}.kubeconfig", free_port()));
+        std::fs::write(&path, self.kubeconfig_via(tenant, via)).unwrap();
+        Kubectl::new(&path, None)
+    }
+
+    /// The index of replica `id`.
+    pub fn index_of(&self, id: &str) -> usize {
+        self.replicas.iter().position(|r| r.id == id).unwrap()
+    }
+}
