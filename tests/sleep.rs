@@ -161,3 +161,36 @@ fn pods_keep_a_tenant_awake_and_a_restart_starts_tenants_lazily() {
     busy.ok(&["delete", "pod", "web", "--wait=true"]);
     eventually("busy asleep once its pod is gone", || (phase(&m, "busy") == "Sleeping").then_some(()));
 }
+
+/// `vt migrate` moves a closed store to etcd and back, objects intact; an open one is refused.
+#[test]
+fn a_tenant_moves_to_etcd_and_back() {
+    let etcd = vt_testkit::EtcdServer::shared();
+    let m = manager();
+    m.vt_ok(&["create", "mover"]);
+    let k = m.tenant_kubectl("mover");
+    k.ok(&["create", "configmap", "before", "--from-literal=k=sqlite"]);
+    let out = m.vt(&["migrate", "mover", "--etcd", etcd.endpoint()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("vt sleep mover"), "{err}");
+    m.vt_ok(&["sleep", "mover"]);
+    let prefix = format!("/vt/mover-{}/", vt_testkit::free_port());
+    let out = m.vt_ok(&["migrate", "mover", "--etcd", etcd.endpoint(), "--etcd-prefix", &prefix]);
+    assert!(out.contains("now stores them in etcd"), "{out}");
+    let describe = m.vt_ok(&["describe", "mover"]);
+    assert!(describe.contains(etcd.endpoint()), "{describe}");
+    // Woken on etcd: the object is there, and new writes go to etcd.
+    assert_eq!(k.ok(&["get", "configmap", "before", "-o", "jsonpath={.data.k}"]), "sqlite");
+    k.ok(&["create", "configmap", "after", "--from-literal=k=etcd"]);
+    let out = m.vt(&["migrate", "mover", "--etcd", etcd.endpoint()]);
+    assert!(!out.status.success());
+    m.vt_ok(&["sleep", "mover"]);
+    let out = m.vt(&["migrate", "mover", "--sqlite"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("vt pause mover"));
+    m.vt_ok(&["pause", "mover"]);
+    m.vt_ok(&["migrate", "mover", "--sqlite"]);
+    m.vt_ok(&["resume", "mover"]);
+    assert_eq!(k.ok(&["get", "configmap", "before", "-o", "jsonpath={.data.k}"]), "sqlite");
+    assert_eq!(k.ok(&["get", "configmap", "after", "-o", "jsonpath={.data.k}"]), "etcd");
+    assert!(!m.vt_ok(&["describe", "mover"]).contains(etcd.endpoint()));
+}

@@ -2,6 +2,7 @@
 
 mod apiserver;
 mod lifecycle;
+mod migrate;
 mod paths;
 mod server;
 mod tenants;
@@ -73,6 +74,21 @@ enum Command {
         /// The tenant.
         name: String,
     },
+    /// Move a sleeping or paused tenant's store to etcd (so any manager replica can serve
+    /// it), or back to SQLite; objects and credentials stay, clients re-list.
+    Migrate {
+        /// The tenant.
+        name: String,
+        /// Client URLs of the etcd cluster to move to.
+        #[arg(long, value_delimiter = ',', required_unless_present = "sqlite", conflicts_with = "sqlite")]
+        etcd: Vec<String>,
+        /// The key prefix in etcd (`/vt/<tenant>/` by default).
+        #[arg(long, requires = "etcd")]
+        etcd_prefix: Option<String>,
+        /// Move back to the tenant's SQLite file in the manager's data directory.
+        #[arg(long)]
+        sqlite: bool,
+    },
     /// Print shell completions.
     Completions {
         /// The shell.
@@ -140,6 +156,14 @@ fn main() -> std::process::ExitCode {
             Command::Resume { name } => ok(lifecycle::set_paused(&host, &name, false, timeout).await),
             Command::Sleep { name } => ok(lifecycle::set_sleeping(&host, &name, true, timeout).await),
             Command::Wake { name } => ok(lifecycle::set_sleeping(&host, &name, false, timeout).await),
+            Command::Migrate { name, etcd, etcd_prefix, sqlite } => {
+                let to = if sqlite {
+                    migrate::Destination::Sqlite
+                } else {
+                    migrate::Destination::Etcd { endpoints: etcd, prefix: etcd_prefix }
+                };
+                ok(migrate::migrate(&host, &name, to).await)
+            }
             Command::Completions { shell } => {
                 clap_complete::generate(shell, &mut Cli::command(), "vt", &mut std::io::stdout());
                 Ok(std::process::ExitCode::SUCCESS)
