@@ -54,8 +54,9 @@ impl VtManager {
     /// Starts `vt server` with `extra` arguments and `opts`.
     pub fn start_with(bin: &Path, extra: &[&str], opts: Options) -> VtManager {
         let dir = tempfile::Builder::new().prefix("vt-manager-").tempdir().expect("temp dir");
-        let listen = format!("127.0.0.1:{}", free_port());
-        let admin = format!("127.0.0.1:{}", free_port());
+        // Port 0 everywhere: the server picks free ports itself and says which (ports picked
+        // here could be taken by a test running alongside before the server binds them).
+        let (listen, admin) = ("127.0.0.1:0".to_string(), "127.0.0.1:0".to_string());
         let mut args: Vec<String> = vec!["server".into()];
         if !opts.default_data_dir {
             args.extend(["--data-dir".into(), dir.path().join("data").display().to_string()]);
@@ -64,14 +65,45 @@ impl VtManager {
             "--listen".into(),
             listen.clone(),
             "--host-listen".into(),
-            format!("127.0.0.1:{}", free_port()),
+            "127.0.0.1:0".into(),
             "--admin-listen".into(),
             admin.clone(),
         ]);
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut m = VtManager { bin: bin.to_path_buf(), args, opts, dir, process: None, listen, admin };
         m.spawn();
+        m.pin_ports();
         m
+    }
+
+    /// Reads the ports the server bound from what it printed and wrote, and starts it on the
+    /// same ones from now on (clients' kubeconfigs name them).
+    fn pin_ports(&mut self) {
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let line =
+            log.lines().find(|l| l.starts_with("vt server: tenants on https://")).unwrap_or_default().to_string();
+        if let Some(listen) = line.strip_prefix("vt server: tenants on https://").and_then(|r| r.split(' ').next()) {
+            self.listen = listen.to_string();
+        }
+        if let Some(admin) = line.split("metrics http://").nth(1).and_then(|r| r.strip_suffix("/metrics")) {
+            self.admin = admin.to_string();
+        }
+        let host_kc =
+            std::fs::read_to_string(self.data_dir().join("host").join("admin.kubeconfig")).unwrap_or_default();
+        let host = host_kc
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("server: https://"))
+            .map(str::to_string)
+            .unwrap_or_default();
+        let mut args = self.args.clone();
+        for (flag, value) in [("--listen", &self.listen), ("--admin-listen", &self.admin), ("--host-listen", &host)] {
+            if let Some(i) = args.iter().position(|a| a == flag)
+                && !value.is_empty()
+            {
+                args[i + 1] = value.clone();
+            }
+        }
+        self.args = args;
     }
 
     fn log_path(&self) -> PathBuf {

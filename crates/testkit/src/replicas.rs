@@ -22,7 +22,8 @@ impl Replica {
     fn start(bin: &Path, dir: &Path, i: usize, host_kc: &Path, advertise: &str) -> Replica {
         let id = format!("vt-{i}");
         let listen = format!("127.0.0.1:{}", free_port());
-        let peer = format!("127.0.0.1:{}", free_port());
+        // The peer port is picked by the server and published in its member Lease.
+        let peer = "127.0.0.1:0".to_string();
         let data = dir.join(&id);
         let args: Vec<String> = [
             "server",
