@@ -108,6 +108,8 @@ pub async fn run(ctx: Arc<Context>) {
     tokio::spawn(async move {
         let api: Api<Tenant> = Api::all(c.host.clone());
         while let Some(name) = rx.recv().await {
+            // It woke or slept: its status (and host objects) are brought up to date now.
+            c.planes.take_preloaded(&name);
             if let Ok(Some(t)) = api.get_opt(&name).await
                 && t.metadata.deletion_timestamp.is_none()
                 && let Err(e) = apply(Arc::new(t), c.clone()).await
@@ -162,7 +164,7 @@ async fn preload(ctx: &Context) {
         let Some(pki) = credentials.get(&name).and_then(|s| TenantPki::from_data(&secret_data(s.clone())).ok()) else {
             continue;
         };
-        ctx.planes.route_asleep(&name, &t.spec, &pki);
+        ctx.planes.preload_asleep(&name, &t.spec, &pki);
         n += 1;
     }
     tracing::info!(tenants = n, "routed the tenants that ran before, asleep until their first request");
@@ -233,6 +235,14 @@ async fn apply(t: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
     {
         ctx.planes.stop(&name);
         return Ok(Action::await_change());
+    }
+    // Right after a restart, a tenant routed by the preload needs nothing from the host before
+    // its first request (its host objects were applied when it ran): re-applying them for
+    // every tenant at once would take the cores from the wakes. They are spread over the next
+    // minutes instead (or done when the tenant wakes or changes).
+    if ctx.planes.take_preloaded(&name) {
+        let spread = name.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64)) % 240;
+        return Ok(Action::requeue(Duration::from_secs(5 + spread)));
     }
     let ns = host_namespace(&name);
     guardrails(&ctx, &t, &ns).await?;

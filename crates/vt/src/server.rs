@@ -208,12 +208,7 @@ pub async fn run(args: Args, data_dir: PathBuf) -> Result<(), String> {
     let dns_listen = args.dns_listen.or(embedded.then(|| SocketAddr::from(([127, 0, 0, 1], 0))));
     let dns = match dns_listen {
         Some(addr) => {
-            let udp =
-                tokio::net::UdpSocket::bind(addr).await.map_err(|e| format!("cannot listen for DNS on {addr}: {e}"))?;
-            let bound = udp.local_addr().map_err(|e| e.to_string())?;
-            let tcp = tokio::net::TcpListener::bind(bound)
-                .await
-                .map_err(|e| format!("cannot listen for DNS on {bound} (TCP): {e}"))?;
+            let (udp, tcp, bound) = bind_dns(addr).await?;
             let upstreams = if args.dns_upstream.is_empty() {
                 vt_dns::Forwarder::resolv_conf(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
             } else {
@@ -344,6 +339,25 @@ pub async fn run(args: Args, data_dir: PathBuf) -> Result<(), String> {
         }
     };
     manager.run(host, listener, admin, ready).await
+}
+
+/// The DNS server's UDP and TCP sockets on one port. Port 0 takes a free UDP port, and tries
+/// again when its TCP twin is taken by someone else.
+async fn bind_dns(addr: SocketAddr) -> Result<(tokio::net::UdpSocket, tokio::net::TcpListener, SocketAddr), String> {
+    let mut attempt = 0;
+    loop {
+        let udp =
+            tokio::net::UdpSocket::bind(addr).await.map_err(|e| format!("cannot listen for DNS on {addr}: {e}"))?;
+        let bound = udp.local_addr().map_err(|e| e.to_string())?;
+        match tokio::net::TcpListener::bind(bound).await {
+            Ok(tcp) => return Ok((udp, tcp, bound)),
+            Err(e) if addr.port() == 0 && attempt < 20 => {
+                tracing::debug!(%bound, error = %e, "the TCP twin of a free UDP port is taken; another");
+                attempt += 1;
+            }
+            Err(e) => return Err(format!("cannot listen for DNS on {bound} (TCP): {e}")),
+        }
+    }
 }
 
 /// The cluster IP of Service `namespace/name` on the host (waiting a little for one).

@@ -47,6 +47,9 @@ pub(super) struct Sleepers {
     notify: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<String>>,
     /// Background starts after a restart, a few at a time.
     boot: std::sync::OnceLock<Arc<tokio::sync::Semaphore>>,
+    /// Tenants routed at start whose first reconcile may wait (their host objects were
+    /// applied when they ran).
+    preloaded: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Sleepers {
@@ -121,6 +124,18 @@ impl ControlPlanes {
         if spec.sleep_after().ok().flatten().is_none() {
             self.boot_in_background(tenant);
         }
+    }
+
+    /// [`ControlPlanes::route_asleep`] at start, before the reconciler: its first reconcile
+    /// of the tenant may be put off ([`ControlPlanes::take_preloaded`]).
+    pub fn preload_asleep(&self, tenant: &str, spec: &TenantSpec, pki: &crate::pki::TenantPki) {
+        self.route_asleep(tenant, spec, pki);
+        self.sleep.preloaded.lock().unwrap_or_else(|p| p.into_inner()).insert(tenant.to_string());
+    }
+
+    /// Whether the tenant was routed at start and not reconciled since (once).
+    pub fn take_preloaded(&self, tenant: &str) -> bool {
+        self.sleep.preloaded.lock().unwrap_or_else(|p| p.into_inner()).remove(tenant)
     }
 
     /// Routes the tenant to its wake and keeps what waking needs.
