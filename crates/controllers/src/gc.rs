@@ -132,15 +132,6 @@ impl Collector {
         }
     }
 
-    async fn delete(&self, node: &Node) {
-        let dp = DeleteParams::background();
-        match self.api(&node.resource, node.namespace.as_deref()).delete(&node.name, &dp).await {
-            Ok(_) => tracing::debug!(kind = %node.resource.kind, name = %node.name, "garbage collected"),
-            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
-            Err(e) => tracing::debug!(error = %e, "garbage collection delete failed"),
-        }
-    }
-
     async fn set_finalizers(&self, node: &Node, finalizers: Vec<String>) {
         let finalizers = if finalizers.is_empty() { serde_json::Value::Null } else { json!(finalizers) };
         let patch = json!({"metadata": {"finalizers": finalizers}});
@@ -173,9 +164,41 @@ impl Collector {
                 alive.push(o.clone());
             }
         }
+        if alive.len() == node.owners.len() {
+            return;
+        }
+        // The graph may be behind the dependent (an orphaning owner has just removed its
+        // reference): before acting, decide again on the dependent as it is now, as kube's
+        // collector does, and delete only that version of it.
+        let api = self.api(&node.resource, node.namespace.as_deref());
+        let Ok(Some(live)) = api.get_metadata_opt(&node.name).await else { return };
+        if live.metadata.uid.as_deref() != Some(uid) || live.metadata.deletion_timestamp.is_some() {
+            return;
+        }
+        let owners = live.metadata.owner_references.clone().unwrap_or_default();
+        if owners.is_empty() {
+            return;
+        }
+        let mut alive = Vec::new();
+        for o in &owners {
+            if self.owner_exists(o, node.namespace.as_deref()).await {
+                alive.push(o.clone());
+            }
+        }
         if alive.is_empty() {
-            self.delete(&node).await;
-        } else if alive.len() < node.owners.len() {
+            let dp = DeleteParams {
+                preconditions: Some(kube::api::Preconditions {
+                    uid: live.metadata.uid.clone(),
+                    resource_version: live.metadata.resource_version.clone(),
+                }),
+                ..DeleteParams::background()
+            };
+            match api.delete(&node.name, &dp).await {
+                Ok(_) => tracing::debug!(kind = %node.resource.kind, name = %node.name, "garbage collected"),
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+                Err(e) => tracing::debug!(error = %e, "garbage collection delete failed"),
+            }
+        } else if alive.len() < owners.len() {
             self.set_owners(&node, alive).await;
         }
     }
