@@ -12,7 +12,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams
 use kube::discovery::ApiResource;
 use serde_json::{Value, json};
 
-use crate::tenant::{Result, Tenant, gone};
+use crate::tenant::{Result, Tenant, unless_gone};
 
 /// The kinds mirrored from the host (group, plural): read-only in tenants.
 pub const MIRRORED: &[(&str, &str)] = &[
@@ -123,11 +123,7 @@ impl Tenant {
             let lp = ListParams::default().labels(&format!("{HOST_CLASS_LABEL}=true"));
             for have in api.list_metadata(&lp).await?.items {
                 if !want.contains(&have.name_any()) {
-                    match api.delete(&have.name_any(), &DeleteParams::default()).await {
-                        Ok(_) => {}
-                        Err(e) if gone(&e) => {}
-                        Err(e) => return Err(e.into()),
-                    }
+                    unless_gone(api.delete(&have.name_any(), &DeleteParams::default()).await)?;
                 }
             }
         }

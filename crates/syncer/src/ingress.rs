@@ -12,7 +12,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
 use serde_json::{Map, Value, json};
 
-use crate::tenant::{Result, Tenant, gone};
+use crate::tenant::{Result, Tenant, unless_gone};
 use crate::translate::{Refusal, Target, host_meta};
 
 /// What a tenant may claim on the host's ingress controllers.
@@ -211,11 +211,7 @@ impl Tenant {
             if let Some(h) = api.get_opt(&host_name).await?
                 && h.labels().get(crate::TENANT_LABEL).is_some()
             {
-                match api.delete(&h.name_any(), &DeleteParams::default()).await {
-                    Ok(_) => {}
-                    Err(e) if gone(&e) => {}
-                    Err(e) => return Err(e.into()),
-                }
+                unless_gone(api.delete(&h.name_any(), &DeleteParams::default()).await)?;
             }
             Ok::<(), crate::tenant::Error>(())
         };
@@ -254,11 +250,7 @@ impl Tenant {
         if lb != have {
             let vapi: Api<Ingress> = Api::namespaced(self.virt.clone(), ns);
             let patch = json!({"status": {"loadBalancer": lb}});
-            match vapi.patch_status(name, &PatchParams::default(), &Patch::Merge(patch)).await {
-                Ok(_) => {}
-                Err(e) if gone(&e) => {}
-                Err(e) => return Err(e.into()),
-            }
+            unless_gone(vapi.patch_status(name, &PatchParams::default(), &Patch::Merge(patch)).await)?;
         }
         Ok(())
     }

@@ -113,6 +113,15 @@ pub(crate) fn gone(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404 || s.code == 409)
 }
 
+/// `r`, with "already gone" (see [`gone`]) counted as done.
+pub(crate) fn unless_gone<T>(r: kube::Result<T>) -> Result<()> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if gone(&e) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Which data objects synced pods use.
 #[derive(Default)]
 pub(crate) struct Uses {
