@@ -267,8 +267,8 @@ pub async fn serve_with(listener: TcpListener, resolver: Arc<dyn Resolver>, opts
 /// Where a connection's requests go: its cluster (weakly held), found again through the
 /// resolver once it stopped or slept.
 struct Route {
-    api: Mutex<Option<crate::WeakApiServer>>,
-    last_request: Mutex<Option<Arc<AtomicU64>>>,
+    /// The cluster (weakly) and its clock of client requests, under one lock.
+    current: Mutex<(Option<crate::WeakApiServer>, Option<Arc<AtomicU64>>)>,
     resolver: Arc<dyn Resolver>,
     sni: Option<String>,
 }
@@ -277,33 +277,29 @@ impl Route {
     /// The cluster to hand a request to, its clock of last requests set; or why there is
     /// none (`None`: the connection's own reason, e.g. paused).
     async fn api(&self) -> Result<ApiServer, Option<String>> {
-        let had = {
-            let weak = self.api.lock().unwrap_or_else(|p| p.into_inner());
-            match weak.as_ref().map(crate::WeakApiServer::upgrade) {
+        {
+            let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+            match current.0.as_ref().map(crate::WeakApiServer::upgrade) {
                 Some(Some(api)) => {
-                    self.touch();
+                    touch(current.1.as_ref());
                     return Ok(api);
                 }
-                Some(None) => true,
-                None => false,
+                Some(None) => {}
+                None => return Err(None),
             }
-        };
-        if !had {
-            return Err(None);
         }
         let gone = || Some("the cluster has stopped; connect again".to_string());
         let endpoint = find(self.resolver.as_ref(), self.sni.as_deref()).await.ok_or_else(gone)?;
         let Some(api) = endpoint.api else { return Err(Some(endpoint.unavailable)) };
-        *self.api.lock().unwrap_or_else(|p| p.into_inner()) = Some(api.downgrade());
-        *self.last_request.lock().unwrap_or_else(|p| p.into_inner()) = endpoint.last_request;
-        self.touch();
+        touch(endpoint.last_request.as_ref());
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = (Some(api.downgrade()), endpoint.last_request);
         Ok(api)
     }
+}
 
-    fn touch(&self) {
-        if let Some(t) = self.last_request.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            t.store(now_millis(), Ordering::Relaxed);
-        }
+fn touch(clock: Option<&Arc<AtomicU64>>) {
+    if let Some(t) = clock {
+        t.store(now_millis(), Ordering::Relaxed);
     }
 }
 
@@ -385,8 +381,7 @@ async fn connection(
     // The connection does not keep its cluster running: a cluster put to sleep (or stopped)
     // while the connection is open is found again, woken if need be, by the next request.
     let route = Arc::new(Route {
-        api: Mutex::new(endpoint.api.as_ref().map(ApiServer::downgrade)),
-        last_request: Mutex::new(endpoint.last_request.clone()),
+        current: Mutex::new((endpoint.api.as_ref().map(ApiServer::downgrade), endpoint.last_request.clone())),
         resolver: resolver.clone(),
         sni,
     });

@@ -122,6 +122,8 @@ struct Running {
     /// When a client's request last started (ms since the epoch), and when it started.
     last_request: Arc<AtomicU64>,
     started: u64,
+    /// `spec.sleepAfter`, parsed once (the idle scheduler reads it every pass).
+    sleep_after: Option<Duration>,
     /// What the syncer works with (a change restarts it).
     target: Option<Target>,
     /// The syncer: the tenant's pods and what they use, on the host.
@@ -289,6 +291,7 @@ impl ControlPlanes {
             let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(r) = running.get_mut(tenant) {
                 r.spec = spec.clone();
+                r.sleep_after = spec.sleep_after().ok().flatten();
                 if let Some(host) = self.host.get()
                     && r.target.as_ref().map(|t| format!("{t:?}")) != Some(format!("{target:?}"))
                 {
@@ -404,6 +407,7 @@ impl ControlPlanes {
                 creds,
                 last_request,
                 started: vt_apiserver::serve::now_millis(),
+                sleep_after: spec.sleep_after().ok().flatten(),
                 target: Some(target),
                 syncer,
                 _controllers: controllers,

@@ -26,7 +26,8 @@ pub const MIRRORED: &[(&str, &str)] = &[
 /// The label marking a tenant's copy of a host class.
 pub const HOST_CLASS_LABEL: &str = "vt.dev/host-class";
 
-fn resource(group: &str, plural: &str) -> ApiResource {
+/// The API resource of a mirrored kind (all are `v1`).
+pub(crate) fn resource(group: &str, plural: &str) -> ApiResource {
     let (kind, version) = match plural {
         "storageclasses" => ("StorageClass", "v1"),
         "ingressclasses" => ("IngressClass", "v1"),

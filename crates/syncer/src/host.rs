@@ -492,20 +492,7 @@ async fn follow_classes(
     classes: Arc<std::sync::RwLock<HashMap<&'static str, BTreeMap<String, Value>>>>,
     host: std::sync::Weak<Host>,
 ) {
-    let kind = match plural {
-        "storageclasses" => "StorageClass",
-        "ingressclasses" => "IngressClass",
-        "runtimeclasses" => "RuntimeClass",
-        "priorityclasses" => "PriorityClass",
-        _ => "CSIDriver",
-    };
-    let ar = kube::discovery::ApiResource {
-        group: group.into(),
-        version: "v1".into(),
-        api_version: format!("{group}/v1"),
-        kind: kind.into(),
-        plural: plural.into(),
-    };
+    let ar = crate::classes::resource(group, plural);
     let api: Api<kube::api::DynamicObject> = Api::all_with(client, &ar);
     let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
     let mut relist: Option<BTreeMap<String, Value>> = None;

@@ -251,7 +251,7 @@ impl ControlPlanes {
                 .unwrap_or_else(|p| p.into_inner())
                 .iter()
                 .filter_map(|(name, r)| {
-                    let after = r.spec.sleep_after().ok().flatten()?.as_millis() as u64;
+                    let after = r.sleep_after?.as_millis() as u64;
                     let last = r.last_request.load(Ordering::Relaxed).max(r.started);
                     (now.saturating_sub(last) >= after).then(|| (name.clone(), last))
                 })
