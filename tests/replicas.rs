@@ -2,14 +2,22 @@
 //! started host (`vt apiserver`), tenants on a real etcd. Tenants spread over the replicas,
 //! any replica's listener reaches any tenant (connections pass, untouched, to the owner), a
 //! SIGKILLed owner's tenants serve again from another replica with every acknowledged write,
-//! their controllers run once (no duplicate host pods), and a replica paused past its Lease
-//! (SIGSTOP) is deposed and does not fight the new owner when it resumes (SIGCONT).
+//! their controllers run once (no duplicate host pods), a replica paused past its Lease
+//! (SIGSTOP) is deposed and does not fight the new owner when it resumes (SIGCONT), and a
+//! rolling restart of all three under steady load fails no request a client-go-like retry
+//! does not absorb.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use vt_testkit::eventually_within as eventually;
 use vt_testkit::replicas::Fleet;
+use vt_testkit::tls::TenantClient;
+
+#[path = "support/load.rs"]
+mod load;
 
 fn vt() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_vt"))
@@ -141,4 +149,83 @@ fn replicas_share_tenants_forward_connections_and_take_over_a_dead_owner() {
         let out = k.run(&["get", "configmap", "kept", "-o", "jsonpath={.data.on}"]);
         (out.status.success() && out.stdout == b"sqlite").then_some(())
     });
+
+    rolling_restart_under_load(&mut f, &names);
+}
+
+/// Each replica in turn stopped as Kubernetes stops a pod (SIGTERM) and started again, while
+/// a kube-rs load writes and reads six tenants and kubectl reads one, all through the front.
+fn rolling_restart_under_load(f: &mut Fleet, names: &[String]) {
+    let load = load::Load::start(names[..6].iter().map(|n| (n.clone(), f.kubeconfig(n))).collect());
+    let reader = f.kubectl(&names[0]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (stop_reads, want) = (stop.clone(), names[0].clone());
+    let reads = std::thread::spawn(move || {
+        let (mut n, mut failed) = (0, Vec::new());
+        while !stop_reads.load(Ordering::Relaxed) {
+            let out = reader.run(&["get", "configmap", "acked", "-o", "jsonpath={.data.n}"]);
+            n += 1;
+            if !out.status.success() || out.stdout != want.as_bytes() {
+                failed.push(String::from_utf8_lossy(&out.stderr).into_owned());
+            }
+        }
+        (n, failed)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for i in 0..3 {
+        let id = f.replicas[i].id.clone();
+        let its = names.iter().find(|n| f.holder(n) == id).expect("every replica owns a tenant").clone();
+        let took = f.replicas[i].terminate();
+        assert!(
+            f.replicas[i].log().contains("leaving"),
+            "{id} did not hand its tenants over:\n{}",
+            f.replicas[i].log()
+        );
+        eprintln!("rolling restart: {id} ended {:.2}s after SIGTERM", took.as_secs_f64());
+        // It left rather than waiting out its Lease: its member Lease is gone, and (the
+        // process having waited for it) its tenants have new owners.
+        let member = f.host.kubectl().run(&["-n", "vt-system", "get", "lease", &format!("vt-replica-{id}")]);
+        assert!(!member.status.success(), "{id}'s member Lease outlived it");
+        let peer = f.holder(&its);
+        assert!(!peer.is_empty() && peer != id, "{its} not taken over: {peer:?}");
+        // A connection held open to the tenant's interim owner, asked again once the tenant is
+        // handed back, is told what kube-apiserver tells clients while it shuts down: 429,
+        // Retry-After, and the connection closes (clients retry on a new one).
+        let client = TenantClient::from_kubeconfig(&f.kubeconfig_via(&its, f.index_of(&peer)));
+        let mut held = rt.block_on(client.connect());
+        let first = rt.block_on(client.ask(&mut held, "/version"));
+        assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+        f.replicas[i].spawn();
+        eventually(&format!("{its} handed back to {id}"), Duration::from_secs(30), || {
+            (f.holder(&its) == id).then_some(())
+        });
+        let moved = rt.block_on(client.ask(&mut held, "/version")).to_ascii_lowercase();
+        assert!(moved.starts_with("http/1.1 429"), "{moved}");
+        for h in ["retry-after: 1\r\n", "connection: close\r\n", "\"reason\":\"toomanyrequests\""] {
+            assert!(moved.contains(h), "no {h:?} in {moved}");
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let tally = load.finish();
+    stop.store(true, Ordering::Relaxed);
+    let (read, read_failures) = reads.join().unwrap();
+    eprintln!(
+        "rolling restart: {} operations ok, {} retried after 429, {} connection breaks retried, slowest {:.2}s; kubectl: {read} reads",
+        tally.ok,
+        tally.retried_after,
+        tally.resets,
+        tally.slowest.as_secs_f64()
+    );
+    assert!(tally.failed.is_empty(), "requests failed during the rolling restart: {:#?}", tally.failed);
+    assert!(read_failures.is_empty(), "kubectl reads failed during the rolling restart: {read_failures:#?}");
+    assert!(tally.ok > 100 && read > 10, "too little load: {} operations, {read} reads", tally.ok);
+    // Every acknowledged write is there.
+    for n in &names[..6] {
+        let have = f.kubectl(n).ok(&["get", "configmaps", "-o", "name"]);
+        let have: std::collections::HashSet<&str> = have.lines().collect();
+        for (t, cm) in tally.acked.iter().filter(|(t, _)| t == n) {
+            assert!(have.contains(format!("configmap/{cm}").as_str()), "{t}: acknowledged {cm} is missing");
+        }
+    }
 }

@@ -111,12 +111,32 @@ pub trait Resolver: Send + Sync + 'static {
         false
     }
 
-    /// Where to pass a connection for `server_name` untouched (`host:port` of the replica
-    /// that serves it), if not here.
-    fn forward(&self, _server_name: &str) -> Option<String> {
-        None
+    /// Where a connection for `server_name` belongs: here, another replica (its connection
+    /// is passed on untouched), or nowhere yet (its cluster is changing hands).
+    fn forward(&self, _server_name: &str) -> Forward {
+        Forward::Here
+    }
+
+    /// Whether `server_name`'s cluster, not served here, is served (or about to be) by
+    /// another replica: requests on open connections are then told to retry elsewhere.
+    fn moved(&self, server_name: &str) -> bool {
+        self.forward(server_name) != Forward::Here
     }
 }
+
+/// Where a connection for a server name belongs, when several replicas share the clusters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Forward {
+    /// Here (or nowhere): the TLS handshake goes on here.
+    Here,
+    /// Another replica serves it, at `host:port`.
+    To(String),
+    /// Its cluster is changing hands: no replica serves it yet, one will shortly.
+    Moving,
+}
+
+/// How often a connection for a moving cluster looks again for its new home.
+const MOVING_POLL: Duration = Duration::from_millis(50);
 
 /// The server name of the connection's ClientHello, read without consuming it (`None`: no
 /// name, or not TLS — the TLS acceptor then deals with it).
@@ -275,8 +295,8 @@ struct Route {
 
 impl Route {
     /// The cluster to hand a request to, its clock of last requests set; or why there is
-    /// none (`None`: the connection's own reason, e.g. paused).
-    async fn api(&self) -> Result<ApiServer, Option<String>> {
+    /// none.
+    async fn api(&self) -> Result<ApiServer, Unavailable> {
         {
             let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
             match current.0.as_ref().map(crate::WeakApiServer::upgrade) {
@@ -285,16 +305,47 @@ impl Route {
                     return Ok(api);
                 }
                 Some(None) => {}
-                None => return Err(None),
+                None => return Err(Unavailable::Connection),
             }
         }
-        let gone = || Some("the cluster has stopped; connect again".to_string());
-        let endpoint = find(self.resolver.as_ref(), self.sni.as_deref()).await.ok_or_else(gone)?;
-        let Some(api) = endpoint.api else { return Err(Some(endpoint.unavailable)) };
+        let Some(endpoint) = find(self.resolver.as_ref(), self.sni.as_deref()).await else {
+            // Stopped here: served elsewhere now (or shortly), or stopped for good.
+            let moved = self.sni.as_deref().is_some_and(|n| self.resolver.moved(n));
+            return Err(if moved { Unavailable::Moved } else { Unavailable::Stopped });
+        };
+        let Some(api) = endpoint.api else { return Err(Unavailable::Why(endpoint.unavailable)) };
         touch(endpoint.last_request.as_ref());
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = (Some(api.downgrade()), endpoint.last_request);
         Ok(api)
     }
+}
+
+/// Why a connection's request finds no cluster.
+enum Unavailable {
+    /// The reason the connection's endpoint gave (e.g. paused).
+    Connection,
+    /// The reason a new endpoint gives.
+    Why(String),
+    /// The cluster stopped here and is (or will shortly be) served by another replica.
+    Moved,
+    /// The cluster stopped.
+    Stopped,
+}
+
+/// The answer to a request whose cluster moved to another replica: what kube-apiserver
+/// answers while it shuts down (429, `Retry-After`, the connection closed), so that clients
+/// retry on a new connection, which reaches the new owner. The wait is one second rather than
+/// kube's 4–12: the new owner serves within about a second.
+fn moved_response() -> http::Response<crate::body::Body> {
+    let mut e = crate::status::ApiError::new(
+        429,
+        "TooManyRequests",
+        "The cluster is moving to another replica, please try again later.",
+    );
+    e.retry_after = Some(1);
+    let mut r = crate::error_response(&e);
+    r.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+    r
 }
 
 fn touch(clock: Option<&Arc<AtomicU64>>) {
@@ -334,13 +385,24 @@ async fn connection(
     opts: &ServeOptions,
     handshaking: Handshaking,
 ) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + opts.handshake_timeout;
     if resolver.forwards() {
-        let name = tokio::time::timeout(opts.handshake_timeout, peek_server_name(&tcp))
+        let name = tokio::time::timeout_at(deadline, peek_server_name(&tcp))
             .await
             .map_err(|_| "TLS handshake timed out".to_string())?;
-        if let Some(to) = name.as_deref().and_then(|n| resolver.forward(n)) {
-            drop(handshaking);
-            return pass(tcp, &to, opts).await;
+        // A cluster changing hands: the connection waits (within the handshake's time) for
+        // its new owner rather than failing.
+        while let Some(n) = name.as_deref() {
+            match resolver.forward(n) {
+                Forward::To(to) => {
+                    drop(handshaking);
+                    return pass(tcp, &to, opts).await;
+                }
+                Forward::Moving if tokio::time::Instant::now() + MOVING_POLL < deadline => {
+                    tokio::time::sleep(MOVING_POLL).await
+                }
+                _ => break,
+            }
         }
     }
     let handshake = async {
@@ -354,9 +416,8 @@ async fn connection(
         let tls = start.into_stream(endpoint.tls.clone()).await.map_err(|e| e.to_string())?;
         Ok::<_, String>((tls, endpoint, sni))
     };
-    let (mut tls, endpoint, sni) = tokio::time::timeout(opts.handshake_timeout, handshake)
-        .await
-        .map_err(|_| "TLS handshake timed out".to_string())??;
+    let (mut tls, endpoint, sni) =
+        tokio::time::timeout_at(deadline, handshake).await.map_err(|_| "TLS handshake timed out".to_string())??;
     drop(handshaking);
     tls.get_mut().1.set_buffer_limit(Some(opts.max_send_buffer));
     let cert_user = tls
@@ -393,8 +454,12 @@ async fn connection(
         last: Mutex::new(tokio::time::Instant::now()),
     });
     let tracker = activity.clone();
+    // Told when a request found its cluster moved: the connection then closes (gracefully).
+    let moved_signal = Arc::new(tokio::sync::Notify::new());
+    let moved_tx = moved_signal.clone();
     let service = service_fn(move |req| {
         let (route, cert_user, unavailable) = (route.clone(), cert_user.clone(), unavailable.clone());
+        let moved = moved_tx.clone();
         let in_flight = InFlight::new(&tracker);
         async move {
             let api = route.api().await;
@@ -404,14 +469,20 @@ async fn connection(
                     r.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
                     r
                 }
-                Err(Some(why)) => crate::error_response(&crate::status::ApiError::new(503, "ServiceUnavailable", &why)),
                 Ok(api) => api.handle(req, cert_user).await,
-                // No Retry-After: clients should not spin on a paused cluster.
-                Err(None) => crate::error_response(&crate::status::ApiError::new(
-                    503,
-                    "ServiceUnavailable",
-                    unavailable.as_str(),
+                Err(Unavailable::Moved) => {
+                    // HTTP/2 has no `Connection: close`: the connection ends gracefully instead.
+                    moved.notify_one();
+                    moved_response()
+                }
+                Err(Unavailable::Why(why)) => crate::error_response(&crate::status::ApiError::unavailable(why)),
+                Err(Unavailable::Stopped) => crate::error_response(&crate::status::ApiError::unavailable(
+                    "the cluster has stopped; connect again",
                 )),
+                // No Retry-After: clients should not spin on a paused cluster.
+                Err(Unavailable::Connection) => {
+                    crate::error_response(&crate::status::ApiError::unavailable(unavailable.as_str()))
+                }
             };
             // In flight until the body is done: a watch or a log stream is never idle.
             Ok::<_, Infallible>(resp.map(|b| crate::body::guarded(b, in_flight)))
@@ -440,6 +511,10 @@ async fn connection(
     loop {
         tokio::select! {
             r = conn.as_mut() => return r.map_err(|e| e.to_string()),
+            _ = moved_signal.notified(), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
             _ = check.tick(), if !closing => {
                 let now = tokio::time::Instant::now();
                 let idle = activity.in_flight.load(Ordering::Acquire) == 0;

@@ -180,7 +180,10 @@ impl ControlPlanes {
     pub fn set_replicas(&self, replicas: Arc<crate::replicas::Replicas>) {
         let r = replicas.clone();
         let suffix = format!(".{}", self.settings.domain.to_ascii_lowercase());
-        self.router.set_forwarder(Box::new(move |server_name| r.owner_address(server_name.strip_suffix(&suffix)?)));
+        self.router.set_forwarder(Box::new(move |server_name| match server_name.strip_suffix(&suffix) {
+            Some(tenant) => r.locate(tenant),
+            None => vt_apiserver::serve::Forward::Here,
+        }));
         let _ = self.replicas.set(replicas);
     }
 

@@ -133,13 +133,14 @@ impl Manager {
     }
 
     /// Serves tenants on `listener` (and metrics on `admin`), reconciling the host's Tenants,
-    /// until the process ends.
+    /// until `shutdown` resolves (a replica then hands its tenants to the others first).
     pub async fn run(
         mut self,
         host: kube::Client,
         listener: tokio::net::TcpListener,
         admin: Option<tokio::net::TcpListener>,
         ready: impl std::future::Future<Output = ()>,
+        shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), String> {
         ensure_crd(&host).await?;
         ensure_namespace(&host, &self.planes.settings().namespace).await?;
@@ -169,6 +170,7 @@ impl Manager {
         shared.ready().await;
         self.planes.set_host(shared);
         tokio::spawn(self.planes.clone().run_idle());
+        let mut leaving = None;
         if let Some((r, peer)) = self.replicas.take() {
             use futures::StreamExt;
             use kube::runtime::WatchStreamExt;
@@ -186,6 +188,7 @@ impl Manager {
             tokio::spawn(stream.default_backoff().for_each(|_| async {}));
             let planes = Arc::downgrade(&self.planes);
             let stop_planes = planes.clone();
+            leaving = Some((r.clone(), raw_host.clone()));
             tokio::spawn(r.run(
                 raw_host,
                 tenants,
@@ -203,7 +206,16 @@ impl Manager {
         }
         let ctx =
             Arc::new(reconcile::Context::new(host, self.planes.clone(), self.metrics.clone(), self.pools.clone()));
-        reconcile::run(ctx).await;
-        Err("the Tenant watch ended".into())
+        tokio::select! {
+            _ = reconcile::run(ctx) => Err("the Tenant watch ended".into()),
+            _ = shutdown => {
+                if let Some((r, host)) = leaving {
+                    let planes = self.planes.clone();
+                    r.leave(host, &move |t: &str| planes.stop(t)).await;
+                }
+                tracing::info!("vt server stopped");
+                Ok(())
+            }
+        }
     }
 }

@@ -19,9 +19,13 @@
 //!   no, its writes to the host are refused before they are sent, its tenants' API servers
 //!   refuse writes, and its control planes are stopped — all before any other replica may
 //!   take its tenants over.
+//! * **Leaving.** A replica told to end (SIGTERM: a rolling restart, a scale-down) stops its
+//!   tenants, deletes its member Lease and releases the tenants' Leases, so the others take
+//!   them within one pass rather than after the Lease expires; until they do, connections for
+//!   them wait ([`Forward::Moving`]) and requests on open connections are told to retry.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -29,7 +33,7 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
-use vt_apiserver::serve::now_millis;
+use vt_apiserver::serve::{Forward, now_millis};
 
 use crate::tenant::Tenant;
 
@@ -84,8 +88,16 @@ pub struct Replicas {
     members: RwLock<BTreeMap<String, Member>>,
     /// Tenants this replica owns.
     owned: RwLock<BTreeSet<String>>,
+    /// Of those, the tenants on SQLite (they stay with this replica).
+    pinned: RwLock<BTreeSet<String>>,
     /// Tenants other live replicas own: their peer addresses.
     remote: RwLock<HashMap<String, String>>,
+    /// Tenants on etcd that no live replica holds: changing hands.
+    moving: RwLock<BTreeSet<String>>,
+    /// Set once this replica is leaving: it takes nothing any more.
+    leaving: AtomicBool,
+    /// Held through each pass of [`Replicas::run`] (and by [`Replicas::leave`]).
+    pass: tokio::sync::Mutex<()>,
     handoffs: AtomicU64,
     metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
 }
@@ -128,7 +140,11 @@ impl Replicas {
             renewed: AtomicU64::new(0),
             members: RwLock::new(BTreeMap::new()),
             owned: RwLock::new(BTreeSet::new()),
+            pinned: RwLock::new(BTreeSet::new()),
             remote: RwLock::new(HashMap::new()),
+            moving: RwLock::new(BTreeSet::new()),
+            leaving: AtomicBool::new(false),
+            pass: tokio::sync::Mutex::new(()),
             handoffs: AtomicU64::new(0),
             metrics: std::sync::OnceLock::new(),
         })
@@ -156,14 +172,26 @@ impl Replicas {
         now_millis() > self.renewed.load(Ordering::Acquire) + self.settings.renew_deadline.as_millis() as u64
     }
 
-    /// Whether this replica owns `tenant` (and is not deposed).
+    /// Whether this replica owns `tenant` (and is neither deposed nor leaving).
     pub fn owns(&self, tenant: &str) -> bool {
-        !self.fenced() && self.owned.read().unwrap_or_else(|p| p.into_inner()).contains(tenant)
+        !self.fenced()
+            && !self.leaving.load(Ordering::Acquire)
+            && self.owned.read().unwrap_or_else(|p| p.into_inner()).contains(tenant)
     }
 
-    /// The peer address of the replica that owns `tenant`, if another one does.
-    pub fn owner_address(&self, tenant: &str) -> Option<String> {
-        self.remote.read().unwrap_or_else(|p| p.into_inner()).get(tenant).cloned()
+    /// Where a connection for `tenant` (not served here now) belongs: the replica that owns
+    /// it, or nowhere yet while it changes hands — taken by a replica that has yet to start
+    /// it (this one included), or free.
+    pub fn locate(&self, tenant: &str) -> Forward {
+        if let Some(a) = self.remote.read().unwrap_or_else(|p| p.into_inner()).get(tenant) {
+            return Forward::To(a.clone());
+        }
+        let starting = self.owns(tenant);
+        if starting || self.moving.read().unwrap_or_else(|p| p.into_inner()).contains(tenant) {
+            Forward::Moving
+        } else {
+            Forward::Here
+        }
     }
 
     /// How many tenants this replica owns, and how many it has handed off or taken over.
@@ -256,6 +284,10 @@ impl Replicas {
         let mut was_fenced = false;
         loop {
             tick.tick().await;
+            let _pass = self.pass.lock().await;
+            if self.leaving.load(Ordering::Acquire) {
+                return;
+            }
             // Deposed (a pause, a partition): stop everything before anything else.
             if self.fenced() && !self.owned.read().unwrap_or_else(|p| p.into_inner()).is_empty() {
                 let lost: Vec<String> =
@@ -284,7 +316,9 @@ impl Replicas {
                 .filter_map(|l| Some((l.labels().get(crate::tenant::TENANT_LABEL)?.clone(), l)))
                 .collect();
             let mut owned = BTreeSet::new();
+            let mut pinned = BTreeSet::new();
             let mut remote = HashMap::new();
+            let mut moving = BTreeSet::new();
             for t in tenants.state() {
                 let name = t.name_any();
                 let lease = held.get(&name);
@@ -302,7 +336,11 @@ impl Replicas {
                                 self.handed();
                                 tracing::info!(tenant = %name, to = ?want, "handed off");
                             }
+                            moving.insert(name);
                         } else {
+                            if sqlite {
+                                pinned.insert(name.clone());
+                            }
                             owned.insert(name);
                         }
                     }
@@ -319,13 +357,20 @@ impl Replicas {
                                 self.handed();
                             }
                             tracing::info!(tenant = %name, from = ?holder, "took ownership");
+                            if sqlite {
+                                pinned.insert(name.clone());
+                            }
                             owned.insert(name);
+                        } else if !sqlite {
+                            moving.insert(name);
                         }
                     }
                 }
             }
             let before = std::mem::replace(&mut *self.owned.write().unwrap_or_else(|p| p.into_inner()), owned.clone());
+            *self.pinned.write().unwrap_or_else(|p| p.into_inner()) = pinned;
             *self.remote.write().unwrap_or_else(|p| p.into_inner()) = remote;
+            *self.moving.write().unwrap_or_else(|p| p.into_inner()) = moving;
             if let Some(m) = self.metrics.get() {
                 m.replica_tenants(owned.len());
             }
@@ -387,6 +432,67 @@ impl Replicas {
             spec.holder_identity = None;
         }
         leases.replace(&name, &PostParams::default(), &l).await.is_ok()
+    }
+
+    /// Leaves the replicas for good (the process is ending): takes nothing any more, stops
+    /// every tenant (`stop`), gives up membership and the Leases of the tenants on etcd (the
+    /// others take them at their next pass, not after the Lease expires), then waits — at most
+    /// a Lease's duration — until each has a new owner, meanwhile telling connections for them
+    /// where to go. Tenants on SQLite keep this replica as holder: they come back with it.
+    pub async fn leave(&self, host: kube::Client, stop: &(dyn Fn(&str) + Send + Sync)) {
+        self.leaving.store(true, Ordering::Release);
+        // A pass in progress ends first; none starts after.
+        let _pass = self.pass.lock().await;
+        let leases: Api<Lease> = Api::namespaced(host, &self.namespace);
+        let mine = std::mem::take(&mut *self.owned.write().unwrap_or_else(|p| p.into_inner()));
+        let pinned = std::mem::take(&mut *self.pinned.write().unwrap_or_else(|p| p.into_inner()));
+        for t in &mine {
+            stop(t);
+        }
+        if let Some(m) = self.metrics.get() {
+            m.replica_tenants(0);
+        }
+        // Nothing of ours runs now. Without our member Lease no one prefers us.
+        if let Err(e) = leases.delete(&member_lease(&self.settings.id), &Default::default()).await {
+            tracing::warn!(error = %e, "could not delete the member Lease: peers wait for it to expire");
+        }
+        let moving: BTreeSet<String> = mine.difference(&pinned).cloned().collect();
+        let lp = ListParams::default().labels(&format!("{TENANT_LEASE_LABEL}=true"));
+        if let Ok(list) = leases.list(&lp).await {
+            for l in &list.items {
+                let ours =
+                    l.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some(self.settings.id.as_str());
+                let tenant = l.labels().get(crate::tenant::TENANT_LABEL);
+                if ours && tenant.is_some_and(|t| moving.contains(t)) && self.release(&leases, Some(l)).await {
+                    self.handed();
+                }
+            }
+        }
+        tracing::info!(replica = %self.settings.id, released = moving.len(), kept = pinned.len(), "leaving");
+        *self.moving.write().unwrap_or_else(|p| p.into_inner()) = moving;
+        let deadline = tokio::time::Instant::now() + self.settings.lease_duration;
+        while !self.moving.read().unwrap_or_else(|p| p.into_inner()).is_empty()
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let (Some(members), Ok(list)) = (self.read_members(&leases).await, leases.list(&lp).await) else {
+                continue;
+            };
+            let mut moving = self.moving.write().unwrap_or_else(|p| p.into_inner());
+            let mut remote = self.remote.write().unwrap_or_else(|p| p.into_inner());
+            for l in &list.items {
+                let (Some(t), Some(h)) = (
+                    l.labels().get(crate::tenant::TENANT_LABEL),
+                    l.spec.as_ref().and_then(|s| s.holder_identity.as_ref()),
+                ) else {
+                    continue;
+                };
+                if let Some(m) = members.get(h).filter(|_| *h != self.settings.id && moving.contains(t)) {
+                    remote.insert(t.clone(), m.address.clone());
+                    moving.remove(t);
+                }
+            }
+        }
     }
 
     /// Deletes a deleted tenant's ownership Lease.

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock, Weak};
 
-use vt_apiserver::serve::{Endpoint, Resolver, Waking};
+use vt_apiserver::serve::{Endpoint, Forward, Resolver, Waking};
 
 /// Starts sleeping tenants' control planes.
 pub trait Wake: Send + Sync {
@@ -21,8 +21,9 @@ enum Route {
     Asleep(Arc<str>),
 }
 
-/// Says which replica's peer address serves a server name, if another replica does.
-pub type Forwarder = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
+/// Says where a server name not served here belongs: another replica's peer address, or
+/// nowhere yet (changing hands).
+pub type Forwarder = Box<dyn Fn(&str) -> Forward + Send + Sync>;
 
 /// The endpoints of the running tenants, by server name.
 #[derive(Default)]
@@ -33,7 +34,8 @@ pub struct Router {
 }
 
 /// The router without forwarding: what the peer listener serves (a connection another
-/// replica passed here is served here or closed, never passed on again).
+/// replica passed here is served here or closed, never passed on again). One for a tenant
+/// this replica has just taken and is still starting waits for it.
 pub struct LocalOnly(pub Arc<Router>);
 
 impl Resolver for LocalOnly {
@@ -43,6 +45,21 @@ impl Resolver for LocalOnly {
 
     fn wake(&self, server_name: &str) -> Waking {
         self.0.wake(server_name)
+    }
+
+    fn forwards(&self) -> bool {
+        self.0.forwards()
+    }
+
+    fn forward(&self, server_name: &str) -> Forward {
+        match self.0.forward(server_name) {
+            Forward::Moving => Forward::Moving,
+            _ => Forward::Here,
+        }
+    }
+
+    fn moved(&self, server_name: &str) -> bool {
+        self.0.moved(server_name)
     }
 }
 
@@ -107,13 +124,13 @@ impl Resolver for Router {
         self.forwarder.get().is_some()
     }
 
-    fn forward(&self, server_name: &str) -> Option<String> {
+    fn forward(&self, server_name: &str) -> Forward {
         let name = server_name.to_ascii_lowercase();
         // Served here (awake or asleep): never passed on.
         if self.routes.read().unwrap_or_else(|p| p.into_inner()).contains_key(&name) {
-            return None;
+            return Forward::Here;
         }
-        self.forwarder.get()?(&name)
+        self.forwarder.get().map_or(Forward::Here, |f| f(&name))
     }
 
     fn wake(&self, server_name: &str) -> Waking {

@@ -1,7 +1,11 @@
 //! Several `vt server` replicas against one separately started host (`vt apiserver`), tenants
-//! on a real etcd: what the replica tests and the replica benchmark run.
+//! on a real etcd: what the replica tests and the replica benchmark run. In front of them,
+//! what a host Service does: one address, connections spread over the replicas that accept.
 
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::{EtcdServer, Kubectl, VtServer, Watched, free_port};
@@ -74,6 +78,20 @@ impl Replica {
         self.process.is_some()
     }
 
+    /// SIGTERM (how Kubernetes stops a pod), then waits for the process to end: how long it
+    /// took.
+    pub fn terminate(&mut self) -> Duration {
+        let t0 = Instant::now();
+        self.signal("-TERM");
+        while self.process.as_ref().is_some_and(Watched::alive) {
+            assert!(t0.elapsed() < Duration::from_secs(30), "{} did not end after SIGTERM:\n{}", self.id, self.log());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let took = t0.elapsed();
+        self.kill();
+        took
+    }
+
     /// SIGKILL.
     pub fn kill(&mut self) {
         if let Some(mut p) = self.process.take() {
@@ -98,6 +116,37 @@ pub struct Fleet {
     pub etcd: EtcdServer,
     /// The replicas.
     pub replicas: Vec<Replica>,
+    /// The one address in front of them (what tenants' kubeconfigs name).
+    pub front: String,
+}
+
+/// What a host Service with the replicas as endpoints does, for the tests: each connection
+/// goes, bytes untouched, to the next replica in turn that accepts it (a stopped replica
+/// refuses, as a pod leaving the endpoints would).
+fn front(listener: TcpListener, backends: Vec<String>) {
+    let next = Arc::new(AtomicUsize::new(0));
+    for client in listener.incoming() {
+        let Ok(client) = client else { continue };
+        let (backends, next) = (backends.clone(), next.clone());
+        std::thread::spawn(move || {
+            let start = next.fetch_add(1, Ordering::Relaxed);
+            let upstream = (0..backends.len()).find_map(|k| {
+                let addr = backends[(start + k) % backends.len()].parse().ok()?;
+                TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()
+            });
+            let Some(upstream) = upstream else { return };
+            let _ = (client.set_nodelay(true), upstream.set_nodelay(true));
+            let (Ok(mut c2), Ok(mut u2)) = (client.try_clone(), upstream.try_clone()) else { return };
+            let (mut c1, mut u1) = (client, upstream);
+            let up = std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c1, &mut u1);
+                let _ = u1.shutdown(std::net::Shutdown::Write);
+            });
+            let _ = std::io::copy(&mut u2, &mut c2);
+            let _ = c2.shutdown(std::net::Shutdown::Both);
+            let _ = up.join();
+        });
+    }
 }
 
 impl Fleet {
@@ -106,9 +155,25 @@ impl Fleet {
         let dir = tempfile::Builder::new().prefix("vt-replicas-").tempdir().unwrap();
         let etcd = EtcdServer::start();
         let host = VtServer::start(bin, &["--controllers"]);
-        let front = format!("127.0.0.1:{}", free_port());
-        let replicas = (0..n).map(|i| Replica::start(bin, dir.path(), i, &host.kubeconfig, &front)).collect();
-        Fleet { dir, bin: bin.to_path_buf(), host, etcd, replicas }
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the front");
+        let front_addr = listener.local_addr().expect("front address").to_string();
+        let replicas: Vec<Replica> =
+            (0..n).map(|i| Replica::start(bin, dir.path(), i, &host.kubeconfig, &front_addr)).collect();
+        let backends = replicas.iter().map(|r| r.listen.clone()).collect();
+        std::thread::spawn(move || front(listener, backends));
+        Fleet { dir, bin: bin.to_path_buf(), host, etcd, replicas, front: front_addr }
+    }
+
+    /// The tenant's kubeconfig as `vt connect` gives it: through the front.
+    pub fn kubeconfig(&self, tenant: &str) -> String {
+        self.vt_ok(&["connect", tenant, "--print"])
+    }
+
+    /// A kubectl for `tenant` through the front.
+    pub fn kubectl(&self, tenant: &str) -> Kubectl {
+        let path = self.dir.path().join(format!("{tenant}-front-{}.kubeconfig", free_port()));
+        std::fs::write(&path, self.kubeconfig(tenant)).unwrap();
+        Kubectl::new(&path, None)
     }
 
     /// Runs the `vt` CLI against the host.

@@ -23,8 +23,12 @@ pub struct TenantClient {
 impl TenantClient {
     /// The client of tenant `name` of manager `m`.
     pub fn of(m: &VtManager, name: &str) -> TenantClient {
-        let yaml = m.vt_ok(&["connect", name, "--print"]);
-        let kc: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
+        TenantClient::from_kubeconfig(&m.vt_ok(&["connect", name, "--print"]))
+    }
+
+    /// The client of a tenant kubeconfig (`vt connect --print`).
+    pub fn from_kubeconfig(yaml: &str) -> TenantClient {
+        let kc: serde_json::Value = serde_saphyr::from_str(yaml).unwrap();
         let b64 =
             |v: &serde_json::Value| base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap()).unwrap();
         let cluster = &kc["clusters"][0]["cluster"];
@@ -66,11 +70,17 @@ impl TenantClient {
     /// Sends `GET path` on a new connection and returns the connection and the status line.
     pub async fn get(&self, path: &str) -> (tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String) {
         let mut c = self.connect().await;
+        let text = self.ask(&mut c, path).await;
+        (c, text)
+    }
+
+    /// Sends `GET path` on `c` and returns what the first read gives (the status line, the
+    /// headers, and a small body whole).
+    pub async fn ask(&self, c: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>, path: &str) -> String {
         let req = format!("GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\n\r\n", self.server_name);
         c.write_all(req.as_bytes()).await.unwrap();
-        let mut head = vec![0u8; 1024];
+        let mut head = vec![0u8; 4096];
         let n = tokio::time::timeout(Duration::from_secs(20), c.read(&mut head)).await.unwrap().unwrap();
-        let text = String::from_utf8_lossy(&head[..n]).to_string();
-        (c, text)
+        String::from_utf8_lossy(&head[..n]).to_string()
     }
 }

@@ -338,7 +338,26 @@ pub async fn run(args: Args, data_dir: PathBuf) -> Result<(), String> {
             println!("vt server: tenant DNS on {a} (UDP and TCP)");
         }
     };
-    manager.run(host, listener, admin, ready).await
+    manager.run(host, listener, admin, ready, terminated()).await
+}
+
+/// Resolves on SIGTERM (how Kubernetes stops a pod) or SIGINT.
+async fn terminated() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot catch SIGTERM");
+                std::future::pending::<()>().await
+            }
+        }
+    };
+    tokio::select! {
+        _ = term => tracing::info!("SIGTERM: stopping"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+    }
 }
 
 /// The DNS server's UDP and TCP sockets on one port. Port 0 takes a free UDP port, and tries
