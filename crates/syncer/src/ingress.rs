@@ -8,10 +8,11 @@
 
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
 use serde_json::{Map, Value, json};
 
+use crate::guard::{as_seen, unless_missing};
 use crate::tenant::{Result, Tenant, unless_gone};
 use crate::translate::{Refusal, Target, host_meta};
 
@@ -211,7 +212,7 @@ impl Tenant {
             if let Some(h) = api.get_opt(&host_name).await?
                 && h.labels().get(crate::TENANT_LABEL).is_some()
             {
-                unless_gone(api.delete(&h.name_any(), &DeleteParams::default()).await)?;
+                unless_missing(api.delete(&h.name_any(), &as_seen(&h, None)).await)?;
             }
             Ok::<(), crate::tenant::Error>(())
         };

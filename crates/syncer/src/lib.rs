@@ -10,6 +10,7 @@ mod data;
 mod dns;
 pub mod egress;
 mod events;
+mod guard;
 pub mod host;
 pub mod ingress;
 pub mod names;

@@ -9,6 +9,7 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use serde_json::{Value, json};
 
+use crate::guard::{as_seen, pinned, unless_missing};
 use crate::tenant::{Error, Result, Tenant, gone};
 use crate::translate::{self, References};
 
@@ -108,12 +109,8 @@ impl Tenant {
     }
 
     async fn delete_host_pod(&self, h: &Pod, grace: i64) -> Result<()> {
-        let dp = DeleteParams {
-            grace_period_seconds: Some(grace.max(0) as u32),
-            preconditions: Some(Preconditions { uid: h.uid(), resource_version: None }),
-            ..Default::default()
-        };
-        self.delete_host::<Pod>(&h.name_any(), &dp).await
+        let api: Api<Pod> = Api::namespaced(self.host.client.clone(), &self.target.namespace);
+        unless_missing(api.delete(&h.name_any(), &as_seen(h, Some(grace.max(0) as u32))).await)
     }
 
     /// Forgets what a pod used, deleting host copies nothing else uses.
@@ -419,11 +416,9 @@ impl Tenant {
         }
         if patch != json!({}) {
             let api: Api<Pod> = Api::namespaced(self.host.client.clone(), &self.target.namespace);
-            match api.patch(&h.name_any(), &PatchParams::default(), &Patch::Strategic(patch)).await {
-                Ok(_) => {}
-                Err(e) if gone(&e) => {}
-                Err(e) => return Err(e.into()),
-            }
+            unless_missing(
+                api.patch(&h.name_any(), &PatchParams::default(), &Patch::Strategic(pinned(patch, h))).await,
+            )?;
         }
         // The node it runs on, then its status.
         let host_node = h.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty());

@@ -6,12 +6,13 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
 use serde_json::{Value, json};
 
+use crate::guard::{as_seen, unless_missing};
 use crate::netpol::{self, Context, ISOLATED_EGRESS, ISOLATED_INGRESS};
-use crate::tenant::{Key, Result, Tenant, gone};
+use crate::tenant::{Key, Result, Tenant};
 
 impl Tenant {
     /// The tenant's virtual namespaces and their labels.
@@ -66,11 +67,7 @@ impl Tenant {
             }
             None => match api.get_opt(&host_name).await? {
                 Some(h) if h.labels().get(crate::TENANT_LABEL).is_some() => {
-                    match api.delete(&host_name, &DeleteParams::default()).await {
-                        Ok(_) => {}
-                        Err(e) if gone(&e) => {}
-                        Err(e) => return Err(e.into()),
-                    }
+                    unless_missing(api.delete(&host_name, &as_seen(&h, None)).await)?
                 }
                 _ => {}
             },

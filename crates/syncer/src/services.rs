@@ -12,7 +12,8 @@ use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use vt_apiserver::ipalloc::{BackendError, ServiceBackend};
 
-use crate::tenant::{Error, Result, Tenant, gone};
+use crate::guard::{as_seen, pinned, unless_missing};
+use crate::tenant::{Error, Result, Tenant};
 use crate::translate::{self, Target};
 
 /// The virtual API server's Service backend: the tenant's Services live on the host.
@@ -176,17 +177,7 @@ impl Tenant {
         let api: Api<Service> = Api::namespaced(self.host.client.clone(), &self.target.namespace);
         let host = api.get_opt(&host_name).await?;
         match (virt, host) {
-            (None, Some(h)) => {
-                let dp = DeleteParams {
-                    preconditions: Some(Preconditions { uid: h.uid(), resource_version: None }),
-                    ..Default::default()
-                };
-                match api.delete(&host_name, &dp).await {
-                    Ok(_) => Ok(()),
-                    Err(e) if gone(&e) => Ok(()),
-                    Err(e) => Err(e.into()),
-                }
-            }
+            (None, Some(h)) => unless_missing(api.delete(&host_name, &as_seen(&h, None)).await),
             (None, None) => Ok(()),
             (Some(v), None) => {
                 // Created before the syncer's backend was in place, or deleted on the host.
@@ -198,11 +189,7 @@ impl Tenant {
             (Some(v), Some(h)) => {
                 let huid = h.annotations().get(crate::UID_ANNOTATION).cloned();
                 if huid.as_deref() != v.uid().as_deref() {
-                    let dp = DeleteParams {
-                        preconditions: Some(Preconditions { uid: h.uid(), resource_version: None }),
-                        ..Default::default()
-                    };
-                    let _ = api.delete(&host_name, &dp).await;
+                    let _ = api.delete(&host_name, &as_seen(&h, None)).await;
                     return Err(Error::Other("replacing a stale host Service".into()));
                 }
                 let vjson = serde_json::to_value(v.as_ref()).unwrap_or(Value::Null);
@@ -266,7 +253,7 @@ impl Tenant {
                     patch["metadata"]["labels"] = labels.clone();
                 }
                 let h = if patch != json!({}) {
-                    api.patch(&host_name, &PatchParams::default(), &Patch::Merge(patch)).await?
+                    api.patch(&host_name, &PatchParams::default(), &Patch::Merge(pinned(patch, &h))).await?
                 } else {
                     h
                 };
@@ -318,7 +305,7 @@ impl Tenant {
                 && h.labels().get(crate::TENANT_LABEL).is_some()
                 && selectorless_host(&h)
             {
-                let _ = api.delete(&host_name, &DeleteParams::default()).await;
+                let _ = api.delete(&host_name, &as_seen(&h, None)).await;
             }
             return Ok(());
         };
