@@ -108,3 +108,118 @@ fn endpoints_go_with_their_service() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// A user minted the standard way (kube's "issue a certificate for a user" task): an RSA key
+/// and CSR from `openssl`, a CertificateSigningRequest for `kubernetes.io/kube-apiserver-client`,
+/// `kubectl certificate approve`, the certificate from `status.certificate` — signed by the
+/// cluster's CA, so the server knows the user and groups it names (and RBAC gives them nothing
+/// yet). Pinned alongside, as kube-apiserver's CSR strategy and validation behave: the
+/// requester is recorded, a bad request is refused at create, approval goes only through
+/// `/approval`, a denied request is never signed, a request for other usages fails with
+/// `SignerValidationFailure`, and `kubectl get csr` / `kubectl get componentstatuses` print
+/// kube's columns.
+#[test]
+fn a_certificate_request_approved_with_kubectl_mints_a_user() {
+    let server = VtServer::start(vt(), &["--controllers"]);
+    let k = server.kubectl();
+    let dir = tempfile::tempdir().unwrap();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl").args(args).current_dir(dir.path()).output().expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let b64 = |p: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(std::fs::read(dir.path().join(p)).unwrap())
+    };
+    let request = |name: &str, usages: &str, csr: &str| {
+        format!(
+            "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata:\n  name: {name}\nspec:\n  request: {csr}\n  signerName: kubernetes.io/kube-apiserver-client\n  expirationSeconds: 86400\n  usages: [{usages}]\n"
+        )
+    };
+    openssl(&["genrsa", "-out", "jane.key", "2048"]);
+    openssl(&["req", "-new", "-key", "jane.key", "-out", "jane.csr", "-subj", "/CN=jane/O=dev"]);
+    k.ok_stdin(&["create", "-f", "-"], &request("jane", "client auth", &b64("jane.csr")));
+    let admin = k.ok(&["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"]);
+    assert_eq!(k.ok(&["get", "csr", "jane", "-o", "jsonpath={.spec.username}"]), admin);
+    let table = k.ok(&["get", "csr", "jane"]);
+    assert!(
+        table.contains("SIGNERNAME") && table.contains("REQUESTEDDURATION") && table.contains("Pending"),
+        "{table}"
+    );
+    // Approval through /status is refused; through kubectl (the /approval subresource) it holds.
+    let forged = r#"{"status":{"conditions":[{"type":"Approved","status":"True","reason":"Forged"}]}}"#;
+    let err = k.fails(&["patch", "csr", "jane", "--subresource=status", "--type=merge", "-p", forged]);
+    assert!(
+        err.contains(r#"updates may not add a condition of type \"Approved\""#) || err.contains("may not add"),
+        "{err}"
+    );
+    assert!(k.ok(&["certificate", "approve", "jane"]).contains("approved"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let cert = loop {
+        let c = k.ok(&["get", "csr", "jane", "-o", "jsonpath={.status.certificate}"]);
+        if !c.is_empty() {
+            break c;
+        }
+        assert!(std::time::Instant::now() < deadline, "never signed");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(k.ok(&["get", "csr", "jane"]).contains("Approved,Issued"));
+    // The certificate, once issued, is never replaced.
+    let err = k.fails(&[
+        "patch",
+        "csr",
+        "jane",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"certificate":"AAAA"}}"#,
+    ]);
+    assert!(
+        err.contains("updates may not modify existing certificate content") || err.contains("certificate"),
+        "{err}"
+    );
+    // Jane's kubeconfig: the admin's with her certificate and key.
+    use base64::Engine;
+    std::fs::write(dir.path().join("jane.crt"), base64::engine::general_purpose::STANDARD.decode(&cert).unwrap())
+        .unwrap();
+    let kc = dir.path().join("jane.kubeconfig");
+    std::fs::copy(&server.kubeconfig, &kc).unwrap();
+    let jane = vt_testkit::Kubectl::new(&kc, None);
+    let user = jane.ok(&["config", "view", "-o", "jsonpath={.contexts[0].context.user}"]);
+    let (crt, key) = (dir.path().join("jane.crt"), dir.path().join("jane.key"));
+    jane.ok(&[
+        "config",
+        "set-credentials",
+        &user,
+        &format!("--client-certificate={}", crt.display()),
+        &format!("--client-key={}", key.display()),
+        "--embed-certs",
+    ]);
+    let who = jane.ok(&["auth", "whoami", "-o", "jsonpath={.status.userInfo.username} {.status.userInfo.groups}"]);
+    assert!(who.starts_with("jane ") && who.contains("dev"), "{who}");
+    let err = jane.fails(&["get", "pods"]);
+    assert!(err.contains(r#"User "jane" cannot list resource "pods""#), "{err}");
+    // Denied: never signed. Other usages: Failed, SignerValidationFailure. Garbage: refused.
+    k.ok_stdin(&["create", "-f", "-"], &request("denied", "client auth", &b64("jane.csr")));
+    k.ok(&["certificate", "deny", "denied"]);
+    k.ok_stdin(&["create", "-f", "-"], &request("server", "server auth", &b64("jane.csr")));
+    k.ok(&["certificate", "approve", "server"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while k.ok(&["get", "csr", "server", "-o", "jsonpath={.status.conditions[?(@.type=='Failed')].reason}"])
+        != "SignerValidationFailure"
+    {
+        assert!(std::time::Instant::now() < deadline, "no Failed condition");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(k.ok(&["get", "csr", "denied", "-o", "jsonpath={.status.certificate}"]), "");
+    assert!(k.ok(&["get", "csr", "denied"]).contains("Denied"));
+    let err = k.fails_stdin(&["create", "-f", "-"], &request("garbage", "client auth", "Z2FyYmFnZQ=="));
+    assert!(err.contains("spec.request: Invalid value"), "{err}");
+    // componentstatuses: computed, with kube's deprecation warning and columns.
+    let out = k.run(&["get", "componentstatuses"]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(stderr.contains("v1 ComponentStatus is deprecated in v1.19+"), "{stderr}");
+    for name in ["scheduler", "controller-manager", "etcd-0"] {
+        assert!(stdout.lines().any(|l| l.starts_with(name) && l.contains("Healthy") && l.contains("ok")), "{stdout}");
+    }
+}

@@ -2,6 +2,7 @@
 //! and the status, scale, finalize and binding subresources, with kube-apiserver's semantics
 //! (see the module docs of each part). Watch is in `watch.rs`.
 
+mod components;
 mod delete;
 mod dups;
 mod eviction;
@@ -297,8 +298,15 @@ pub(crate) async fn handle(
     if rt.namespaced && op.ns.is_empty() && !matches!(info.verb.as_str(), "list" | "watch") {
         return Err(ApiError::bad_request("Namespace parameter required."));
     }
+    let csr = rt.kind == "CertificateSigningRequest";
     match (info.verb.as_str(), info.subresource.as_str()) {
+        ("get" | "list", "") if rt.kind == "ComponentStatus" && rt.group.is_empty() => {
+            components::serve(&op, info.verb == "list").await
+        }
         ("get", "" | "status") => get(&op).await,
+        ("get", "approval") if csr => get(&op).await,
+        ("update", "approval") if csr => write::update(&op, &body).await,
+        ("patch", "approval") if csr => write::patch(&op, &body).await,
         ("list", "") => list::list(&op).await,
         ("watch", "") => crate::watch::watch(&op).await,
         ("create", "") if rt.kind.ends_with("Review") => sub::review(&op, &body).await,

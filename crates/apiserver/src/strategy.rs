@@ -4,6 +4,7 @@
 
 mod alloc;
 mod convert;
+pub(crate) mod csr;
 mod defaults;
 mod validate;
 
@@ -22,11 +23,12 @@ fn gk(rt: &ResourceType) -> (&str, &str) {
     (rt.group.as_str(), rt.kind.as_str())
 }
 
-/// Defaults and create-time mutations that do not depend on the final name.
-pub(crate) fn prepare_for_create(rt: &ResourceType, obj: &mut Value) {
+/// Defaults and create-time mutations that do not depend on the final name; `user` sent it.
+pub(crate) fn prepare_for_create(rt: &ResourceType, obj: &mut Value, user: &crate::auth::UserInfo) {
     custom_defaults(rt, obj);
     defaults::apply(rt, obj);
     match gk(rt) {
+        ("certificates.k8s.io", "CertificateSigningRequest") => csr::prepare_create(obj, user),
         ("", "Pod") => {
             let qos = defaults::qos_class(obj);
             obj["status"] = json!({"phase": "Pending", "qosClass": qos});
@@ -120,6 +122,9 @@ pub(crate) fn prepare_named(rt: &ResourceType, obj: &mut Value) {
 pub(crate) fn prepare_for_update(rt: &ResourceType, new: &mut Value, old: &Value, sub: &str) {
     custom_defaults(rt, new);
     defaults::apply(rt, new);
+    if gk(rt) == ("certificates.k8s.io", "CertificateSigningRequest") {
+        csr::prepare_update(new, old, sub);
+    }
     if (gk(rt) == ("", "Pod")) && sub == "status" {
         // A status write keeps the spec and backfills the QoS class.
         if object::str_at(new, &["status", "qosClass"]).unwrap_or("").is_empty()
@@ -191,12 +196,18 @@ pub(crate) fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>, errs
     if gk(rt) == ("apiextensions.k8s.io", "CustomResourceDefinition") {
         crate::crd::validate_definition(obj, old, errs);
     }
+    if gk(rt) == ("certificates.k8s.io", "CertificateSigningRequest") {
+        csr::validate(obj, old, errs);
+    }
     validate::object(rt, obj, old, errs);
 }
 
-/// Kind-specific rules about what an update may change.
-pub(crate) fn validate_update(rt: &ResourceType, new: &Value, old: &Value) -> Result<(), Vec<FieldError>> {
+/// Kind-specific rules about what an update (through subresource `sub`, or none) may change.
+pub(crate) fn validate_update(rt: &ResourceType, new: &Value, old: &Value, sub: &str) -> Result<(), Vec<FieldError>> {
     let mut errs = Vec::new();
+    if gk(rt) == ("certificates.k8s.io", "CertificateSigningRequest") {
+        csr::validate_update(new, old, sub, &mut errs);
+    }
     validate::update(rt, new, old, &mut errs);
     if errs.is_empty() { Ok(()) } else { Err(errs) }
 }

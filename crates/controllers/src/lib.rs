@@ -7,12 +7,13 @@
 //! (namespace lifecycle, garbage collection, pod GC) — a standalone `vt apiserver` runs it;
 //! [`Set::Full`] is what kube-controller-manager runs: those, ServiceAccounts and the root CA,
 //! the workload controllers (Deployments, ReplicaSets, StatefulSets, DaemonSets, Jobs,
-//! CronJobs), Endpoints and EndpointSlices, and PodDisruptionBudget status — every tenant and
-//! the embedded host run it.
+//! CronJobs), Endpoints and EndpointSlices, PodDisruptionBudget status, and the signer of
+//! client certificate requests — every tenant and the embedded host run it.
 
 pub mod client;
 mod cron;
 mod cronjob;
+pub mod csrsigning;
 mod daemonset;
 mod deployment;
 mod endpoints;
@@ -52,9 +53,11 @@ impl Drop for Controllers {
     }
 }
 
-/// Starts the controllers of `api`'s cluster; `root_ca` is the CA published in every namespace
-/// (`kube-root-ca.crt`).
-pub fn start(api: ApiServer, root_ca: String, set: Set) -> Controllers {
+/// Starts the controllers of `api`'s cluster; `ca` is its CA: the certificate is published in
+/// every namespace (`kube-root-ca.crt`), and with the key [`Set::Full`] signs approved client
+/// certificate requests.
+pub fn start(api: ApiServer, ca: &vt_pki::CertKey, set: Set) -> Controllers {
+    let root_ca = ca.cert_pem.clone();
     let client = client::in_process(api);
     let spawn = |f: futures::future::BoxFuture<'static, ()>| tokio::spawn(f).abort_handle();
     let mut tasks = vec![
@@ -72,8 +75,12 @@ pub fn start(api: ApiServer, root_ca: String, set: Set) -> Controllers {
             spawn(Box::pin(job::run(client.clone()))),
             spawn(Box::pin(cronjob::run(client.clone()))),
             spawn(Box::pin(endpoints::run(client.clone()))),
-            spawn(Box::pin(pdb::run(client))),
+            spawn(Box::pin(pdb::run(client.clone()))),
         ]);
+        match vt_pki::Ca::load(ca.clone()) {
+            Ok(ca) => tasks.push(spawn(Box::pin(csrsigning::run(client, ca)))),
+            Err(e) => tracing::warn!(error = %e, "no CA key: client certificate requests will not be signed"),
+        }
     }
     Controllers { tasks }
 }

@@ -99,6 +99,8 @@ impl Settings {
 /// from the host).
 struct Credentials {
     ca_pem: String,
+    /// The CA's certificate and key: the controllers sign client certificate requests.
+    ca: vt_pki::CertKey,
     serving: vt_pki::CertKey,
     sa_key: String,
 }
@@ -107,6 +109,7 @@ impl Credentials {
     fn of(pki: &TenantPki) -> Arc<Credentials> {
         Arc::new(Credentials {
             ca_pem: pki.ca.cert_pem().to_string(),
+            ca: pki.ca.material().clone(),
             serving: pki.serving.clone(),
             sa_key: pki.sa_key.clone(),
         })
@@ -390,10 +393,8 @@ impl ControlPlanes {
         }
         let endpoint = Endpoint { last_request: Some(last_request.clone()), ..Endpoint::serving(tls, api.clone()) };
         self.router.insert(&server_name, endpoint.clone());
-        let controllers = self
-            .settings
-            .controllers
-            .then(|| vt_controllers::start(api.clone(), creds.ca_pem.clone(), vt_controllers::Set::Full));
+        let controllers =
+            self.settings.controllers.then(|| vt_controllers::start(api.clone(), &creds.ca, vt_controllers::Set::Full));
         let syncer = self
             .host
             .get()

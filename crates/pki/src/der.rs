@@ -14,7 +14,7 @@ const OID_COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
 const OID_ORGANIZATION: &[u8] = &[0x55, 0x04, 0x0a];
 
 /// One TLV: tag, contents, and what follows it.
-fn tlv(input: &[u8]) -> Result<(u8, &[u8], &[u8]), String> {
+pub(crate) fn tlv(input: &[u8]) -> Result<(u8, &[u8], &[u8]), String> {
     let (&tag, rest) = input.split_first().ok_or("truncated DER: missing tag")?;
     let (&first, rest) = rest.split_first().ok_or("truncated DER: missing length")?;
     let (len, rest) = if first < 0x80 {
@@ -33,7 +33,8 @@ fn tlv(input: &[u8]) -> Result<(u8, &[u8], &[u8]), String> {
     Ok((tag, &rest[..len], &rest[len..]))
 }
 
-fn expect(input: &[u8], want: u8) -> Result<(&[u8], &[u8]), String> {
+/// One TLV with tag `want`: its contents and what follows it.
+pub(crate) fn expect(input: &[u8], want: u8) -> Result<(&[u8], &[u8]), String> {
     let (tag, content, rest) = tlv(input)?;
     if tag != want {
         return Err(format!("unexpected DER tag {tag:#04x}, expected {want:#04x}"));
@@ -54,7 +55,12 @@ pub fn subject_of(cert: &[u8]) -> Result<Subject, String> {
     for _ in 0..4 {
         rest = tlv(rest)?.2;
     }
-    let (mut rdns, _) = expect(rest, 0x30)?;
+    let (rdns, _) = expect(rest, 0x30)?;
+    read_name(rdns)
+}
+
+/// Reads the common name and organizations of an X.501 Name's contents (its RDN sequence).
+pub(crate) fn read_name(mut rdns: &[u8]) -> Result<Subject, String> {
     let mut subject = Subject::default();
     while !rdns.is_empty() {
         let (set, next) = expect(rdns, 0x31)?;

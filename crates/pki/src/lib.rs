@@ -5,6 +5,7 @@
 //! user (common name) and groups (organizations), as Kubernetes reads them. A certificate from
 //! one CA is worthless at a server that trusts another.
 
+mod csr;
 mod der;
 
 use std::net::IpAddr;
@@ -17,7 +18,10 @@ use rcgen::{
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+pub use csr::{Csr, KeyKind};
 pub use der::{Subject, subject_of};
+/// Key usages a signed certificate may carry.
+pub use rcgen::KeyUsagePurpose as KeyUsage;
 
 /// Errors of certificate operations.
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +80,7 @@ pub struct Ca {
 /// How long issued certificates are valid.
 pub const DEFAULT_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
-fn validity(params: &mut CertificateParams, valid_for: Duration) -> Result<(), PkiError> {
+pub(crate) fn validity(params: &mut CertificateParams, valid_for: Duration) -> Result<(), PkiError> {
     let now = jiff::Timestamp::now();
     // Backdate an hour for clock skew between client and server.
     let not_before = now.as_second() - 3600;

@@ -197,7 +197,7 @@ pub async fn start(args: &Args) -> Result<Started, String> {
     tracing::info!(%addr, kubeconfig = %kc_path.display(), "vt apiserver serving");
     let set = if args.controllers { vt_controllers::Set::Full } else { vt_controllers::Set::Lifecycle };
     // Kept for the process's life.
-    std::mem::forget(vt_controllers::start(api.clone(), ca.cert_pem().to_string(), set));
+    std::mem::forget(vt_controllers::start(api.clone(), ca.material(), set));
     if args.simulate_nodes > 0 {
         let sim = vt_nodesim::NodeSim::new(vt_controllers::client::in_process(api.clone()));
         sim_pods.attach(&sim);

@@ -482,7 +482,7 @@ pub(crate) async fn create_object(
     {
         m.remove("status");
     }
-    strategy::prepare_for_create(&op.rt, &mut obj);
+    strategy::prepare_for_create(&op.rt, &mut obj, op.user);
     // Mutating admission (webhooks, then LimitRanger) sees the object before its name is
     // generated, as in kube-apiserver.
     crate::admission::webhooks(op, "CREATE", Some(&mut obj), None, true, dry).await?;
@@ -588,7 +588,7 @@ where
         crate::admission::webhooks(op, "UPDATE", Some(&mut new), Some(&current), true, dry).await?;
         finish_update(op, &mut new, &current, manager)?;
         validate(op, &new, Some(&current))?;
-        strategy::validate_update(&op.rt, &new, &current)
+        strategy::validate_update(&op.rt, &new, &current, &op.sub)
             .map_err(|errs| ApiError::invalid(&op.rt.group, &op.rt.kind, name, errs))?;
         crate::admission::webhooks(op, "UPDATE", Some(&mut new.clone()), Some(&current), false, dry).await?;
         if !object::is_deleting(&new) && crate::admission::quota::check_quota_update(op, &new, &current).await? {
@@ -741,6 +741,7 @@ pub(crate) fn split_subresource(op: &Op<'_>, body: &Value, current: &Value) -> V
             }
             new
         }
+        "approval" => crate::strategy::csr::split_approval(body, current),
         "finalize" => {
             let mut new = current.clone();
             new["spec"]["finalizers"] =

@@ -8,6 +8,8 @@ use serde_json::{Value, json};
 use super::{Column, Printer, Row};
 use crate::registry::ResourceType;
 
+mod admin;
+
 const fn col(name: &'static str, ty: &'static str, priority: u8, description: &'static str) -> Column {
     Column { name, ty, format: "", priority, description }
 }
@@ -66,6 +68,8 @@ pub(crate) fn for_kind(rt: &ResourceType, subresource: &str) -> &'static Printer
         ("scheduling.k8s.io", "PriorityClass") => &PRIORITY_CLASS,
         ("node.k8s.io", "RuntimeClass") => &RUNTIME_CLASS,
         ("policy", "PodDisruptionBudget") => &PDB,
+        ("certificates.k8s.io", "CertificateSigningRequest") => &admin::CSR,
+        ("", "ComponentStatus") => &admin::COMPONENT_STATUS,
         ("admissionregistration.k8s.io", "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration") => {
             &WEBHOOK_CONFIGURATION
         }
