@@ -470,3 +470,66 @@ fn pods_run_on_the_host_isolated() {
     eventually("the node back in acme", || acme.run(&["get", "node", moved]).status.success());
     eventually("the node gone from bolt", || !bolt.run(&["get", "node", moved]).status.success());
 }
+
+/// `kubectl debug` in a tenant: the ephemeral container is added through
+/// `pods/ephemeralcontainers`, reaches the host pod (translated, through the host's own
+/// subresource) and runs there; the tenant sees its status. As kube-apiserver answers: an
+/// existing ephemeral container can be neither removed nor changed, an ephemeral container may
+/// not set ports, and one breaking the tenant's Pod Security level is refused at admission.
+#[test]
+fn debug_containers_reach_the_host_pod() {
+    let m = VtManager::start(vt(), &[]);
+    m.vt_ok(&["create", "dbg"]);
+    let host = m.host_kubectl();
+    let t = m.tenant_kubectl("dbg");
+    t.ok(&["run", "web", "--image=nginx:1.27"]);
+    eventually("web running", || t.ok(&["get", "pod", "web", "-o", "jsonpath={.status.phase}"]) == "Running");
+    t.ok(&["debug", "web", "--image=busybox:1.36", "--container=dbg", "--", "sleep", "3600"]);
+    eventually("the debug container on the host pod", || {
+        host.ok(&[
+            "-n",
+            "vt-dbg",
+            "get",
+            "pod",
+            "web-x-default-x-dbg",
+            "-o",
+            "jsonpath={.spec.ephemeralContainers[*].image}",
+        ]) == "busybox:1.36"
+    });
+    eventually("its status in the tenant", || {
+        !t.ok(&[
+            "get",
+            "pod",
+            "web",
+            "-o",
+            "jsonpath={.status.ephemeralContainerStatuses[?(@.name=='dbg')].state.running.startedAt}",
+        ])
+        .is_empty()
+    });
+    let sub = ["patch", "pod", "web", "--subresource=ephemeralcontainers"];
+    let removed =
+        [&sub[..], &["--type=json", "-p", r#"[{"op":"remove","path":"/spec/ephemeralContainers/0"}]"#]].concat();
+    let err = t.fails(&removed);
+    assert!(err.contains(r#"existing ephemeral containers "dbg" may not be removed"#), "{err}");
+    let ports = r#"{"spec":{"ephemeralContainers":[{"name":"p","image":"busybox","ports":[{"containerPort":80}]}]}}"#;
+    let err = t.fails(&[&sub[..], &["--type=strategic", "-p", ports]].concat());
+    assert!(
+        err.contains("spec.ephemeralContainers[1].ports: Forbidden: cannot be set for an Ephemeral Container"),
+        "{err}"
+    );
+    let err =
+        t.fails(&["debug", "web", "--image=busybox:1.36", "--container=root", "--profile=sysadmin", "--", "true"]);
+    assert!(err.contains("violates PodSecurity"), "{err}");
+    assert_eq!(
+        host.ok(&[
+            "-n",
+            "vt-dbg",
+            "get",
+            "pod",
+            "web-x-default-x-dbg",
+            "-o",
+            "jsonpath={.spec.ephemeralContainers[*].name}"
+        ]),
+        "dbg"
+    );
+}

@@ -299,6 +299,7 @@ pub(crate) async fn handle(
         return Err(ApiError::bad_request("Namespace parameter required."));
     }
     let csr = rt.kind == "CertificateSigningRequest";
+    let pod = rt.kind == "Pod" && rt.group.is_empty();
     match (info.verb.as_str(), info.subresource.as_str()) {
         ("get" | "list", "") if rt.kind == "ComponentStatus" && rt.group.is_empty() => {
             components::serve(&op, info.verb == "list").await
@@ -307,6 +308,9 @@ pub(crate) async fn handle(
         ("get", "approval") if csr => get(&op).await,
         ("update", "approval") if csr => write::update(&op, &body).await,
         ("patch", "approval") if csr => write::patch(&op, &body).await,
+        ("get", "ephemeralcontainers") if pod => get(&op).await,
+        ("update", "ephemeralcontainers") if pod => write::update(&op, &body).await,
+        ("patch", "ephemeralcontainers") if pod => write::patch(&op, &body).await,
         ("list", "") => list::list(&op).await,
         ("watch", "") => crate::watch::watch(&op).await,
         ("create", "") if rt.kind.ends_with("Review") => sub::review(&op, &body).await,

@@ -115,6 +115,15 @@ impl FieldError {
         }
     }
 
+    /// `Not found: "x"`.
+    pub fn not_found(field: impl Into<String>, value: &Value) -> Self {
+        FieldError {
+            reason: "FieldValueNotFound",
+            field: field.into(),
+            message: format!("Not found: {}", quote_value(value)),
+        }
+    }
+
     /// `Invalid value: "x": field is immutable`.
     pub fn immutable(field: impl Into<String>, value: &Value) -> Self {
         Self::invalid(field, value, "field is immutable")

@@ -6,6 +6,7 @@ mod alloc;
 mod convert;
 pub(crate) mod csr;
 mod defaults;
+pub(crate) mod ephemeral;
 mod validate;
 
 use serde_json::{Value, json};
@@ -207,6 +208,9 @@ pub(crate) fn validate_update(rt: &ResourceType, new: &Value, old: &Value, sub: 
     let mut errs = Vec::new();
     if gk(rt) == ("certificates.k8s.io", "CertificateSigningRequest") {
         csr::validate_update(new, old, sub, &mut errs);
+    }
+    if gk(rt) == ("", "Pod") && sub == "ephemeralcontainers" {
+        ephemeral::validate_update(new, old, &mut errs);
     }
     validate::update(rt, new, old, &mut errs);
     if errs.is_empty() { Ok(()) } else { Err(errs) }

@@ -73,6 +73,35 @@ async fn start(sim: &Arc<NodeSim>, pod: &Pod, node: &str) {
     }
 }
 
+/// Starts the ephemeral containers (`kubectl debug`) a running pod has no status for yet.
+async fn start_ephemeral(sim: &Arc<NodeSim>, pod: &Pod) {
+    let spec = pod.spec.as_ref();
+    let wanted: Vec<(String, String)> = spec
+        .and_then(|s| s.ephemeral_containers.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| (c.name, c.image.unwrap_or_default()))
+        .collect();
+    let have = pod.status.as_ref().and_then(|s| s.ephemeral_container_statuses.clone()).unwrap_or_default();
+    if wanted.iter().all(|(n, _)| have.iter().any(|h| h.name == *n)) {
+        return;
+    }
+    let (ns, name, uid, t) =
+        (pod.namespace().unwrap_or_default(), pod.name_any(), pod.uid().unwrap_or_default(), now());
+    let mut statuses: Vec<Value> = have.iter().map(|h| serde_json::to_value(h).unwrap_or(Value::Null)).collect();
+    for (c, image) in wanted.iter().filter(|(n, _)| !have.iter().any(|h| h.name == *n)) {
+        sim.record(&ns, &name, format!("started ephemeral container {c} ({image:?}, simulated)"));
+        statuses.push(json!({"name": c, "image": image, "imageID": format!("simulated://{image}"),
+            "containerID": format!("simulated://{uid}/{c}"), "ready": false, "restartCount": 0,
+            "state": {"running": {"startedAt": t}}}));
+    }
+    let pods: Api<Pod> = Api::namespaced(sim.client(), &ns);
+    let status = json!({"status": {"ephemeralContainerStatuses": statuses}});
+    if let Err(e) = pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(status)).await {
+        tracing::debug!(pod = %name, error = %e, "simulated kubelet: ephemeral status update failed");
+    }
+}
+
 /// Finishes a pod that does not restart, after its simulated run time.
 async fn finish(sim: Arc<NodeSim>, pod: Pod) {
     let annotations = pod.annotations().clone();
@@ -156,6 +185,9 @@ pub(crate) async fn run(sim: Arc<NodeSim>) {
                 continue;
             }
             let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+            if started.contains(&uid) && phase == "Running" {
+                start_ephemeral(&sim, &pod).await;
+            }
             if started.contains(&uid) || matches!(phase.as_str(), "Succeeded" | "Failed") {
                 continue;
             }

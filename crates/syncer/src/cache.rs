@@ -4,8 +4,9 @@
 //! A decoded `Pod` is over 2 KiB of inline fields before any of its strings (each `Container`
 //! another 2 KiB), and label maps allocate B-tree nodes sized for eleven entries; a record is
 //! a few hundred bytes plus its strings. Readers get a `Pod` rebuilt from the record with only
-//! these fields set — name, namespace, uid, labels, annotations, deletion timestamp and grace,
-//! node, ServiceAccount, containers' names and images, phase, host IP and start time — and
+//! these fields set — name, namespace, uid, resourceVersion, labels, annotations, deletion timestamp and grace,
+//! node, ServiceAccount, containers' names and images, ephemeral containers' names, phase,
+//! host IP and start time — and
 //! read anything else from the API server.
 //!
 //! The cache follows a kube-runtime watcher's events as a reflector store does: changes apply
@@ -14,7 +15,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodStatus};
+use k8s_openapi::api::core::v1::{Container, EphemeralContainer, Pod, PodSpec, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::runtime::watcher;
 
@@ -24,6 +25,8 @@ type Pairs = Box<[(Text, Text)]>;
 /// What is kept of one pod.
 struct Record {
     uid: Option<Text>,
+    /// The resourceVersion seen: writes guarded by it (`guard.rs`) hold only for this state.
+    rv: Option<Text>,
     labels: Pairs,
     annotations: Pairs,
     deletion: Option<Time>,
@@ -32,6 +35,8 @@ struct Record {
     service_account: Option<Text>,
     /// Containers' (name, image).
     containers: Pairs,
+    /// Ephemeral containers' names.
+    ephemeral: Box<[Text]>,
     phase: Option<Text>,
     host_ip: Option<Text>,
     start_time: Option<Time>,
@@ -56,6 +61,7 @@ impl Record {
         let status = p.status.as_ref();
         Record {
             uid: text(&m.uid),
+            rv: text(&m.resource_version),
             labels: pairs(&m.labels),
             annotations: pairs(&m.annotations),
             deletion: m.deletion_timestamp.clone(),
@@ -66,6 +72,11 @@ impl Record {
                 .into_iter()
                 .flat_map(|s| &s.containers)
                 .map(|c| (c.name.as_str().into(), c.image.as_deref().unwrap_or("").into()))
+                .collect(),
+            ephemeral: spec
+                .into_iter()
+                .flat_map(|s| s.ephemeral_containers.iter().flatten())
+                .map(|c| c.name.as_str().into())
                 .collect(),
             phase: status.and_then(|s| text(&s.phase)),
             host_ip: status.and_then(|s| text(&s.host_ip)),
@@ -86,6 +97,7 @@ impl Record {
                 namespace: Some(namespace.to_string()),
                 name: Some(name.to_string()),
                 uid: string(&self.uid),
+                resource_version: string(&self.rv),
                 labels: map(&self.labels),
                 annotations: map(&self.annotations),
                 deletion_timestamp: self.deletion.clone(),
@@ -104,6 +116,12 @@ impl Record {
                         ..Default::default()
                     })
                     .collect(),
+                ephemeral_containers: (!self.ephemeral.is_empty()).then(|| {
+                    self.ephemeral
+                        .iter()
+                        .map(|n| EphemeralContainer { name: n.to_string(), ..Default::default() })
+                        .collect()
+                }),
                 ..Default::default()
             }),
             status,
@@ -231,8 +249,8 @@ mod tests {
         c.handle(&watcher::Event::Apply(pod("ns", "p", "nginx:1")));
         let got = c.get("ns", "p").unwrap();
         let want = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"namespace": "ns", "name": "p", "uid": "uid-p", "labels": {"app": "web"},
-                "annotations": {"a": "1"}},
+            "metadata": {"namespace": "ns", "name": "p", "uid": "uid-p", "resourceVersion": "7",
+                "labels": {"app": "web"}, "annotations": {"a": "1"}},
             "spec": {"nodeName": "n1", "serviceAccountName": "sa", "containers": [{"name": "c", "image": "nginx:1"}]},
             "status": {"phase": "Running", "hostIP": "10.0.0.1", "startTime": "2026-01-01T00:00:00Z"}
         });

@@ -353,6 +353,35 @@ impl Tenant {
         Ok(())
     }
 
+    /// Adds a virtual pod's ephemeral containers to its host pod, or says (once) why not.
+    async fn sync_ephemeral(&self, v: &Pod, h: &Pod) -> Result<()> {
+        let Some(full) = self.full(v).await? else { return Ok(()) };
+        let ns = v.namespace().unwrap_or_default();
+        let vjson = to_value(&full);
+        let pool = self.pool_nodes();
+        match translate::host_ephemeral_containers(&vjson, &self.target, &self.services_in(&ns), &pool) {
+            Ok(list) => {
+                let api: Api<Pod> = Api::namespaced(self.host.client.clone(), &self.target.namespace);
+                let patch = Patch::Strategic(pinned(json!({"spec": {"ephemeralContainers": list}}), h));
+                unless_missing(
+                    api.patch_subresource("ephemeralcontainers", &h.name_any(), &PatchParams::default(), &patch).await,
+                )
+            }
+            Err(refusal) => {
+                let key = format!("{}/ephemeral", v.uid().unwrap_or_default());
+                let message = format!("ephemeral container not started: {}", refusal.message);
+                let new = self.refused.lock().unwrap_or_else(|p| p.into_inner()).insert(key, message.clone())
+                    != Some(message.clone());
+                if new {
+                    let involved = json!({"kind": "Pod", "apiVersion": "v1", "namespace": ns, "name": v.name_any(),
+                        "uid": v.uid()});
+                    self.warn(involved, refusal.reason, &message).await;
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// A synced pod: the host's node and status come back; labels, annotations and images go.
     async fn update_pod(self: &Arc<Self>, v: &Pod, h: &Pod) -> Result<()> {
         let ns = v.namespace().unwrap_or_default();
@@ -419,6 +448,16 @@ impl Tenant {
             unless_missing(
                 api.patch(&h.name_any(), &PatchParams::default(), &Patch::Strategic(pinned(patch, h))).await,
             )?;
+        }
+        // Debug containers the tenant added (`kubectl debug`): to the host pod, translated and
+        // checked as its containers are.
+        let names = |p: &Pod| -> Vec<String> {
+            let list = p.spec.as_ref().and_then(|s| s.ephemeral_containers.as_ref());
+            list.into_iter().flatten().map(|c| c.name.clone()).collect()
+        };
+        let have = names(h);
+        if names(v).iter().any(|n| !have.contains(n)) && h.metadata.deletion_timestamp.is_none() {
+            self.sync_ephemeral(v, h).await?;
         }
         // The node it runs on, then its status.
         let host_node = h.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty());

@@ -468,6 +468,28 @@ fn scope_affinity_term(term: &mut Value, ns: &str) {
 /// The host copy of a virtual pod. `services` are the virtual Services of the pod's namespace
 /// (for the service environment variables), `pool_nodes` the nodes of the tenant's pool.
 pub fn host_pod(v: &Value, t: &Target, services: &[Value], pool_nodes: &BTreeSet<String>) -> Result<Value, Refusal> {
+    translate_pod(v, t, services, pool_nodes, false)
+}
+
+/// The host copies of a virtual pod's ephemeral containers (translated, and checked by the
+/// same rules as its containers), for the host pod's `ephemeralcontainers` subresource.
+pub fn host_ephemeral_containers(
+    v: &Value,
+    t: &Target,
+    services: &[Value],
+    pool_nodes: &BTreeSet<String>,
+) -> Result<Value, Refusal> {
+    let pod = translate_pod(v, t, services, pool_nodes, true)?;
+    Ok(pod.pointer("/spec/ephemeralContainers").cloned().unwrap_or_else(|| json!([])))
+}
+
+fn translate_pod(
+    v: &Value,
+    t: &Target,
+    services: &[Value],
+    pool_nodes: &BTreeSet<String>,
+    ephemeral: bool,
+) -> Result<Value, Refusal> {
     check_isolation(v, t, pool_nodes)?;
     let ns = str_at(v, "/metadata/namespace").unwrap_or("").to_string();
     let vname = str_at(v, "/metadata/name").unwrap_or("").to_string();
@@ -651,7 +673,7 @@ pub fn host_pod(v: &Value, t: &Target, services: &[Value], pool_nodes: &BTreeSet
         }
     }
     // Ephemeral containers are added through their own subresource, never at creation.
-    if let Some(s) = spec.as_object_mut() {
+    if !ephemeral && let Some(s) = spec.as_object_mut() {
         s.remove("ephemeralContainers");
     }
     Ok(json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}))

@@ -52,7 +52,7 @@ fn would(why: &str) -> String {
 /// Checks a created (or updated) object against its namespace's levels.
 pub(crate) async fn admit(op: &Op<'_>, obj: &Value) -> ApiResult<()> {
     let Some(floor) = op.api.config().pod_security else { return Ok(()) };
-    if op.ns.is_empty() || !op.sub.is_empty() {
+    if op.ns.is_empty() || !(op.sub.is_empty() || op.sub == "ephemeralcontainers") {
         return Ok(());
     }
     let Some((spec, is_pod)) = pod_spec(op, obj) else { return Ok(()) };

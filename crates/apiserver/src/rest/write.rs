@@ -590,6 +590,10 @@ where
         validate(op, &new, Some(&current))?;
         strategy::validate_update(&op.rt, &new, &current, &op.sub)
             .map_err(|errs| ApiError::invalid(&op.rt.group, &op.rt.kind, name, errs))?;
+        if op.sub == "ephemeralcontainers" {
+            // Debug containers meet the namespace's Pod Security level, as kube's plugin checks.
+            crate::admission::podsecurity::admit(op, &new).await?;
+        }
         crate::admission::webhooks(op, "UPDATE", Some(&mut new.clone()), Some(&current), false, dry).await?;
         if !object::is_deleting(&new) && crate::admission::quota::check_quota_update(op, &new, &current).await? {
             crate::admission::quota::refresh_later(op);
@@ -742,6 +746,7 @@ pub(crate) fn split_subresource(op: &Op<'_>, body: &Value, current: &Value) -> V
             new
         }
         "approval" => crate::strategy::csr::split_approval(body, current),
+        "ephemeralcontainers" => crate::strategy::ephemeral::split(body, current),
         "finalize" => {
             let mut new = current.clone();
             new["spec"]["finalizers"] =

@@ -68,6 +68,25 @@ fn pods_get_names_isolation_and_kata() {
     }
 }
 
+/// `kubectl debug`'s containers go to the host pod's `ephemeralcontainers` subresource only:
+/// translated as containers are (their ConfigMap references renamed), refused by the same
+/// rules (a privileged debug container breaks the host's level), never part of a created pod.
+#[test]
+fn ephemeral_containers_are_translated_and_checked_like_containers() {
+    let t = target();
+    let debug = |ctx: Value| {
+        pod(json!({"containers": [{"name": "app", "image": "nginx"}],
+            "ephemeralContainers": [{"name": "dbg", "image": "busybox", "securityContext": ctx,
+                "envFrom": [{"configMapRef": {"name": "settings"}}]}]}))
+    };
+    let list = host_ephemeral_containers(&debug(json!({})), &t, &[], &nodes()).unwrap();
+    assert_eq!(list[0]["name"], "dbg");
+    assert_eq!(list[0]["envFrom"][0]["configMapRef"]["name"], t.name("settings", "shop"));
+    assert!(host_pod(&debug(json!({})), &t, &[], &nodes()).unwrap()["spec"].get("ephemeralContainers").is_none());
+    let refused = host_ephemeral_containers(&debug(json!({"privileged": true})), &t, &[], &nodes()).unwrap_err();
+    assert_eq!(refused.reason, "PodSecurity");
+}
+
 #[test]
 fn hostile_pods_are_refused() {
     let t = target();
