@@ -2,7 +2,7 @@
 //! and its guardrails, the tenant's credentials and kubeconfig Secrets, the control plane, pause
 //! and resume, and cleanup when a Tenant is deleted.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,6 +21,7 @@ use crate::pki::TenantPki;
 use crate::tenant::{Condition, FINALIZER, SecretRef, TENANT_LABEL, Tenant, TenantStatus, check_name, host_namespace};
 use lifecycle::{preload, requested_state};
 
+mod applied;
 mod lifecycle;
 
 pub use lifecycle::{REQUESTED_STATE, REQUESTED_STATE_RESULT};
@@ -71,8 +72,10 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Node pools to provision, if the manager owns the nodes.
     pub pools: Option<Arc<dyn crate::Pools>>,
-    /// Each tenant's last phase (for the phase gauge).
-    phases: Mutex<BTreeMap<String, String>>,
+    /// Each tenant's last phase, and how many are in each (the phase gauge).
+    phases: Mutex<(HashMap<String, String>, BTreeMap<String, i64>)>,
+    /// What each tenant's last full reconcile acted on, and when: see [`Applied`].
+    applied: Mutex<HashMap<String, applied::Applied>>,
 }
 
 impl Context {
@@ -83,20 +86,33 @@ impl Context {
         metrics: Arc<Metrics>,
         pools: Option<Arc<dyn crate::Pools>>,
     ) -> Context {
-        Context { host, planes, metrics, pools, phases: Mutex::new(BTreeMap::new()) }
+        Context {
+            host,
+            planes,
+            metrics,
+            pools,
+            phases: Mutex::new((HashMap::new(), BTreeMap::new())),
+            applied: Mutex::new(HashMap::new()),
+        }
     }
 
     fn record_phase(&self, tenant: &str, phase: Option<&str>) {
-        let mut p = self.phases.lock().unwrap_or_else(|e| e.into_inner());
-        match phase {
-            Some(ph) => _ = p.insert(tenant.to_string(), ph.to_string()),
-            None => _ = p.remove(tenant),
+        let mut guard = self.phases.lock().unwrap_or_else(|e| e.into_inner());
+        let (by_tenant, counts) = &mut *guard;
+        let before = match phase {
+            Some(ph) if by_tenant.get(tenant).map(String::as_str) == Some(ph) => return,
+            Some(ph) => by_tenant.insert(tenant.to_string(), ph.to_string()),
+            None => by_tenant.remove(tenant),
+        };
+        if let Some(b) = before
+            && let Some(n) = counts.get_mut(&b)
+        {
+            *n -= 1;
         }
-        let mut counts: BTreeMap<String, i64> = BTreeMap::new();
-        for ph in p.values() {
-            *counts.entry(ph.clone()).or_default() += 1;
+        if let Some(ph) = phase {
+            *counts.entry(ph.to_string()).or_default() += 1;
         }
-        self.metrics.set_phases(&counts.into_iter().collect::<Vec<_>>());
+        self.metrics.set_phases(&counts.iter().map(|(k, v)| (k.clone(), *v)).collect::<Vec<_>>());
     }
 }
 
@@ -115,6 +131,7 @@ pub async fn run(ctx: Arc<Context>) {
         while let Some(name) = rx.recv().await {
             // It woke or slept: its status (and host objects) are brought up to date now.
             c.planes.take_preloaded(&name);
+            c.forget_applied(&name);
             if let Ok(Some(t)) = api.get_opt(&name).await
                 && t.metadata.deletion_timestamp.is_none()
                 && let Err(e) = apply(Arc::new(t), c.clone()).await
@@ -209,6 +226,29 @@ async fn apply(t: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
         let spread = name.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64)) % 240;
         return Ok(Action::requeue(Duration::from_secs(5 + spread)));
     }
+    // Nothing changed since the last full reconcile, and the tenant is as it left it. (A
+    // tenant with ingress grants is always reconciled in full: whether it holds them depends
+    // on the other tenants.)
+    if ctx.unchanged(&t) && t.spec.network.ingress_hosts.is_empty() {
+        let phase = t.status.as_ref().map(|s| s.phase.as_str()).unwrap_or("");
+        match phase {
+            "Ready" if ctx.planes.api(&name).is_some() => {
+                let (pods, objects) = counts(&ctx, &name).await;
+                if let Some((n, bytes)) = objects {
+                    ctx.metrics.set_objects(&name, n, bytes);
+                }
+                if let Some(mut status) = t.status.clone() {
+                    status.pods = pods.map(|(n, _)| n);
+                    status.objects = objects.map(|(n, _)| n);
+                    set_status(&ctx, &t, status).await?;
+                }
+                return Ok(Action::requeue(Duration::from_secs(300)));
+            }
+            "Sleeping" if ctx.planes.is_asleep(&name) => return Ok(Action::await_change()),
+            "Paused" if t.spec.paused => return Ok(Action::await_change()),
+            _ => {}
+        }
+    }
     let ns = host_namespace(&name);
     guardrails(&ctx, &t, &ns).await?;
     let pki = credentials(&ctx, &name, &ns).await?;
@@ -252,6 +292,7 @@ async fn apply(t: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
             },
         )
         .await?;
+        ctx.applied(&t);
         return Ok(Action::await_change());
     }
     let (spec, withheld) = ingress_grants(&ctx, &t).await?;
@@ -276,6 +317,7 @@ async fn apply(t: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
             },
         )
         .await?;
+        ctx.applied(&t);
         return Ok(Action::await_change());
     }
     if let Some(pools) = &ctx.pools {
@@ -300,6 +342,7 @@ async fn apply(t: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
         },
     )
     .await?;
+    ctx.applied(&t);
     // Counts are refreshed now and then; nothing else changes without a Tenant event.
     Ok(Action::requeue(Duration::from_secs(300)))
 }
@@ -544,6 +587,7 @@ async fn credentials(ctx: &Context, tenant: &str, ns: &str) -> Result<TenantPki,
 /// host object of the tenant) and its data.
 async fn cleanup(t: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
     let name = t.name_any();
+    ctx.forget_applied(&name);
     ctx.planes.stop(&name);
     if let Some(r) = ctx.planes.replicas()
         && !r.owns(&name)
