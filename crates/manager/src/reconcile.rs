@@ -26,6 +26,9 @@ mod lifecycle;
 
 pub use lifecycle::{REQUESTED_STATE, REQUESTED_STATE_RESULT};
 
+/// How many Tenants are reconciled at once.
+const RECONCILES: u16 = 16;
+
 /// The field manager of everything the manager writes on the host.
 pub const MANAGER: &str = "vt-manager";
 /// Where earlier versions kept a tenant's PKI, in its host namespace (migrated on upgrade).
@@ -142,7 +145,12 @@ pub async fn run(ctx: Arc<Context>) {
     });
     preload(&ctx).await;
     let tenants: Api<Tenant> = Api::all(ctx.host.clone());
+    // At most 16 Tenants at a time: a burst of new Tenants (a script creating thousands) must
+    // not start thousands of control planes at once — each holds files (its store), memory
+    // and CPU until it is running or asleep, and together they ran the manager out of file
+    // descriptors at 20,000 (measured: 9,000 Tenants created in a minute).
     Controller::new(tenants, watcher::Config::default())
+        .with_config(kube::runtime::controller::Config::default().concurrency(RECONCILES))
         .run(reconcile, error_policy, ctx)
         .for_each(|r| async move {
             if let Err(e) = r {
