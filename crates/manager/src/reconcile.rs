@@ -134,7 +134,6 @@ pub async fn run(ctx: Arc<Context>) {
         while let Some(name) = rx.recv().await {
             // It woke or slept: its status (and host objects) are brought up to date now.
             c.planes.take_preloaded(&name);
-            c.forget_applied(&name);
             if let Ok(Some(t)) = api.get_opt(&name).await
                 && t.metadata.deletion_timestamp.is_none()
                 && let Err(e) = apply(Arc::new(t), c.clone()).await
@@ -237,23 +236,32 @@ async fn apply(t: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
     // Nothing changed since the last full reconcile, and the tenant is as it left it. (A
     // tenant with ingress grants is always reconciled in full: whether it holds them depends
     // on the other tenants.)
+    // It may have fallen asleep or woken since: its status says so, nothing more.
     if ctx.unchanged(&t) && t.spec.network.ingress_hosts.is_empty() {
         let phase = t.status.as_ref().map(|s| s.phase.as_str()).unwrap_or("");
-        match phase {
-            "Ready" if ctx.planes.api(&name).is_some() => {
+        let (awake, asleep) = (ctx.planes.api(&name).is_some(), ctx.planes.is_asleep(&name));
+        match (phase, t.status.clone()) {
+            ("Ready" | "Sleeping", Some(mut status)) if awake => {
                 let (pods, objects) = counts(&ctx, &name).await;
                 if let Some((n, bytes)) = objects {
                     ctx.metrics.set_objects(&name, n, bytes);
                 }
-                if let Some(mut status) = t.status.clone() {
-                    status.pods = pods.map(|(n, _)| n);
-                    status.objects = objects.map(|(n, _)| n);
-                    set_status(&ctx, &t, status).await?;
-                }
+                status.phase = "Ready".into();
+                status.message = format!("serving as {}", ctx.planes.settings().server_name(&name));
+                status.pods = pods.map(|(n, _)| n);
+                status.objects = objects.map(|(n, _)| n);
+                set_status(&ctx, &t, status).await?;
                 return Ok(Action::requeue(Duration::from_secs(300)));
             }
-            "Sleeping" if ctx.planes.is_asleep(&name) => return Ok(Action::await_change()),
-            "Paused" if t.spec.paused => return Ok(Action::await_change()),
+            ("Ready" | "Sleeping", Some(mut status)) if asleep => {
+                status.phase = "Sleeping".into();
+                status.message =
+                    format!("asleep: its first request wakes it ({})", ctx.planes.settings().server_name(&name));
+                (status.pods, status.objects) = (None, None);
+                set_status(&ctx, &t, status).await?;
+                return Ok(Action::await_change());
+            }
+            ("Paused", _) if t.spec.paused => return Ok(Action::await_change()),
             _ => {}
         }
     }
