@@ -119,6 +119,13 @@ impl Context {
     }
 }
 
+/// When a tenant routed by the preload has its host objects re-applied: 5 s to 30 min after
+/// the start, by a hash of its name.
+fn preload_spread(name: &str) -> Duration {
+    let h = name.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
+    Duration::from_secs(5 + h % 1800)
+}
+
 fn apply_params() -> PatchParams {
     PatchParams::apply(MANAGER).force()
 }
@@ -227,11 +234,11 @@ async fn apply(t: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
     }
     // Right after a restart, a tenant routed by the preload needs nothing from the host before
     // its first request (its host objects were applied when it ran): re-applying them for
-    // every tenant at once would take the cores from the wakes. They are spread over the next
-    // minutes instead (or done when the tenant wakes or changes).
+    // every tenant at once would take the cores from the wakes (and, with 10,000 tenants,
+    // from everything for minutes). They are spread over the next half hour instead (or done
+    // when the tenant changes); a wake or sleep meanwhile only updates its status.
     if ctx.planes.take_preloaded(&name) {
-        let spread = name.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64)) % 240;
-        return Ok(Action::requeue(Duration::from_secs(5 + spread)));
+        return Ok(Action::requeue(preload_spread(&name)));
     }
     // Nothing changed since the last full reconcile, and the tenant is as it left it. (A
     // tenant with ingress grants is always reconciled in full: whether it holds them depends

@@ -41,6 +41,13 @@ impl Context {
         })
     }
 
+    /// Counts `t` as fully reconciled until `after` from now.
+    pub(super) fn applied_until(&self, t: &Tenant, after: Duration) {
+        let mut seen = Self::seen(t);
+        seen.at = seen.at.checked_sub(FULL_EVERY.saturating_sub(after)).unwrap_or(seen.at);
+        self.applied.lock().unwrap_or_else(|e| e.into_inner()).insert(t.name_any(), seen);
+    }
+
     pub(super) fn applied(&self, t: &Tenant) {
         self.applied.lock().unwrap_or_else(|e| e.into_inner()).insert(t.name_any(), Self::seen(t));
     }

@@ -84,6 +84,9 @@ pub(super) async fn preload(ctx: &Context) {
             continue;
         };
         ctx.planes.preload_asleep(&name, &t.spec, &pki);
+        // Its host objects were applied when it ran: until its turn to be re-applied (spread
+        // over the next half hour), waking or sleeping only updates its status.
+        ctx.applied_until(&t, super::preload_spread(&name));
         n += 1;
     }
     tracing::info!(tenants = n, "routed the tenants that ran before, asleep until their first request");
