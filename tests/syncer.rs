@@ -485,16 +485,11 @@ fn debug_containers_reach_the_host_pod() {
     t.ok(&["run", "web", "--image=nginx:1.27"]);
     eventually("web running", || t.ok(&["get", "pod", "web", "-o", "jsonpath={.status.phase}"]) == "Running");
     t.ok(&["debug", "web", "--image=busybox:1.36", "--container=dbg", "--", "sleep", "3600"]);
+    let on_host = |path: &str| {
+        host.ok(&["-n", "vt-dbg", "get", "pod", "web-x-default-x-dbg", "-o", &format!("jsonpath={{{path}}}")])
+    };
     eventually("the debug container on the host pod", || {
-        host.ok(&[
-            "-n",
-            "vt-dbg",
-            "get",
-            "pod",
-            "web-x-default-x-dbg",
-            "-o",
-            "jsonpath={.spec.ephemeralContainers[*].image}",
-        ]) == "busybox:1.36"
+        on_host(".spec.ephemeralContainers[*].image") == "busybox:1.36"
     });
     eventually("its status in the tenant", || {
         !t.ok(&[
@@ -520,16 +515,5 @@ fn debug_containers_reach_the_host_pod() {
     let err =
         t.fails(&["debug", "web", "--image=busybox:1.36", "--container=root", "--profile=sysadmin", "--", "true"]);
     assert!(err.contains("violates PodSecurity"), "{err}");
-    assert_eq!(
-        host.ok(&[
-            "-n",
-            "vt-dbg",
-            "get",
-            "pod",
-            "web-x-default-x-dbg",
-            "-o",
-            "jsonpath={.spec.ephemeralContainers[*].name}"
-        ]),
-        "dbg"
-    );
+    assert_eq!(on_host(".spec.ephemeralContainers[*].name"), "dbg");
 }

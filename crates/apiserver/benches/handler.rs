@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Request;
-use vt_apiserver::auth::{MastersOnly, UserInfo};
-use vt_apiserver::ipalloc::IpAddressAllocator;
+use vt_apiserver::auth::UserInfo;
 use vt_apiserver::{ApiServer, Config};
 use vt_store::sqlite::{CompactionPolicy, SqliteOptions, SqliteStore};
 use vt_store::{ListOptions, Store};
@@ -79,27 +78,7 @@ fn main() {
         let opts = SqliteOptions { compaction: CompactionPolicy::disabled(), ..Default::default() };
         let api_store = Arc::new(SqliteStore::open(dir.path().join("api.db"), opts.clone()).await.unwrap());
         let raw: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("raw.db"), opts).await.unwrap());
-        let api = ApiServer::new(Config {
-            store: api_store,
-            authorizer: Arc::new(MastersOnly),
-            tokens: Vec::new(),
-            cluster_ips: Arc::new(IpAddressAllocator::new("10.96.0.0/12").unwrap()),
-            advertise: "127.0.0.1:6443".parse().unwrap(),
-            name: "bench".into(),
-            bookmark_interval: Duration::from_secs(60),
-            service_accounts: None,
-            limits: None,
-            observer: None,
-            services: None,
-            pods: None,
-            service_account_admission: false,
-            egress: None,
-            pod_security: None,
-            host_provided: Vec::new(),
-            fenced: None,
-        })
-        .await
-        .unwrap();
+        let api = ApiServer::new(Config::basic(api_store, "bench")).await.unwrap();
         call(&api, "POST", "/api/v1/namespaces", Bytes::from(r#"{"metadata":{"name":"bench"}}"#)).await;
         println!("| operation | clients | handler ops/s | handler p50 / p99 (µs) | store ops/s | store p50 / p99 (µs) | handler/store (p50) |");
         println!("|---|---:|---:|---:|---:|---:|---:|");

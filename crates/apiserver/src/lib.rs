@@ -121,6 +121,38 @@ pub struct Config {
     pub service_account_admission: bool,
 }
 
+impl Config {
+    /// An API server with nothing but `store`: system:masters-only authorization, Service
+    /// IPs from 10.96.0.0/12, no tokens, limits, observer, syncer backends, admission extras
+    /// or fence — what benchmarks and tests that drive an API server in process start from
+    /// (`Config { pods: ..., ..Config::basic(store, name) }` for more).
+    pub fn basic(store: Arc<dyn Store>, name: &str) -> Config {
+        let cluster_ips = ipalloc::IpAddressAllocator::new("10.96.0.0/12").map(Arc::new);
+        Config {
+            store,
+            authorizer: Arc::new(auth::MastersOnly),
+            tokens: Vec::new(),
+            cluster_ips: match cluster_ips {
+                Ok(a) => a,
+                Err(e) => unreachable!("a constant CIDR: {e}"),
+            },
+            advertise: std::net::SocketAddr::from(([127, 0, 0, 1], 6443)),
+            name: name.to_string(),
+            bookmark_interval: std::time::Duration::from_secs(60),
+            service_accounts: None,
+            limits: None,
+            observer: None,
+            services: None,
+            pods: None,
+            egress: None,
+            host_provided: Vec::new(),
+            fenced: None,
+            pod_security: None,
+            service_account_admission: false,
+        }
+    }
+}
+
 /// Connects the streaming subresources of pods (`log`, `exec`, `attach`, `portforward`) to where
 /// the pods run. Requests arrive authorized, with the HTTP upgrade (WebSocket or SPDY) still
 /// pending in the request's extensions, so a connector can pass the upgraded stream through.

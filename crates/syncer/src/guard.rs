@@ -47,7 +47,6 @@ mod tests {
     //! goes through.
 
     use std::sync::Arc;
-    use std::time::Duration;
 
     use http_body_util::BodyExt;
     use k8s_openapi::api::core::v1::ConfigMap;
@@ -58,27 +57,8 @@ mod tests {
     async fn host() -> (kube::Client, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let store = vt_store::sqlite::SqliteStore::open(dir.path().join("db"), Default::default()).await.unwrap();
-        let api = vt_apiserver::ApiServer::new(vt_apiserver::Config {
-            store: Arc::new(store),
-            authorizer: Arc::new(vt_apiserver::auth::MastersOnly),
-            tokens: Vec::new(),
-            cluster_ips: Arc::new(vt_apiserver::ipalloc::IpAddressAllocator::new("10.96.0.0/12").unwrap()),
-            advertise: "127.0.0.1:6443".parse().unwrap(),
-            name: "host".into(),
-            bookmark_interval: Duration::from_secs(60),
-            service_accounts: None,
-            limits: None,
-            observer: None,
-            services: None,
-            pods: None,
-            service_account_admission: false,
-            egress: None,
-            pod_security: None,
-            host_provided: Vec::new(),
-            fenced: None,
-        })
-        .await
-        .unwrap();
+        let config = vt_apiserver::Config::basic(Arc::new(store), "host");
+        let api = vt_apiserver::ApiServer::new(config).await.unwrap();
         let admin = vt_apiserver::auth::UserInfo::new("admin", ["system:masters", "system:authenticated"]);
         let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
             let (api, admin) = (api.clone(), admin.clone());

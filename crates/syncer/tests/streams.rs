@@ -22,9 +22,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use vt_apiserver::auth::MastersOnly;
 use vt_apiserver::body::Body;
-use vt_apiserver::ipalloc::IpAddressAllocator;
 use vt_apiserver::serve::{Endpoint, Single};
 use vt_apiserver::{ApiServer, Config, PodConnector};
 use vt_store::sqlite::{SqliteOptions, SqliteStore};
@@ -94,27 +92,8 @@ async fn server(ca: &vt_pki::Ca, name: &str, pods: Arc<dyn PodConnector>) -> Ser
     let store = Arc::new(SqliteStore::open(dir.path().join("db"), SqliteOptions::default()).await.unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let api = ApiServer::new(Config {
-        store,
-        authorizer: Arc::new(MastersOnly),
-        tokens: Vec::new(),
-        cluster_ips: Arc::new(IpAddressAllocator::new("10.96.0.0/12").unwrap()),
-        advertise: addr,
-        name: name.into(),
-        bookmark_interval: Duration::from_secs(60),
-        service_accounts: None,
-        limits: None,
-        observer: None,
-        services: None,
-        pods: Some(pods),
-        service_account_admission: false,
-        egress: None,
-        pod_security: None,
-        host_provided: Vec::new(),
-        fenced: None,
-    })
-    .await
-    .unwrap();
+    let config = Config { advertise: addr, pods: Some(pods), ..Config::basic(store, name) };
+    let api = ApiServer::new(config).await.unwrap();
     let serving = ca.issue_server("localhost", &["localhost".into()], &[addr.ip()]).unwrap();
     let tls = Arc::new(vt_apiserver::serve::tls_config(&serving, ca.cert_pem()).unwrap());
     tokio::spawn(vt_apiserver::serve::serve(listener, Arc::new(Single(Endpoint::serving(tls, api)))));
