@@ -515,5 +515,8 @@ fn debug_containers_reach_the_host_pod() {
     let err =
         t.fails(&["debug", "web", "--image=busybox:1.36", "--container=root", "--profile=sysadmin", "--", "true"]);
     assert!(err.contains("violates PodSecurity"), "{err}");
+    // Through the pod itself they cannot be changed at all (kept, as kube keeps them).
+    t.ok(&["patch", "pod", "web", "--type=json", "-p", r#"[{"op":"remove","path":"/spec/ephemeralContainers"}]"#]);
+    assert_eq!(t.ok(&["get", "pod", "web", "-o", "jsonpath={.spec.ephemeralContainers[*].name}"]), "dbg");
     assert_eq!(on_host(".spec.ephemeralContainers[*].name"), "dbg");
 }

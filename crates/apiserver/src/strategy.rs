@@ -134,6 +134,14 @@ pub(crate) fn prepare_for_update(rt: &ResourceType, new: &mut Value, old: &Value
             new["status"]["qosClass"] = q.clone();
         }
     }
+    if gk(rt) == ("", "Pod") && sub.is_empty() {
+        // Ephemeral containers change only through `pods/ephemeralcontainers` (kube's pod
+        // strategy keeps the old ones on any other update).
+        match old.pointer("/spec/ephemeralContainers") {
+            Some(e) => new["spec"]["ephemeralContainers"] = e.clone(),
+            None => _ = new.get_mut("spec").and_then(Value::as_object_mut).map(|s| s.remove("ephemeralContainers")),
+        }
+    }
     if gk(rt) == ("", "Namespace") && sub.is_empty() {
         // spec.finalizers only change through /finalize.
         if let Some(f) = object::at(old, &["spec", "finalizers"]) {

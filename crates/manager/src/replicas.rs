@@ -183,15 +183,13 @@ impl Replicas {
     /// it, or nowhere yet while it changes hands — taken by a replica that has yet to start
     /// it (this one included), or free.
     pub fn locate(&self, tenant: &str) -> Forward {
+        // `moving` first and held: a leaving replica moves a tenant from `moving` to `remote`
+        // under both locks, so no reader sees it in neither.
+        let moving = self.moving.read().unwrap_or_else(|p| p.into_inner());
         if let Some(a) = self.remote.read().unwrap_or_else(|p| p.into_inner()).get(tenant) {
             return Forward::To(a.clone());
         }
-        let starting = self.owns(tenant);
-        if starting || self.moving.read().unwrap_or_else(|p| p.into_inner()).contains(tenant) {
-            Forward::Moving
-        } else {
-            Forward::Here
-        }
+        if self.owns(tenant) || moving.contains(tenant) { Forward::Moving } else { Forward::Here }
     }
 
     /// How many tenants this replica owns, and how many it has handed off or taken over.
@@ -444,8 +442,13 @@ impl Replicas {
         // A pass in progress ends first; none starts after.
         let _pass = self.pass.lock().await;
         let leases: Api<Lease> = Api::namespaced(host, &self.namespace);
-        let mine = std::mem::take(&mut *self.owned.write().unwrap_or_else(|p| p.into_inner()));
+        let mine = self.owned.read().unwrap_or_else(|p| p.into_inner()).clone();
         let pinned = std::mem::take(&mut *self.pinned.write().unwrap_or_else(|p| p.into_inner()));
+        let moving: BTreeSet<String> = mine.difference(&pinned).cloned().collect();
+        // Moving before they stop: a request that finds one stopped is told to retry, never
+        // that the cluster is gone.
+        *self.moving.write().unwrap_or_else(|p| p.into_inner()) = moving.clone();
+        self.owned.write().unwrap_or_else(|p| p.into_inner()).clear();
         for t in &mine {
             stop(t);
         }
@@ -456,7 +459,6 @@ impl Replicas {
         if let Err(e) = leases.delete(&member_lease(&self.settings.id), &Default::default()).await {
             tracing::warn!(error = %e, "could not delete the member Lease: peers wait for it to expire");
         }
-        let moving: BTreeSet<String> = mine.difference(&pinned).cloned().collect();
         let lp = ListParams::default().labels(&format!("{TENANT_LEASE_LABEL}=true"));
         if let Ok(list) = leases.list(&lp).await {
             for l in &list.items {
@@ -469,7 +471,6 @@ impl Replicas {
             }
         }
         tracing::info!(replica = %self.settings.id, released = moving.len(), kept = pinned.len(), "leaving");
-        *self.moving.write().unwrap_or_else(|p| p.into_inner()) = moving;
         let deadline = tokio::time::Instant::now() + self.settings.lease_duration;
         while !self.moving.read().unwrap_or_else(|p| p.into_inner()).is_empty()
             && tokio::time::Instant::now() < deadline
