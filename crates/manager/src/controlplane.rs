@@ -98,8 +98,8 @@ impl Settings {
 /// What a tenant's control plane starts from (kept while it sleeps: its wake needs nothing
 /// from the host).
 struct Credentials {
-    ca_pem: String,
-    /// The CA's certificate and key: the controllers sign client certificate requests.
+    /// The CA's certificate (trusted for client certificates) and key (the controllers sign
+    /// client certificate requests with it).
     ca: vt_pki::CertKey,
     serving: vt_pki::CertKey,
     sa_key: String,
@@ -108,7 +108,6 @@ struct Credentials {
 impl Credentials {
     fn of(pki: &TenantPki) -> Arc<Credentials> {
         Arc::new(Credentials {
-            ca_pem: pki.ca.cert_pem().to_string(),
             ca: pki.ca.material().clone(),
             serving: pki.serving.clone(),
             sa_key: pki.sa_key.clone(),
@@ -354,7 +353,7 @@ impl ControlPlanes {
             &vt_pki::pkcs8_der(&creds.sa_key).map_err(|e| e.to_string())?,
             DEFAULT_ISSUER,
             &format!("https://{}/openid/v1/jwks", self.settings.advertise),
-            &creds.ca_pem,
+            &creds.ca.cert_pem,
         )?);
         let config = Config {
             // Commits give the request's fair-queuing seat back while they wait for the disk.
@@ -386,7 +385,7 @@ impl ControlPlanes {
             egress: Some(self.egress(&target, spec)? as Arc<dyn vt_apiserver::egress::Egress>),
         };
         let api = ApiServer::new(config).await.map_err(|e| format!("bootstrap: {}", e.message))?;
-        let tls = Arc::new(tls_config(&creds.serving, &creds.ca_pem)?);
+        let tls = Arc::new(tls_config(&creds.serving, &creds.ca.cert_pem)?);
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(r) = running.get(tenant) {
             return self.router.resolve_ready(&r.server_name).ok_or_else(|| "the tenant is stopping".to_string());
