@@ -17,6 +17,13 @@ def rust_path(g, v, k):
     if g == 'apiregistration.k8s.io':
         return f'k8s_openapi::kube_aggregator::pkg::apis::apiregistration::{v}::{k}'
     return f'k8s_openapi::api::{mod[g]}::{v}::{k}'
+def definition_name(g, v, k):
+    # The name k8s-openapi (and kube's /openapi documents) give the kind's schema.
+    if g == 'apiextensions.k8s.io':
+        return f'io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.{v}.{k}'
+    if g == 'apiregistration.k8s.io':
+        return f'io.k8s.kube-aggregator.pkg.apis.apiregistration.{v}.{k}'
+    return f'io.k8s.api.{mod[g]}.{v}.{k}'
 label = {('', 'Namespace')}
 dns1035 = {('', 'Service')}
 pathseg = {('rbac.authorization.k8s.io', k) for k in ['Role', 'ClusterRole', 'RoleBinding', 'ClusterRoleBinding']} | {('', 'PersistentVolume')}
@@ -49,16 +56,11 @@ out.append('    let typed: T = serde_json::from_value(value.clone()).map_err(|e|
 out.append('    serde_json::to_value(typed).map_err(|e| e.to_string())')
 out.append('}')
 out.append('')
-out.append('/// Adds `T`\'s OpenAPI schema (and what it references) to the generator; returns its name.')
-out.append('fn schema<T: schemars::JsonSchema>(generator: &mut schemars::SchemaGenerator) -> String {')
-out.append('    generator.subschema_for::<T>();')
-out.append('    T::schema_name().into_owned()')
-out.append('}')
-out.append('')
 out.append('/// Every built-in type.')
 out.append('#[allow(clippy::too_many_lines)]')
 out.append('pub(super) fn table() -> Vec<ResourceType> {')
 out.append('    vec![')
+schemas = []
 for e in d:
     g, ver, k = e['group'], e['version'], e['kind']
     key = (g, k)
@@ -76,7 +78,9 @@ for e in d:
     ttl = 'Some(Duration::from_secs(3600))' if k == 'Event' else 'None'
     storable = 'watch' in e['verbs'] or k in ('Binding',)
     rt = f'Some(roundtrip::<{rust_path(g, ver, k)}>)' if k not in ('ComponentStatus',) else 'None'
-    sc = f'Some(schema::<{rust_path(g, ver, k)}>)' if k not in ('ComponentStatus',) else 'None'
+    sc = f'Some("{definition_name(g, ver, k)}")' if k not in ('ComponentStatus',) else 'None'
+    if sc != 'None':
+        schemas.append(rust_path(g, ver, k))
     out.append('        ResourceType {')
     out.append(f'            group: {s(g)}.into(),')
     out.append(f'            version: {s(ver)}.into(),')
@@ -105,6 +109,20 @@ for e in d:
     out.append(f'            openapi: {sc},')
     out.append('            custom: None,')
     out.append('        },')
+out.append('    ]')
+out.append('}')
+out.append('')
+out.append('/// Adds every built-in kind\'s OpenAPI schema (and what each references) to the generator and')
+out.append('/// returns their definition names: what `openapi/definitions.json` is generated from.')
+out.append('#[cfg(test)]')
+out.append('pub(crate) fn openapi_schemas(generator: &mut schemars::SchemaGenerator) -> Vec<String> {')
+out.append('    fn schema<T: schemars::JsonSchema>(generator: &mut schemars::SchemaGenerator) -> String {')
+out.append('        generator.subschema_for::<T>();')
+out.append('        T::schema_name().into_owned()')
+out.append('    }')
+out.append('    vec![')
+for p in schemas:
+    out.append(f'        schema::<{p}>(generator),')
 out.append('    ]')
 out.append('}')
 open(sys.argv[2], 'w').write('\n'.join(out) + '\n')

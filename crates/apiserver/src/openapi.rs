@@ -10,6 +10,8 @@ use crate::registry::ResourceType;
 use crate::status::ApiError;
 use crate::{ApiServer, json_response};
 
+#[cfg(test)]
+mod generate;
 mod v2pb;
 
 /// The media type of the protobuf OpenAPI v2 document, and its older spelling.
@@ -133,19 +135,25 @@ fn table_message(def: &str) -> Option<&'static crate::protobuf::Message> {
     crate::protobuf::MESSAGES.iter().find(|m| m.name == path)
 }
 
+/// The built-in kinds' schemas as k8s-openapi renders them, pre-rendered (`hack/gen-openapi`)
+/// and deflated at build time: rendering them at run time took schemars impls for every
+/// Kubernetes type, megabytes of the binary.
+const DEFINITIONS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/definitions.json.deflate"));
+
+/// The pre-rendered definitions, inflated.
+fn builtin_definitions() -> Map<String, Value> {
+    let json = miniz_oxide::inflate::decompress_to_vec(DEFINITIONS).expect("the build deflated definitions.json");
+    serde_json::from_slice(&json).expect("definitions.json is a JSON object (checked by its generator's test)")
+}
+
 fn build_docs() -> Docs {
     use crate::protobuf::{ListType, MapType, Patch};
-    let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
-    let mut kinds: Vec<(String, Value)> = Vec::new();
-    for t in crate::registry::Registry::builtin().all() {
-        if let Some(f) = t.openapi {
-            let name = f(&mut generator);
-            kinds.push((name, gvk(&t)));
-        }
-    }
-    generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::DeleteOptions>();
-    generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>();
-    let mut definitions = generator.take_definitions(true);
+    let kinds: Vec<(String, Value)> = crate::registry::Registry::builtin()
+        .all()
+        .into_iter()
+        .filter_map(|t| t.openapi.map(|name| (name.to_string(), gvk(&t))))
+        .collect();
+    let mut definitions = builtin_definitions();
     for def in definitions.values_mut() {
         // k8s-openapi's types hold `metadata` by value, so its schemas call it required; in
         // Kubernetes' own schemas it never is (kubectl's client-side validation enforces this).

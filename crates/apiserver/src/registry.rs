@@ -2,6 +2,8 @@
 //! from one table (`registry/builtin.rs`), plus custom resources added at runtime.
 
 mod builtin;
+#[cfg(test)]
+pub(crate) use builtin::openapi_schemas;
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -110,9 +112,9 @@ pub struct ResourceType {
     pub policy: Policy,
     /// Typed round trip for built-in kinds.
     pub roundtrip: Option<Roundtrip>,
-    /// Adds the kind's OpenAPI schema to a generator and returns its definition name
-    /// (built-in kinds).
-    pub openapi: Option<fn(&mut schemars::SchemaGenerator) -> String>,
+    /// The kind's OpenAPI definition name (built-in kinds; its schema is in the pre-rendered
+    /// `openapi/definitions.json`).
+    pub openapi: Option<&'static str>,
     /// What a CustomResourceDefinition says of this version (custom resources).
     pub custom: Option<Arc<crate::crd::CustomResource>>,
 }

@@ -161,6 +161,7 @@ pub struct Isolation {
     pub node_selector: BTreeMap<String, String>,
     /// More tolerations the tenant's pods get.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "tolerations_schema")]
     pub tolerations: Vec<Toleration>,
     /// The RuntimeClass forced on every pod (`kata` when unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -169,6 +170,42 @@ pub struct Isolation {
     /// `privileged`; `baseline` when unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_security: Option<String>,
+}
+
+/// The schema of `isolation.tolerations`: a list of core/v1 Tolerations (written out here, as
+/// vt builds k8s-openapi without its schemars impls).
+fn tolerations_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "More tolerations the tenant's pods get.",
+        "type": "array",
+        "items": {
+            "description": "A core/v1 Toleration: the pods tolerate taints matching key, value and effect by the operator.",
+            "type": "object",
+            "properties": {
+                "effect": {
+                    "description": "The taint effect matched (NoSchedule, PreferNoSchedule or NoExecute); empty matches all.",
+                    "type": "string"
+                },
+                "key": {
+                    "description": "The taint key matched; empty matches all keys (operator must then be Exists).",
+                    "type": "string"
+                },
+                "operator": {
+                    "description": "Exists or Equal (the default).",
+                    "type": "string"
+                },
+                "tolerationSeconds": {
+                    "description": "How long a NoExecute taint is tolerated; unset means forever.",
+                    "type": "integer",
+                    "format": "int64"
+                },
+                "value": {
+                    "description": "The taint value matched with Equal; empty with Exists.",
+                    "type": "string"
+                }
+            }
+        }
+    })
 }
 
 impl Isolation {

@@ -24,12 +24,6 @@ fn roundtrip<T: serde::de::DeserializeOwned + serde::Serialize>(
     serde_json::to_value(typed).map_err(|e| e.to_string())
 }
 
-/// Adds `T`'s OpenAPI schema (and what it references) to the generator; returns its name.
-fn schema<T: schemars::JsonSchema>(generator: &mut schemars::SchemaGenerator) -> String {
-    generator.subschema_for::<T>();
-    T::schema_name().into_owned()
-}
-
 /// Every built-in type.
 #[allow(clippy::too_many_lines)]
 pub(super) fn table() -> Vec<ResourceType> {
@@ -59,7 +53,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::core::v1::Binding>),
-            openapi: Some(schema::<k8s_openapi::api::core::v1::Binding>),
+            openapi: Some("io.k8s.api.core.v1.Binding"),
             custom: None,
         },
         ResourceType {
@@ -115,7 +109,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::core::v1::ConfigMap>),
-            openapi: Some(schema::<k8s_openapi::api::core::v1::ConfigMap>),
+            openapi: Some("io.k8s.api.core.v1.ConfigMap"),
             custom: None,
         },
         ResourceType {
@@ -143,7 +137,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::core::v1::Endpoints>),
-            openapi: Some(schema::<k8s_openapi::api::core::v1::Endpoints>),
+            openapi: Some("io.k8s.api.core.v1.Endpoints"),
             custom: None,
         },
         ResourceType {
@@ -183,7 +177,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: Some(Duration::from_secs(3600)),
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::core::v1::Event>),
-            openapi: Some(schema::<k8s_openapi::api::core::v1::Event>),
+            openapi: Some("io.k8s.api.core.v1.Event"),
             custom: None,
         },
         ResourceType {
@@ -211,7 +205,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::core::v1::LimitRange>),
-            openapi: Some(schema::<k8s_openapi::api::core::v1::LimitRange>),
+            openapi: Some("io.k8s.api.core.v1.LimitRange"),
             custom: None,
         },
         ResourceType {
@@ -242,7 +236,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::core::v1::Namespace>),
-            openapi: Some(schema::<k8s_openapi::api::core::v1::Namespace>),
+            openapi: Some("io.k8s.api.core.v1.Namespace"),
             custom: None,
         },
         ResourceType {
@@ -273,7 +267,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::core::v1::Node>),
-            openapi: Some(schema::<k8s_openapi::api::core::v1::Node>),
+            openapi: Some("io.k8s.api.core.v1.Node"),
             custom: None,
         },
         ResourceType {
@@ -301,7 +295,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::core::v1::PersistentVolumeClaim>),
-            openapi: Some(schema::<k8s_openapi::api::core::v1::PersistentVolumeClaim>),
+            openapi: Some("io.k8s.api.core.v1.PersistentVolumeClaim"),
             custom: None,
         },
         ResourceType {
@@ -329,7 +323,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::core::v1::PersistentVolume>),
-            openapi: Some(schema::<k8s_openapi::api::core::v1::PersistentVolume>),
+            openapi: Some("io.k8s.api.core.v1.PersistentVolume"),
             custom: None,
         },
         ResourceType {
@@ -377,7 +371,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::core::v1::Pod>),
-            openapi: Some(schema::<k8s_openapi::api::core::v1::Pod>),
+            openapi: Some("io.k8s.api.core.v1.Pod"),
             custom: None,
         },
         ResourceType {
@@ -405,7 +399,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::core::v1::PodTemplate>),
-            openapi: Some(schema::<k8s_openapi::api::core::v1::PodTemplate>),
+            openapi: Some("io.k8s.api.core.v1.PodTemplate"),
             custom: None,
         },
         ResourceType {
@@ -436,7 +430,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::core::v1::ReplicationController>),
-            openapi: Some(schema::<k8s_openapi::api::core::v1::ReplicationController>),
+            openapi: Some("io.k8s.api.core.v1.ReplicationController"),
             custom: None,
         },
         ResourceType {
@@ -464,7 +458,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::core::v1::ResourceQuota>),
-            openapi: Some(schema::<k8s_openapi::api::core::v1::ResourceQuota>),
+            openapi: Some("io.k8s.api.core.v1.ResourceQuota"),
             custom: None,
         },
         ResourceType {
@@ -492,7 +486,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::core::v1::Secret>),
-            openapi: Some(schema::<k8s_openapi::api::core::v1::Secret>),
+            openapi: Some("io.k8s.api.core.v1.Secret"),
             custom: None,
         },
         ResourceType {
@@ -520,7 +514,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::core::v1::ServiceAccount>),
-            openapi: Some(schema::<k8s_openapi::api::core::v1::ServiceAccount>),
+            openapi: Some("io.k8s.api.core.v1.ServiceAccount"),
             custom: None,
         },
         ResourceType {
@@ -551,7 +545,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::core::v1::Service>),
-            openapi: Some(schema::<k8s_openapi::api::core::v1::Service>),
+            openapi: Some("io.k8s.api.core.v1.Service"),
             custom: None,
         },
         ResourceType {
@@ -585,7 +579,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService>),
-            openapi: Some(schema::<k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService>),
+            openapi: Some("io.k8s.kube-aggregator.pkg.apis.apiregistration.v1.APIService"),
             custom: None,
         },
         ResourceType {
@@ -613,7 +607,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::apps::v1::ControllerRevision>),
-            openapi: Some(schema::<k8s_openapi::api::apps::v1::ControllerRevision>),
+            openapi: Some("io.k8s.api.apps.v1.ControllerRevision"),
             custom: None,
         },
         ResourceType {
@@ -641,7 +635,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::apps::v1::DaemonSet>),
-            openapi: Some(schema::<k8s_openapi::api::apps::v1::DaemonSet>),
+            openapi: Some("io.k8s.api.apps.v1.DaemonSet"),
             custom: None,
         },
         ResourceType {
@@ -672,7 +666,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::apps::v1::Deployment>),
-            openapi: Some(schema::<k8s_openapi::api::apps::v1::Deployment>),
+            openapi: Some("io.k8s.api.apps.v1.Deployment"),
             custom: None,
         },
         ResourceType {
@@ -703,7 +697,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::apps::v1::ReplicaSet>),
-            openapi: Some(schema::<k8s_openapi::api::apps::v1::ReplicaSet>),
+            openapi: Some("io.k8s.api.apps.v1.ReplicaSet"),
             custom: None,
         },
         ResourceType {
@@ -734,7 +728,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::apps::v1::StatefulSet>),
-            openapi: Some(schema::<k8s_openapi::api::apps::v1::StatefulSet>),
+            openapi: Some("io.k8s.api.apps.v1.StatefulSet"),
             custom: None,
         },
         ResourceType {
@@ -762,7 +756,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: Some(Duration::from_secs(3600)),
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::events::v1::Event>),
-            openapi: Some(schema::<k8s_openapi::api::events::v1::Event>),
+            openapi: Some("io.k8s.api.events.v1.Event"),
             custom: None,
         },
         ResourceType {
@@ -790,7 +784,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::authentication::v1::SelfSubjectReview>),
-            openapi: Some(schema::<k8s_openapi::api::authentication::v1::SelfSubjectReview>),
+            openapi: Some("io.k8s.api.authentication.v1.SelfSubjectReview"),
             custom: None,
         },
         ResourceType {
@@ -818,7 +812,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::authentication::v1::TokenReview>),
-            openapi: Some(schema::<k8s_openapi::api::authentication::v1::TokenReview>),
+            openapi: Some("io.k8s.api.authentication.v1.TokenReview"),
             custom: None,
         },
         ResourceType {
@@ -846,7 +840,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::authorization::v1::LocalSubjectAccessReview>),
-            openapi: Some(schema::<k8s_openapi::api::authorization::v1::LocalSubjectAccessReview>),
+            openapi: Some("io.k8s.api.authorization.v1.LocalSubjectAccessReview"),
             custom: None,
         },
         ResourceType {
@@ -874,7 +868,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::authorization::v1::SelfSubjectAccessReview>),
-            openapi: Some(schema::<k8s_openapi::api::authorization::v1::SelfSubjectAccessReview>),
+            openapi: Some("io.k8s.api.authorization.v1.SelfSubjectAccessReview"),
             custom: None,
         },
         ResourceType {
@@ -902,7 +896,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::authorization::v1::SelfSubjectRulesReview>),
-            openapi: Some(schema::<k8s_openapi::api::authorization::v1::SelfSubjectRulesReview>),
+            openapi: Some("io.k8s.api.authorization.v1.SelfSubjectRulesReview"),
             custom: None,
         },
         ResourceType {
@@ -930,7 +924,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::authorization::v1::SubjectAccessReview>),
-            openapi: Some(schema::<k8s_openapi::api::authorization::v1::SubjectAccessReview>),
+            openapi: Some("io.k8s.api.authorization.v1.SubjectAccessReview"),
             custom: None,
         },
         ResourceType {
@@ -964,7 +958,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>),
-            openapi: Some(schema::<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>),
+            openapi: Some("io.k8s.api.autoscaling.v2.HorizontalPodAutoscaler"),
             custom: None,
         },
         ResourceType {
@@ -998,7 +992,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler>),
-            openapi: Some(schema::<k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler>),
+            openapi: Some("io.k8s.api.autoscaling.v1.HorizontalPodAutoscaler"),
             custom: None,
         },
         ResourceType {
@@ -1026,7 +1020,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::batch::v1::CronJob>),
-            openapi: Some(schema::<k8s_openapi::api::batch::v1::CronJob>),
+            openapi: Some("io.k8s.api.batch.v1.CronJob"),
             custom: None,
         },
         ResourceType {
@@ -1054,7 +1048,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::batch::v1::Job>),
-            openapi: Some(schema::<k8s_openapi::api::batch::v1::Job>),
+            openapi: Some("io.k8s.api.batch.v1.Job"),
             custom: None,
         },
         ResourceType {
@@ -1085,7 +1079,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::certificates::v1::CertificateSigningRequest>),
-            openapi: Some(schema::<k8s_openapi::api::certificates::v1::CertificateSigningRequest>),
+            openapi: Some("io.k8s.api.certificates.v1.CertificateSigningRequest"),
             custom: None,
         },
         ResourceType {
@@ -1113,7 +1107,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::networking::v1::IngressClass>),
-            openapi: Some(schema::<k8s_openapi::api::networking::v1::IngressClass>),
+            openapi: Some("io.k8s.api.networking.v1.IngressClass"),
             custom: None,
         },
         ResourceType {
@@ -1141,7 +1135,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::networking::v1::Ingress>),
-            openapi: Some(schema::<k8s_openapi::api::networking::v1::Ingress>),
+            openapi: Some("io.k8s.api.networking.v1.Ingress"),
             custom: None,
         },
         ResourceType {
@@ -1169,7 +1163,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::networking::v1::IPAddress>),
-            openapi: Some(schema::<k8s_openapi::api::networking::v1::IPAddress>),
+            openapi: Some("io.k8s.api.networking.v1.IPAddress"),
             custom: None,
         },
         ResourceType {
@@ -1197,7 +1191,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::networking::v1::NetworkPolicy>),
-            openapi: Some(schema::<k8s_openapi::api::networking::v1::NetworkPolicy>),
+            openapi: Some("io.k8s.api.networking.v1.NetworkPolicy"),
             custom: None,
         },
         ResourceType {
@@ -1225,7 +1219,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::networking::v1::ServiceCIDR>),
-            openapi: Some(schema::<k8s_openapi::api::networking::v1::ServiceCIDR>),
+            openapi: Some("io.k8s.api.networking.v1.ServiceCIDR"),
             custom: None,
         },
         ResourceType {
@@ -1253,7 +1247,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::policy::v1::PodDisruptionBudget>),
-            openapi: Some(schema::<k8s_openapi::api::policy::v1::PodDisruptionBudget>),
+            openapi: Some("io.k8s.api.policy.v1.PodDisruptionBudget"),
             custom: None,
         },
         ResourceType {
@@ -1281,7 +1275,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>),
-            openapi: Some(schema::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>),
+            openapi: Some("io.k8s.api.rbac.v1.ClusterRoleBinding"),
             custom: None,
         },
         ResourceType {
@@ -1309,7 +1303,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::rbac::v1::ClusterRole>),
-            openapi: Some(schema::<k8s_openapi::api::rbac::v1::ClusterRole>),
+            openapi: Some("io.k8s.api.rbac.v1.ClusterRole"),
             custom: None,
         },
         ResourceType {
@@ -1337,7 +1331,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::rbac::v1::RoleBinding>),
-            openapi: Some(schema::<k8s_openapi::api::rbac::v1::RoleBinding>),
+            openapi: Some("io.k8s.api.rbac.v1.RoleBinding"),
             custom: None,
         },
         ResourceType {
@@ -1365,7 +1359,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::rbac::v1::Role>),
-            openapi: Some(schema::<k8s_openapi::api::rbac::v1::Role>),
+            openapi: Some("io.k8s.api.rbac.v1.Role"),
             custom: None,
         },
         ResourceType {
@@ -1393,7 +1387,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::storage::v1::CSIDriver>),
-            openapi: Some(schema::<k8s_openapi::api::storage::v1::CSIDriver>),
+            openapi: Some("io.k8s.api.storage.v1.CSIDriver"),
             custom: None,
         },
         ResourceType {
@@ -1421,7 +1415,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::storage::v1::CSINode>),
-            openapi: Some(schema::<k8s_openapi::api::storage::v1::CSINode>),
+            openapi: Some("io.k8s.api.storage.v1.CSINode"),
             custom: None,
         },
         ResourceType {
@@ -1449,7 +1443,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::storage::v1::CSIStorageCapacity>),
-            openapi: Some(schema::<k8s_openapi::api::storage::v1::CSIStorageCapacity>),
+            openapi: Some("io.k8s.api.storage.v1.CSIStorageCapacity"),
             custom: None,
         },
         ResourceType {
@@ -1477,7 +1471,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::storage::v1::StorageClass>),
-            openapi: Some(schema::<k8s_openapi::api::storage::v1::StorageClass>),
+            openapi: Some("io.k8s.api.storage.v1.StorageClass"),
             custom: None,
         },
         ResourceType {
@@ -1505,7 +1499,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::storage::v1::VolumeAttachment>),
-            openapi: Some(schema::<k8s_openapi::api::storage::v1::VolumeAttachment>),
+            openapi: Some("io.k8s.api.storage.v1.VolumeAttachment"),
             custom: None,
         },
         ResourceType {
@@ -1533,7 +1527,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration>),
-            openapi: Some(schema::<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration>),
+            openapi: Some("io.k8s.api.admissionregistration.v1.MutatingWebhookConfiguration"),
             custom: None,
         },
         ResourceType {
@@ -1567,7 +1561,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy>),
-            openapi: Some(schema::<k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy>),
+            openapi: Some("io.k8s.api.admissionregistration.v1.ValidatingAdmissionPolicy"),
             custom: None,
         },
         ResourceType {
@@ -1595,7 +1589,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding>),
-            openapi: Some(schema::<k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding>),
+            openapi: Some("io.k8s.api.admissionregistration.v1.ValidatingAdmissionPolicyBinding"),
             custom: None,
         },
         ResourceType {
@@ -1623,7 +1617,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration>),
-            openapi: Some(schema::<k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration>),
+            openapi: Some("io.k8s.api.admissionregistration.v1.ValidatingWebhookConfiguration"),
             custom: None,
         },
         ResourceType {
@@ -1659,9 +1653,7 @@ pub(super) fn table() -> Vec<ResourceType> {
             roundtrip: Some(
                 roundtrip::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>,
             ),
-            openapi: Some(
-                schema::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>,
-            ),
+            openapi: Some("io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.CustomResourceDefinition"),
             custom: None,
         },
         ResourceType {
@@ -1689,7 +1681,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::scheduling::v1::PriorityClass>),
-            openapi: Some(schema::<k8s_openapi::api::scheduling::v1::PriorityClass>),
+            openapi: Some("io.k8s.api.scheduling.v1.PriorityClass"),
             custom: None,
         },
         ResourceType {
@@ -1717,7 +1709,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::coordination::v1::Lease>),
-            openapi: Some(schema::<k8s_openapi::api::coordination::v1::Lease>),
+            openapi: Some("io.k8s.api.coordination.v1.Lease"),
             custom: None,
         },
         ResourceType {
@@ -1745,7 +1737,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::node::v1::RuntimeClass>),
-            openapi: Some(schema::<k8s_openapi::api::node::v1::RuntimeClass>),
+            openapi: Some("io.k8s.api.node.v1.RuntimeClass"),
             custom: None,
         },
         ResourceType {
@@ -1773,7 +1765,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::discovery::v1::EndpointSlice>),
-            openapi: Some(schema::<k8s_openapi::api::discovery::v1::EndpointSlice>),
+            openapi: Some("io.k8s.api.discovery.v1.EndpointSlice"),
             custom: None,
         },
         ResourceType {
@@ -1807,7 +1799,7 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::flowcontrol::v1::FlowSchema>),
-            openapi: Some(schema::<k8s_openapi::api::flowcontrol::v1::FlowSchema>),
+            openapi: Some("io.k8s.api.flowcontrol.v1.FlowSchema"),
             custom: None,
         },
         ResourceType {
@@ -1841,8 +1833,82 @@ pub(super) fn table() -> Vec<ResourceType> {
                 ttl: None,
             },
             roundtrip: Some(roundtrip::<k8s_openapi::api::flowcontrol::v1::PriorityLevelConfiguration>),
-            openapi: Some(schema::<k8s_openapi::api::flowcontrol::v1::PriorityLevelConfiguration>),
+            openapi: Some("io.k8s.api.flowcontrol.v1.PriorityLevelConfiguration"),
             custom: None,
         },
+    ]
+}
+
+/// Adds every built-in kind's OpenAPI schema (and what each references) to the generator and
+/// returns their definition names: what `openapi/definitions.json` is generated from.
+#[cfg(test)]
+pub(crate) fn openapi_schemas(generator: &mut schemars::SchemaGenerator) -> Vec<String> {
+    fn schema<T: schemars::JsonSchema>(generator: &mut schemars::SchemaGenerator) -> String {
+        generator.subschema_for::<T>();
+        T::schema_name().into_owned()
+    }
+    vec![
+        schema::<k8s_openapi::api::core::v1::Binding>(generator),
+        schema::<k8s_openapi::api::core::v1::ConfigMap>(generator),
+        schema::<k8s_openapi::api::core::v1::Endpoints>(generator),
+        schema::<k8s_openapi::api::core::v1::Event>(generator),
+        schema::<k8s_openapi::api::core::v1::LimitRange>(generator),
+        schema::<k8s_openapi::api::core::v1::Namespace>(generator),
+        schema::<k8s_openapi::api::core::v1::Node>(generator),
+        schema::<k8s_openapi::api::core::v1::PersistentVolumeClaim>(generator),
+        schema::<k8s_openapi::api::core::v1::PersistentVolume>(generator),
+        schema::<k8s_openapi::api::core::v1::Pod>(generator),
+        schema::<k8s_openapi::api::core::v1::PodTemplate>(generator),
+        schema::<k8s_openapi::api::core::v1::ReplicationController>(generator),
+        schema::<k8s_openapi::api::core::v1::ResourceQuota>(generator),
+        schema::<k8s_openapi::api::core::v1::Secret>(generator),
+        schema::<k8s_openapi::api::core::v1::ServiceAccount>(generator),
+        schema::<k8s_openapi::api::core::v1::Service>(generator),
+        schema::<k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService>(generator),
+        schema::<k8s_openapi::api::apps::v1::ControllerRevision>(generator),
+        schema::<k8s_openapi::api::apps::v1::DaemonSet>(generator),
+        schema::<k8s_openapi::api::apps::v1::Deployment>(generator),
+        schema::<k8s_openapi::api::apps::v1::ReplicaSet>(generator),
+        schema::<k8s_openapi::api::apps::v1::StatefulSet>(generator),
+        schema::<k8s_openapi::api::events::v1::Event>(generator),
+        schema::<k8s_openapi::api::authentication::v1::SelfSubjectReview>(generator),
+        schema::<k8s_openapi::api::authentication::v1::TokenReview>(generator),
+        schema::<k8s_openapi::api::authorization::v1::LocalSubjectAccessReview>(generator),
+        schema::<k8s_openapi::api::authorization::v1::SelfSubjectAccessReview>(generator),
+        schema::<k8s_openapi::api::authorization::v1::SelfSubjectRulesReview>(generator),
+        schema::<k8s_openapi::api::authorization::v1::SubjectAccessReview>(generator),
+        schema::<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>(generator),
+        schema::<k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler>(generator),
+        schema::<k8s_openapi::api::batch::v1::CronJob>(generator),
+        schema::<k8s_openapi::api::batch::v1::Job>(generator),
+        schema::<k8s_openapi::api::certificates::v1::CertificateSigningRequest>(generator),
+        schema::<k8s_openapi::api::networking::v1::IngressClass>(generator),
+        schema::<k8s_openapi::api::networking::v1::Ingress>(generator),
+        schema::<k8s_openapi::api::networking::v1::IPAddress>(generator),
+        schema::<k8s_openapi::api::networking::v1::NetworkPolicy>(generator),
+        schema::<k8s_openapi::api::networking::v1::ServiceCIDR>(generator),
+        schema::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(generator),
+        schema::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>(generator),
+        schema::<k8s_openapi::api::rbac::v1::ClusterRole>(generator),
+        schema::<k8s_openapi::api::rbac::v1::RoleBinding>(generator),
+        schema::<k8s_openapi::api::rbac::v1::Role>(generator),
+        schema::<k8s_openapi::api::storage::v1::CSIDriver>(generator),
+        schema::<k8s_openapi::api::storage::v1::CSINode>(generator),
+        schema::<k8s_openapi::api::storage::v1::CSIStorageCapacity>(generator),
+        schema::<k8s_openapi::api::storage::v1::StorageClass>(generator),
+        schema::<k8s_openapi::api::storage::v1::VolumeAttachment>(generator),
+        schema::<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration>(generator),
+        schema::<k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy>(generator),
+        schema::<k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding>(generator),
+        schema::<k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration>(generator),
+        schema::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>(
+            generator,
+        ),
+        schema::<k8s_openapi::api::scheduling::v1::PriorityClass>(generator),
+        schema::<k8s_openapi::api::coordination::v1::Lease>(generator),
+        schema::<k8s_openapi::api::node::v1::RuntimeClass>(generator),
+        schema::<k8s_openapi::api::discovery::v1::EndpointSlice>(generator),
+        schema::<k8s_openapi::api::flowcontrol::v1::FlowSchema>(generator),
+        schema::<k8s_openapi::api::flowcontrol::v1::PriorityLevelConfiguration>(generator),
     ]
 }
