@@ -23,6 +23,7 @@ mod discovery;
 pub mod egress;
 pub mod fairness;
 mod fields;
+pub mod gojson;
 pub mod ipalloc;
 mod mirror;
 mod namespaces;
@@ -628,7 +629,8 @@ impl ApiError {
 
 /// A JSON response.
 pub fn json_response(code: StatusCode, v: &Value) -> Response<Body> {
-    let bytes = serde_json::to_vec(v).unwrap_or_default();
+    let mut bytes = gojson::to_vec(v);
+    bytes.push(b'\n');
     Response::builder()
         .status(code)
         .header(header::CONTENT_TYPE, "application/json")
@@ -636,8 +638,10 @@ pub fn json_response(code: StatusCode, v: &Value) -> Response<Body> {
         .expect("valid response")
 }
 
-/// A JSON response from already encoded bytes.
-pub fn json_bytes_response(code: StatusCode, bytes: Vec<u8>) -> Response<Body> {
+/// A JSON response from already encoded bytes (the newline Go's encoder ends a value with
+/// is added).
+pub fn json_bytes_response(code: StatusCode, mut bytes: Vec<u8>) -> Response<Body> {
+    bytes.push(b'\n');
     Response::builder()
         .status(code)
         .header(header::CONTENT_TYPE, "application/json")

@@ -139,43 +139,6 @@ pub fn field_string(obj: &Value, field: &str) -> String {
     }
 }
 
-/// The byte spans of the top-level members of a JSON object: (key, start, end), where
-/// `start..end` covers `"key":value`. `None` if `json` is not a well-formed object.
-fn top_level_members(json: &[u8]) -> Option<Vec<(&[u8], usize, usize)>> {
-    let mut i = json.iter().position(|b| !b.is_ascii_whitespace())?;
-    if json[i] != b'{' {
-        return None;
-    }
-    i += 1;
-    let mut out = Vec::new();
-    loop {
-        while i < json.len() && (json[i].is_ascii_whitespace() || json[i] == b',') {
-            i += 1;
-        }
-        if i >= json.len() {
-            return None;
-        }
-        if json[i] == b'}' {
-            return Some(out);
-        }
-        if json[i] != b'"' {
-            return None;
-        }
-        let start = i;
-        let key_end = skip_string(json, i)?;
-        let key = &json[i + 1..key_end - 1];
-        i = key_end;
-        while i < json.len() && json[i].is_ascii_whitespace() {
-            i += 1;
-        }
-        if json.get(i) != Some(&b':') {
-            return None;
-        }
-        i = skip_value(json, i + 1)?;
-        out.push((key, start, i));
-    }
-}
-
 /// The index after the string starting at `i` (which is a `"`).
 fn skip_string(json: &[u8], mut i: usize) -> Option<usize> {
     i += 1;
@@ -226,157 +189,212 @@ fn skip_value(json: &[u8], mut i: usize) -> Option<usize> {
     }
 }
 
-/// The prefix of every object vt stores: `metadata` comes first...
-const STORED_PREFIX: &[u8] = b"{\"metadata\":{";
-/// ...and the type last, so responses can be rendered without parsing.
-const STORED_TYPE_MARK: &[u8] = b",\"apiVersion\":";
-
-/// Encodes an object for the store in vt's layout: `metadata` first, then the other fields in
-/// key order, then `apiVersion` and `kind` last. The layout lets [`render_stored`] splice in
-/// the resourceVersion at a fixed offset and cut the type off list items without parsing.
+/// Encodes an object for the store as kube-apiserver would answer it (`gojson`: Go's field
+/// order), without `metadata.resourceVersion`, which [`render_stored`] splices in at its place
+/// when the object is read — responses copy stored bytes instead of decoding and encoding them.
 pub fn encode_stored(obj: &Value) -> Vec<u8> {
-    let Some(m) = obj.as_object() else {
-        return serde_json::to_vec(obj).unwrap_or_default();
-    };
-    let Some(meta) = m.get("metadata").filter(|v| v.is_object()) else {
-        return serde_json::to_vec(obj).unwrap_or_default();
-    };
-    let mut out = Vec::with_capacity(512);
-    out.extend_from_slice(b"{\"metadata\":");
-    let _ = serde_json::to_writer(&mut out, meta);
-    for (k, v) in m {
-        if matches!(k.as_str(), "metadata" | "apiVersion" | "kind") {
-            continue;
-        }
-        out.push(b',');
-        let _ = serde_json::to_writer(&mut out, k);
-        out.push(b':');
-        let _ = serde_json::to_writer(&mut out, v);
-    }
-    for k in ["apiVersion", "kind"] {
-        if let Some(v) = m.get(k) {
-            out.push(b',');
-            let _ = serde_json::to_writer(&mut out, k);
-            out.push(b':');
-            let _ = serde_json::to_writer(&mut out, v);
-        }
-    }
-    out.push(b'}');
-    out
+    crate::gojson::to_vec(obj)
 }
 
-/// The rendering of an object in vt's stored layout, or `None` for other layouts.
+/// The `ObjectMeta` fields Go writes before `resourceVersion` (struct order): in a built-in
+/// object's metadata, `resourceVersion` goes before the first member not among them.
+const BEFORE_RESOURCE_VERSION: [&[u8]; 5] = [b"name", b"generateName", b"namespace", b"selfLink", b"uid"];
+
+/// The index after the whitespace at `i`.
+fn skip_ws(json: &[u8], mut i: usize) -> usize {
+    while i < json.len() && json[i].is_ascii_whitespace() {
+        i += 1;
+    }
+    i
+}
+
+/// Reads the member starting at `i` (at its key's quote): its key (raw bytes between the
+/// quotes) and the index after its value.
+fn member_at(json: &[u8], i: usize) -> Option<(&[u8], usize)> {
+    if json.get(i) != Some(&b'"') {
+        return None;
+    }
+    let key_end = skip_string(json, i)?;
+    let colon = skip_ws(json, key_end);
+    if json.get(colon) != Some(&b':') {
+        return None;
+    }
+    Some((&json[i + 1..key_end - 1], skip_value(json, colon + 1)?))
+}
+
+/// Renders an object stored by [`encode_stored`] without decoding it: the members before
+/// `metadata` (`kind`, `apiVersion`; left out with `strip_type`, as typed list items have
+/// none) are copied, `"resourceVersion":"<rv>"` is spliced into `metadata` where Go puts it
+/// (built-in kinds, which start with `kind`: after `uid`; custom resources, Go maps that start
+/// with `apiVersion`: in key order), and the rest is copied unread. `None` for other layouts.
 fn render_fast(json: &[u8], rv: i64, strip_type: bool) -> Option<Vec<u8>> {
-    let rest = json.strip_prefix(STORED_PREFIX)?;
-    let mut body = rest;
-    if strip_type {
-        // `,"apiVersion":"<v>","kind":"<k>"}` ends the object.
-        let at = rest.windows(STORED_TYPE_MARK.len()).rposition(|w| w == STORED_TYPE_MARK)?;
-        let tail = &rest[at + STORED_TYPE_MARK.len()..];
-        let plain =
-            tail.iter().filter(|b| **b == b'"').count() == 6 && !tail.contains(&b'\\') && tail.ends_with(b"\"}");
-        if !plain {
-            return None;
-        }
-        body = &rest[..at];
+    if json.first() != Some(&b'{') {
+        return None;
     }
     let mut out = Vec::with_capacity(json.len() + 32);
-    out.extend_from_slice(STORED_PREFIX);
-    out.extend_from_slice(b"\"resourceVersion\":\"");
-    out.extend_from_slice(rv.to_string().as_bytes());
-    out.push(b'"');
-    if body.first() != Some(&b'}') {
+    out.push(b'{');
+    let mut i = 1;
+    let mut struct_order = None;
+    // The members before `metadata`.
+    let meta_value = loop {
+        i = skip_ws(json, i);
+        let (key, end) = member_at(json, i)?;
+        if struct_order.is_none() {
+            struct_order = Some(match key {
+                b"kind" => true,
+                b"apiVersion" => false,
+                _ => return None,
+            });
+        }
+        if key == b"metadata" {
+            break skip_ws(json, skip_ws(json, i + key.len() + 2) + 1);
+        }
+        if !(strip_type && matches!(key, b"kind" | b"apiVersion")) {
+            out.extend_from_slice(&json[i..end]);
+            out.push(b',');
+        }
+        i = skip_ws(json, end);
+        if json.get(i) != Some(&b',') {
+            return None;
+        }
+        i += 1;
+    };
+    let struct_order = struct_order?;
+    if json.get(meta_value) != Some(&b'{') {
+        return None;
+    }
+    out.extend_from_slice(b"\"metadata\":{");
+    // Members of `metadata` before the splice point.
+    let mut j = skip_ws(json, meta_value + 1);
+    let mut any_before = false;
+    loop {
+        if json.get(j) == Some(&b'}') {
+            break;
+        }
+        let (key, end) = member_at(json, j)?;
+        let after =
+            if struct_order { !BEFORE_RESOURCE_VERSION.contains(&key) } else { key > b"resourceVersion".as_slice() };
+        if after {
+            break;
+        }
+        any_before = true;
+        j = skip_ws(json, end);
+        match json.get(j) {
+            Some(b',') => j = skip_ws(json, j + 1),
+            Some(b'}') => break,
+            _ => return None,
+        }
+    }
+    let splice = format!("\"resourceVersion\":\"{rv}\"");
+    if json[j] == b'}' {
+        // Nothing after: the splice ends metadata.
+        out.extend_from_slice(&json[meta_value + 1..j]);
+        if any_before {
+            out.push(b',');
+        }
+        out.extend_from_slice(splice.as_bytes());
+    } else {
+        out.extend_from_slice(&json[meta_value + 1..j]);
+        out.extend_from_slice(splice.as_bytes());
         out.push(b',');
     }
-    out.extend_from_slice(body);
-    if strip_type {
-        out.push(b'}');
-    }
+    out.extend_from_slice(&json[j..]);
     Some(out)
 }
 
-/// Renders a stored object (JSON without `resourceVersion`) for a response without decoding
-/// it: `metadata.resourceVersion` is spliced in, and with `strip_type` the top-level `kind`
-/// and `apiVersion` are left out (list items). `None` if the bytes are not the expected shape.
+/// Renders a stored object (JSON without `resourceVersion`) for a response: with
+/// `metadata.resourceVersion` set and, with `strip_type`, without the top-level `kind` and
+/// `apiVersion` (typed list items). Objects in vt's layout are copied (see [`render_fast`]);
+/// others (written by earlier versions of vt) are decoded and encoded. `None` if the bytes
+/// are not a JSON object.
 pub fn render_stored(json: &[u8], rv: i64, strip_type: bool) -> Option<Vec<u8>> {
     if let Some(out) = render_fast(json, rv, strip_type) {
         return Some(out);
     }
-    let members = top_level_members(json)?;
-    let mut out = Vec::with_capacity(json.len() + 32);
-    out.push(b'{');
-    let mut first = true;
-    let mut saw_metadata = false;
-    for (key, start, end) in members {
-        if strip_type && (key == b"kind" || key == b"apiVersion") {
-            continue;
-        }
-        if !first {
-            out.push(b',');
-        }
-        first = false;
-        if key == b"metadata" {
-            saw_metadata = true;
-            // `"metadata":{` ... splice after the brace.
-            let member = &json[start..end];
-            let brace = member.iter().position(|b| *b == b'{')?;
-            out.extend_from_slice(&member[..=brace]);
-            out.extend_from_slice(format!("\"resourceVersion\":\"{rv}\"").as_bytes());
-            let rest = &member[brace + 1..];
-            let non_ws = rest.iter().position(|b| !b.is_ascii_whitespace())?;
-            if rest[non_ws] != b'}' {
-                out.push(b',');
-            }
-            out.extend_from_slice(rest);
-        } else {
-            out.extend_from_slice(&json[start..end]);
-        }
-    }
-    if !saw_metadata {
+    let mut v: Value = serde_json::from_slice(json).ok()?;
+    if !v.is_object() || !v.get("metadata").is_some_and(Value::is_object) {
         return None;
     }
-    out.push(b'}');
-    Some(out)
+    set_resource_version(&mut v, rv);
+    let msg = crate::gojson::top_message(&v);
+    if strip_type && let Some(m) = v.as_object_mut() {
+        m.remove("kind");
+        m.remove("apiVersion");
+    }
+    Some(crate::gojson::to_vec_as(&v, msg))
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
-    #[test]
-    fn render_stored_splices_the_resource_version() {
-        let stored = br#"{"apiVersion":"v1","data":{"k":"a \"metadata\":{ x"},"kind":"ConfigMap","metadata":{"name":"c","labels":{"a":"b"}}}"#;
-        let out = render_stored(stored, 42, false).unwrap();
-        let v: Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(v["metadata"]["resourceVersion"], "42");
-        assert_eq!(v["metadata"]["name"], "c");
-        assert_eq!(v["data"]["k"], "a \"metadata\":{ x");
-        let item = render_stored(stored, 7, true).unwrap();
-        let v: Value = serde_json::from_slice(&item).unwrap();
-        assert!(v.get("kind").is_none() && v.get("apiVersion").is_none());
-        let empty_meta = render_stored(br#"{"metadata":{}}"#, 1, false).unwrap();
-        assert_eq!(empty_meta, br#"{"metadata":{"resourceVersion":"1"}}"#);
-        assert!(render_stored(b"[1,2]", 1, false).is_none());
-        assert!(render_stored(br#"{"metadata":"#, 1, false).is_none());
-        assert!(render_stored(br#"{"spec":{}}"#, 1, false).is_none());
+    fn rendered(stored: &[u8], rv: i64, strip: bool) -> String {
+        String::from_utf8(render_stored(stored, rv, strip).unwrap()).unwrap()
     }
 
     #[test]
-    fn stored_layout_renders_like_the_general_path() {
-        let obj = serde_json::json!({"kind": "ConfigMap", "apiVersion": "v1", "data": {"k": "v,\"apiVersion\":\"x"}, "metadata": {"name": "c"}});
-        let stored = encode_stored(&obj);
-        assert!(stored.starts_with(STORED_PREFIX));
-        for strip in [false, true] {
-            let fast: Value = serde_json::from_slice(&render_fast(&stored, 9, strip).unwrap()).unwrap();
-            let mut want = obj.clone();
-            want["metadata"]["resourceVersion"] = serde_json::json!("9");
-            if strip {
-                want.as_object_mut().unwrap().remove("kind");
-                want.as_object_mut().unwrap().remove("apiVersion");
-            }
-            assert_eq!(fast, want, "strip={strip}");
-        }
-        let empty = encode_stored(&serde_json::json!({"metadata": {}}));
-        assert_eq!(render_stored(&empty, 1, false).unwrap(), br#"{"metadata":{"resourceVersion":"1"}}"#);
+    fn resource_version_goes_where_go_writes_it() {
+        let cm = json!({"kind": "ConfigMap", "apiVersion": "v1", "data": {"k": "a \"metadata\":{ x"},
+            "metadata": {"name": "c", "namespace": "d", "uid": "u", "labels": {"a": "b"}}});
+        let stored = encode_stored(&cm);
+        assert!(render_fast(&stored, 42, false).is_some(), "vt's own layout renders without decoding");
+        assert_eq!(
+            rendered(&stored, 42, false),
+            r#"{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"c","namespace":"d","uid":"u","resourceVersion":"42","labels":{"a":"b"}},"data":{"k":"a \"metadata\":{ x"}}"#
+        );
+        assert_eq!(
+            rendered(&stored, 7, true),
+            r#"{"metadata":{"name":"c","namespace":"d","uid":"u","resourceVersion":"7","labels":{"a":"b"}},"data":{"k":"a \"metadata\":{ x"}}"#
+        );
+        // Nothing after resourceVersion, or nothing at all.
+        let only_name = encode_stored(&json!({"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": "n"}}));
+        assert_eq!(
+            rendered(&only_name, 3, false),
+            r#"{"kind":"Namespace","apiVersion":"v1","metadata":{"name":"n","resourceVersion":"3"}}"#
+        );
+        let empty = encode_stored(&json!({"kind": "Namespace", "apiVersion": "v1", "metadata": {}}));
+        assert_eq!(
+            rendered(&empty, 1, false),
+            r#"{"kind":"Namespace","apiVersion":"v1","metadata":{"resourceVersion":"1"}}"#
+        );
+        let first =
+            encode_stored(&json!({"kind": "Namespace", "apiVersion": "v1", "metadata": {"labels": {"a": "b"}}}));
+        assert_eq!(
+            rendered(&first, 1, false),
+            r#"{"kind":"Namespace","apiVersion":"v1","metadata":{"resourceVersion":"1","labels":{"a":"b"}}}"#
+        );
+    }
+
+    #[test]
+    fn custom_resources_keep_key_order_and_their_type() {
+        let cr = json!({"apiVersion": "example.com/v1", "kind": "Widget", "spec": {"z": 1, "a": 2},
+            "metadata": {"name": "w", "uid": "u", "annotations": {"x": "<y>"}, "generation": 1}});
+        let stored = encode_stored(&cr);
+        assert!(render_fast(&stored, 9, false).is_some());
+        assert_eq!(
+            rendered(&stored, 9, false),
+            r#"{"apiVersion":"example.com/v1","kind":"Widget","metadata":{"annotations":{"x":"\u003cy\u003e"},"generation":1,"name":"w","resourceVersion":"9","uid":"u"},"spec":{"a":2,"z":1}}"#
+        );
+    }
+
+    #[test]
+    fn earlier_layouts_are_decoded_and_rendered_the_same() {
+        // vt before Go ordering stored `metadata` first and the type last.
+        let old = br#"{"metadata":{"name":"c","uid":"u"},"data":{"k":"v"},"apiVersion":"v1","kind":"ConfigMap"}"#;
+        assert!(render_fast(old, 5, false).is_none());
+        assert_eq!(
+            rendered(old, 5, false),
+            r#"{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"c","uid":"u","resourceVersion":"5"},"data":{"k":"v"}}"#
+        );
+        assert_eq!(
+            rendered(old, 5, true),
+            r#"{"metadata":{"name":"c","uid":"u","resourceVersion":"5"},"data":{"k":"v"}}"#
+        );
+        assert!(render_stored(b"[1,2]", 1, false).is_none());
+        assert!(render_stored(br#"{"metadata":"#, 1, false).is_none());
+        assert!(render_stored(br#"{"spec":{}}"#, 1, false).is_none());
+        assert!(render_stored(br#"{"kind":"X","metadata":{"name":"#, 1, false).is_none());
     }
 }

@@ -132,8 +132,10 @@ pub use table::MESSAGES;
 
 /// The message of a built-in kind, e.g. `("apps", "v1", "Deployment")`.
 pub fn message_for(group: &str, version: &str, kind: &str) -> Option<&'static Message> {
+    static BY_NAME: std::sync::OnceLock<std::collections::HashMap<&'static str, &'static Message>> =
+        std::sync::OnceLock::new();
     let name = format!("{}::{version}::{kind}", module_of(group)?);
-    MESSAGES.iter().find(|m| m.name == name)
+    BY_NAME.get_or_init(|| MESSAGES.iter().map(|m| (m.name, m)).collect()).get(name.as_str()).copied()
 }
 
 /// The magic prefix of Kubernetes protobuf bodies.

@@ -46,12 +46,12 @@ fn bookmark(rt: &ResourceType, rv: Revision, initial_end: bool) -> Vec<u8> {
     if initial_end {
         meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
     }
-    json!({"kind": rt.kind, "apiVersion": rt.api_version(), "metadata": meta}).to_string().into_bytes()
+    crate::gojson::to_vec(&json!({"kind": rt.kind, "apiVersion": rt.api_version(), "metadata": meta}))
 }
 
 /// An ERROR event's Status.
 fn error_status(e: &ApiError) -> Vec<u8> {
-    e.to_status().to_string().into_bytes()
+    crate::gojson::to_vec(&e.to_status())
 }
 
 /// How each event's object is rendered: as stored, as a one-row Table (`as=Table`; column
@@ -112,7 +112,7 @@ impl Transform {
                 rest::partial_metadata(&obj, version)
             }
         };
-        frame(kind, converted.to_string().as_bytes())
+        frame(kind, &crate::gojson::to_vec(&converted))
     }
 }
 
@@ -152,9 +152,9 @@ fn object_json(rt: &ResourceType, change: &Change, obj: &Value, is_change_object
     if strategy::converts(rt) {
         let mut v = obj.clone();
         strategy::from_storage(rt, &mut v);
-        return Bytes::from(v.to_string());
+        return Bytes::from(crate::gojson::to_vec(&v));
     }
-    if is_change_object { change.object_json().clone() } else { Bytes::from(obj.to_string()) }
+    if is_change_object { change.object_json().clone() } else { Bytes::from(crate::gojson::to_vec(obj)) }
 }
 
 /// The event a change produces for a watcher with `filter`, if any: its type and object.
@@ -389,7 +389,7 @@ impl Stream {
                 if !self.filter.matches(&obj) {
                     continue;
                 }
-                let f = self.transform.frame("ADDED", obj.to_string().as_bytes());
+                let f = self.transform.frame("ADDED", &crate::gojson::to_vec(&obj));
                 if !self.send(f, SLOW_INITIAL).await {
                     return false;
                 }

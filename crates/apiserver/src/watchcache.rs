@@ -47,7 +47,7 @@ pub struct Change {
 impl Change {
     /// The object's JSON, encoded once.
     pub fn object_json(&self) -> &Bytes {
-        self.json.get_or_init(|| Bytes::from(serde_json::to_vec(&*self.object).unwrap_or_default()))
+        self.json.get_or_init(|| Bytes::from(crate::gojson::to_vec(&self.object)))
     }
 
     /// Builds a change from a store event; `None` for values that are not JSON objects.

@@ -343,19 +343,18 @@ pub(crate) async fn list(op: &Op<'_>) -> ApiResult<Response<Body>> {
     if op.output == Output::Json && !filter.is_selective() && !strategy::converts(&op.rt) {
         let listed = list_with(op, false, |kv| object::render_stored(&kv.value, kv.mod_revision, !keep_type)).await?;
         let mut out = Vec::with_capacity(listed.items.iter().map(Vec::len).sum::<usize>() + 256);
-        let mut metadata = json!({"resourceVersion": listed.revision.to_string()});
+        // metav1.List's order: TypeMeta, ListMeta (resourceVersion, continue), items.
+        out.extend_from_slice(b"{\"kind\":");
+        crate::gojson::write_string(&mut out, &op.rt.list_kind);
+        out.extend_from_slice(b",\"apiVersion\":");
+        crate::gojson::write_string(&mut out, &op.rt.api_version());
+        out.extend_from_slice(b",\"metadata\":{\"resourceVersion\":");
+        crate::gojson::write_string(&mut out, &listed.revision.to_string());
         if let Some(c) = &listed.continue_token {
-            metadata["continue"] = json!(c);
+            out.extend_from_slice(b",\"continue\":");
+            crate::gojson::write_string(&mut out, c);
         }
-        out.extend_from_slice(
-            format!(
-                r#"{{"kind":{},"apiVersion":{},"metadata":{},"items":["#,
-                json!(op.rt.list_kind),
-                json!(op.rt.api_version()),
-                metadata
-            )
-            .as_bytes(),
-        );
+        out.extend_from_slice(b"},\"items\":[");
         for (i, item) in listed.items.iter().enumerate() {
             if i > 0 {
                 out.push(b',');

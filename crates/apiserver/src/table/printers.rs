@@ -9,6 +9,7 @@ use super::{Column, Printer, Row};
 use crate::registry::ResourceType;
 
 mod admin;
+mod control;
 
 const fn col(name: &'static str, ty: &'static str, priority: u8, description: &'static str) -> Column {
     Column { name, ty, format: "", priority, description }
@@ -70,6 +71,9 @@ pub(crate) fn for_kind(rt: &ResourceType, subresource: &str) -> &'static Printer
         ("policy", "PodDisruptionBudget") => &PDB,
         ("certificates.k8s.io", "CertificateSigningRequest") => &admin::CSR,
         ("", "ComponentStatus") => &admin::COMPONENT_STATUS,
+        ("autoscaling", "HorizontalPodAutoscaler") => &control::HPA,
+        ("", "ResourceQuota") => &control::RESOURCE_QUOTA,
+        ("apps", "ControllerRevision") => &control::CONTROLLER_REVISION,
         ("admissionregistration.k8s.io", "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration") => {
             &WEBHOOK_CONFIGURATION
         }
