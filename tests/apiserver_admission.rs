@@ -4,7 +4,7 @@
 //! ResourceQuota limits with their `status.used`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use base64::Engine;
 use bytes::Bytes;
@@ -45,6 +45,10 @@ fn review(path: &str, body: &[u8]) -> Value {
     json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response})
 }
 
+/// Set once `/fast` was called: `/slow` answers only after that (or after 3 s, past its
+/// webhook's 2 s timeout), so both allow a request only when they are called in parallel.
+static FAST_CALLED: AtomicBool = AtomicBool::new(false);
+
 /// Starts the webhook server; returns its port, its CA (PEM) and its call counter.
 async fn webhook_server() -> (u16, String, Arc<AtomicUsize>) {
     let ca = vt_pki::Ca::generate("webhook-test-ca").unwrap();
@@ -75,6 +79,18 @@ async fn webhook_server() -> (u16, String, Arc<AtomicUsize>) {
                         counter.fetch_add(1, Ordering::SeqCst);
                         let path = req.uri().path().to_string();
                         let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        match path.as_str() {
+                            "/fast" => FAST_CALLED.store(true, Ordering::SeqCst),
+                            "/slow" => {
+                                for _ in 0..300 {
+                                    if FAST_CALLED.load(Ordering::SeqCst) {
+                                        break;
+                                    }
+                                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                                }
+                            }
+                            _ => {}
+                        }
                         let answer = review(&path, &body);
                         Ok::<_, std::convert::Infallible>(
                             http::Response::builder()
@@ -195,6 +211,56 @@ async fn webhooks_called_with_admission_review() {
         // Webhook configurations are never admitted by webhooks: the broken one can go.
         k.ok(&["delete", "validatingwebhookconfiguration", "broken"]);
 
+        // Validating webhooks are called in parallel, as kube-apiserver calls them: the first
+        // ("/slow") allows only once the second ("/fast") was called, within its 2 s timeout.
+        let ca64 = base64::engine::general_purpose::STANDARD.encode(&ca);
+        let hook = |name: &str, path: &str| {
+            format!(
+                "- name: {name}.vt.test\n  admissionReviewVersions: [v1]\n  sideEffects: None\n  timeoutSeconds: 2\n  failurePolicy: Fail\n  clientConfig: {{url: \"https://127.0.0.1:{port}{path}\", caBundle: \"{ca64}\"}}\n  rules: [{{operations: [CREATE], apiGroups: [\"\"], apiVersions: [v1], resources: [serviceaccounts]}}]\n"
+            )
+        };
+        k.ok_stdin(
+            &["apply", "-f", "-"],
+            &format!(
+                "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: parallel}}\nwebhooks:\n{}{}",
+                hook("slow", "/slow"),
+                hook("fast", "/fast")
+            ),
+        );
+        // (A fresh name per try until the configuration reaches admission.)
+        let admitted = (0..50).find_map(|i| {
+            let out = k.run(&["-n", "plain", "create", "serviceaccount", &format!("both-{i}")]);
+            if FAST_CALLED.load(Ordering::SeqCst) {
+                return Some(out);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            None
+        });
+        let out = admitted.expect("the /fast webhook was never called: validating webhooks are not called in parallel");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        k.ok(&["delete", "validatingwebhookconfiguration", "parallel"]);
+
+        // matchConditions (CEL): the denying webhook is skipped for objects labelled exempt.
+        k.ok_stdin(
+            &["apply", "-f", "-"],
+            &format!(
+                "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: conditional}}\nwebhooks:\n- name: conditional.vt.test\n  admissionReviewVersions: [v1]\n  sideEffects: None\n  matchConditions:\n  - name: not-exempt\n    expression: \"!has(object.metadata.labels) || !('exempt' in object.metadata.labels)\"\n  clientConfig: {{url: \"https://127.0.0.1:{port}/validate\", caBundle: \"{ca64}\"}}\n  rules: [{{operations: [CREATE], apiGroups: [\"\"], apiVersions: [v1], resources: [configmaps]}}]\n"
+            ),
+        );
+        let cm = |name: &str, labels: &str| {
+            format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: plain{labels}}}\ndata: {{forbidden: \"1\"}}\n")
+        };
+        let denied = (0..50).any(|i| {
+            let out = k.run_stdin(&["create", "-f", "-"], &cm(&format!("checked-{i}"), ""));
+            !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no forbidden keys") || {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                false
+            }
+        });
+        assert!(denied, "the conditional webhook never denied an unlabelled ConfigMap");
+        k.ok_stdin(&["create", "-f", "-"], &cm("exempted", ", labels: {exempt: \"yes\"}"));
+        k.ok(&["delete", "validatingwebhookconfiguration", "conditional"]);
+
         // A Service target: the webhook is reached through the Service's endpoints, its
         // certificate checked for <service>.<namespace>.svc.
         k.ok(&["create", "namespace", "webhooks"]);
@@ -296,6 +362,23 @@ fn limit_ranges_and_quotas() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     assert_eq!(used, "2/500m");
+    // kubectl's columns for a quota (kube's printer: every status.hard key, sorted, `limits.*`
+    // in LIMIT, the rest in REQUEST, as used/hard).
+    let table = k.ok(&["-n", "q", "get", "quota"]);
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+    assert_eq!(header, ["NAME", "REQUEST", "LIMIT", "AGE"], "{table}");
+    let row = lines.next().unwrap_or("");
+    assert!(row.starts_with("quota") && row.contains("pods: 2/2, requests.cpu: 500m/1"), "{table}");
+    // And for an autoscaler (REFERENCE kind/name, TARGETS against no metrics yet).
+    k.ok_stdin(
+        &["-n", "q", "apply", "-f", "-"],
+        "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {name: web}\nspec:\n  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}\n  minReplicas: 2\n  maxReplicas: 5\n  metrics:\n  - type: Resource\n    resource: {name: cpu, target: {type: Utilization, averageUtilization: 80}}\n",
+    );
+    let table = k.ok(&["-n", "q", "get", "hpa"]);
+    let rows: Vec<Vec<&str>> = table.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows[0], ["NAME", "REFERENCE", "TARGETS", "MINPODS", "MAXPODS", "REPLICAS", "AGE"], "{table}");
+    assert_eq!(rows[1][..7], ["web", "Deployment/web", "cpu:", "<unknown>/80%", "2", "5", "0"], "{table}");
     // Deleting frees the quota.
     k.ok(&["-n", "q", "delete", "pod", "p3", "--grace-period=0", "--force"]);
     k.ok_stdin(&["-n", "q", "apply", "-f", "-"], &pod("p4", ""));

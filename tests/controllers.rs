@@ -237,6 +237,14 @@ spec:
         assert_eq!((image("web-0"), image("web-1")), ("nginx:1.27".to_string(), "nginx:1.27".to_string()));
         let history = k.ok(&["-n", "work", "rollout", "history", "sts/web"]);
         assert!(history.contains('1') && history.contains('2'), "{history}");
+        // kubectl's columns for the revisions (kube's printer: the controller as kind.group/name).
+        let revisions = k.ok(&["-n", "work", "get", "controllerrevisions"]);
+        let rows: Vec<Vec<&str>> = revisions.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(rows[0], ["NAME", "CONTROLLER", "REVISION", "AGE"], "{revisions}");
+        assert!(rows[1..].iter().all(|r| r[1] == "statefulset.apps/web"), "{revisions}");
+        let mut numbers: Vec<&str> = rows[1..].iter().map(|r| r[2]).collect();
+        numbers.sort();
+        assert_eq!(numbers, ["1", "2"], "{revisions}");
         // Scaling down removes the highest ordinals; the claims stay (the default retention).
         k.ok(&["-n", "work", "scale", "sts/web", "--replicas=1"]);
         eventually("web-0 alone", || pod_names(&k, "work", "app=web") == ["web-0"]);

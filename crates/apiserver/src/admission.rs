@@ -4,13 +4,16 @@
 //!
 //! Webhooks run as kube-apiserver runs them: mutating ones after defaulting and before
 //! validation, in configuration-name order, with `reinvocationPolicy: IfNeeded` honoured once;
-//! validating ones after validation, just before the write. Matching follows `rules`
+//! validating ones after validation, just before the write, all at once (the first to fail, in
+//! the order they answer, is the request's error). Matching follows `rules`
 //! (operations, groups, versions, resources with `*` and subresources, scope),
-//! `namespaceSelector`, `objectSelector` and `matchPolicy`; calls honour `timeoutSeconds`,
+//! `namespaceSelector`, `objectSelector`, `matchPolicy` and `matchConditions` (CEL,
+//! `admission/conditions.rs`); calls honour `timeoutSeconds`,
 //! `failurePolicy`, `sideEffects` on dry runs, and a URL or Service target verified with
 //! `caBundle`. Webhook configurations themselves are never sent to webhooks.
 
 mod client;
+mod conditions;
 pub(crate) mod podsecurity;
 pub(crate) mod quota;
 pub mod serviceaccount;
@@ -56,6 +59,7 @@ struct Hook {
     ca_bundle: Vec<u8>,
     if_needed: bool,
     review_versions: Vec<String>,
+    match_conditions: Vec<conditions::Condition>,
 }
 
 impl Hook {
@@ -97,6 +101,7 @@ impl Hook {
                 .and_then(Value::as_array)
                 .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
                 .unwrap_or_else(|| vec!["v1".into()]),
+            match_conditions: conditions::parse(w),
         }
     }
 
@@ -234,6 +239,8 @@ pub(crate) async fn webhooks(
     let mut last_mutation: Option<usize> = None;
     let mut queue: Vec<usize> = (0..candidates.len()).collect();
     let mut reinvoked = false;
+    // Validating webhooks that match, called together below.
+    let mut parallel: Vec<usize> = Vec::new();
     while !queue.is_empty() {
         for i in std::mem::take(&mut queue) {
             let hook = &candidates[i];
@@ -261,11 +268,35 @@ pub(crate) async fn webhooks(
                     }
                 }
             }
+            let subject = conditions::Subject {
+                operation,
+                user: op.user,
+                name: obj.as_deref().or(old).map(object::name).unwrap_or(&op.name),
+                namespace: &op.ns,
+                dry_run: dry,
+                kind: (&op.rt.group, &op.rt.version, &op.rt.kind),
+                resource: (&op.rt.group, &op.rt.version, &op.rt.plural),
+                object: obj.as_deref(),
+                old,
+            };
+            match conditions::matches(&hook.match_conditions, &subject) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) if hook.fail => return Err(failure(hook, &e)),
+                Err(e) => {
+                    tracing::warn!(webhook = %hook.name, error = %e, "match condition failed; webhook skipped (failurePolicy Ignore)");
+                    continue;
+                }
+            }
             if dry && !matches!(hook.side_effects.as_str(), "None" | "NoneOnDryRun") {
                 return Err(ApiError::bad_request(format!(
                     "admission webhook {:?} does not support dry run",
                     hook.name
                 )));
+            }
+            if !mutating {
+                parallel.push(i);
+                continue;
             }
             let mutated = call(op, hook, &req, obj.as_deref_mut(), old, mutating, dry).await?;
             called.push((i, mutated));
@@ -283,7 +314,27 @@ pub(crate) async fn webhooks(
             last_mutation = None;
         }
     }
-    Ok(())
+    // Validating webhooks are called in parallel, as kube-apiserver calls them; all are waited
+    // for, and the first to fail (in the order they answer) is the request's error.
+    let shown = obj.as_deref().cloned();
+    let candidates = &candidates;
+    let req = &req;
+    let mut calls: futures::stream::FuturesUnordered<_> = parallel
+        .iter()
+        .map(|&i| {
+            let mut copy = shown.clone();
+            async move { call(op, &candidates[i], req, copy.as_mut(), old, false, dry).await }
+        })
+        .collect();
+    let mut first_error = None;
+    while let Some(answer) = futures::StreamExt::next(&mut calls).await {
+        if let Err(e) = answer
+            && first_error.is_none()
+        {
+            first_error = Some(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 async fn namespace_labels(op: &Op<'_>) -> BTreeMap<String, String> {
