@@ -26,7 +26,7 @@ def definition_name(g, v, k):
     return f'io.k8s.api.{mod[g]}.{v}.{k}'
 label = {('', 'Namespace')}
 dns1035 = {('', 'Service')}
-pathseg = {('rbac.authorization.k8s.io', k) for k in ['Role', 'ClusterRole', 'RoleBinding', 'ClusterRoleBinding']} | {('', 'PersistentVolume')}
+pathseg = {('rbac.authorization.k8s.io', k) for k in ['Role', 'ClusterRole', 'RoleBinding', 'ClusterRoleBinding']} | {('', 'PersistentVolume'), ('apiregistration.k8s.io', 'APIService')}
 create_on_update = {('', 'Endpoints'), ('', 'Event'), ('events.k8s.io', 'Event'), ('', 'LimitRange'), ('coordination.k8s.io', 'Lease')} | {('rbac.authorization.k8s.io', k) for k in ['Role', 'ClusterRole', 'RoleBinding', 'ClusterRoleBinding']}
 has_status_extra = set()
 def s(x): return '"' + x + '"'
@@ -50,10 +50,19 @@ out.append('fn sub(name: &str, group: &str, version: &str, kind: &str, verbs: &[
 out.append('    Subresource { name: name.into(), group: group.into(), version: version.into(), kind: kind.into(), verbs: v(verbs) }')
 out.append('}')
 out.append('')
-out.append('/// Decodes into `T` and encodes back (type check and pruning of unknown fields).')
+out.append('/// Decodes into `T` and encodes back (type check and pruning of unknown fields). Through JSON')
+out.append('/// text rather than `from_value`/`to_value`: these are the serde instantiations kube-rs\'s')
+out.append('/// clients use for the same types, so the binary carries one copy of each type\'s serde code.')
 out.append('fn roundtrip<T: serde::de::DeserializeOwned + serde::Serialize>(value: &serde_json::Value) -> Result<serde_json::Value, String> {')
-out.append('    let typed: T = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;')
-out.append('    serde_json::to_value(typed).map_err(|e| e.to_string())')
+out.append('    // serde_json\'s message without the position it appends for text input.')
+out.append('    let message = |e: serde_json::Error| {')
+out.append('        let text = e.to_string();')
+out.append('        let at = format!(" at line {} column {}", e.line(), e.column());')
+out.append('        text.strip_suffix(&at).map(str::to_string).unwrap_or(text)')
+out.append('    };')
+out.append('    let text = serde_json::to_string(value).map_err(message)?;')
+out.append('    let typed: T = serde_json::from_str(&text).map_err(message)?;')
+out.append('    serde_json::from_slice(&serde_json::to_vec(&typed).map_err(message)?).map_err(message)')
 out.append('}')
 out.append('')
 out.append('/// Every built-in type.')

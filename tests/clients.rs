@@ -223,3 +223,64 @@ fn a_certificate_request_approved_with_kubectl_mints_a_user() {
         assert!(stdout.lines().any(|l| l.starts_with(name) && l.contains("Healthy") && l.contains("ok")), "{stdout}");
     }
 }
+
+/// APIServices as kube-aggregator keeps them: every built-in group version has a local one
+/// (`kubectl get apiservices` lists `v1.apps` Local/True); an APIService backed by a Service
+/// claims its group — listed in discovery, its requests answered 503 `service unavailable` as
+/// kube-aggregator answers while the API is down, so `kubectl top` says what it says on a
+/// cluster whose metrics-server is down — and its `Available` condition says why
+/// (ServiceNotFound, then MissingEndpoints once the Service exists without endpoints).
+#[test]
+fn apiservices_are_listed_and_unavailable_ones_answer_503() {
+    let server = VtServer::start(vt(), &[]);
+    let k = server.kubectl();
+    // (Created in the background once the server runs, as kube-aggregator's autoregister does.)
+    let table = vt_testkit::eventually("the local APIServices", || {
+        let t = k.ok(&["get", "apiservices"]);
+        t.contains("v1.storage.k8s.io").then_some(t)
+    });
+    let rows: Vec<Vec<&str>> = table.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows[0], ["NAME", "SERVICE", "AVAILABLE", "AGE"], "{table}");
+    for name in ["v1.", "v1.apps", "v2.autoscaling", "v1.apiregistration.k8s.io"] {
+        let row = rows.iter().find(|r| r[0] == name).unwrap_or_else(|| panic!("no {name}: {table}"));
+        assert_eq!(row[1..3], ["Local", "True"], "{table}");
+    }
+    // Without metrics.k8s.io, kubectl top says the API is not there.
+    let err = k.fails(&["top", "pods", "-A"]);
+    assert!(err.contains("Metrics API not available"), "{err}");
+
+    k.ok_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: apiregistration.k8s.io/v1\nkind: APIService\nmetadata: {name: v1beta1.metrics.k8s.io}\nspec:\n  group: metrics.k8s.io\n  version: v1beta1\n  service: {namespace: kube-system, name: metrics-server}\n  insecureSkipTLSVerify: true\n  groupPriorityMinimum: 100\n  versionPriority: 100\n",
+    );
+    let available = |k: &vt_testkit::Kubectl| {
+        k.ok(&["get", "apiservice", "v1beta1.metrics.k8s.io", "--no-headers"])
+            .split_whitespace()
+            .skip(2)
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    vt_testkit::eventually_within("ServiceNotFound", std::time::Duration::from_secs(30), || {
+        (available(&k) == "False (ServiceNotFound)").then_some(())
+    });
+    // Discovery lists the claimed group; its requests get kube-aggregator's 503.
+    let groups = k.ok(&["get", "--raw", "/apis"]);
+    assert!(groups.contains(r#""name":"metrics.k8s.io""#), "{groups}");
+    let err = k.fails(&["get", "--raw", "/apis/metrics.k8s.io/v1beta1"]);
+    assert!(err.contains("the server is currently unable to handle the request"), "{err}");
+    // Aggregated discovery marks the unavailable version Stale, which client-go leaves out of
+    // the server's groups: kubectl top says what it says on a 1.33 cluster whose
+    // metrics-server is down (a fresh discovery cache, so this is not the first answer kept).
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = format!("--cache-dir={}", cache.path().display());
+    let err = k.fails(&[&cache_dir, "top", "pods", "-A"]);
+    assert!(err.contains("Metrics API not available"), "{err}");
+    // The Service without endpoints.
+    k.ok(&["-n", "kube-system", "create", "service", "clusterip", "metrics-server", "--tcp=443:4443"]);
+    vt_testkit::eventually_within("MissingEndpoints", std::time::Duration::from_secs(30), || {
+        (available(&k) == "False (MissingEndpoints)").then_some(())
+    });
+    // Built-in groups are never claimed: their requests still work.
+    k.ok(&["get", "deployments", "-A"]);
+}

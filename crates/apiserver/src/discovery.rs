@@ -125,13 +125,27 @@ fn group_doc(name: &str, versions: &[String]) -> Value {
 }
 
 /// `/apis`.
-pub fn apis(api: &ApiServer, accept: Option<&str>) -> Response<Body> {
+/// `claimed` are the groups of service-backed APIServices (`aggregator::claimed_groups`),
+/// listed after the served ones as kube-aggregator lists them; in aggregated discovery their
+/// versions have no resources and are `Stale` while unavailable.
+pub fn apis(api: &ApiServer, accept: Option<&str>, claimed: &[(String, Vec<(String, bool)>)]) -> Response<Body> {
     let groups = api.registry().groups();
     if let Some(v) = aggregated(accept) {
-        let items = groups.iter().map(|g| aggregated_group(api, &g.name, &g.versions)).collect();
+        let mut items: Vec<Value> = groups.iter().map(|g| aggregated_group(api, &g.name, &g.versions)).collect();
+        for (group, versions) in claimed {
+            let versions: Vec<Value> = versions
+                .iter()
+                .map(|(v, up)| json!({"version": v, "resources": [], "freshness": if *up { "Current" } else { "Stale" }}))
+                .collect();
+            items.push(json!({"metadata": {"name": group, "creationTimestamp": null}, "versions": versions}));
+        }
         return aggregated_response(v, items);
     }
-    let docs: Vec<Value> = groups.iter().map(|g| group_doc(&g.name, &g.versions)).collect();
+    let mut docs: Vec<Value> = groups.iter().map(|g| group_doc(&g.name, &g.versions)).collect();
+    for (group, versions) in claimed {
+        let names: Vec<String> = versions.iter().map(|(v, _)| v.clone()).collect();
+        docs.push(group_doc(group, &names));
+    }
     json_response(StatusCode::OK, &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": docs}))
 }
 

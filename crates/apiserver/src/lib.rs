@@ -15,6 +15,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod admission;
+mod aggregator;
 pub mod auth;
 pub mod body;
 mod bootstrap;
@@ -247,6 +248,7 @@ impl ApiServer {
         let mut background = api.inner._background.lock().unwrap_or_else(|p| p.into_inner());
         background.push(namespace_index.abort_handle());
         background.push(crds.abort_handle());
+        background.push(tokio::spawn(aggregator::run(api.downgrade())).abort_handle());
         drop(background);
         Ok(api)
     }
@@ -568,6 +570,12 @@ impl ApiServer {
         user: &UserInfo,
     ) -> Result<Response<Body>, ApiError> {
         if info.is_resource {
+            // A group version nobody here serves may be claimed by an APIService.
+            if self.registry().get(&info.group, &info.version, &info.resource).is_none()
+                && let Some(resp) = aggregator::route(self, &info.parts).await
+            {
+                return Ok(resp);
+            }
             return rest::handle(self, req, info, query, user).await;
         }
         let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -583,10 +591,15 @@ impl ApiServer {
             },
             (&http::Method::GET, p) if is_health(p) => Ok(text_response(StatusCode::OK, "ok")),
             (&http::Method::GET, "/api") => Ok(discovery::api(self, accept.as_deref())),
-            (&http::Method::GET, "/apis") => Ok(discovery::apis(self, accept.as_deref())),
+            (&http::Method::GET, "/apis") => {
+                Ok(discovery::apis(self, accept.as_deref(), &aggregator::claimed_groups(self).await))
+            }
             (&http::Method::GET, p) if p.starts_with("/openapi/") => openapi::handle(self, p, accept.as_deref()),
             (&http::Method::GET, p) if p.starts_with("/api/") || p.starts_with("/apis/") => {
-                discovery::group_or_version(self, &info.parts)
+                match discovery::group_or_version(self, &info.parts) {
+                    Err(e) if e.code == 404 => aggregator::route(self, &info.parts).await.ok_or(e),
+                    answer => answer,
+                }
             }
             (m, _) if m != http::Method::GET => Err(ApiError::method_not_allowed(&Default::default(), m.as_str())),
             _ => Err(ApiError::not_found_path()),

@@ -19,6 +19,18 @@ pub fn parse_time(s: &str) -> Option<jiff::Timestamp> {
     s.parse().ok()
 }
 
+/// `serde_json::from_value`, through JSON text: the deserializer kube-rs's clients use
+/// (`from_str`), so each Kubernetes type's serde code is compiled once for both — the typed
+/// (de)serializers of `Value` would be a second copy of every type's code in the binary.
+pub fn from_value<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, serde_json::Error> {
+    serde_json::from_str(&serde_json::to_string(&value)?)
+}
+
+/// `serde_json::to_value`, through JSON text (the serializer kube-rs uses; see [`from_value`]).
+pub fn to_value<T: serde::Serialize>(value: T) -> Result<Value, serde_json::Error> {
+    serde_json::from_slice(&serde_json::to_vec(&value)?)
+}
+
 /// Reads a string at a path of object keys.
 pub fn str_at<'a>(obj: &'a Value, path: &[&str]) -> Option<&'a str> {
     path.iter().try_fold(obj, |v, k| v.get(*k))?.as_str()

@@ -150,7 +150,7 @@ pub fn describe(r: &PolicyRule) -> String {
 
 /// Parses the `rules` of a Role or ClusterRole.
 pub fn rules_of(obj: &Value) -> Vec<PolicyRule> {
-    obj.get("rules").and_then(|r| serde_json::from_value(r.clone()).ok()).unwrap_or_default()
+    obj.get("rules").and_then(|r| crate::object::from_value(r.clone()).ok()).unwrap_or_default()
 }
 
 #[derive(Clone, Debug)]
@@ -420,7 +420,7 @@ mod tests {
     use serde_json::json;
 
     fn rule(v: Value) -> PolicyRule {
-        serde_json::from_value(v).unwrap()
+        crate::object::from_value(v).unwrap()
     }
 
     #[test]

@@ -208,6 +208,16 @@ pub(crate) fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>, errs
     if gk(rt) == ("certificates.k8s.io", "CertificateSigningRequest") {
         csr::validate(obj, old, errs);
     }
+    if gk(rt) == ("apiregistration.k8s.io", "APIService") {
+        // kube-aggregator's rule: the name is `<version>.<group>` (`v1.` for the core group).
+        let spec = |f: &str| obj.pointer(&format!("/spec/{f}")).and_then(Value::as_str).unwrap_or("");
+        let required = format!("{}.{}", spec("version"), spec("group"));
+        let name = crate::object::name(obj);
+        if !name.is_empty() && name != required {
+            let detail = format!("must be `spec.version+\".\"+spec.group`: {required:?}");
+            errs.push(FieldError::invalid("metadata.name", &Value::String(name.to_string()), &detail));
+        }
+    }
     validate::object(rt, obj, old, errs);
 }
 

@@ -218,7 +218,8 @@ fn new_pod(
     labels.insert("pod-template-generation".into(), ds.metadata.generation.unwrap_or(1).to_string());
     if let Some(spec) = pod.spec.as_mut() {
         let pin = json!({"key": "metadata.name", "operator": "In", "values": [node]});
-        let mut affinity = serde_json::to_value(spec.affinity.clone().unwrap_or_default()).unwrap_or_default();
+        let mut affinity =
+            vt_apiserver::object::to_value(spec.affinity.clone().unwrap_or_default()).unwrap_or_default();
         let terms = affinity
             .pointer("/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
             .and_then(Value::as_array)
@@ -238,7 +239,7 @@ fn new_pod(
         };
         affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"] =
             json!({"nodeSelectorTerms": terms});
-        spec.affinity = serde_json::from_value(affinity).ok();
+        spec.affinity = vt_apiserver::object::from_value(affinity).ok();
         let extra = daemon_tolerations(spec);
         let tolerations = spec.tolerations.get_or_insert_default();
         for t in extra {
@@ -401,7 +402,7 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
         "numberUnavailable": (desired - avail).max(0),
         "collisionCount": revs.collision_count,
     });
-    let old = serde_json::to_value(&status).unwrap_or_default();
+    let old = vt_apiserver::object::to_value(&status).unwrap_or_default();
     let differs = new_status.as_object().into_iter().flatten().any(|(k, v)| {
         let cur = old.get(k).cloned().unwrap_or(Value::Null);
         cur != *v && !(cur.is_null() && v.as_i64() == Some(0))
@@ -424,12 +425,12 @@ mod tests {
     use super::*;
 
     fn node(v: Value) -> Node {
-        serde_json::from_value(v).unwrap()
+        vt_apiserver::object::from_value(v).unwrap()
     }
 
     #[test]
     fn daemons_fit_nodes_like_kube() {
-        let spec = |v: Value| -> PodSpec { serde_json::from_value(v).unwrap() };
+        let spec = |v: Value| -> PodSpec { vt_apiserver::object::from_value(v).unwrap() };
         let plain = spec(json!({"containers": []}));
         let worker = node(json!({"metadata": {"name": "a", "labels": {"role": "worker"}}}));
         let tainted = node(
@@ -455,14 +456,14 @@ mod tests {
 
     #[test]
     fn daemon_pods_are_pinned_to_their_node() {
-        let ds: DaemonSet = serde_json::from_value(json!({"metadata": {"name": "agent", "namespace": "ns", "uid": "u1", "generation": 2},
+        let ds: DaemonSet = vt_apiserver::object::from_value(json!({"metadata": {"name": "agent", "namespace": "ns", "uid": "u1", "generation": 2},
             "spec": {"selector": {"matchLabels": {"app": "a"}}, "template": {"metadata": {"labels": {"app": "a"}},
                 "spec": {"containers": [{"name": "c", "image": "i"}], "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
                     {"nodeSelectorTerms": [{"matchExpressions": [{"key": "role", "operator": "Exists"}]}]}}}}}}}))
         .unwrap();
         let pod = new_pod(&ds, ds.spec.as_ref().map(|s| &s.template), "h1", "node-7");
         assert_eq!(node_of(&pod).as_deref(), Some("node-7"));
-        let v = serde_json::to_value(&pod).unwrap();
+        let v = vt_apiserver::object::to_value(&pod).unwrap();
         let term = &v["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
             [0];
         assert_eq!(term["matchExpressions"][0]["key"], "role", "the template's expressions stay");

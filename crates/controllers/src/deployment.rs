@@ -98,11 +98,15 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action> {
             None => {}
         }
     }
-    let template = serde_json::to_value(&spec.template).unwrap_or_default();
+    let template = vt_apiserver::object::to_value(&spec.template).unwrap_or_default();
     let collisions = d.status.as_ref().and_then(|s| s.collision_count).unwrap_or(0);
     let hash = util::template_hash(&template, collisions.into());
     let new_rs = all.iter().find(|rs| {
-        let t = rs.spec.as_ref().and_then(|s| s.template.as_ref()).map(|t| serde_json::to_value(t).unwrap_or_default());
+        let t = rs
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.as_ref())
+            .map(|t| vt_apiserver::object::to_value(t).unwrap_or_default());
         t.is_some_and(|t| template_without_hash(&t) == template_without_hash(&template))
     });
     let max_revision = all.iter().map(revision).max().unwrap_or(0);
@@ -132,7 +136,7 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action> {
             annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
             annotations.insert(REVISION.into(), (max_revision + 1).to_string());
             annotations.insert("deployment.kubernetes.io/desired-replicas".into(), desired.to_string());
-            let rs: ReplicaSet = serde_json::from_value(json!({
+            let rs: ReplicaSet = vt_apiserver::object::from_value(json!({
                 "metadata": {
                     "name": format!("{name}-{hash}"),
                     "namespace": ns,
@@ -374,7 +378,7 @@ async fn status(
         "unavailableReplicas": (desired - available).max(0),
         "conditions": [available_cond, progressing],
     });
-    let current = serde_json::to_value(d.status.clone().unwrap_or_default()).unwrap_or_default();
+    let current = vt_apiserver::object::to_value(d.status.clone().unwrap_or_default()).unwrap_or_default();
     let strip = |v: &Value| {
         let mut v = v.clone();
         if let Some(cs) = v.get_mut("conditions").and_then(Value::as_array_mut) {

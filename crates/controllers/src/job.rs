@@ -137,7 +137,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
     let active: Vec<&Pod> = pods.iter().filter(|p| !util::deleting(p) && !util::terminal(p)).collect();
     let terminating = pods.iter().filter(|p| util::deleting(p) && !util::terminal(p)).count();
     let status = job.status.clone().unwrap_or_default();
-    let mut conds: Vec<Value> = serde_json::to_value(status.conditions.clone().unwrap_or_default())
+    let mut conds: Vec<Value> = vt_apiserver::object::to_value(status.conditions.clone().unwrap_or_default())
         .ok()
         .and_then(|v| v.as_array().cloned())
         .unwrap_or_default();
@@ -264,7 +264,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
                             for c in ps.containers.iter_mut().chain(ps.init_containers.iter_mut().flatten()) {
                                 let env = c.env.get_or_insert_default();
                                 if !env.iter().any(|e| e.name == "JOB_COMPLETION_INDEX") {
-                                    env.push(serde_json::from_value(json!({"name": "JOB_COMPLETION_INDEX",
+                                    env.push(vt_apiserver::object::from_value(json!({"name": "JOB_COMPLETION_INDEX",
                                         "valueFrom": {"fieldRef": {"fieldPath": format!("metadata.labels['{INDEX}']")}}}))
                                         .unwrap_or_default());
                                 }
@@ -304,7 +304,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
         patch["completedIndexes"] = json!(format_indexes(&completed));
     }
     patch["conditions"] = json!(conds);
-    let current = serde_json::to_value(&status).unwrap_or_default();
+    let current = vt_apiserver::object::to_value(&status).unwrap_or_default();
     let changed = patch.as_object().into_iter().flatten().any(|(k, v)| {
         let cur = current.get(k).cloned().unwrap_or(Value::Null);
         match (k.as_str(), v) {

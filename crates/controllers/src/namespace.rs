@@ -204,7 +204,7 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action> {
         .status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
-        .and_then(|c| serde_json::to_value(c).ok())
+        .and_then(|c| vt_apiserver::object::to_value(c).ok())
         .and_then(|v| v.as_array().cloned())
         .unwrap_or_default();
     let before = conds.clone();

@@ -157,7 +157,7 @@ async fn reconcile(pdb: Arc<PodDisruptionBudget>, ctx: Arc<Ctx>) -> Result<Actio
         _ => Ok((pods.len() as i32, pods.len() as i32)),
     };
     let mut conds: Vec<Value> =
-        serde_json::to_value(pdb.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default())
+        vt_apiserver::object::to_value(pdb.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default())
             .ok()
             .and_then(|v| v.as_array().cloned())
             .unwrap_or_default();
@@ -208,7 +208,7 @@ async fn reconcile(pdb: Arc<PodDisruptionBudget>, ctx: Arc<Ctx>) -> Result<Actio
         "conditions": conds,
         "disruptedPods": if disrupted.is_empty() { Value::Null } else { json!(disrupted) },
     });
-    let current = serde_json::to_value(pdb.status.clone().unwrap_or_default()).unwrap_or_default();
+    let current = vt_apiserver::object::to_value(pdb.status.clone().unwrap_or_default()).unwrap_or_default();
     let differs = status.as_object().into_iter().flatten().any(|(k, v)| {
         let cur = current.get(k).cloned().unwrap_or(Value::Null);
         cur != *v && !(cur.is_null() && (v.as_i64() == Some(0) || v.as_object().is_some_and(|m| m.is_empty())))

@@ -144,7 +144,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action> {
         "availableReplicas": available,
         "observedGeneration": rs.metadata.generation,
     });
-    let current = serde_json::to_value(rs.status.clone().unwrap_or_default()).unwrap_or_default();
+    let current = vt_apiserver::object::to_value(rs.status.clone().unwrap_or_default()).unwrap_or_default();
     let differs = ["replicas", "fullyLabeledReplicas", "readyReplicas", "availableReplicas", "observedGeneration"]
         .iter()
         .any(|k| current.get(*k).cloned().unwrap_or(json!(0)) != status[*k].clone());

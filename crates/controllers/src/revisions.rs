@@ -32,7 +32,7 @@ pub struct Revisions {
 
 /// The `data` of a revision of `template`.
 pub fn data_of(template: Option<&PodTemplateSpec>) -> Value {
-    let mut t = serde_json::to_value(template.cloned().unwrap_or_default()).unwrap_or_default();
+    let mut t = vt_apiserver::object::to_value(template.cloned().unwrap_or_default()).unwrap_or_default();
     if let Some(m) = t.as_object_mut() {
         m.insert("$patch".into(), json!("replace"));
     }
@@ -45,7 +45,7 @@ pub fn template_of(rev: &ControllerRevision) -> Option<PodTemplateSpec> {
     if let Some(m) = t.as_object_mut() {
         m.remove("$patch");
     }
-    serde_json::from_value(t).ok()
+    vt_apiserver::object::from_value(t).ok()
 }
 
 fn same(a: &Value, b: &Value) -> bool {

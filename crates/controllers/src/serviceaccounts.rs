@@ -45,7 +45,8 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action> {
     let name = ns.name_any();
     let sas: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), &name);
     if sas.get_opt("default").await?.is_none() {
-        let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "default"}})).unwrap_or_default();
+        let sa: ServiceAccount =
+            vt_apiserver::object::from_value(json!({"metadata": {"name": "default"}})).unwrap_or_default();
         match sas.create(&PostParams::default(), &sa).await {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 409 || e.code == 403 => {}
@@ -56,7 +57,7 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action> {
     let current = cms.get_opt("kube-root-ca.crt").await?;
     let has = current.as_ref().and_then(|c| c.data.as_ref()).and_then(|d| d.get("ca.crt")) == Some(&ctx.root_ca);
     if !has {
-        let cm: ConfigMap = serde_json::from_value(json!({
+        let cm: ConfigMap = vt_apiserver::object::from_value(json!({
             "metadata": {"name": "kube-root-ca.crt",
                 "annotations": {"kubernetes.io/description": "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters."}},
             "data": {"ca.crt": ctx.root_ca},

@@ -80,7 +80,7 @@ fn new_pod(set: &StatefulSet, ordinal: i32, rev: &ControllerRevision, owner: &Ow
             let volumes = ps.volumes.get_or_insert_default();
             volumes.retain(|v| v.name != cname);
             volumes.push(
-                serde_json::from_value(json!({"name": cname,
+                vt_apiserver::object::from_value(json!({"name": cname,
                     "persistentVolumeClaim": {"claimName": claim_name(&cname, &name, ordinal)}}))
                 .unwrap_or_default(),
             );
@@ -295,7 +295,7 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action> {
         "updateRevision": update,
         "collisionCount": revs.collision_count,
     });
-    let old = serde_json::to_value(&status).unwrap_or_default();
+    let old = vt_apiserver::object::to_value(&status).unwrap_or_default();
     let differs = new_status.as_object().into_iter().flatten().any(|(k, v)| {
         let cur = old.get(k).cloned().unwrap_or(Value::Null);
         cur != *v && !(cur.is_null() && v.as_i64() == Some(0))

@@ -304,7 +304,7 @@ pub async fn warn<K: Resource<DynamicType = ()>>(
         "firstTimestamp": now, "lastTimestamp": now, "count": 1,
     });
     let events: kube::Api<k8s_openapi::api::core::v1::Event> = kube::Api::namespaced(client.clone(), &ns);
-    if let Ok(e) = serde_json::from_value(event) {
+    if let Ok(e) = vt_apiserver::object::from_value(event) {
         let _ = events.create(&kube::api::PostParams::default(), &e).await;
     }
 }
@@ -338,7 +338,7 @@ mod tests {
 
     #[test]
     fn selectors() {
-        let sel: LabelSelector = serde_json::from_value(serde_json::json!({"matchLabels": {"app": "web"},
+        let sel: LabelSelector = vt_apiserver::object::from_value(serde_json::json!({"matchLabels": {"app": "web"},
             "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}]}))
         .unwrap();
         assert_eq!(selector_string(&sel).unwrap(), "app=web,tier in (a,b)");

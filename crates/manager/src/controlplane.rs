@@ -267,7 +267,7 @@ impl ControlPlanes {
             namespace: crate::tenant::host_namespace(tenant),
             pool: iso.pool(tenant),
             node_selector: iso.node_selector.clone(),
-            tolerations: iso.tolerations.iter().filter_map(|t| serde_json::to_value(t).ok()).collect(),
+            tolerations: iso.tolerations.iter().filter_map(|t| vt_apiserver::object::to_value(t).ok()).collect(),
             runtime_class: iso.runtime_class(),
             level: vt_syncer::security::Level::parse(&iso.security_level()),
             api_host: self.settings.endpoint.ip().to_string(),
@@ -461,7 +461,7 @@ async fn ensure_dns_service(api: ApiServer, ip: std::net::IpAddr) {
     use k8s_openapi::api::core::v1::Service;
     use kube::api::{Api, DeleteParams, PostParams};
     let services: Api<Service> = Api::namespaced(vt_controllers::client::in_process(api), "kube-system");
-    let want: Service = match serde_json::from_value(serde_json::json!({
+    let want: Service = match vt_apiserver::object::from_value(serde_json::json!({
         "metadata": {"name": "kube-dns", "namespace": "kube-system",
             "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "vt-dns", "kubernetes.io/cluster-service": "true"}},
         "spec": {"clusterIP": ip.to_string(), "ports": [

@@ -84,7 +84,8 @@ pub async fn ensure_crd(host: &kube::Client) -> Result<(), String> {
 /// Makes sure the manager's own namespace (where tenants' credentials live) exists.
 pub async fn ensure_namespace(host: &kube::Client, name: &str) -> Result<(), String> {
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(host.clone());
-    let ns = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).map_err(|e| e.to_string())?;
+    let ns =
+        vt_apiserver::object::from_value(serde_json::json!({"metadata": {"name": name}})).map_err(|e| e.to_string())?;
     match namespaces.create(&PostParams::default(), &ns).await {
         Ok(_) => Ok(()),
         // There already, or not ours to create (a Helm install made it).

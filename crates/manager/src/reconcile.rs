@@ -556,7 +556,7 @@ async fn credentials(ctx: &Context, tenant: &str, ns: &str) -> Result<TenantPki,
     if let Some(old) = legacy.get_opt(LEGACY_PKI_SECRET).await? {
         let data = secret_data(old);
         let pki = TenantPki::from_data(&data).map_err(Error::ControlPlane)?;
-        let moved: Secret = serde_json::from_value(json!({
+        let moved: Secret = vt_apiserver::object::from_value(json!({
             "metadata": {"name": name, "labels": {TENANT_LABEL: tenant}},
             "type": "Opaque",
             "stringData": pki.to_data(),
@@ -589,7 +589,7 @@ async fn credentials(ctx: &Context, tenant: &str, ns: &str) -> Result<TenantPki,
         ips.push(ip);
     }
     let pki = TenantPki::generate(tenant, &names, &ips).map_err(Error::ControlPlane)?;
-    let secret: Secret = serde_json::from_value(json!({
+    let secret: Secret = vt_apiserver::object::from_value(json!({
         "metadata": {"name": name, "labels": {TENANT_LABEL: tenant}},
         "type": "Opaque",
         "stringData": pki.to_data(),
@@ -646,5 +646,5 @@ async fn cleanup(t: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
 
 /// The tenant's status as JSON (for the CLI).
 pub fn status_json(t: &Tenant) -> Value {
-    serde_json::to_value(t.status.clone().unwrap_or_default()).unwrap_or(Value::Null)
+    vt_apiserver::object::to_value(t.status.clone().unwrap_or_default()).unwrap_or(Value::Null)
 }

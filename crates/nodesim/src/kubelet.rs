@@ -88,7 +88,8 @@ async fn start_ephemeral(sim: &Arc<NodeSim>, pod: &Pod) {
     }
     let (ns, name, uid, t) =
         (pod.namespace().unwrap_or_default(), pod.name_any(), pod.uid().unwrap_or_default(), now());
-    let mut statuses: Vec<Value> = have.iter().map(|h| serde_json::to_value(h).unwrap_or(Value::Null)).collect();
+    let mut statuses: Vec<Value> =
+        have.iter().map(|h| vt_apiserver::object::to_value(h).unwrap_or(Value::Null)).collect();
     for (c, image) in wanted.iter().filter(|(n, _)| !have.iter().any(|h| h.name == *n)) {
         sim.record(&ns, &name, format!("started ephemeral container {c} ({image:?}, simulated)"));
         statuses.push(json!({"name": c, "image": image, "imageID": format!("simulated://{image}"),

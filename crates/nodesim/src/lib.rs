@@ -234,7 +234,7 @@ impl NodeSim {
             "source": {"component": component}, "reportingComponent": component,
             "firstTimestamp": t, "lastTimestamp": t});
         let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(self.client.clone(), ns);
-        if let Ok(ev) = serde_json::from_value(ev) {
+        if let Ok(ev) = vt_apiserver::object::from_value(ev) {
             let _ = api.create(&Default::default(), &ev).await;
         }
     }

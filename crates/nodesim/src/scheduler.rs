@@ -129,7 +129,7 @@ impl Scheduler {
             .pointer("/spec/runtimeClassName")
             .and_then(Value::as_str)
             .and_then(|rc| self.runtime_classes.get(&reflector::ObjectRef::new(rc)))
-            .and_then(|rc| serde_json::to_value(rc.as_ref()).ok());
+            .and_then(|rc| vt_apiserver::object::to_value(rc.as_ref()).ok());
         if let Some(rc_name) = pod.pointer("/spec/runtimeClassName").and_then(Value::as_str)
             && runtime.is_none()
         {
@@ -238,7 +238,7 @@ pub(crate) async fn run(sim: Arc<NodeSim>) {
                 let unscheduled = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).unwrap_or("").is_empty();
                 let deleting = pod.metadata.deletion_timestamp.is_some();
                 let ours = pod.spec.as_ref().and_then(|s| s.scheduler_name.as_deref()).is_none_or(|n| n == "default-scheduler");
-                if unscheduled && !deleting && ours && let Ok(v) = serde_json::to_value(&pod) {
+                if unscheduled && !deleting && ours && let Ok(v) = vt_apiserver::object::to_value(&pod) {
                     s.schedule(v).await;
                 }
             }

@@ -26,7 +26,7 @@ async fn bind(sim: &NodeSim, claim: &PersistentVolumeClaim) -> Result<(), kube::
         .unwrap_or_else(|| "1Gi".into());
     let modes = spec.access_modes.clone().unwrap_or_else(|| vec!["ReadWriteOnce".into()]);
     let name = format!("pvc-{uid}");
-    let pv: PersistentVolume = serde_json::from_value(json!({
+    let pv: PersistentVolume = vt_apiserver::object::from_value(json!({
         "metadata": {"name": name, "labels": {SIMULATED_LABEL: "true"}},
         "spec": {"capacity": {"storage": size}, "accessModes": modes, "persistentVolumeReclaimPolicy": "Delete",
             "storageClassName": spec.storage_class_name,

@@ -231,7 +231,7 @@ mod tests {
     use super::*;
 
     fn pod(ns: &str, name: &str, image: &str) -> Pod {
-        serde_json::from_value(serde_json::json!({
+        vt_apiserver::object::from_value(serde_json::json!({
             "metadata": {"namespace": ns, "name": name, "uid": format!("uid-{name}"),
                 "labels": {"app": "web"}, "annotations": {"a": "1"}, "resourceVersion": "7",
                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "u"}]},
@@ -254,7 +254,7 @@ mod tests {
             "spec": {"nodeName": "n1", "serviceAccountName": "sa", "containers": [{"name": "c", "image": "nginx:1"}]},
             "status": {"phase": "Running", "hostIP": "10.0.0.1", "startTime": "2026-01-01T00:00:00Z"}
         });
-        assert_eq!(serde_json::to_value(got.as_ref()).unwrap(), want);
+        assert_eq!(vt_apiserver::object::to_value(got.as_ref()).unwrap(), want);
         assert!(c.get("ns", "other").is_none());
         assert!(c.get("other", "p").is_none());
     }

@@ -31,12 +31,12 @@ impl Tenant {
             Api::<Secret>::namespaced(self.virt.clone(), ns)
                 .get_opt(name)
                 .await?
-                .map(|s| serde_json::to_value(s).unwrap_or(Value::Null))
+                .map(|s| vt_apiserver::object::to_value(s).unwrap_or(Value::Null))
         } else {
             Api::<ConfigMap>::namespaced(self.virt.clone(), ns)
                 .get_opt(name)
                 .await?
-                .map(|c| serde_json::to_value(c).unwrap_or(Value::Null))
+                .map(|c| vt_apiserver::object::to_value(c).unwrap_or(Value::Null))
         };
         let Some(mut original) = original else {
             // Pods that use a missing object wait for it on the host, as they would in kube.
@@ -97,9 +97,10 @@ impl Tenant {
                 if !used || v.metadata.deletion_timestamp.is_some() {
                     return Ok(());
                 }
-                let vjson = serde_json::to_value(&v).unwrap_or(Value::Null);
-                let claim: PersistentVolumeClaim = serde_json::from_value(translate::host_claim(&vjson, &self.target))
-                    .map_err(|e| Error::Other(e.to_string()))?;
+                let vjson = vt_apiserver::object::to_value(&v).unwrap_or(Value::Null);
+                let claim: PersistentVolumeClaim =
+                    vt_apiserver::object::from_value(translate::host_claim(&vjson, &self.target))
+                        .map_err(|e| Error::Other(e.to_string()))?;
                 match hapi.create(&PostParams::default(), &claim).await {
                     Ok(_) => Ok(()),
                     Err(e) if gone(&e) => Ok(()),
@@ -115,8 +116,8 @@ impl Tenant {
                     }
                     return Ok(());
                 }
-                let want = serde_json::to_value(h.status.clone().unwrap_or_default()).unwrap_or(Value::Null);
-                let have = serde_json::to_value(v.status.clone().unwrap_or_default()).unwrap_or(Value::Null);
+                let want = vt_apiserver::object::to_value(h.status.clone().unwrap_or_default()).unwrap_or(Value::Null);
+                let have = vt_apiserver::object::to_value(v.status.clone().unwrap_or_default()).unwrap_or(Value::Null);
                 if want != have && !want.as_object().is_some_and(|m| m.is_empty()) {
                     let patch = json!({"status": want});
                     match vapi.patch_status(name, &PatchParams::default(), &Patch::Merge(patch)).await {

@@ -212,17 +212,17 @@ mod tests {
 
     #[test]
     fn services_and_endpoints_become_zone_records() {
-        let svc: Service = serde_json::from_value(json!({"metadata": {"name": "pg", "namespace": "db"},
+        let svc: Service = vt_apiserver::object::from_value(json!({"metadata": {"name": "pg", "namespace": "db"},
             "spec": {"clusterIP": "None", "ports": [{"name": "pg", "port": 5432}], "publishNotReadyAddresses": true}}))
         .unwrap();
         let r = service_record(&svc);
         assert!(r.cluster_ips.is_empty() && r.publish_not_ready);
         assert_eq!(r.ports[0].protocol, Protocol::Tcp);
-        let ext: Service = serde_json::from_value(json!({"metadata": {"name": "e", "namespace": "d"},
+        let ext: Service = vt_apiserver::object::from_value(json!({"metadata": {"name": "e", "namespace": "d"},
             "spec": {"type": "ExternalName", "externalName": "api.example.com"}}))
         .unwrap();
         assert_eq!(service_record(&ext).external_name.as_deref(), Some("api.example.com"));
-        let ep: Endpoints = serde_json::from_value(json!({"metadata": {"name": "pg", "namespace": "db"},
+        let ep: Endpoints = vt_apiserver::object::from_value(json!({"metadata": {"name": "pg", "namespace": "db"},
             "subsets": [{"addresses": [{"ip": "10.244.1.5", "hostname": "pg-0"}],
                 "notReadyAddresses": [{"ip": "::ffff:10.244.1.6"}]}]}))
         .unwrap();

@@ -19,9 +19,9 @@ impl Tenant {
         let Some((ns, name)) = crate::tenant::identity(host_pod.as_ref()) else { return };
         let uid = host_pod.annotations().get(crate::UID_ANNOTATION).cloned().unwrap_or_default();
         tokio::spawn(async move {
-            let h = serde_json::to_value(ev.as_ref()).unwrap_or(Value::Null);
+            let h = vt_apiserver::object::to_value(ev.as_ref()).unwrap_or(Value::Null);
             let v = translate::virtual_event(&h, &self.target, &ns, &name, &uid);
-            let Ok(event) = serde_json::from_value::<Event>(v) else { return };
+            let Ok(event) = vt_apiserver::object::from_value::<Event>(v) else { return };
             let api: Api<Event> = Api::namespaced(self.virt.clone(), &ns);
             let ev_name = event.name_any();
             match api.create(&PostParams::default(), &event).await {

@@ -78,7 +78,7 @@ mod tests {
     async fn a_write_guarded_by_a_stale_view_is_refused_and_changes_nothing() {
         let (client, _dir) = host().await;
         let api: Api<ConfigMap> = Api::namespaced(client, "default");
-        let cm = serde_json::from_value(json!({"metadata": {"name": "c"}, "data": {"by": "old"}})).unwrap();
+        let cm = vt_apiserver::object::from_value(json!({"metadata": {"name": "c"}, "data": {"by": "old"}})).unwrap();
         let seen = api.create(&PostParams::default(), &cm).await.unwrap();
         // The new owner changes it.
         let patch = json!({"data": {"by": "new"}});

@@ -506,7 +506,7 @@ async fn follow_classes(
         };
         let changed = {
             let mut all = classes.write().unwrap_or_else(|p| p.into_inner());
-            let to_json = |o: &kube::api::DynamicObject| serde_json::to_value(o).unwrap_or(Value::Null);
+            let to_json = |o: &kube::api::DynamicObject| vt_apiserver::object::to_value(o).unwrap_or(Value::Null);
             match &ev {
                 // Single changes only count once the list has been read.
                 watcher::Event::Apply(o) => {

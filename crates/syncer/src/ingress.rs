@@ -220,7 +220,7 @@ impl Tenant {
             self.uses.lock().unwrap_or_else(|p| p.into_inner()).set(use_key, None);
             return delete(api).await;
         };
-        let vjson = serde_json::to_value(v.as_ref()).unwrap_or(Value::Null);
+        let vjson = vt_apiserver::object::to_value(v.as_ref()).unwrap_or(Value::Null);
         let want = match host_ingress(&vjson, &self.target) {
             Ok(w) => w,
             Err(r) => {

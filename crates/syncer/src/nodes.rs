@@ -29,7 +29,7 @@ fn without_heartbeats(mut v: Value) -> Value {
 impl Tenant {
     pub(crate) async fn sync_node(&self, name: &str) -> Result<()> {
         let api: Api<Node> = Api::all(self.virt.clone());
-        let host = self.host.node(name).map(|n| serde_json::to_value(n.as_ref()).unwrap_or(Value::Null));
+        let host = self.host.node(name).map(|n| vt_apiserver::object::to_value(n.as_ref()).unwrap_or(Value::Null));
         let wanted = host.filter(|h| self.target.owns_node(h)).map(|h| without_heartbeats(translate::virtual_node(&h)));
         let current = api.get_opt(name).await?;
         let ours = current.as_ref().is_some_and(|c| c.annotations().contains_key(SYNCED_ANNOTATION));
@@ -42,15 +42,16 @@ impl Tenant {
             (None, _) => Ok(()),
             (Some(mut want), None) => {
                 want["metadata"]["annotations"] = json!({SYNCED_ANNOTATION: "true"});
-                let node: Node = serde_json::from_value(want.clone()).map_err(|e| Error::Other(e.to_string()))?;
+                let node: Node =
+                    vt_apiserver::object::from_value(want.clone()).map_err(|e| Error::Other(e.to_string()))?;
                 let created = match api.create(&PostParams::default(), &node).await {
                     Ok(n) => n,
                     Err(e) if gone(&e) => return Ok(()),
                     Err(e) => return Err(e.into()),
                 };
-                let mut obj = serde_json::to_value(&created).unwrap_or(Value::Null);
+                let mut obj = vt_apiserver::object::to_value(&created).unwrap_or(Value::Null);
                 obj["status"] = want["status"].clone();
-                let node: Node = serde_json::from_value(obj).map_err(|e| Error::Other(e.to_string()))?;
+                let node: Node = vt_apiserver::object::from_value(obj).map_err(|e| Error::Other(e.to_string()))?;
                 api.replace_status(name, &PostParams::default(), &node).await?;
                 Ok(())
             }
@@ -59,7 +60,7 @@ impl Tenant {
                     // A node the tenant made itself with the same name: not ours to change.
                     return Ok(());
                 }
-                let cur_v = without_heartbeats(serde_json::to_value(&cur).unwrap_or(Value::Null));
+                let cur_v = without_heartbeats(vt_apiserver::object::to_value(&cur).unwrap_or(Value::Null));
                 let labels_differ =
                     cur_v.pointer("/metadata/labels").unwrap_or(&json!({})) != &want["metadata"]["labels"];
                 let spec_differs = cur_v.get("spec").unwrap_or(&json!({})) != &want["spec"];
@@ -67,15 +68,15 @@ impl Tenant {
                     let mut obj = cur_v.clone();
                     obj["metadata"]["labels"] = want["metadata"]["labels"].clone();
                     obj["spec"] = want["spec"].clone();
-                    let node: Node = serde_json::from_value(obj).map_err(|e| Error::Other(e.to_string()))?;
+                    let node: Node = vt_apiserver::object::from_value(obj).map_err(|e| Error::Other(e.to_string()))?;
                     api.replace(name, &PostParams::default(), &node).await?;
                     return Ok(());
                 }
                 if cur_v.get("status") != want.get("status") && self.unwritten(&format!("node/{name}"), &want["status"])
                 {
-                    let mut obj = serde_json::to_value(&cur).unwrap_or(Value::Null);
+                    let mut obj = vt_apiserver::object::to_value(&cur).unwrap_or(Value::Null);
                     obj["status"] = want["status"].clone();
-                    let node: Node = serde_json::from_value(obj).map_err(|e| Error::Other(e.to_string()))?;
+                    let node: Node = vt_apiserver::object::from_value(obj).map_err(|e| Error::Other(e.to_string()))?;
                     api.replace_status(name, &PostParams::default(), &node).await?;
                     self.wrote(&format!("node/{name}"), &want["status"]);
                 }

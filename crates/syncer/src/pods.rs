@@ -17,7 +17,7 @@ use crate::translate::{self, References};
 pub(crate) const REFRESH_ANNOTATION: &str = "vt.dev/refresh-after";
 
 fn to_value<T: serde::Serialize>(v: &T) -> Value {
-    serde_json::to_value(v).unwrap_or(Value::Null)
+    vt_apiserver::object::to_value(v).unwrap_or(Value::Null)
 }
 
 fn phase(pod: &Pod) -> &str {
@@ -281,7 +281,8 @@ impl Tenant {
             self.mint_tokens(v, &refs, &host_name).await?;
         }
         let api: Api<Pod> = Api::namespaced(self.host.client.clone(), &self.target.namespace);
-        let pod: Pod = serde_json::from_value(host_pod).map_err(|e| Error::Other(format!("host pod: {e}")))?;
+        let pod: Pod =
+            vt_apiserver::object::from_value(host_pod).map_err(|e| Error::Other(format!("host pod: {e}")))?;
         match api.create(&PostParams::default(), &pod).await {
             Ok(created) => {
                 tracing::debug!(tenant = %self.target.tenant, pod = %name, host = %host_name, "pod synced");

@@ -30,7 +30,7 @@ impl Tenant {
             .state()
             .iter()
             .filter(|p| p.namespace().as_deref() == Some(ns))
-            .filter_map(|p| serde_json::to_value(p.as_ref()).ok())
+            .filter_map(|p| vt_apiserver::object::to_value(p.as_ref()).ok())
             .collect()
     }
 
@@ -54,7 +54,7 @@ impl Tenant {
         let api: Api<NetworkPolicy> = Api::namespaced(self.host.client.clone(), &self.target.namespace);
         let want = match &v {
             Some(v) => {
-                let vjson = serde_json::to_value(v.as_ref()).unwrap_or(Value::Null);
+                let vjson = vt_apiserver::object::to_value(v.as_ref()).unwrap_or(Value::Null);
                 let (namespaces, cluster) = (self.virtual_namespaces(), self.host.cluster_ranges());
                 netpol::host_policy(&vjson, &self.target, &Context { namespaces: &namespaces, cluster: &cluster })
             }

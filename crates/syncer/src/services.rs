@@ -63,7 +63,7 @@ impl ServiceBackend for HostServices {
             }
             let host_name = self.target.name(&name, &ns);
             let api: Api<Service> = Api::namespaced(self.host.clone(), &self.target.namespace);
-            let svc: Service = serde_json::from_value(desired)
+            let svc: Service = vt_apiserver::object::from_value(desired)
                 .map_err(|e| BackendError { code: 400, message: format!("invalid Service: {e}") })?;
             let created = match api.create(&PostParams::default(), &svc).await {
                 Ok(s) => s,
@@ -92,7 +92,7 @@ impl ServiceBackend for HostServices {
                     return Err(BackendError { code: 503, message: format!("the host cluster is unavailable: {e}") });
                 }
             };
-            Ok(serde_json::to_value(created.spec.unwrap_or_default()).unwrap_or(Value::Null))
+            Ok(vt_apiserver::object::to_value(created.spec.unwrap_or_default()).unwrap_or(Value::Null))
         })
     }
 
@@ -181,7 +181,7 @@ impl Tenant {
             (None, None) => Ok(()),
             (Some(v), None) => {
                 // Created before the syncer's backend was in place, or deleted on the host.
-                let vjson = serde_json::to_value(v.as_ref()).unwrap_or(Value::Null);
+                let vjson = vt_apiserver::object::to_value(v.as_ref()).unwrap_or(Value::Null);
                 let backend = HostServices { host: self.host.client.clone(), target: self.target.clone() };
                 backend.create(&vjson).await.map_err(|e| Error::Other(e.message))?;
                 Ok(())
@@ -192,7 +192,7 @@ impl Tenant {
                     let _ = api.delete(&host_name, &as_seen(&h, None)).await;
                     return Err(Error::Other("replacing a stale host Service".into()));
                 }
-                let vjson = serde_json::to_value(v.as_ref()).unwrap_or(Value::Null);
+                let vjson = vt_apiserver::object::to_value(v.as_ref()).unwrap_or(Value::Null);
                 if let Err(refusal) = translate::check_service(&vjson, &self.target) {
                     // Changed into something the host must not get: the host keeps the last
                     // allowed state and the tenant is told why, once.
@@ -211,7 +211,7 @@ impl Tenant {
                     return Ok(());
                 }
                 let want = translate::host_service(&vjson, &self.target);
-                let have = serde_json::to_value(&h).unwrap_or(Value::Null);
+                let have = vt_apiserver::object::to_value(&h).unwrap_or(Value::Null);
                 let mut patch = json!({});
                 for k in [
                     "type",
@@ -270,7 +270,7 @@ impl Tenant {
                         .iter()
                         .zip(&host_ports)
                         .map(|(vp, hp)| {
-                            let mut p = serde_json::to_value(vp).unwrap_or(Value::Null);
+                            let mut p = vt_apiserver::object::to_value(vp).unwrap_or(Value::Null);
                             p["nodePort"] = json!(hp.node_port);
                             p
                         })
@@ -309,7 +309,7 @@ impl Tenant {
             }
             return Ok(());
         };
-        let vjson = serde_json::to_value(&v).unwrap_or(Value::Null);
+        let vjson = vt_apiserver::object::to_value(&v).unwrap_or(Value::Null);
         let mut subsets = vjson.get("subsets").cloned().unwrap_or(json!([]));
         let mut refused = Vec::new();
         let network = self.host_network();

@@ -566,7 +566,7 @@ impl Tenant {
             .state()
             .iter()
             .filter(|s| s.namespace().as_deref() == Some(ns))
-            .filter_map(|s| serde_json::to_value(s.as_ref()).ok())
+            .filter_map(|s| vt_apiserver::object::to_value(s.as_ref()).ok())
             .collect()
     }
 
@@ -582,7 +582,7 @@ impl Tenant {
             "source": {"component": "vt-syncer"}, "reportingComponent": "vt-syncer", "count": 1,
             "firstTimestamp": now, "lastTimestamp": now});
         let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(self.virt.clone(), &ns);
-        match serde_json::from_value(ev) {
+        match vt_apiserver::object::from_value(ev) {
             Ok(ev) => match api.create(&PostParams::default(), &ev).await {
                 Ok(_) => {}
                 Err(e) if gone(&e) => {}

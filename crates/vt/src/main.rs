@@ -175,7 +175,8 @@ fn main() -> std::process::ExitCode {
             }
             Command::Crd => {
                 use kube::CustomResourceExt;
-                let crd = serde_json::to_value(vt_manager::tenant::Tenant::crd()).map_err(|e| e.to_string())?;
+                let crd =
+                    vt_apiserver::object::to_value(vt_manager::tenant::Tenant::crd()).map_err(|e| e.to_string())?;
                 print!("{}", serde_saphyr::to_string(&crd).map_err(|e| e.to_string())?);
                 Ok(std::process::ExitCode::SUCCESS)
             }

@@ -16,12 +16,21 @@ fn sub(name: &str, group: &str, version: &str, kind: &str, verbs: &[&str]) -> Su
     Subresource { name: name.into(), group: group.into(), version: version.into(), kind: kind.into(), verbs: v(verbs) }
 }
 
-/// Decodes into `T` and encodes back (type check and pruning of unknown fields).
+/// Decodes into `T` and encodes back (type check and pruning of unknown fields). Through JSON
+/// text rather than `from_value`/`to_value`: these are the serde instantiations kube-rs's
+/// clients use for the same types, so the binary carries one copy of each type's serde code.
 fn roundtrip<T: serde::de::DeserializeOwned + serde::Serialize>(
     value: &serde_json::Value,
 ) -> Result<serde_json::Value, String> {
-    let typed: T = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
-    serde_json::to_value(typed).map_err(|e| e.to_string())
+    // serde_json's message without the position it appends for text input.
+    let message = |e: serde_json::Error| {
+        let text = e.to_string();
+        let at = format!(" at line {} column {}", e.line(), e.column());
+        text.strip_suffix(&at).map(str::to_string).unwrap_or(text)
+    };
+    let text = serde_json::to_string(value).map_err(message)?;
+    let typed: T = serde_json::from_str(&text).map_err(message)?;
+    serde_json::from_slice(&serde_json::to_vec(&typed).map_err(message)?).map_err(message)
 }
 
 /// Every built-in type.
@@ -568,7 +577,7 @@ pub(super) fn table() -> Vec<ResourceType> {
             )],
             preferred: true,
             policy: Policy {
-                name_rule: NameRule::Subdomain,
+                name_rule: NameRule::PathSegment,
                 sets_generation: false,
                 has_status: true,
                 reset_status_on_create: true,

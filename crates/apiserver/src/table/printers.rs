@@ -71,6 +71,7 @@ pub(crate) fn for_kind(rt: &ResourceType, subresource: &str) -> &'static Printer
         ("policy", "PodDisruptionBudget") => &PDB,
         ("certificates.k8s.io", "CertificateSigningRequest") => &admin::CSR,
         ("", "ComponentStatus") => &admin::COMPONENT_STATUS,
+        ("apiregistration.k8s.io", "APIService") => &admin::API_SERVICE,
         ("autoscaling", "HorizontalPodAutoscaler") => &control::HPA,
         ("", "ResourceQuota") => &control::RESOURCE_QUOTA,
         ("apps", "ControllerRevision") => &control::CONTROLLER_REVISION,

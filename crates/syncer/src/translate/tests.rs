@@ -389,7 +389,7 @@ fn metadata_updates_leave_the_host_machinerys_annotations() {
     let t = target();
     let mut v = pod(json!({"containers": [{"name": "c", "image": "x"}]}));
     let want = host_meta(&v, &t);
-    let labels = |m: &Value| -> BTreeMap<String, String> { serde_json::from_value(m.clone()).unwrap() };
+    let labels = |m: &Value| -> BTreeMap<String, String> { vt_apiserver::object::from_value(m.clone()).unwrap() };
     // The host copy as the host's CNI annotated it: nothing to patch.
     let mut have_annotations = labels(&want["annotations"]);
     have_annotations.insert("cni.projectcalico.org/podIP".into(), "10.244.3.17/32".into());

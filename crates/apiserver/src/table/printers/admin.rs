@@ -1,5 +1,5 @@
-//! Printers of the administrative kinds: CertificateSigningRequest and ComponentStatus, with
-//! kube-apiserver's columns and cell rules.
+//! Printers of the administrative kinds: CertificateSigningRequest, ComponentStatus and
+//! APIService, with kube-apiserver's columns and cell rules.
 
 use serde_json::{Value, json};
 
@@ -69,5 +69,30 @@ pub(super) static COMPONENT_STATUS: Printer = Printer {
             None => ("Unknown", "", ""),
         };
         vec![name(o), json!(status), json!(message), json!(error)].into()
+    },
+};
+
+/// `getConditionStatus` of an APIService: `True`, `<status> (<reason>)`, or `Unknown`.
+fn apiservice_available(o: &Value) -> String {
+    match arr(o, "/status/conditions").iter().find(|c| c.get("type").and_then(Value::as_str) == Some("Available")) {
+        Some(c) if c.get("status").and_then(Value::as_str) == Some("True") => "True".into(),
+        Some(c) => format!("{} ({})", s(c, "/status"), s(c, "/reason")),
+        None => "Unknown".into(),
+    }
+}
+
+pub(super) static API_SERVICE: Printer = Printer {
+    columns: &[
+        NAME,
+        col("Service", "string", 0, "The Service that hosts this API: namespace/name, or Local."),
+        col("Available", "string", 0, "Whether this API is available."),
+        AGE,
+    ],
+    cells: |o, now| {
+        let service = match o.pointer("/spec/service").filter(|v| v.is_object()) {
+            Some(svc) => format!("{}/{}", s(svc, "/namespace"), s(svc, "/name")),
+            None => "Local".into(),
+        };
+        vec![name(o), json!(service), json!(apiservice_available(o)), age(o, now)].into()
     },
 };
