@@ -155,10 +155,11 @@ pub fn field_string(obj: &Value, field: &str) -> String {
 fn skip_string(json: &[u8], mut i: usize) -> Option<usize> {
     i += 1;
     while i < json.len() {
+        // The next quote or escape, found a word at a time.
+        i += memchr::memchr2(b'"', b'\\', &json[i..])?;
         match json[i] {
             b'\\' => i += 2,
-            b'"' => return Some(i + 1),
-            _ => i += 1,
+            _ => return Some(i + 1),
         }
     }
     None
@@ -220,9 +221,9 @@ fn skip_ws(json: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// Reads the member starting at `i` (at its key's quote): its key (raw bytes between the
-/// quotes) and the index after its value.
-fn member_at(json: &[u8], i: usize) -> Option<(&[u8], usize)> {
+/// Reads the key of the member starting at `i` (at its key's quote): the key (raw bytes
+/// between the quotes) and the index of its value. The value is not read.
+fn key_at(json: &[u8], i: usize) -> Option<(&[u8], usize)> {
     if json.get(i) != Some(&b'"') {
         return None;
     }
@@ -231,7 +232,7 @@ fn member_at(json: &[u8], i: usize) -> Option<(&[u8], usize)> {
     if json.get(colon) != Some(&b':') {
         return None;
     }
-    Some((&json[i + 1..key_end - 1], skip_value(json, colon + 1)?))
+    Some((&json[i + 1..key_end - 1], skip_ws(json, colon + 1)))
 }
 
 /// Renders an object stored by [`encode_stored`] without decoding it: the members before
@@ -250,7 +251,7 @@ fn render_fast(json: &[u8], rv: i64, strip_type: bool) -> Option<Vec<u8>> {
     // The members before `metadata`.
     let meta_value = loop {
         i = skip_ws(json, i);
-        let (key, end) = member_at(json, i)?;
+        let (key, value) = key_at(json, i)?;
         if struct_order.is_none() {
             struct_order = Some(match key {
                 b"kind" => true,
@@ -259,8 +260,9 @@ fn render_fast(json: &[u8], rv: i64, strip_type: bool) -> Option<Vec<u8>> {
             });
         }
         if key == b"metadata" {
-            break skip_ws(json, skip_ws(json, i + key.len() + 2) + 1);
+            break value;
         }
+        let end = skip_value(json, value)?;
         if !(strip_type && matches!(key, b"kind" | b"apiVersion")) {
             out.extend_from_slice(&json[i..end]);
             out.push(b',');
@@ -283,31 +285,33 @@ fn render_fast(json: &[u8], rv: i64, strip_type: bool) -> Option<Vec<u8>> {
         if json.get(j) == Some(&b'}') {
             break;
         }
-        let (key, end) = member_at(json, j)?;
+        let (key, value) = key_at(json, j)?;
         let after =
             if struct_order { !BEFORE_RESOURCE_VERSION.contains(&key) } else { key > b"resourceVersion".as_slice() };
         if after {
             break;
         }
         any_before = true;
-        j = skip_ws(json, end);
+        j = skip_ws(json, skip_value(json, value)?);
         match json.get(j) {
             Some(b',') => j = skip_ws(json, j + 1),
             Some(b'}') => break,
             _ => return None,
         }
     }
-    let splice = format!("\"resourceVersion\":\"{rv}\"");
+    let splice = |out: &mut Vec<u8>| {
+        use std::io::Write;
+        let _ = write!(out, "\"resourceVersion\":\"{rv}\"");
+    };
+    out.extend_from_slice(&json[meta_value + 1..j]);
     if json[j] == b'}' {
         // Nothing after: the splice ends metadata.
-        out.extend_from_slice(&json[meta_value + 1..j]);
         if any_before {
             out.push(b',');
         }
-        out.extend_from_slice(splice.as_bytes());
+        splice(&mut out);
     } else {
-        out.extend_from_slice(&json[meta_value + 1..j]);
-        out.extend_from_slice(splice.as_bytes());
+        splice(&mut out);
         out.push(b',');
     }
     out.extend_from_slice(&json[j..]);
