@@ -22,12 +22,16 @@ def main():
         body = client.V1ConfigMap(metadata=client.V1ObjectMeta(name="from-python"), data={"a": "1"})
         v1.create_namespaced_config_map("default", body)
 
-    threading.Thread(target=create_later, daemon=True).start()
+    creator = threading.Thread(target=create_later, daemon=True)
+    creator.start()
     w = watch.Watch()
     for event in w.stream(v1.list_namespaced_config_map, "default", timeout_seconds=10):
         seen.append([event["type"], event["object"].metadata.name])
         if event["object"].metadata.name == "from-python" and event["type"] == "ADDED":
             w.stop()
+    # The watch can see the ConfigMap before its create returns: let the create finish, so the
+    # interpreter never exits under a thread in the middle of a request.
+    creator.join(timeout=10)
     print(json.dumps({"events": seen}))
     if ["ADDED", "from-python"] not in seen:
         sys.exit(1)
