@@ -245,6 +245,12 @@ fn apiservices_are_listed_and_unavailable_ones_answer_503() {
         let row = rows.iter().find(|r| r[0] == name).unwrap_or_else(|| panic!("no {name}: {table}"));
         assert_eq!(row[1..3], ["Local", "True"], "{table}");
     }
+    // kube-aggregator's name rule: `<version>.<group>`.
+    let err = k.fails_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: apiregistration.k8s.io/v1\nkind: APIService\nmetadata: {name: metrics}\nspec: {group: metrics.k8s.io, version: v1beta1, groupPriorityMinimum: 100, versionPriority: 100}\n",
+    );
+    assert!(err.contains(r#"must be `spec.version+"."+spec.group`: "v1beta1.metrics.k8s.io""#), "{err}");
     // Without metrics.k8s.io, kubectl top says the API is not there.
     let err = k.fails(&["top", "pods", "-A"]);
     assert!(err.contains("Metrics API not available"), "{err}");

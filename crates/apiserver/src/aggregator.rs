@@ -134,11 +134,15 @@ fn spec_str<'a>(a: &'a Value, field: &str) -> &'a str {
     a.pointer(&format!("/spec/{field}")).and_then(Value::as_str).unwrap_or("")
 }
 
+/// An APIService's `Available` condition.
+fn available_condition(a: &Value) -> Option<&Value> {
+    a.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| c.get("type").and_then(Value::as_str) == Some("Available")))
+}
+
 fn is_available(a: &Value) -> bool {
-    a.pointer("/status/conditions").and_then(Value::as_array).into_iter().flatten().any(|c| {
-        c.get("type").and_then(Value::as_str) == Some("Available")
-            && c.get("status").and_then(Value::as_str) == Some("True")
-    })
+    available_condition(a).is_some_and(|c| c.get("status").and_then(Value::as_str) == Some("True"))
 }
 
 /// The groups claimed by service-backed APIServices (and not served here), each with its
@@ -248,11 +252,8 @@ pub(crate) async fn run(weak: crate::WeakApiServer) {
 pub(crate) async fn check(api: &ApiServer) {
     for a in remote(api).await {
         let want = availability(api, &a).await;
-        let current = a
-            .pointer("/status/conditions")
-            .and_then(Value::as_array)
-            .and_then(|cs| cs.iter().find(|c| c.get("type").and_then(Value::as_str) == Some("Available")));
-        let same = current.is_some_and(|c| ["status", "reason", "message"].iter().all(|k| c.get(*k) == want.get(*k)));
+        let same = available_condition(&a)
+            .is_some_and(|c| ["status", "reason", "message"].iter().all(|k| c.get(*k) == want.get(*k)));
         if same {
             continue;
         }

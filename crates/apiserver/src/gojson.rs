@@ -16,7 +16,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::protobuf::{Field, Kind, MESSAGES, Message};
+use crate::protobuf::{Kind, MESSAGES, Message};
 
 /// Encodes a top-level value (an object, list, Status, discovery document...), its message
 /// found from its `apiVersion` and `kind`.
@@ -152,15 +152,15 @@ fn write_map(out: &mut Vec<u8>, m: &Map<String, Value>, values: Option<&'static 
     out.push(b'}');
 }
 
-/// Whether Go leaves the field out: `ObjectMeta` and `ListMeta` fields are all `omitempty`
-/// (an empty string, list or map; `null` from a nil pointer), except `creationTimestamp`, a
-/// struct Go writes as `null` when unset.
-fn omitted(msg: &Message, f: &Field, v: &Value) -> bool {
+/// Whether Go leaves empty fields of `msg` out: `ObjectMeta` and `ListMeta` fields are all
+/// `omitempty`.
+fn omits_empty(msg: &Message) -> bool {
     matches!(msg.name, "apimachinery::pkg::apis::meta::v1::ObjectMeta" | "apimachinery::pkg::apis::meta::v1::ListMeta")
-        && meta_omitted(f.json, v)
 }
 
-/// Whether an `ObjectMeta`/`ListMeta` member is one Go omits.
+/// Whether an `ObjectMeta`/`ListMeta` member is one Go omits: an empty string, list or map;
+/// `null` from a nil pointer, except `creationTimestamp`, a struct Go writes as `null` when
+/// unset.
 fn meta_omitted(key: &str, v: &Value) -> bool {
     match v {
         Value::String(s) => s.is_empty(),
@@ -201,6 +201,8 @@ fn write_struct(out: &mut Vec<u8>, m: &Map<String, Value>, msg: &'static Message
 /// returns how many keys of `m` they account for (written or omitted).
 fn write_fields(out: &mut Vec<u8>, m: &Map<String, Value>, msg: &'static Message, first: &mut bool) -> usize {
     let mut seen = 0;
+    // Decided once per struct, not per field (this runs for every object encoded).
+    let omits_empty = omits_empty(msg);
     for f in msg.fields {
         if f.json.is_empty() {
             if let Some(inner) = msg.nested(f) {
@@ -212,7 +214,7 @@ fn write_fields(out: &mut Vec<u8>, m: &Map<String, Value>, msg: &'static Message
             continue;
         };
         seen += 1;
-        if omitted(msg, f, v) {
+        if omits_empty && meta_omitted(f.json, v) {
             continue;
         }
         if f.kind == Kind::MapMsg

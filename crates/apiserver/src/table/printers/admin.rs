@@ -3,12 +3,12 @@
 
 use serde_json::{Value, json};
 
-use super::{AGE, NAME, age, arr, col, name, s};
+use super::{AGE, NAME, age, arr, col, first_condition, name, s};
 use crate::table::Printer;
 
 /// `extractCSRStatus`: Denied over Approved over Pending, then `,Failed` and `,Issued`.
 fn csr_condition(o: &Value) -> String {
-    let has = |t: &str| arr(o, "/status/conditions").iter().any(|c| c.get("type").and_then(Value::as_str) == Some(t));
+    let has = |t: &str| first_condition(arr(o, "/status/conditions"), t).is_some();
     let mut out = if has("Denied") {
         "Denied".to_string()
     } else if has("Approved") {
@@ -59,7 +59,7 @@ pub(super) static COMPONENT_STATUS: Printer = Printer {
         col("Error", "string", 0, "Error of the component conditions"),
     ],
     cells: |o, _| {
-        let healthy = arr(o, "/conditions").iter().find(|c| c.get("type").and_then(Value::as_str) == Some("Healthy"));
+        let healthy = first_condition(arr(o, "/conditions"), "Healthy");
         let (status, message, error) = match healthy {
             Some(c) => (
                 if c.get("status").and_then(Value::as_str) == Some("True") { "Healthy" } else { "Unhealthy" },
@@ -74,7 +74,7 @@ pub(super) static COMPONENT_STATUS: Printer = Printer {
 
 /// `getConditionStatus` of an APIService: `True`, `<status> (<reason>)`, or `Unknown`.
 fn apiservice_available(o: &Value) -> String {
-    match arr(o, "/status/conditions").iter().find(|c| c.get("type").and_then(Value::as_str) == Some("Available")) {
+    match first_condition(arr(o, "/status/conditions"), "Available") {
         Some(c) if c.get("status").and_then(Value::as_str) == Some("True") => "True".into(),
         Some(c) => format!("{} ({})", s(c, "/status"), s(c, "/reason")),
         None => "Unknown".into(),
