@@ -35,14 +35,7 @@ use crate::{auth::UserInfo, object};
 const MUTATING: &str = "/registry/admissionregistration.k8s.io/mutatingwebhookconfigurations/";
 const VALIDATING: &str = "/registry/admissionregistration.k8s.io/validatingwebhookconfigurations/";
 
-/// Where a webhook is served.
-#[derive(Clone, Debug)]
-pub(crate) enum Target {
-    /// `clientConfig.url`.
-    Url(String),
-    /// `clientConfig.service`.
-    Service { namespace: String, name: String, path: String, port: u16 },
-}
+use crate::outbound::Target;
 
 /// One webhook of a configuration.
 #[derive(Clone, Debug)]

@@ -5,13 +5,17 @@
 //!   created in the background once the server runs, so `kubectl get apiservices` lists what
 //!   a kube cluster lists.
 //! - An APIService with a `service` claims its group version: `/apis/<group>` answers the
-//!   group document from the APIServices, `/apis` and aggregated discovery list the group,
-//!   and requests under `/apis/<group>/<version>` get what kube-aggregator answers while the
-//!   API is unavailable — 503 with the plain-text body `service unavailable` (client-go turns
-//!   it into "the server is currently unable to handle the request"; `kubectl top` says so).
-//! - Its `Available` condition is kept by [`run`]: `ServiceNotFound`, `MissingEndpoints`, or
-//!   `FailedDiscoveryCheck` while vt does not proxy to extension API servers (the request
-//!   path above is where the proxy goes).
+//!   group document from the APIServices, `/apis` and aggregated discovery list the group
+//!   (with the resources its server's discovery answered), and requests under
+//!   `/apis/<group>/<version>` are proxied to its server ([`proxy`]) while it is available;
+//!   while not, they get kube-aggregator's 503 with the plain-text body `service unavailable`
+//!   (client-go: "the server is currently unable to handle the request"; `kubectl top` says
+//!   so).
+//! - Its `Available` condition is kept by [`run`], as kube-aggregator's availability
+//!   controller keeps it: `ServiceNotFound`, `MissingEndpoints`, `FailedDiscoveryCheck` (the
+//!   server's discovery did not answer 2xx within 5 s), or `Passed`.
+//! - The front proxy's CA and headers are published in
+//!   `kube-system/extension-apiserver-authentication`, where aggregated servers read them.
 //!
 //! Claims never shadow a group this server serves itself (built-in or custom resources).
 
@@ -23,11 +27,16 @@ use serde_json::{Value, json};
 use crate::body::Body;
 use crate::{ApiServer, json_response};
 
+mod proxy;
+
 /// Where APIServices are stored.
 const PREFIX: &str = "/registry/apiregistration.k8s.io/apiservices/";
 
-/// How often the availability of service-backed APIServices is checked.
+/// How often the availability of service-backed APIServices is checked, when all are
+/// available and when one is not (kube-aggregator also rechecks on changes; this is the
+/// latency of noticing one).
 const CHECK_EVERY: Duration = Duration::from_secs(10);
+const RECHECK_EVERY: Duration = Duration::from_secs(3);
 
 /// kube-apiserver's priorities for the built-in groups (`groupPriorityMinimum`) and the
 /// version priority of their versions (15 unless listed).
@@ -145,69 +154,113 @@ fn is_available(a: &Value) -> bool {
     available_condition(a).is_some_and(|c| c.get("status").and_then(Value::as_str) == Some("True"))
 }
 
+/// One version of a claimed group.
+pub(crate) struct ClaimedVersion {
+    pub version: String,
+    pub available: bool,
+    /// The resources its server's discovery listed (its `APIResourceList`), once checked.
+    pub resources: Option<Value>,
+}
+
 /// The groups claimed by service-backed APIServices (and not served here), each with its
-/// versions by descending `versionPriority`: `(group, [(version, available)])`.
-pub(crate) async fn claimed_groups(api: &ApiServer) -> Vec<(String, Vec<(String, bool)>)> {
+/// versions by descending `versionPriority`.
+pub(crate) async fn claimed_groups(api: &ApiServer) -> Vec<(String, Vec<ClaimedVersion>)> {
     let served: Vec<String> = api.registry().groups().into_iter().map(|g| g.name).collect();
-    let mut by_group: std::collections::BTreeMap<String, Vec<(i64, String, bool)>> = Default::default();
+    let mut by_group: std::collections::BTreeMap<String, Vec<(i64, ClaimedVersion)>> = Default::default();
     for a in remote(api).await {
         let group = spec_str(&a, "group").to_string();
         if group.is_empty() || served.contains(&group) {
             continue;
         }
         let priority = a.pointer("/spec/versionPriority").and_then(Value::as_i64).unwrap_or(0);
-        by_group.entry(group).or_default().push((priority, spec_str(&a, "version").to_string(), is_available(&a)));
+        let name = a.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+        let version = ClaimedVersion {
+            version: spec_str(&a, "version").to_string(),
+            available: is_available(&a),
+            resources: api.discovered(name),
+        };
+        by_group.entry(group).or_default().push((priority, version));
     }
     by_group
         .into_iter()
         .map(|(g, mut vs)| {
-            vs.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-            (g, vs.into_iter().map(|(_, v, up)| (v, up)).collect())
+            vs.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.version.cmp(&b.1.version)));
+            (g, vs.into_iter().map(|(_, v)| v).collect())
         })
         .collect()
 }
 
-/// The answer to a request under `/apis/<group>[/<version>...]` for a claimed group, or `None`
+/// What a request under a claimed group gets.
+pub(crate) enum Route {
+    /// An answer from here (the group document, or 503 while the API is unavailable).
+    Answer(Response<Body>),
+    /// Proxied to the server behind this APIService ([`forward`]).
+    Proxy(Value),
+}
+
+/// The route of a request under `/apis/<group>[/<version>...]` for a claimed group, or `None`
 /// when the group is not claimed (served here, or nobody's).
-pub(crate) async fn route(api: &ApiServer, parts: &[String]) -> Option<Response<Body>> {
+pub(crate) async fn route(api: &ApiServer, parts: &[String]) -> Option<Route> {
     let [apis, group, rest @ ..] = parts else { return None };
     if apis != "apis" || api.registry().groups().iter().any(|g| &g.name == group) {
         return None;
     }
-    let claimed = claimed_groups(api).await;
-    let (_, versions) = claimed.iter().find(|(g, _)| g == group)?;
     match rest.first() {
         None => {
-            let vs: Vec<Value> =
-                versions.iter().map(|(v, _)| json!({"groupVersion": format!("{group}/{v}"), "version": v})).collect();
+            let claimed = claimed_groups(api).await;
+            let (_, versions) = claimed.iter().find(|(g, _)| g == group)?;
+            let vs: Vec<Value> = versions
+                .iter()
+                .map(|v| json!({"groupVersion": format!("{group}/{}", v.version), "version": v.version}))
+                .collect();
             let doc = json!({"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": vs,
                              "preferredVersion": vs.first().cloned().unwrap_or(Value::Null)});
-            Some(json_response(StatusCode::OK, &doc))
+            Some(Route::Answer(json_response(StatusCode::OK, &doc)))
         }
         Some(version) => {
-            versions.iter().find(|(v, _)| v == version)?;
-            // kube-aggregator's `proxyError`: http.Error's plain text, with its headers.
-            let mut resp = crate::text_response(StatusCode::SERVICE_UNAVAILABLE, "service unavailable\n");
-            resp.headers_mut()
-                .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
-            resp.headers_mut().insert("x-content-type-options", http::HeaderValue::from_static("nosniff"));
-            Some(resp)
+            let key = format!("{PREFIX}{}", name_of(group, version));
+            let kv = api.store().get(key.as_bytes()).await.ok().flatten()?;
+            let a: Value = serde_json::from_slice(&kv.value).ok()?;
+            if !a.pointer("/spec/service").is_some_and(Value::is_object) {
+                return None;
+            }
+            if !is_available(&a) {
+                // kube-aggregator's `proxyError`: http.Error's plain text, with its headers.
+                return Some(Route::Answer(proxy::proxy_error(StatusCode::SERVICE_UNAVAILABLE, "service unavailable")));
+            }
+            Some(Route::Proxy(a))
         }
     }
 }
 
-/// The `Available` condition a service-backed APIService has now.
+/// Proxies an authorized request to the server behind `apiservice` (a [`Route::Proxy`]).
+pub(crate) async fn forward(
+    api: &ApiServer,
+    apiservice: &Value,
+    req: http::Request<bytes::Bytes>,
+    user: &crate::auth::UserInfo,
+) -> Response<Body> {
+    proxy::forward(api, apiservice, req, user).await
+}
+
+/// The `Available` condition a service-backed APIService has now; a passed check leaves the
+/// server's discovery answer with [`ApiServer::discovered`].
 async fn availability(api: &ApiServer, a: &Value) -> Value {
     let namespace = a.pointer("/spec/service/namespace").and_then(Value::as_str).unwrap_or("");
     let name = a.pointer("/spec/service/name").and_then(Value::as_str).unwrap_or("");
+    let apiservice = a.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
     let read = |key: String| async move {
         match api.store().get(key.as_bytes()).await {
             Ok(Some(kv)) => serde_json::from_slice::<Value>(&kv.value).ok(),
             _ => None,
         }
     };
+    let unavailable = |reason: &str, message: String| {
+        api.set_discovered(apiservice, None);
+        condition("False", reason, &message)
+    };
     if read(format!("/registry/core/services/{namespace}/{name}")).await.is_none() {
-        return condition("False", "ServiceNotFound", &format!("service/{name} in \"{namespace}\" is not present"));
+        return unavailable("ServiceNotFound", format!("service/{name} in \"{namespace}\" is not present"));
     }
     let endpoints = read(format!("/registry/core/endpoints/{namespace}/{name}")).await;
     let has_address = endpoints
@@ -218,40 +271,74 @@ async fn availability(api: &ApiServer, a: &Value) -> Value {
         .flatten()
         .any(|s| s.get("addresses").and_then(Value::as_array).is_some_and(|a| !a.is_empty()));
     if !has_address {
-        return condition(
-            "False",
+        return unavailable(
             "MissingEndpoints",
-            &format!("endpoints for service/{name} in \"{namespace}\" have no addresses"),
+            format!("endpoints for service/{name} in \"{namespace}\" have no addresses"),
         );
     }
-    condition(
-        "False",
-        "FailedDiscoveryCheck",
-        "vt does not proxy requests to aggregated API servers yet; the API is not reachable through this server",
-    )
+    match proxy::discover(api, a).await {
+        Ok(list) => {
+            api.set_discovered(apiservice, Some(list));
+            condition("True", "Passed", "all checks passed")
+        }
+        Err(e) => unavailable("FailedDiscoveryCheck", e),
+    }
+}
+
+/// Publishes what aggregated API servers need to trust this server's front proxy (kube's
+/// `ClusterAuthenticationTrustController`): `kube-system/extension-apiserver-authentication`.
+async fn publish_authentication(api: &ApiServer) {
+    let Some(fp) = api.config().front_proxy.clone() else { return };
+    let data = json!({
+        "client-ca-file": fp.client_ca_pem,
+        "requestheader-allowed-names": "[\"front-proxy-client\"]",
+        "requestheader-client-ca-file": fp.ca_pem,
+        "requestheader-extra-headers-prefix": "[\"X-Remote-Extra-\"]",
+        "requestheader-group-headers": "[\"X-Remote-Group\"]",
+        "requestheader-username-headers": "[\"X-Remote-User\"]",
+    });
+    let path = "/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication";
+    let (code, mut current) = api.internal(http::Method::GET, path, None).await;
+    if code == StatusCode::OK {
+        if current.get("data") == Some(&data) {
+            return;
+        }
+        current["data"] = data;
+        api.internal(http::Method::PUT, path, Some(&current)).await;
+    } else {
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "extension-apiserver-authentication", "namespace": "kube-system"}, "data": data});
+        api.internal(http::Method::POST, "/api/v1/namespaces/kube-system/configmaps", Some(&cm)).await;
+    }
 }
 
 /// Creates the local APIServices (in the background, as kube-aggregator's autoregister
-/// controller does: a new cluster serves without waiting for them), then keeps the
-/// `Available` condition of service-backed APIServices, until the server stops.
+/// controller does: a new cluster serves without waiting for them) and publishes the front
+/// proxy's trust, then keeps the `Available` condition of service-backed APIServices, until
+/// the server stops.
 pub(crate) async fn run(weak: crate::WeakApiServer) {
-    if let Some(api) = weak.upgrade()
-        && let Err(e) = bootstrap(&api).await
-    {
-        tracing::warn!(error = %e, "local APIServices not created");
+    if let Some(api) = weak.upgrade() {
+        publish_authentication(&api).await;
+        if let Err(e) = bootstrap(&api).await {
+            tracing::warn!(error = %e, "local APIServices not created");
+        }
     }
+    let mut wait = CHECK_EVERY;
     loop {
-        tokio::time::sleep(CHECK_EVERY).await;
+        tokio::time::sleep(wait).await;
         let Some(api) = weak.upgrade() else { return };
-        check(&api).await;
+        wait = if check(&api).await { CHECK_EVERY } else { RECHECK_EVERY };
     }
 }
 
 /// One pass of [`run`]: rewrites the status of each service-backed APIService whose
-/// availability changed (reason or status; the transition time stays otherwise).
-pub(crate) async fn check(api: &ApiServer) {
+/// availability changed (reason, status or message; the transition time stays otherwise).
+/// Says whether all are available.
+pub(crate) async fn check(api: &ApiServer) -> bool {
+    let mut all = true;
     for a in remote(api).await {
         let want = availability(api, &a).await;
+        all &= want.get("status").and_then(Value::as_str) == Some("True");
         let same = available_condition(&a)
             .is_some_and(|c| ["status", "reason", "message"].iter().all(|k| c.get(*k) == want.get(*k)));
         if same {
@@ -267,4 +354,5 @@ pub(crate) async fn check(api: &ApiServer) {
         fresh["status"] = json!({"conditions": [want]});
         api.internal(http::Method::PUT, &path, Some(&fresh)).await;
     }
+    all
 }

@@ -302,6 +302,15 @@ fn cluster_roles() -> Vec<Value> {
                 &["get"],
             )],
         ),
+        // What an aggregated API server's ServiceAccount is bound to, to check tokens and ask
+        // this server's authorizer (delegated authentication and authorization).
+        role(
+            rbac_meta("system:auth-delegator", &[]),
+            vec![
+                rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
+                rule(&["authorization.k8s.io"], &["subjectaccessreviews"], &["create"]),
+            ],
+        ),
         role(
             rbac_meta("system:service-account-issuer-discovery", &[]),
             vec![url_rule(
@@ -386,6 +395,16 @@ pub(crate) async fn run(api: &ApiServer) -> Result<(), ApiError> {
     for b in cluster_role_bindings() {
         api.create_if_absent("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", b).await?;
     }
+    // Aggregated API servers read the front proxy's trust from this ConfigMap.
+    let mut reader = rbac_meta("extension-apiserver-authentication-reader", &[]);
+    reader["namespace"] = json!("kube-system");
+    let mut rule = rule(&[""], &["configmaps"], &["get", "list", "watch"]);
+    rule["resourceNames"] = json!(["extension-apiserver-authentication"]);
+    api.create_if_absent(
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/kube-system/roles",
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": reader, "rules": [rule]}),
+    )
+    .await?;
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 use http::{Response, StatusCode, header};
 use serde_json::{Value, json};
 
+use crate::aggregator::ClaimedVersion;
 use crate::body::Body;
 use crate::negotiate::accept_list;
 use crate::registry::ResourceType;
@@ -127,15 +128,20 @@ fn group_doc(name: &str, versions: &[String]) -> Value {
 /// `/apis`.
 /// `claimed` are the groups of service-backed APIServices (`aggregator::claimed_groups`),
 /// listed after the served ones as kube-aggregator lists them; in aggregated discovery their
-/// versions have no resources and are `Stale` while unavailable.
-pub fn apis(api: &ApiServer, accept: Option<&str>, claimed: &[(String, Vec<(String, bool)>)]) -> Response<Body> {
+/// versions carry the resources their servers' discovery listed, and are `Stale` while
+/// unavailable.
+pub fn apis(api: &ApiServer, accept: Option<&str>, claimed: &[(String, Vec<ClaimedVersion>)]) -> Response<Body> {
     let groups = api.registry().groups();
     if let Some(v) = aggregated(accept) {
         let mut items: Vec<Value> = groups.iter().map(|g| aggregated_group(api, &g.name, &g.versions)).collect();
         for (group, versions) in claimed {
             let versions: Vec<Value> = versions
                 .iter()
-                .map(|(v, up)| json!({"version": v, "resources": [], "freshness": if *up { "Current" } else { "Stale" }}))
+                .map(|v| {
+                    let resources = v.resources.as_ref().map(remote_resources).unwrap_or_default();
+                    json!({"version": v.version, "resources": resources,
+                           "freshness": if v.available { "Current" } else { "Stale" }})
+                })
                 .collect();
             items.push(json!({"metadata": {"name": group, "creationTimestamp": null}, "versions": versions}));
         }
@@ -143,10 +149,48 @@ pub fn apis(api: &ApiServer, accept: Option<&str>, claimed: &[(String, Vec<(Stri
     }
     let mut docs: Vec<Value> = groups.iter().map(|g| group_doc(&g.name, &g.versions)).collect();
     for (group, versions) in claimed {
-        let names: Vec<String> = versions.iter().map(|(v, _)| v.clone()).collect();
+        let names: Vec<String> = versions.iter().map(|v| v.version.clone()).collect();
         docs.push(group_doc(group, &names));
     }
     json_response(StatusCode::OK, &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": docs}))
+}
+
+/// An aggregated server's legacy `APIResourceList` as aggregated discovery resources (what
+/// kube-aggregator's discovery manager converts it to): subresources (`pods/log`) under their
+/// resource, the rest copied.
+fn remote_resources(list: &Value) -> Vec<Value> {
+    let all: Vec<&Value> = list.get("resources").and_then(Value::as_array).into_iter().flatten().collect();
+    let str_of = |r: &Value, k: &str| r.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let mut out = Vec::new();
+    for r in all.iter().filter(|r| !str_of(r, "name").contains('/')) {
+        let name = str_of(r, "name");
+        let kind = |r: &Value| json!({"group": str_of(r, "group"), "version": str_of(r, "version"), "kind": str_of(r, "kind")});
+        let mut d = json!({
+            "resource": name,
+            "responseKind": kind(r),
+            "scope": if r.get("namespaced").and_then(Value::as_bool).unwrap_or(false) { "Namespaced" } else { "Cluster" },
+            "singularResource": str_of(r, "singularName"),
+            "verbs": r.get("verbs").cloned().unwrap_or_else(|| json!([])),
+        });
+        for k in ["shortNames", "categories"] {
+            if let Some(v) = r.get(k).filter(|v| v.as_array().is_some_and(|a| !a.is_empty())) {
+                d[k] = v.clone();
+            }
+        }
+        let subs: Vec<Value> = all
+            .iter()
+            .filter_map(|s| {
+                let full = str_of(s, "name");
+                let (parent, sub) = full.split_once('/')?;
+                (parent == name).then(|| json!({"subresource": sub, "responseKind": kind(s), "verbs": s.get("verbs").cloned().unwrap_or_else(|| json!([]))}))
+            })
+            .collect();
+        if !subs.is_empty() {
+            d["subresources"] = Value::Array(subs);
+        }
+        out.push(d);
+    }
+    out
 }
 
 /// The legacy `APIResourceList` of one group version.

@@ -26,12 +26,14 @@ pub mod fairness;
 mod fields;
 pub mod gojson;
 pub mod ipalloc;
+pub mod metricsapi;
 mod mirror;
 mod namespaces;
 pub mod negotiate;
 pub mod object;
 pub mod observe;
 mod openapi;
+mod outbound;
 pub mod podsecurity;
 pub mod protobuf;
 pub mod quantity;
@@ -121,6 +123,36 @@ pub struct Config {
     /// Run the ServiceAccount admission plugin on pods (needs the ServiceAccount controller
     /// running, which creates the `default` ServiceAccounts pods default to).
     pub service_account_admission: bool,
+    /// What this server presents to aggregated API servers; `None`: it proxies to them
+    /// without a client certificate (and they cannot trust its headers).
+    pub front_proxy: Option<Arc<FrontProxy>>,
+    /// Where pods' and nodes' resource usage comes from (`metrics.k8s.io`, a virtual cluster's
+    /// host); `None`: the group is served only by an APIService of the cluster's own.
+    pub metrics: Option<Arc<dyn metricsapi::MetricsSource>>,
+}
+
+/// The front proxy: what this server presents to the aggregated API servers it proxies to,
+/// and publishes for them in `kube-system/extension-apiserver-authentication`
+/// (kube-apiserver's `--proxy-client-cert-file`/`--proxy-client-key-file`,
+/// `--requestheader-client-ca-file` and `--client-ca-file`).
+pub struct FrontProxy {
+    /// The CA that signed [`FrontProxy::client`] (PEM), trusted by aggregated servers for it
+    /// alone.
+    pub ca_pem: String,
+    /// The proxy's client certificate (`CN=front-proxy-client`) and key.
+    pub client: vt_pki::CertKey,
+    /// The CA of this cluster's client certificates (PEM).
+    pub client_ca_pem: String,
+}
+
+impl FrontProxy {
+    /// The front proxy of a cluster whose client certificates `client_ca_pem` signs, with a
+    /// client certificate freshly issued by `ca`.
+    pub fn issue(ca: &vt_pki::Ca, client_ca_pem: &str) -> Result<FrontProxy, String> {
+        let client =
+            ca.issue_client("front-proxy-client", None, vt_pki::DEFAULT_VALIDITY).map_err(|e| e.to_string())?;
+        Ok(FrontProxy { ca_pem: ca.cert_pem().to_string(), client, client_ca_pem: client_ca_pem.to_string() })
+    }
 }
 
 impl Config {
@@ -151,6 +183,8 @@ impl Config {
             fenced: None,
             pod_security: None,
             service_account_admission: false,
+            front_proxy: None,
+            metrics: None,
         }
     }
 }
@@ -205,6 +239,9 @@ struct Inner {
     webhooks: std::sync::OnceLock<Arc<admission::Webhooks>>,
     /// OpenAPI documents that include custom resources: (registry generation, bytes) by path.
     documents: Mutex<HashMap<String, (u64, Bytes)>>,
+    /// What the servers of available APIServices answered to their discovery check (their
+    /// `APIResourceList`), by APIService name.
+    discovered: Mutex<HashMap<String, Value>>,
     /// Stops the namespace index and the CRD tasks when the server is dropped.
     _background: Mutex<Vec<tokio::task::AbortHandle>>,
     /// Dropped with the server: its watches end (clients resume, as after any restart), so a
@@ -231,6 +268,7 @@ impl ApiServer {
                 caches: tokio::sync::Mutex::new(HashMap::new()),
                 namespaces: std::sync::RwLock::new(HashMap::new()),
                 documents: Mutex::new(HashMap::new()),
+                discovered: Mutex::new(HashMap::new()),
                 webhooks: std::sync::OnceLock::new(),
                 _background: Mutex::new(Vec::new()),
                 stopped: tokio::sync::watch::channel(()).0,
@@ -300,6 +338,20 @@ impl ApiServer {
     /// The server's settings.
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// What the server behind APIService `name` answered to its last passed discovery check.
+    pub(crate) fn discovered(&self, name: &str) -> Option<Value> {
+        self.inner.discovered.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    /// Keeps (or, `None`, forgets) what the server behind APIService `name` answered.
+    pub(crate) fn set_discovered(&self, name: &str, list: Option<Value>) {
+        let mut d = self.inner.discovered.lock().unwrap_or_else(|p| p.into_inner());
+        match list {
+            Some(l) => d.insert(name.to_string(), l),
+            None => d.remove(name),
+        };
     }
 
     /// Whether namespace `name` is terminating, if the namespace index knows it.
@@ -572,14 +624,24 @@ impl ApiServer {
         if info.is_resource {
             // A group version nobody here serves may be claimed by an APIService.
             if self.registry().get(&info.group, &info.version, &info.resource).is_none()
-                && let Some(resp) = aggregator::route(self, &info.parts).await
+                && let Some(route) = aggregator::route(self, &info.parts).await
             {
-                return Ok(resp);
+                return Ok(match route {
+                    aggregator::Route::Answer(resp) => resp,
+                    aggregator::Route::Proxy(a) => aggregator::forward(self, &a, req, user).await,
+                });
+            }
+            if info.group == metricsapi::GROUP
+                && self.registry().get(&info.group, &info.version, &info.resource).is_none()
+                && metricsapi::serves(self, &aggregator::claimed_groups(self).await).await
+            {
+                return metricsapi::handle(self, info, query).await;
             }
             return rest::handle(self, req, info, query, user).await;
         }
         let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        match (req.method(), info.path.trim_end_matches('/')) {
+        let method = req.method().clone();
+        match (&method, info.path.trim_end_matches('/')) {
             (&http::Method::GET, "/version") => Ok(json_response(StatusCode::OK, &discovery::version())),
             (&http::Method::GET, "/.well-known/openid-configuration") => match &self.inner.config.service_accounts {
                 Some(i) => Ok(json_response(StatusCode::OK, &i.openid_configuration())),
@@ -592,12 +654,32 @@ impl ApiServer {
             (&http::Method::GET, p) if is_health(p) => Ok(text_response(StatusCode::OK, "ok")),
             (&http::Method::GET, "/api") => Ok(discovery::api(self, accept.as_deref())),
             (&http::Method::GET, "/apis") => {
-                Ok(discovery::apis(self, accept.as_deref(), &aggregator::claimed_groups(self).await))
+                let mut claimed = aggregator::claimed_groups(self).await;
+                if metricsapi::serves(self, &claimed).await {
+                    claimed.push((
+                        metricsapi::GROUP.to_string(),
+                        vec![aggregator::ClaimedVersion {
+                            version: metricsapi::VERSION.to_string(),
+                            available: true,
+                            resources: Some(metricsapi::resource_list()),
+                        }],
+                    ));
+                }
+                Ok(discovery::apis(self, accept.as_deref(), &claimed))
             }
             (&http::Method::GET, p) if p.starts_with("/openapi/") => openapi::handle(self, p, accept.as_deref()),
             (&http::Method::GET, p) if p.starts_with("/api/") || p.starts_with("/apis/") => {
                 match discovery::group_or_version(self, &info.parts) {
-                    Err(e) if e.code == 404 => aggregator::route(self, &info.parts).await.ok_or(e),
+                    Err(e) if e.code == 404 => match aggregator::route(self, &info.parts).await {
+                        Some(aggregator::Route::Answer(resp)) => Ok(resp),
+                        Some(aggregator::Route::Proxy(a)) => Ok(aggregator::forward(self, &a, req, user).await),
+                        None if info.parts.get(1).is_some_and(|g| g == metricsapi::GROUP)
+                            && metricsapi::serves(self, &aggregator::claimed_groups(self).await).await =>
+                        {
+                            metricsapi::discovery(&info.parts).ok_or(e)
+                        }
+                        None => Err(e),
+                    },
                     answer => answer,
                 }
             }

@@ -103,14 +103,24 @@ struct Credentials {
     ca: vt_pki::CertKey,
     serving: vt_pki::CertKey,
     sa_key: String,
+    /// What the API server presents to aggregated API servers (`None` until the tenant's
+    /// credentials have a front proxy CA).
+    front_proxy: Option<Arc<vt_apiserver::FrontProxy>>,
 }
 
 impl Credentials {
     fn of(pki: &TenantPki) -> Arc<Credentials> {
+        let front_proxy = pki.front_proxy.as_ref().and_then(|fp| {
+            vt_apiserver::FrontProxy::issue(fp, pki.ca.cert_pem())
+                .map_err(|e| tracing::warn!(error = %e, "no front proxy certificate"))
+                .ok()
+                .map(Arc::new)
+        });
         Arc::new(Credentials {
             ca: pki.ca.material().clone(),
             serving: pki.serving.clone(),
             sa_key: pki.sa_key.clone(),
+            front_proxy,
         })
     }
 }
@@ -383,6 +393,11 @@ impl ControlPlanes {
                 Arc::new(move || r.fenced()) as Arc<dyn Fn() -> bool + Send + Sync>
             }),
             egress: Some(self.egress(&target, spec)? as Arc<dyn vt_apiserver::egress::Egress>),
+            front_proxy: creds.front_proxy.clone(),
+            metrics: self.host.get().map(|h| {
+                vt_syncer::HostMetrics::new(h.clone(), target.clone())
+                    as Arc<dyn vt_apiserver::metricsapi::MetricsSource>
+            }),
         };
         let api = ApiServer::new(config).await.map_err(|e| format!("bootstrap: {}", e.message))?;
         let tls = Arc::new(tls_config(&creds.serving, &creds.ca.cert_pem)?);

@@ -1,6 +1,8 @@
 //! A tenant's credentials: its own CA, the API server's serving certificate, the cluster-admin
-//! client certificate (`O=system:masters`) and the ServiceAccount token signing key. They live
-//! in a Secret in the tenant's host namespace, so a manager restart serves the same cluster.
+//! client certificate (`O=system:masters`), the ServiceAccount token signing key and the front
+//! proxy's CA (aggregated API servers trust it for the requests the tenant's API server
+//! proxies to them). They live in a Secret in the manager's namespace, so a manager restart
+//! serves the same cluster.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -15,6 +17,8 @@ const TLS_KEY: &str = "tls.key";
 const ADMIN_CRT: &str = "admin.crt";
 const ADMIN_KEY: &str = "admin.key";
 const SA_KEY: &str = "sa.key";
+const FRONT_PROXY_CRT: &str = "front-proxy-ca.crt";
+const FRONT_PROXY_KEY: &str = "front-proxy-ca.key";
 
 /// The credentials of one tenant.
 pub struct TenantPki {
@@ -26,6 +30,9 @@ pub struct TenantPki {
     pub admin: CertKey,
     /// The ServiceAccount token signing key (PKCS#8 PEM).
     pub sa_key: String,
+    /// The front proxy's CA; `None` in credentials an earlier version created (see
+    /// [`TenantPki::front_proxy_data`]).
+    pub front_proxy: Option<Ca>,
 }
 
 impl TenantPki {
@@ -37,7 +44,19 @@ impl TenantPki {
         let admin =
             ca.issue_client("vt-admin", Some("system:masters"), vt_pki::DEFAULT_VALIDITY).map_err(|e| e.to_string())?;
         let sa_key = vt_pki::generate_signing_key().map_err(|e| e.to_string())?;
-        Ok(TenantPki { ca, serving, admin, sa_key })
+        Ok(TenantPki { ca, serving, admin, sa_key, front_proxy: Some(new_front_proxy_ca(tenant)?) })
+    }
+
+    /// Gives credentials without a front proxy CA a new one; returns the Secret data to add
+    /// (`stringData` form), or `None` when they have one.
+    pub fn front_proxy_data(&mut self, tenant: &str) -> Result<Option<BTreeMap<String, String>>, String> {
+        if self.front_proxy.is_some() {
+            return Ok(None);
+        }
+        let ca = new_front_proxy_ca(tenant)?;
+        let data = front_proxy_entries(&ca).collect();
+        self.front_proxy = Some(ca);
+        Ok(Some(data))
     }
 
     /// The Secret data (`stringData` form).
@@ -54,6 +73,7 @@ impl TenantPki {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
+        .chain(self.front_proxy.iter().flat_map(front_proxy_entries))
         .collect()
     }
 
@@ -69,8 +89,23 @@ impl TenantPki {
             serving: CertKey { cert_pem: get(TLS_CRT)?, key_pem: get(TLS_KEY)? },
             admin: CertKey { cert_pem: get(ADMIN_CRT)?, key_pem: get(ADMIN_KEY)? },
             sa_key: get(SA_KEY)?,
+            front_proxy: match (get(FRONT_PROXY_CRT), get(FRONT_PROXY_KEY)) {
+                (Ok(cert_pem), Ok(key_pem)) => {
+                    Some(Ca::load(CertKey { cert_pem, key_pem }).map_err(|e| e.to_string())?)
+                }
+                _ => None,
+            },
         })
     }
+}
+
+fn new_front_proxy_ca(tenant: &str) -> Result<Ca, String> {
+    Ca::generate(&format!("vt-{tenant}-front-proxy-ca")).map_err(|e| e.to_string())
+}
+
+fn front_proxy_entries(ca: &Ca) -> impl Iterator<Item = (String, String)> + use<> {
+    let m = ca.material();
+    [(FRONT_PROXY_CRT.to_string(), m.cert_pem.clone()), (FRONT_PROXY_KEY.to_string(), m.key_pem.clone())].into_iter()
 }
 
 #[cfg(test)]
@@ -84,8 +119,17 @@ mod tests {
         let back = TenantPki::from_data(&data).unwrap();
         assert_eq!(back.serving, pki.serving);
         assert_eq!(back.ca.cert_pem(), pki.ca.cert_pem());
+        assert_eq!(back.front_proxy.as_ref().map(|c| c.cert_pem()), pki.front_proxy.as_ref().map(|c| c.cert_pem()));
         let mut broken = data.clone();
         broken.remove("sa.key");
         assert!(TenantPki::from_data(&broken).is_err());
+        // Credentials from before the front proxy get one, once.
+        let mut old = data.clone();
+        old.remove("front-proxy-ca.crt");
+        let mut upgraded = TenantPki::from_data(&old).unwrap();
+        assert!(upgraded.front_proxy.is_none());
+        let added = upgraded.front_proxy_data("acme").unwrap().unwrap();
+        assert_eq!(added.len(), 2);
+        assert!(upgraded.front_proxy_data("acme").unwrap().is_none());
     }
 }

@@ -550,7 +550,22 @@ async fn credentials(ctx: &Context, tenant: &str, ns: &str) -> Result<TenantPki,
     let secrets: Api<Secret> = Api::namespaced(ctx.host.clone(), own_ns);
     let name = pki_secret(tenant);
     if let Some(s) = secrets.get_opt(&name).await? {
-        return TenantPki::from_data(&secret_data(s)).map_err(Error::ControlPlane);
+        let version = s.metadata.resource_version.clone();
+        let mut pki = TenantPki::from_data(&secret_data(s)).map_err(Error::ControlPlane)?;
+        // Credentials from before the front proxy get its CA, written only if nobody else
+        // wrote theirs first (the resourceVersion precondition).
+        if let Some(added) = pki.front_proxy_data(tenant).map_err(Error::ControlPlane)? {
+            let patch = json!({"metadata": {"resourceVersion": version}, "stringData": added});
+            match secrets.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    let s = secrets.get(&name).await?;
+                    return TenantPki::from_data(&secret_data(s)).map_err(Error::ControlPlane);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        return Ok(pki);
     }
     let legacy: Api<Secret> = Api::namespaced(ctx.host.clone(), ns);
     if let Some(old) = legacy.get_opt(LEGACY_PKI_SECRET).await? {

@@ -27,6 +27,7 @@ pub mod security {
 pub mod services;
 pub mod tenant;
 pub mod translate;
+mod usage;
 
 /// The label every host object of a tenant carries, with the tenant's name.
 pub const TENANT_LABEL: &str = "vt.dev/tenant";
@@ -71,3 +72,4 @@ pub use proxy::HostPods;
 pub use services::HostServices;
 pub use tenant::{Handle, start};
 pub use translate::Target;
+pub use usage::HostMetrics;

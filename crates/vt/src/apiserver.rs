@@ -57,8 +57,9 @@ pub struct Args {
     pub(crate) simulate_nodes: usize,
 }
 
-fn read_or_create_ca(dir: &std::path::Path) -> Result<Ca, String> {
-    let (cert, key) = (dir.join("ca.crt"), dir.join("ca.key"));
+/// The CA kept in `dir` as `<stem>.crt` and `<stem>.key`, created once.
+fn read_or_create_ca(dir: &std::path::Path, stem: &str, common_name: &str) -> Result<Ca, String> {
+    let (cert, key) = (dir.join(format!("{stem}.crt")), dir.join(format!("{stem}.key")));
     if cert.exists() && key.exists() {
         let material = CertKey {
             cert_pem: std::fs::read_to_string(&cert).map_err(|e| format!("{}: {e}", cert.display()))?,
@@ -66,7 +67,7 @@ fn read_or_create_ca(dir: &std::path::Path) -> Result<Ca, String> {
         };
         return Ca::load(material).map_err(|e| e.to_string());
     }
-    let ca = Ca::generate("vt-apiserver-ca").map_err(|e| e.to_string())?;
+    let ca = Ca::generate(common_name).map_err(|e| e.to_string())?;
     write_private(&cert, &ca.material().cert_pem)?;
     write_private(&key, &ca.material().key_pem)?;
     Ok(ca)
@@ -130,7 +131,8 @@ pub async fn start(args: &Args) -> Result<Started, String> {
                 .map_err(|e| e.to_string())?,
         )
     };
-    let ca = read_or_create_ca(&args.data_dir)?;
+    let ca = read_or_create_ca(&args.data_dir, "ca", "vt-apiserver-ca")?;
+    let front_proxy_ca = read_or_create_ca(&args.data_dir, "front-proxy-ca", "vt-apiserver-front-proxy-ca")?;
     let ips = vec![args.listen.ip()];
     let serving = ca
         .issue_server("vt-apiserver", &["localhost".into(), "kubernetes".into(), "kubernetes.default.svc".into()], &ips)
@@ -191,6 +193,8 @@ pub async fn start(args: &Args) -> Result<Started, String> {
         pod_security: None,
         host_provided: Vec::new(),
         fenced: None,
+        front_proxy: Some(Arc::new(vt_apiserver::FrontProxy::issue(&front_proxy_ca, ca.cert_pem())?)),
+        metrics: None,
     };
     let api = ApiServer::new(config).await.map_err(|e| format!("bootstrap failed: {e}"))?;
     let tls = Arc::new(tls_config(&serving, ca.cert_pem())?);

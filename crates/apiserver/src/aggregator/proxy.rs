@@ -1,0 +1,271 @@
+//! Requests for an aggregated API, proxied to the server behind its APIService, as
+//! kube-aggregator proxies them: authenticated and authorized here first, then sent over TLS
+//! with the front proxy's client certificate and the user in `X-Remote-User`,
+//! `X-Remote-Group` and `X-Remote-Extra-<key>` headers (whatever the client sent in those, and
+//! its own credentials, never leave this server). The answer streams back as it comes, so
+//! watches work.
+
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use serde_json::Value;
+
+use crate::ApiServer;
+use crate::auth::UserInfo;
+use crate::body::Body;
+use crate::outbound::{self, Target, Trust};
+
+/// How long a proxied request may take to get its answer's head (its body then streams for
+/// as long as the client reads it: watches).
+const HEAD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a discovery check may take (kube-aggregator's availability controller: 5 s).
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Discovery answers larger than this are refused.
+const MAX_DISCOVERY: usize = 1 << 20;
+
+/// Unsent bytes of a proxied answer the server holds for a slow client.
+const RELAY_BUFFER: usize = 64 << 10;
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the
+/// client's credentials and anything that would speak for the user upstream.
+fn dropped(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    matches!(
+        n,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authorization"
+            | "proxy-authenticate"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "authorization"
+            | "content-length"
+    ) || n.starts_with("impersonate-")
+        || n.starts_with("x-remote-")
+}
+
+/// A header name's escape for `X-Remote-Extra-<key>` (client-go's `headerKeyEscape`): bytes
+/// that may not appear in a header name, and `%`, as `%XX`.
+fn header_key_escape(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        let token = b.is_ascii_alphanumeric() || b"!#$&'*+-.^_`|~".contains(&b);
+        if token {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The headers that tell the aggregated server who is asking.
+fn identity_headers(headers: &mut HeaderMap, user: &UserInfo) {
+    let mut add = |name: String, value: &str| {
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+            headers.append(n, v);
+        }
+    };
+    add("x-remote-user".into(), &user.name);
+    for g in &user.groups {
+        add("x-remote-group".into(), g);
+    }
+    for (k, vs) in &user.extra {
+        for v in vs {
+            add(format!("x-remote-extra-{}", header_key_escape(k)), v);
+        }
+    }
+}
+
+/// Where an APIService's server is, and how to trust it.
+struct Upstream {
+    target: Target,
+    ca_bundle: Vec<u8>,
+    insecure: bool,
+}
+
+impl Upstream {
+    fn of(apiservice: &Value) -> Upstream {
+        let s = |p: &str| apiservice.pointer(p).and_then(Value::as_str).unwrap_or("").to_string();
+        Upstream {
+            target: Target::Service {
+                namespace: s("/spec/service/namespace"),
+                name: s("/spec/service/name"),
+                path: String::new(),
+                port: apiservice.pointer("/spec/service/port").and_then(Value::as_u64).unwrap_or(443) as u16,
+            },
+            ca_bundle: apiservice
+                .pointer("/spec/caBundle")
+                .and_then(Value::as_str)
+                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                .unwrap_or_default(),
+            insecure: apiservice.pointer("/spec/insecureSkipTLSVerify").and_then(Value::as_bool).unwrap_or(false),
+        }
+    }
+
+    async fn connect(&self, api: &ApiServer) -> Result<(outbound::Sender, outbound::Endpoint), String> {
+        let client = api.config().front_proxy.as_ref().map(|f| &f.client);
+        let trust = Trust { ca_bundle: &self.ca_bundle, insecure: self.insecure, client };
+        outbound::connect(api, &self.target, &trust).await
+    }
+}
+
+/// kube-aggregator's answer when the proxy fails: `http.Error`'s plain text.
+pub(super) fn proxy_error(code: StatusCode, message: &str) -> Response<Body> {
+    let mut resp = crate::text_response(code, &format!("{message}\n"));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut().insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    resp
+}
+
+/// Relays an upstream body as it streams (an upstream error ends it; a client that goes away
+/// stops the relay).
+fn relay(body: hyper::body::Incoming) -> Body {
+    let (tx, out) = crate::body::channel(RELAY_BUFFER);
+    tokio::spawn(async move {
+        let mut frames = body.into_data_stream();
+        while let Some(Ok(chunk)) = frames.next().await {
+            if tx.send(chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    out
+}
+
+/// Sends `req` (already authorized here) for `user` to the server behind `apiservice`.
+pub(super) async fn forward(
+    api: &ApiServer,
+    apiservice: &Value,
+    req: Request<Bytes>,
+    user: &UserInfo,
+) -> Response<Body> {
+    if req.headers().contains_key(header::UPGRADE) {
+        return proxy_error(StatusCode::BAD_REQUEST, "vt does not proxy upgrade requests to aggregated API servers");
+    }
+    let upstream = Upstream::of(apiservice);
+    let (parts, body) = req.into_parts();
+    let work = async {
+        let (mut sender, ep) = upstream.connect(api).await?;
+        let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let mut out = Request::builder().method(parts.method.clone()).uri(path);
+        if let Some(h) = out.headers_mut() {
+            for (name, value) in &parts.headers {
+                if !dropped(name) {
+                    h.append(name.clone(), value.clone());
+                }
+            }
+            if let Ok(host) = HeaderValue::from_str(&ep.authority()) {
+                h.insert(header::HOST, host);
+            }
+            identity_headers(h, user);
+        }
+        let out = out.body(Full::new(body)).map_err(|e| e.to_string())?;
+        sender.send_request(out).await.map_err(|e| format!("error trying to reach service: {e}"))
+    };
+    let answer = match tokio::time::timeout(HEAD_TIMEOUT, work).await {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => return proxy_error(StatusCode::SERVICE_UNAVAILABLE, &e),
+        Err(_) => {
+            return proxy_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "error trying to reach service: timeout awaiting response headers",
+            );
+        }
+    };
+    let (head, body) = answer.into_parts();
+    let mut resp = Response::new(relay(body));
+    *resp.status_mut() = head.status;
+    for (name, value) in &head.headers {
+        if !dropped(name) {
+            resp.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    resp
+}
+
+/// kube-aggregator's discovery check of an APIService: `GET /apis/<group>/<version>` as
+/// `system:kube-aggregator` must answer 2xx within 5 s. Returns the answer (the group
+/// version's `APIResourceList`), or why the check failed in kube's words.
+pub(super) async fn discover(api: &ApiServer, apiservice: &Value) -> Result<Value, String> {
+    let group = apiservice.pointer("/spec/group").and_then(Value::as_str).unwrap_or("");
+    let version = apiservice.pointer("/spec/version").and_then(Value::as_str).unwrap_or("");
+    let path = format!("/apis/{group}/{version}");
+    let upstream = Upstream::of(apiservice);
+    let checker = UserInfo::new("system:kube-aggregator", ["system:masters"]);
+    let work = async {
+        let (mut sender, ep) = upstream.connect(api).await.map_err(|e| (String::new(), e))?;
+        let url = format!("{}{path}", ep.url());
+        let mut req = Request::get(path.as_str())
+            .header(header::HOST, ep.authority())
+            .header(header::ACCEPT, "application/json")
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| (url.clone(), e.to_string()))?;
+        identity_headers(req.headers_mut(), &checker);
+        let resp = sender.send_request(req).await.map_err(|e| (url.clone(), e.to_string()))?;
+        let status = resp.status();
+        let body = http_body_util::Limited::new(resp.into_body(), MAX_DISCOVERY)
+            .collect()
+            .await
+            .map_err(|e| (url.clone(), format!("reading the answer: {e}")))?
+            .to_bytes();
+        if !status.is_success() {
+            return Err((url.clone(), format!("bad status from {url}: {}", status.as_u16())));
+        }
+        serde_json::from_slice::<Value>(&body).map_err(|e| (url, format!("invalid discovery answer: {e}")))
+    };
+    match tokio::time::timeout(CHECK_TIMEOUT, work).await {
+        Ok(Ok(list)) => Ok(list),
+        Ok(Err((url, e))) if url.is_empty() => Err(format!("failing or missing response from the service: {e}")),
+        Ok(Err((url, e))) => Err(format!("failing or missing response from {url}: {e}")),
+        Err(_) => Err(format!("failing or missing response from service for {path}: context deadline exceeded")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pins client-go's `headerKeyEscape` (transport/round_trippers.go): token bytes stay,
+    /// everything else, `%` included, becomes `%XX`.
+    #[test]
+    fn extra_keys_are_escaped_as_client_go_escapes_them() {
+        assert_eq!(header_key_escape("scopes"), "scopes");
+        assert_eq!(header_key_escape("example.com/scope"), "example.com%2Fscope");
+        assert_eq!(header_key_escape("a b%c"), "a%20b%25c");
+    }
+
+    #[test]
+    fn credentials_and_identity_headers_are_not_passed_on() {
+        for h in [
+            "authorization",
+            "impersonate-user",
+            "impersonate-extra-x",
+            "x-remote-user",
+            "x-remote-group",
+            "connection",
+        ] {
+            assert!(dropped(&HeaderName::from_static(h)), "{h}");
+        }
+        for h in ["accept", "content-type", "user-agent", "audit-id"] {
+            assert!(!dropped(&HeaderName::from_static(h)), "{h}");
+        }
+        let mut headers = HeaderMap::new();
+        let mut user = UserInfo::new("jane", ["dev", "system:authenticated"]);
+        user.extra.insert("example.com/scope".into(), vec!["a".into(), "b".into()]);
+        identity_headers(&mut headers, &user);
+        assert_eq!(headers.get("x-remote-user").unwrap(), "jane");
+        assert_eq!(headers.get_all("x-remote-group").iter().count(), 2);
+        assert_eq!(headers.get_all("x-remote-extra-example.com%2Fscope").iter().count(), 2);
+    }
+}
