@@ -383,3 +383,147 @@ fn limit_ranges_and_quotas() {
     k.ok(&["-n", "q", "delete", "pod", "p3", "--grace-period=0", "--force"]);
     k.ok_stdin(&["-n", "q", "apply", "-f", "-"], &pod("p4", ""));
 }
+
+/// ValidatingAdmissionPolicies, with kubectl: a policy with parameters (a ConfigMap, by name,
+/// with `parameterNotFoundAction: Deny`) bound to the namespaces a selector picks, with a
+/// `messageExpression` and reason `Forbidden`; one with `variables` bound with `Warn`; the
+/// default reason (422 `Invalid`, kubectl's `is invalid: : ...`, as kube's documentation
+/// shows it); a failing expression under `failurePolicy: Ignore`.
+#[test]
+fn validating_admission_policies_deny_warn_and_take_params() {
+    let server = VtServer::start(vt(), &[]);
+    let k = server.kubectl();
+    k.ok(&["create", "namespace", "prod"]);
+    k.ok(&["label", "namespace", "prod", "env=prod"]);
+    k.ok(&["create", "namespace", "dev"]);
+    k.ok_stdin(
+        &["apply", "-f", "-"],
+        r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: replica-limit.example.com}
+spec:
+  failurePolicy: Fail
+  paramKind: {apiVersion: v1, kind: ConfigMap}
+  matchConstraints:
+    resourceRules:
+    - {apiGroups: [apps], apiVersions: [v1], operations: [CREATE, UPDATE], resources: [deployments]}
+  validations:
+  - expression: object.spec.replicas <= int(params.data.maxReplicas)
+    messageExpression: "'replicas must be at most ' + params.data.maxReplicas"
+    reason: Forbidden
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: replica-limit-binding}
+spec:
+  policyName: replica-limit.example.com
+  validationActions: [Deny]
+  paramRef: {name: limits, namespace: default, parameterNotFoundAction: Deny}
+  matchResources:
+    namespaceSelector: {matchLabels: {env: prod}}
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: team-label.example.com}
+spec:
+  matchConstraints:
+    resourceRules:
+    - {apiGroups: [""], apiVersions: [v1], operations: [CREATE], resources: [configmaps]}
+  variables:
+  - {name: labels, expression: "has(object.metadata.labels) ? object.metadata.labels : {}"}
+  - {name: team, expression: "'team' in variables.labels ? variables.labels['team'] : ''"}
+  validations:
+  - {expression: "variables.team != ''", message: every ConfigMap needs a team label}
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: team-label-binding}
+spec:
+  policyName: team-label.example.com
+  validationActions: [Warn]
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: no-basic-auth.example.com}
+spec:
+  matchConstraints:
+    resourceRules:
+    - {apiGroups: [""], apiVersions: [v1], operations: [CREATE], resources: [secrets]}
+  validations:
+  - expression: object.type != 'kubernetes.io/basic-auth'
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: no-basic-auth-binding}
+spec:
+  policyName: no-basic-auth.example.com
+  validationActions: [Deny]
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: broken.example.com}
+spec:
+  failurePolicy: Ignore
+  matchConstraints:
+    resourceRules:
+    - {apiGroups: [""], apiVersions: [v1], operations: [CREATE], resources: [services]}
+  validations:
+  - expression: object.spec.nosuchfield == 1
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: broken-binding}
+spec:
+  policyName: broken.example.com
+  validationActions: [Deny]
+"#,
+    );
+    // No parameter object yet: the binding denies (once the policies have reached the
+    // admission plugin, which on kube takes a moment too).
+    let err = vt_testkit::eventually("the policies in force", || {
+        let out =
+            k.run(&["-n", "prod", "create", "deployment", "web", "--image=nginx", "--replicas=2", "--dry-run=server"]);
+        (!out.status.success()).then(|| String::from_utf8_lossy(&out.stderr).to_string())
+    });
+    assert!(err.contains("no params found for policy binding with `Deny` parameterNotFoundAction"), "{err}");
+    k.ok(&["-n", "default", "create", "configmap", "limits", "--from-literal=maxReplicas=3"]);
+    // Over the limit in a selected namespace: 403 with the messageExpression's words.
+    let err = k.fails(&["-n", "prod", "create", "deployment", "big", "--image=nginx", "--replicas=5"]);
+    assert!(
+        err.contains(r#"deployments.apps "big" is forbidden: ValidatingAdmissionPolicy 'replica-limit.example.com' with binding 'replica-limit-binding' denied request: replicas must be at most 3"#),
+        "{err}"
+    );
+    k.fails(&["-n", "prod", "get", "deployment", "big"]);
+    k.ok(&["-n", "prod", "create", "deployment", "web", "--image=nginx", "--replicas=2"]);
+    // Updates too (the `scale` subresource is another resource, as on kube: a rule for
+    // `deployments` does not cover `deployments/scale`); namespaces the binding does not
+    // select are not checked.
+    let err = k.fails(&["-n", "prod", "patch", "deployment", "web", "-p", r#"{"spec":{"replicas":4}}"#]);
+    assert!(err.contains("replicas must be at most 3"), "{err}");
+    k.ok(&["-n", "dev", "create", "deployment", "big", "--image=nginx", "--replicas=5"]);
+    // Warn: the request passes, with kube's warning.
+    let out = k.run(&["-n", "default", "create", "configmap", "loose"]);
+    assert!(out.status.success());
+    let warning = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        warning.contains("Warning: Validation failed for ValidatingAdmissionPolicy 'team-label.example.com' with binding 'team-label-binding': every ConfigMap needs a team label"),
+        "{warning}"
+    );
+    let out = k.run_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: owned, namespace: default, labels: {team: a}}\n",
+    );
+    assert!(out.status.success() && !String::from_utf8_lossy(&out.stderr).contains("Warning"), "{out:?}");
+    // The default reason: 422 Invalid, which kubectl prints as the documentation shows.
+    let err = k.fails_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: basic, namespace: default}\ntype: kubernetes.io/basic-auth\nstringData: {username: a, password: b}\n",
+    );
+    assert!(
+        err.contains(r#"The secrets "basic" is invalid: : ValidatingAdmissionPolicy 'no-basic-auth.example.com' with binding 'no-basic-auth-binding' denied request: failed expression: object.type != 'kubernetes.io/basic-auth'"#),
+        "{err}"
+    );
+    k.ok(&["-n", "default", "create", "secret", "generic", "plain", "--from-literal=a=b"]);
+    // An expression that fails to evaluate under failurePolicy Ignore lets the request through.
+    k.ok(&["-n", "default", "create", "service", "clusterip", "svc", "--tcp=80:80"]);
+}

@@ -15,6 +15,7 @@
 mod client;
 mod conditions;
 pub(crate) mod podsecurity;
+mod policies;
 pub(crate) mod quota;
 pub mod serviceaccount;
 
@@ -132,6 +133,8 @@ pub struct Webhooks {
     /// Configuration key → its hooks.
     mutating: RwLock<BTreeMap<String, Vec<Hook>>>,
     validating: RwLock<BTreeMap<String, Vec<Hook>>>,
+    /// ValidatingAdmissionPolicies and their bindings.
+    policies: policies::Policies,
     /// The mirror tasks, stopped with the webhooks.
     tasks: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
 }
@@ -166,8 +169,9 @@ impl Webhooks {
     pub async fn start(store: Arc<dyn Store>) -> Result<Arc<Webhooks>, vt_store::StoreError> {
         let w = Arc::new(Webhooks::default());
         let a = mirror::follow(store.clone(), MUTATING, &w, |w, c| apply(&w.mutating, c)).await?;
-        let b = mirror::follow(store, VALIDATING, &w, |w, c| apply(&w.validating, c)).await?;
-        w.tasks.lock().unwrap_or_else(|p| p.into_inner()).extend([a, b]);
+        let b = mirror::follow(store.clone(), VALIDATING, &w, |w, c| apply(&w.validating, c)).await?;
+        let c = mirror::follow(store, policies::PREFIX, &w, |w, c| w.policies.apply(c)).await?;
+        w.tasks.lock().unwrap_or_else(|p| p.into_inner()).extend([a, b, c]);
         Ok(w)
     }
 
@@ -222,6 +226,10 @@ pub(crate) async fn webhooks(
         subresource: &op.sub,
         namespace: &op.ns,
     };
+    // ValidatingAdmissionPolicies run before the validating webhooks, as in kube-apiserver.
+    if !mutating {
+        policies::validate(op, &w.policies, &req, obj.as_deref(), old, dry).await?;
+    }
     let candidates: Vec<Hook> = w.hooks(mutating).into_iter().filter(|h| h.matches_rules(&req)).collect();
     if candidates.is_empty() {
         return Ok(());

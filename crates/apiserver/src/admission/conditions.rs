@@ -42,13 +42,9 @@ pub(super) struct Subject<'a> {
     pub old: Option<&'a Value>,
 }
 
-/// Whether the conditions hold: `Ok(false)` skips the webhook, `Err` says which condition
-/// failed to evaluate and why.
-pub(super) fn matches(conditions: &[Condition], s: &Subject<'_>) -> Result<bool, String> {
-    if conditions.is_empty() {
-        return Ok(true);
-    }
-    let request = AdmissionRequest {
+/// The request as CEL's `request` variable sees it.
+pub(super) fn request(s: &Subject<'_>) -> AdmissionRequest {
+    AdmissionRequest {
         operation: s.operation.into(),
         username: s.user.name.clone(),
         uid: s.user.uid.clone(),
@@ -62,8 +58,16 @@ pub(super) fn matches(conditions: &[Condition], s: &Subject<'_>) -> Result<bool,
             version: s.resource.1.into(),
             resource: s.resource.2.into(),
         },
-    };
-    let mut builder = VapEvaluator::builder().object(s.object.cloned().unwrap_or(Value::Null)).request(request);
+    }
+}
+
+/// Whether the conditions hold: `Ok(false)` skips the webhook, `Err` says which condition
+/// failed to evaluate and why.
+pub(super) fn matches(conditions: &[Condition], s: &Subject<'_>) -> Result<bool, String> {
+    if conditions.is_empty() {
+        return Ok(true);
+    }
+    let mut builder = VapEvaluator::builder().object(s.object.cloned().unwrap_or(Value::Null)).request(request(s));
     if let Some(old) = s.old {
         builder = builder.old_object(old.clone());
     }

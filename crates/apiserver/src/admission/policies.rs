@@ -1,0 +1,484 @@
+//! ValidatingAdmissionPolicy (admissionregistration.k8s.io/v1, GA in 1.30): CEL validations
+//! bound to requests by ValidatingAdmissionPolicyBindings, evaluated here as kube-apiserver's
+//! `validatingadmissionpolicy` plugin evaluates them, before the validating webhooks:
+//!
+//! - a binding applies its policy when the request matches the policy's `matchConstraints`
+//!   and the binding's `matchResources` (rules, excluded rules, namespace and object
+//!   selectors) and the policy's `matchConditions` hold;
+//! - with a `paramKind`, the binding's `paramRef` picks the parameter objects (by name or
+//!   selector; `parameterNotFoundAction` says what none means), and the validations run once
+//!   per parameter (`params`);
+//! - `variables` are available as `variables.<name>`;
+//! - a validation that is false (or fails to evaluate under `failurePolicy: Fail`) is a
+//!   decision the binding's `validationActions` act on: `Deny` refuses the request with kube's
+//!   message and the validation's `reason` (422 `Invalid` by default), `Warn` adds a warning,
+//!   `Audit` is logged (vt keeps no audit log).
+//!
+//! Not evaluated: the `authorizer` variable (an expression using it fails to evaluate, and
+//! the failure policy decides) and `auditAnnotations`. Policies are not type-checked at
+//! creation (kube reports that in `status.typeChecking`).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use kube_core::cel::{VapEvaluator, VapExpression};
+use serde_json::Value;
+
+use super::Request;
+use super::conditions::{self, Subject};
+use crate::mirror::Change;
+use crate::object;
+use crate::rest::Op;
+use crate::selector::LabelSelector;
+use crate::status::{ApiError, ApiResult, FieldError, GroupResource};
+
+/// Where policies and bindings are stored; the mirror follows their common prefix.
+pub(super) const PREFIX: &str = "/registry/admissionregistration.k8s.io/validatingadmissionpolic";
+const POLICIES: &str = "/registry/admissionregistration.k8s.io/validatingadmissionpolicies/";
+const BINDINGS: &str = "/registry/admissionregistration.k8s.io/validatingadmissionpolicybindings/";
+
+/// The cluster's policies and bindings, by name, mirrored from the store.
+#[derive(Default)]
+pub(super) struct Policies {
+    policies: RwLock<BTreeMap<String, Arc<Value>>>,
+    bindings: RwLock<BTreeMap<String, Arc<Value>>>,
+}
+
+impl Policies {
+    pub(super) fn apply(&self, change: Change<'_>) {
+        let parse = |v: &[u8]| serde_json::from_slice::<Value>(v).ok().map(Arc::new);
+        let split = |k: &[u8]| -> Option<(bool, String)> {
+            let k = std::str::from_utf8(k).ok()?;
+            if let Some(n) = k.strip_prefix(POLICIES) {
+                Some((true, n.to_string()))
+            } else {
+                k.strip_prefix(BINDINGS).map(|n| (false, n.to_string()))
+            }
+        };
+        let mut policies = self.policies.write().unwrap_or_else(|p| p.into_inner());
+        let mut bindings = self.bindings.write().unwrap_or_else(|p| p.into_inner());
+        match change {
+            Change::Reset(items) => {
+                policies.clear();
+                bindings.clear();
+                for (k, v) in items {
+                    if let (Some((is_policy, name)), Some(v)) = (split(&k), parse(&v)) {
+                        if is_policy { &mut policies } else { &mut bindings }.insert(name, v);
+                    }
+                }
+            }
+            Change::Put(k, v) => {
+                if let (Some((is_policy, name)), Some(v)) = (split(k), parse(v)) {
+                    if is_policy { &mut policies } else { &mut bindings }.insert(name, v);
+                }
+            }
+            Change::Delete(k) => {
+                if let Some((is_policy, name)) = split(k) {
+                    if is_policy { &mut policies } else { &mut bindings }.remove(&name);
+                }
+            }
+        }
+    }
+
+    /// The bindings (by name) with their policies.
+    fn bound(&self) -> Vec<(Arc<Value>, Arc<Value>)> {
+        let policies = self.policies.read().unwrap_or_else(|p| p.into_inner());
+        let bindings = self.bindings.read().unwrap_or_else(|p| p.into_inner());
+        bindings
+            .values()
+            .filter_map(|b| {
+                let name = b.pointer("/spec/policyName").and_then(Value::as_str)?;
+                Some((policies.get(name)?.clone(), b.clone()))
+            })
+            .collect()
+    }
+}
+
+/// Whether a rule (`resourceRules` item) covers the request.
+fn rule_matches(r: &Value, a: &Request<'_>, name: &str) -> bool {
+    let any = |list: Option<&Value>, v: &str| {
+        list.and_then(Value::as_array).is_some_and(|l| l.iter().any(|x| x == "*" || x == v))
+    };
+    let resource_ok = r.get("resources").and_then(Value::as_array).is_some_and(|rs| {
+        rs.iter().filter_map(Value::as_str).any(|res| {
+            let (rr, rs) = res.split_once('/').unwrap_or((res, ""));
+            let res_match = rr == "*" || rr == a.resource;
+            let sub_match = if a.subresource.is_empty() { rs.is_empty() } else { rs == "*" || rs == a.subresource };
+            res_match && sub_match
+        })
+    });
+    let names_ok =
+        r.get("resourceNames").and_then(Value::as_array).is_none_or(|ns| ns.is_empty() || ns.iter().any(|n| n == name));
+    let scope_ok = match r.get("scope").and_then(Value::as_str).unwrap_or("*") {
+        "Cluster" => a.namespace.is_empty(),
+        "Namespaced" => !a.namespace.is_empty(),
+        _ => true,
+    };
+    any(r.get("operations"), a.operation)
+        && any(r.get("apiGroups"), a.group)
+        && any(r.get("apiVersions"), a.version)
+        && resource_ok
+        && names_ok
+        && scope_ok
+}
+
+/// What the selectors of a `matchResources` see.
+struct Labels {
+    object: BTreeMap<String, String>,
+    old: BTreeMap<String, String>,
+    /// The namespace's labels; `None` for cluster-scoped requests other than namespaces.
+    namespace: Option<BTreeMap<String, String>>,
+}
+
+/// Whether a `matchConstraints`/`matchResources` covers the request. No `resourceRules`
+/// constrains nothing (a binding's `matchResources` may give only selectors; a policy's
+/// `matchConstraints` always has rules).
+fn resources_match(m: &Value, a: &Request<'_>, name: &str, labels: &Labels) -> bool {
+    let rules = |k: &str| m.get(k).and_then(Value::as_array).cloned().unwrap_or_default();
+    let include = rules("resourceRules");
+    if !include.is_empty() && !include.iter().any(|r| rule_matches(r, a, name)) {
+        return false;
+    }
+    if rules("excludeResourceRules").iter().any(|r| rule_matches(r, a, name)) {
+        return false;
+    }
+    let selector =
+        |k: &str| m.get(k).filter(|v| v.as_object().is_some_and(|o| !o.is_empty())).and_then(LabelSelector::from_api);
+    if let Some(sel) = selector("objectSelector")
+        && !sel.matches(&labels.object)
+        && !sel.matches(&labels.old)
+    {
+        return false;
+    }
+    if let (Some(sel), Some(ns)) = (selector("namespaceSelector"), &labels.namespace)
+        && !sel.matches(ns)
+    {
+        return false;
+    }
+    true
+}
+
+/// `variables.<name>` replaced by the variable's expression (earlier variables may be used by
+/// later ones), so the evaluator sees one self-contained expression.
+fn inline_variables(expression: &str, variables: &[(String, String)]) -> String {
+    let mut out = expression.to_string();
+    for (name, expr) in variables.iter().rev() {
+        let token = format!("variables.{name}");
+        let mut result = String::with_capacity(out.len());
+        let mut rest = out.as_str();
+        while let Some(i) = rest.find(&token) {
+            let after = rest[i + token.len()..].chars().next();
+            let before = rest[..i].chars().next_back();
+            let ident = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+            result.push_str(&rest[..i]);
+            if ident(after) || ident(before) || before == Some('.') {
+                result.push_str(&token);
+            } else {
+                result.push('(');
+                result.push_str(expr);
+                result.push(')');
+            }
+            rest = &rest[i + token.len()..];
+        }
+        result.push_str(rest);
+        out = result;
+    }
+    out
+}
+
+/// One decision: a validation that did not pass.
+struct Decision {
+    message: String,
+    reason: &'static str,
+}
+
+fn reason_of(v: &Value) -> &'static str {
+    match v.get("reason").and_then(Value::as_str) {
+        Some("Unauthorized") => "Unauthorized",
+        Some("Forbidden") => "Forbidden",
+        Some("RequestEntityTooLarge") => "RequestEntityTooLarge",
+        _ => "Invalid",
+    }
+}
+
+fn code_of(reason: &str) -> u16 {
+    match reason {
+        "Unauthorized" => 401,
+        "Forbidden" => 403,
+        "RequestEntityTooLarge" => 413,
+        _ => 422,
+    }
+}
+
+/// The validations of `policy` for one evaluation context; what did not pass.
+fn evaluate(policy: &Value, evaluator: &VapEvaluator, fail: bool) -> Vec<Decision> {
+    let variables: Vec<(String, String)> = policy
+        .pointer("/spec/variables")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|v| {
+            let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+            (s("name"), s("expression"))
+        })
+        .collect();
+    let validations: Vec<&Value> =
+        policy.pointer("/spec/validations").and_then(Value::as_array).into_iter().flatten().collect();
+    let expressions: Vec<VapExpression> = validations
+        .iter()
+        .map(|v| VapExpression {
+            expression: inline_variables(v.get("expression").and_then(Value::as_str).unwrap_or(""), &variables),
+            message: None,
+            message_expression: None,
+        })
+        .collect();
+    let results = evaluator.evaluate(&expressions);
+    let mut out = Vec::new();
+    for ((v, e), r) in validations.iter().zip(&expressions).zip(&results) {
+        if r.passed {
+            continue;
+        }
+        let original = v.get("expression").and_then(Value::as_str).unwrap_or("");
+        let is_false =
+            r.message.as_deref() == Some(&format!("validation expression '{}' evaluated to false", e.expression));
+        if !is_false {
+            if fail {
+                let why = r.message.as_deref().unwrap_or("no result");
+                out.push(Decision {
+                    message: format!("expression '{original}' resulted in error: {why}"),
+                    reason: "Invalid",
+                });
+            }
+            continue;
+        }
+        let message = v.get("message").and_then(Value::as_str).filter(|m| !m.is_empty()).map(String::from);
+        let from_expression =
+            v.get("messageExpression").and_then(Value::as_str).filter(|m| !m.is_empty()).and_then(|me| {
+                let again = VapExpression {
+                    expression: e.expression.clone(),
+                    message: None,
+                    message_expression: Some(inline_variables(me, &variables)),
+                };
+                let msg = evaluator.evaluate(&[again]).pop()?.message?;
+                // A messageExpression that fails (or is blank) falls back, as kube falls back.
+                (!msg.trim().is_empty()
+                    && msg != format!("validation expression '{}' evaluated to false", e.expression))
+                .then_some(msg)
+            });
+        let message = from_expression.or(message).unwrap_or_else(|| format!("failed expression: {original}"));
+        out.push(Decision { message, reason: reason_of(v) });
+    }
+    out
+}
+
+/// The parameter objects a binding gives its policy, or the decision when there are none and
+/// the binding says to deny. `Ok(None)`: the policy takes no parameters.
+async fn params(op: &Op<'_>, policy: &Value, binding: &Value) -> Result<Option<Vec<Value>>, String> {
+    let Some(kind) = policy.pointer("/spec/paramKind") else { return Ok(None) };
+    let api_version = kind.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    let (group, _) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let kind = kind.get("kind").and_then(Value::as_str).unwrap_or("");
+    let Some(rt) = op.api.registry().by_kind(group, kind) else {
+        return Err(format!("failed to configure binding: paramKind {api_version}, Kind={kind} is not served"));
+    };
+    let Some(param_ref) = binding.pointer("/spec/paramRef") else {
+        return Err("failed to configure binding: no paramRef given for a policy with paramKind".into());
+    };
+    let s = |k: &str| param_ref.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let namespace = if !rt.namespaced {
+        String::new()
+    } else if !s("namespace").is_empty() {
+        s("namespace")
+    } else if !op.ns.is_empty() {
+        op.ns.clone()
+    } else {
+        return Err("failed to configure binding: cannot use a namespaced paramRef for a cluster-scoped request without paramRef.namespace".into());
+    };
+    let mut found = Vec::new();
+    if !s("name").is_empty() {
+        let key = rt.key(&namespace, &s("name"));
+        if let Ok(Some(kv)) = op.store().get(key.as_bytes()).await
+            && let Ok(v) = serde_json::from_slice::<Value>(&kv.value)
+        {
+            found.push(v);
+        }
+    } else {
+        let selector = param_ref.get("selector").and_then(LabelSelector::from_api);
+        let page = op
+            .store()
+            .list(rt.list_prefix(&namespace).as_bytes(), vt_store::ListOptions::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        for kv in &page.kvs {
+            if let Ok(v) = serde_json::from_slice::<Value>(&kv.value)
+                && selector.as_ref().is_none_or(|sel| sel.matches(&object::labels(&v)))
+            {
+                found.push(v);
+            }
+        }
+    }
+    if found.is_empty() && s("parameterNotFoundAction") == "Deny" {
+        return Err("no params found for policy binding with `Deny` parameterNotFoundAction".into());
+    }
+    Ok(Some(found))
+}
+
+/// Runs the cluster's policies on a write (validating phase).
+pub(super) async fn validate(
+    op: &Op<'_>,
+    policies: &Policies,
+    a: &Request<'_>,
+    obj: Option<&Value>,
+    old: Option<&Value>,
+    dry: bool,
+) -> ApiResult<()> {
+    let bound = policies.bound();
+    if bound.is_empty() {
+        return Ok(());
+    }
+    let name = obj.or(old).map(object::name).unwrap_or(&op.name).to_string();
+    let is_namespace = op.rt.group.is_empty() && op.rt.plural == "namespaces";
+    let mut namespace_object: Option<Value> = None;
+    if !op.ns.is_empty() {
+        let key = format!("/registry/core/namespaces/{}", op.ns);
+        if let Ok(Some(kv)) = op.store().get(key.as_bytes()).await {
+            namespace_object = serde_json::from_slice(&kv.value).ok();
+        }
+    }
+    let labels = Labels {
+        object: obj.map(object::labels).unwrap_or_default(),
+        old: old.map(object::labels).unwrap_or_default(),
+        namespace: if is_namespace {
+            Some(obj.or(old).map(object::labels).unwrap_or_default())
+        } else if op.ns.is_empty() {
+            None
+        } else {
+            Some(namespace_object.as_ref().map(object::labels).unwrap_or_default())
+        },
+    };
+    let subject = Subject {
+        operation: a.operation,
+        user: op.user,
+        name: &name,
+        namespace: &op.ns,
+        dry_run: dry,
+        kind: (&op.rt.group, &op.rt.version, &op.rt.kind),
+        resource: (&op.rt.group, &op.rt.version, &op.rt.plural),
+        object: obj,
+        old,
+    };
+    let mut denied: Option<(String, Decision)> = None;
+    for (policy, binding) in bound {
+        let policy_name = object::name(&policy).to_string();
+        let binding_name = object::name(&binding).to_string();
+        let fail = policy.pointer("/spec/failurePolicy").and_then(Value::as_str) != Some("Ignore");
+        let constraints = policy.pointer("/spec/matchConstraints").cloned().unwrap_or(Value::Null);
+        if !resources_match(&constraints, a, &name, &labels) {
+            continue;
+        }
+        if let Some(m) =
+            binding.pointer("/spec/matchResources").filter(|m| m.as_object().is_some_and(|o| !o.is_empty()))
+            && !resources_match(m, a, &name, &labels)
+        {
+            continue;
+        }
+        let mut decisions = Vec::new();
+        match conditions::matches(&conditions::parse(&policy["spec"]), &subject) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) if fail => decisions.push(Decision { message: e, reason: "Invalid" }),
+            Err(_) => continue,
+        }
+        if decisions.is_empty() {
+            let contexts: Vec<Option<Value>> = match params(op, &policy, &binding).await {
+                Ok(None) => vec![None],
+                Ok(Some(ps)) => ps.into_iter().map(Some).collect(),
+                Err(e) if fail || e.starts_with("no params found") => {
+                    decisions.push(Decision { message: e, reason: "Invalid" });
+                    Vec::new()
+                }
+                Err(_) => Vec::new(),
+            };
+            for p in contexts {
+                let mut builder = VapEvaluator::builder()
+                    .object(obj.cloned().unwrap_or(Value::Null))
+                    .request(conditions::request(&subject));
+                if let Some(old) = old {
+                    builder = builder.old_object(old.clone());
+                }
+                if let Some(p) = p {
+                    builder = builder.params(p);
+                }
+                if let Some(ns) = &namespace_object {
+                    builder = builder.namespace_object(ns.clone());
+                }
+                decisions.extend(evaluate(&policy, &builder.build(), fail));
+            }
+        }
+        let actions: Vec<&str> = binding
+            .pointer("/spec/validationActions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        for d in decisions {
+            for action in &actions {
+                match *action {
+                    "Deny" if denied.is_none() => {
+                        let message = format!(
+                            "ValidatingAdmissionPolicy '{policy_name}' with binding '{binding_name}' denied request: {}",
+                            d.message
+                        );
+                        denied = Some((message, Decision { message: d.message.clone(), reason: d.reason }));
+                    }
+                    "Warn" => op.warn(format!(
+                        "Validation failed for ValidatingAdmissionPolicy '{policy_name}' with binding '{binding_name}': {}",
+                        d.message
+                    )),
+                    "Audit" => tracing::debug!(tenant = %op.api.config().name, policy = %policy_name, binding = %binding_name, message = %d.message, "validation failed (audit)"),
+                    _ => {}
+                }
+            }
+        }
+    }
+    match denied {
+        None => Ok(()),
+        // admission.NewForbidden's message, with the decision's reason and its code.
+        Some((message, d)) => {
+            let gr = GroupResource::new(op.rt.group.clone(), op.rt.plural.clone());
+            let mut e = ApiError::forbidden(&gr, &name, &message);
+            e.reason = d.reason;
+            e.code = code_of(d.reason);
+            e.causes = vec![FieldError { reason: "", field: String::new(), message }];
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn variables_are_inlined_whole_tokens_only() {
+        let vars = vec![("a".to_string(), "object.x".to_string()), ("ab".to_string(), "variables.a + 1".to_string())];
+        assert_eq!(
+            inline_variables("variables.ab > 2 && variables.a < 9", &vars),
+            "((object.x) + 1) > 2 && (object.x) < 9"
+        );
+        assert_eq!(inline_variables("other.variables.a", &vars), "other.variables.a");
+    }
+
+    #[test]
+    fn reasons_map_to_kube_codes() {
+        for (reason, code) in
+            [("Forbidden", 403), ("Unauthorized", 401), ("RequestEntityTooLarge", 413), ("Invalid", 422)]
+        {
+            assert_eq!(code_of(reason_of(&json!({"reason": reason}))), code);
+        }
+        assert_eq!(reason_of(&json!({})), "Invalid");
+    }
+}
