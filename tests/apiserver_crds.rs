@@ -290,3 +290,98 @@ mod controller {
         handle.abort();
     }
 }
+
+/// Server-side apply on a custom resource follows its schema's list and map types
+/// (`x-kubernetes-list-type: map` merges by key, `set` by value, an atomic map is owned
+/// whole), so two managers can each own their items; and a default added to the schema
+/// later is applied when older objects are read, as kube's storage codec does.
+#[test]
+fn custom_resources_apply_by_schema_and_default_on_read() {
+    let server = VtServer::start(vt(), &[]);
+    let k = server.kubectl();
+    let crd = |extra: &str| {
+        format!(
+            r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {{name: gateways.example.com}}
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {{plural: gateways, singular: gateway, kind: Gateway}}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              listeners:
+                type: array
+                x-kubernetes-list-type: map
+                x-kubernetes-list-map-keys: [name]
+                items:
+                  type: object
+                  required: [name]
+                  properties:
+                    name: {{type: string}}
+                    port: {{type: integer}}
+              tags:
+                type: array
+                x-kubernetes-list-type: set
+                items: {{type: string}}
+              selector:
+                type: object
+                x-kubernetes-map-type: atomic
+                additionalProperties: {{type: string}}
+{extra}"#
+        )
+    };
+    k.ok(&["create", "namespace", "crd"]);
+    k.ok_stdin(&["apply", "-f", "-"], &crd(""));
+    k.ok(&["wait", "--for=condition=Established", "crd/gateways.example.com", "--timeout=30s"]);
+    let gw = |listener: &str, port: u16, tag: &str, selector: &str| {
+        format!(
+            "apiVersion: example.com/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: crd}}\nspec:\n  listeners: [{{name: {listener}, port: {port}}}]\n  tags: [{tag}]\n  selector: {{{selector}}}\n"
+        )
+    };
+    k.ok_stdin(&["apply", "--server-side", "--field-manager=team-a", "-f", "-"], &gw("http", 80, "a", "app: web"));
+    // Another manager's items join (map list by key, set by value)...
+    k.ok_stdin(&["apply", "--server-side", "--field-manager=team-b", "-f", "-"], &gw("https", 443, "b", "app: web"));
+    let listeners = jsonpath(&k, "gateway/gw", "{.spec.listeners[*].name}");
+    assert_eq!(listeners, "http https");
+    assert_eq!(jsonpath(&k, "gateway/gw", "{.spec.tags[*]}"), "a b");
+    // ...each owns its own: team-a dropping its listener removes only that one.
+    k.ok_stdin(
+        &["apply", "--server-side", "--field-manager=team-a", "-f", "-"],
+        "apiVersion: example.com/v1\nkind: Gateway\nmetadata: {name: gw, namespace: crd}\nspec:\n  tags: [a]\n  selector: {app: web}\n",
+    );
+    assert_eq!(jsonpath(&k, "gateway/gw", "{.spec.listeners[*].name}"), "https");
+    // A changed value of an item another manager owns conflicts, by its key.
+    let err = k.fails_stdin(
+        &["apply", "--server-side", "--field-manager=team-c", "-f", "-"],
+        &gw("https", 8443, "c", "app: web"),
+    );
+    assert!(err.contains(r#".spec.listeners[name="https"].port"#), "{err}");
+    // The atomic map is owned whole: a different value conflicts as one field.
+    let err = k.fails_stdin(
+        &["apply", "--server-side", "--field-manager=team-c", "-f", "-"],
+        &gw("grpc", 9000, "c", "app: api"),
+    );
+    assert!(err.contains(".spec.selector") && !err.contains(".spec.selector.app"), "{err}");
+
+    // A default added later shows on reads of the object stored before it.
+    let later = "              region: {type: string, default: eu-west}\n";
+    let with_default = crd("").replace("              tags:\n", &format!("{later}              tags:\n"));
+    k.ok_stdin(&["apply", "-f", "-"], &with_default);
+    let region = vt_testkit::eventually("the default on read", || {
+        let r = jsonpath(&k, "gateway/gw", "{.spec.region}");
+        (!r.is_empty()).then_some(r)
+    });
+    assert_eq!(region, "eu-west");
+    let listed = k.ok(&["-n", "crd", "get", "gateways", "-o", "jsonpath={.items[0].spec.region}"]);
+    assert_eq!(listed, "eu-west");
+}

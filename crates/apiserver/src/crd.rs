@@ -72,6 +72,9 @@ pub struct CustomResource {
     pub versions: usize,
     /// The version's `openAPIV3Schema`.
     pub schema: Option<Value>,
+    /// The schema has `default`s: reads apply them too (to objects stored before a default
+    /// was added), as kube's storage codec does for custom resources.
+    pub has_defaults: bool,
     /// Its compiled `x-kubernetes-validations` rules, if it has any.
     pub cel: Option<kube_core::cel::CompiledSchema>,
     /// `additionalPrinterColumns`.
@@ -242,6 +245,7 @@ pub fn types_of(crd: &Value, terminating: bool) -> Vec<ResourceType> {
                     crd: object::name(crd).to_string(),
                     storage_version: storage.clone(),
                     versions: versions.len(),
+                    has_defaults: schema.as_ref().is_some_and(schema::has_defaults),
                     schema,
                     cel,
                     columns,

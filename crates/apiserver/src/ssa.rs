@@ -11,8 +11,10 @@
 //!   another manager owns them.
 //!
 //! Topology comes from the generated type table (`+listType`, `+listMapKey`, `+mapType`,
-//! `+structType` markers); without a schema (custom resources until their schema is used),
-//! objects are granular and lists atomic, as structured-merge-diff's deduced type does.
+//! `+structType` markers) for built-in kinds, and from the CRD's structural schema
+//! (`x-kubernetes-list-type`, `x-kubernetes-list-map-keys`, `x-kubernetes-map-type`) for
+//! custom resources; where neither says (no schema, preserved unknown fields), objects are
+//! granular and lists atomic, as structured-merge-diff's deduced type does.
 
 use serde_json::{Map, Value, json};
 
@@ -21,7 +23,7 @@ use crate::protobuf::{Field, Kind, ListType, MapType, Message, Patch};
 
 /// What a position in an object is, for apply.
 #[derive(Clone, Copy)]
-pub enum Node {
+pub enum Node<'s> {
     /// A struct of known fields (granular unless atomic).
     Struct(&'static Message),
     /// A map with arbitrary keys.
@@ -44,6 +46,56 @@ pub enum Node {
     Leaf,
     /// No schema: objects granular, lists atomic.
     Deduced,
+    /// A position a custom resource's OpenAPI schema describes.
+    Schema(&'s Value),
+}
+
+/// How a schema node merges.
+enum Shape<'s> {
+    /// Fields or keys, each owned apart (`properties`, granular `additionalProperties`).
+    Granular,
+    /// An associative list keyed by these fields.
+    MapList(Vec<&'s str>),
+    /// A set of scalars.
+    Set,
+    /// Owned as a whole.
+    Atomic,
+    /// Unknown fields preserved: as deduced.
+    Deduced,
+}
+
+fn schema_shape(s: &Value) -> Shape<'_> {
+    let ext = |k: &str| s.get(k).and_then(Value::as_str);
+    if s.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true) {
+        return Shape::Atomic;
+    }
+    match s.get("type").and_then(Value::as_str) {
+        Some("array") => match ext("x-kubernetes-list-type") {
+            Some("map") => Shape::MapList(
+                s.get("x-kubernetes-list-map-keys")
+                    .and_then(Value::as_array)
+                    .map(|ks| ks.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default(),
+            ),
+            Some("set") => Shape::Set,
+            _ => Shape::Atomic,
+        },
+        Some("object") | None => {
+            if ext("x-kubernetes-map-type") == Some("atomic") {
+                Shape::Atomic
+            } else if s.get("properties").is_some()
+                || s.get("additionalProperties").is_some_and(Value::is_object)
+                || s.get("x-kubernetes-embedded-resource").and_then(Value::as_bool) == Some(true)
+            {
+                Shape::Granular
+            } else if s.get("type").is_none() && s.get("x-kubernetes-preserve-unknown-fields").is_none() {
+                Shape::Atomic
+            } else {
+                Shape::Deduced
+            }
+        }
+        Some(_) => Shape::Atomic,
+    }
 }
 
 /// Messages whose JSON form is a scalar or opaque.
@@ -65,12 +117,12 @@ fn opaque(m: &Message) -> bool {
     )
 }
 
-fn node_of_message(m: &'static Message) -> Node {
+fn node_of_message(m: &'static Message) -> Node<'static> {
     if opaque(m) || m.atomic { Node::Leaf } else { Node::Struct(m) }
 }
 
 /// The node of a field.
-fn node_of_field(f: &'static Field, parent: &'static Message) -> Node {
+fn node_of_field(f: &'static Field, parent: &'static Message) -> Node<'static> {
     let nested = parent.nested(f);
     match (f.kind, f.repeated) {
         (Kind::MapStr | Kind::MapBytes, _) => Node::Map { values: None, atomic: f.map_type == MapType::Atomic },
@@ -106,9 +158,9 @@ fn merge_key(f: &'static Field) -> &'static [&'static str] {
     leaked
 }
 
-impl Node {
+impl<'s> Node<'s> {
     /// The node of field/key `name` inside this node.
-    fn child(self, name: &str) -> Node {
+    fn child(self, name: &str) -> Node<'s> {
         match self {
             Node::Struct(m) => match m.field(name) {
                 Some(f) => node_of_field(f, m),
@@ -117,35 +169,73 @@ impl Node {
             Node::Map { values: Some(v), .. } => node_of_message(v),
             Node::Map { values: None, .. } => Node::Leaf,
             Node::Deduced => Node::Deduced,
+            Node::Schema(s) => {
+                match s.pointer(&format!("/properties/{}", name.replace('~', "~0").replace('/', "~1"))) {
+                    Some(p) => Node::Schema(p),
+                    None => match s.get("additionalProperties").filter(|a| a.is_object()) {
+                        Some(a) => Node::Schema(a),
+                        None => Node::Deduced,
+                    },
+                }
+            }
             _ => Node::Leaf,
         }
     }
 
-    fn item(self) -> Node {
+    fn item(self) -> Node<'s> {
         match self {
             Node::MapList { items: Some(m), .. } => node_of_message(m),
             Node::MapList { items: None, .. } => Node::Deduced,
+            Node::Schema(s) => s.get("items").filter(|i| i.is_object()).map(Node::Schema).unwrap_or(Node::Deduced),
             _ => Node::Leaf,
         }
     }
 
-    fn atomic(self) -> bool {
-        matches!(self, Node::Leaf | Node::Map { atomic: true, .. })
+    /// How this node merges.
+    fn shape(self) -> Shape<'s> {
+        match self {
+            Node::Leaf | Node::Map { atomic: true, .. } => Shape::Atomic,
+            Node::Struct(_) | Node::Map { .. } => Shape::Granular,
+            Node::MapList { keys, .. } => Shape::MapList(keys.to_vec()),
+            Node::Set => Shape::Set,
+            Node::Deduced => Shape::Deduced,
+            Node::Schema(s) => schema_shape(s),
+        }
+    }
+
+    /// Whether `name` is a declared field of this struct (keys of maps are not).
+    fn declares(self, name: &str) -> bool {
+        match self {
+            Node::Struct(m) => m.field(name).is_some(),
+            Node::Schema(s) => {
+                s.get("properties").and_then(Value::as_object).is_some_and(|p| p.contains_key(name))
+                    || s.get("x-kubernetes-preserve-unknown-fields").and_then(Value::as_bool) == Some(true)
+                        && s.get("additionalProperties").is_none()
+            }
+            _ => false,
+        }
+    }
+
+    /// The default of key field `key` of this list's items (a schema's `default`; the only
+    /// defaulted key fields of the built-in types are the ports' protocols).
+    fn key_default(self, key: &str) -> Option<Value> {
+        match self {
+            Node::Schema(s) => s.pointer(&format!("/items/properties/{key}/default")).cloned(),
+            _ => (key == "protocol").then(|| json!("TCP")),
+        }
     }
 }
 
 /// The `k:` path element of an associative list item.
-fn item_key(item: &Value, keys: &[&str]) -> Option<String> {
+fn item_key(item: &Value, keys: &[&str], list: Node<'_>) -> Option<String> {
     let mut m = Map::new();
     let mut sorted: Vec<&&str> = keys.iter().collect();
     sorted.sort();
     for k in sorted {
         let v = match item.get(*k) {
             Some(v) => v.clone(),
-            // A missing key field takes its schema default, as structured-merge-diff does;
-            // the only defaulted key fields of the built-in types are the ports' protocols.
-            None if *k == "protocol" => json!("TCP"),
-            None => return None,
+            // A missing key field takes its schema default, as structured-merge-diff does.
+            None => list.key_default(k)?,
         };
         m.insert((*k).to_string(), v);
     }
@@ -153,36 +243,33 @@ fn item_key(item: &Value, keys: &[&str]) -> Option<String> {
 }
 
 /// The field set of `v` at `node` (structured-merge-diff's `toFieldSet`).
-pub fn field_set(v: &Value, node: Node) -> FieldSet {
+pub fn field_set(v: &Value, node: Node<'_>) -> FieldSet {
     let mut set = FieldSet::default();
-    match (node, v) {
-        (n, _) if n.atomic() => set.member = true,
-        (Node::Struct(_) | Node::Map { .. } | Node::Deduced, Value::Object(m)) => {
+    match (node.shape(), v) {
+        (Shape::Atomic, _) => set.member = true,
+        (shape @ (Shape::Granular | Shape::Deduced), Value::Object(m)) => {
+            let deduced = matches!(shape, Shape::Deduced);
             for (k, cv) in m {
                 let child = node.child(k);
                 let mut c = field_set(cv, child);
-                let declared = matches!(node, Node::Struct(msg) if msg.field(k).is_some());
-                if cv.is_null()
-                    || cv.as_object().is_some_and(|o| o.is_empty())
-                    || !declared && !matches!(node, Node::Deduced)
-                {
+                if cv.is_null() || cv.as_object().is_some_and(|o| o.is_empty()) || !node.declares(k) && !deduced {
                     c.member = true;
                 }
-                if matches!(node, Node::Deduced) && !cv.is_object() {
+                if deduced && !cv.is_object() {
                     c.member = true;
                 }
                 set.children.insert(format!("f:{k}"), c);
             }
         }
-        (Node::MapList { keys, .. }, Value::Array(items)) => {
+        (Shape::MapList(keys), Value::Array(items)) => {
             for item in items {
-                let Some(k) = item_key(item, keys) else { continue };
+                let Some(k) = item_key(item, &keys, node) else { continue };
                 let mut c = field_set(item, node.item());
                 c.member = true;
                 set.children.insert(k, c);
             }
         }
-        (Node::Set, Value::Array(items)) => {
+        (Shape::Set, Value::Array(items)) => {
             for item in items {
                 set.children.insert(format!("v:{item}"), FieldSet { member: true, children: Default::default() });
             }
@@ -193,7 +280,7 @@ pub fn field_set(v: &Value, node: Node) -> FieldSet {
 }
 
 /// The field set an apply owns: the object's fields except identity metadata and status.
-pub fn applied_set(config: &Value, root: Node) -> FieldSet {
+pub fn applied_set(config: &Value, root: Node<'_>) -> FieldSet {
     let mut set = field_set(config, root);
     set.children.remove("f:apiVersion");
     set.children.remove("f:kind");
@@ -327,7 +414,7 @@ pub struct Applied {
 pub fn apply(
     live: Option<&Value>,
     config: &Value,
-    root: Node,
+    root: Node<'_>,
     manager: &str,
     api_version: &str,
     force: bool,
@@ -519,12 +606,10 @@ fn remove_at(v: &mut Value, path: &[String]) -> bool {
 }
 
 /// Merges `config` into `live` at `node`.
-pub fn merge(live: &Value, config: &Value, node: Node) -> Value {
-    if node.atomic() {
-        return config.clone();
-    }
-    match (node, live, config) {
-        (Node::Struct(_) | Node::Map { .. } | Node::Deduced, Value::Object(l), Value::Object(c)) => {
+pub fn merge(live: &Value, config: &Value, node: Node<'_>) -> Value {
+    match (node.shape(), live, config) {
+        (Shape::Atomic, _, _) => config.clone(),
+        (Shape::Granular | Shape::Deduced, Value::Object(l), Value::Object(c)) => {
             let mut out = l.clone();
             for (k, cv) in c {
                 let child = node.child(k);
@@ -536,35 +621,70 @@ pub fn merge(live: &Value, config: &Value, node: Node) -> Value {
             }
             Value::Object(out)
         }
-        (Node::MapList { keys, .. }, Value::Array(l), Value::Array(c)) => {
-            let mut out: Vec<Value> = Vec::with_capacity(l.len() + c.len());
-            for ci in c {
-                let ck = item_key(ci, keys);
-                let existing = l.iter().find(|li| ck.is_some() && item_key(li, keys) == ck);
-                out.push(match existing {
-                    Some(li) => merge(li, ci, node.item()),
-                    None => ci.clone(),
-                });
-            }
-            for li in l {
-                let lk = item_key(li, keys);
-                if !c.iter().any(|ci| lk.is_some() && item_key(ci, keys) == lk) {
-                    out.push(li.clone());
-                }
-            }
-            Value::Array(out)
+        (Shape::MapList(keys), Value::Array(l), Value::Array(c)) => {
+            let key = |i: &Value| item_key(i, &keys, node);
+            Value::Array(merge_items(l, c, key, |li, ci| match li {
+                Some(li) => merge(li, ci, node.item()),
+                None => ci.clone(),
+            }))
         }
-        (Node::Set, Value::Array(l), Value::Array(c)) => {
-            let mut out = c.clone();
-            for li in l {
-                if !out.contains(li) {
-                    out.push(li.clone());
-                }
-            }
-            Value::Array(out)
+        (Shape::Set, Value::Array(l), Value::Array(c)) => {
+            Value::Array(merge_items(l, c, |i| Some(i.to_string()), |_, ci| ci.clone()))
         }
         _ => config.clone(),
     }
+}
+
+/// Merges the items of an associative list or set in structured-merge-diff's order: items
+/// only the live list has stay where they are, the applied items come in the applied order,
+/// and items both have follow the applied order (a live item met before its turn waits).
+fn merge_items(
+    live: &[Value],
+    applied: &[Value],
+    key: impl Fn(&Value) -> Option<String>,
+    merge_item: impl Fn(Option<&Value>, &Value) -> Value,
+) -> Vec<Value> {
+    let live_keys: Vec<Option<String>> = live.iter().map(&key).collect();
+    let applied_keys: Vec<Option<String>> = applied.iter().map(&key).collect();
+    let in_applied = |k: &Option<String>| k.is_some() && applied_keys.contains(k);
+    let live_at = |k: &Option<String>| k.as_ref().and_then(|_| live_keys.iter().position(|lk| lk == k));
+    let mut shared: std::collections::VecDeque<&Option<String>> =
+        applied_keys.iter().filter(|k| k.is_some() && live_keys.contains(k)).collect();
+    let mut next_shared = shared.pop_front();
+    let mut out = Vec::with_capacity(live.len().max(applied.len()));
+    let (mut li, mut ai) = (0, 0);
+    while li < live.len() || ai < applied.len() {
+        if li < live.len() && ai < applied.len() {
+            if live_keys[li].is_some() && live_keys[li] == applied_keys[ai] {
+                out.push(merge_item(Some(&live[li]), &applied[ai]));
+                li += 1;
+                ai += 1;
+                next_shared = shared.pop_front();
+                continue;
+            }
+            if in_applied(&live_keys[li]) && next_shared.is_some_and(|n| *n != live_keys[li]) {
+                li += 1;
+                continue;
+            }
+        }
+        if li < live.len() && !in_applied(&live_keys[li]) {
+            out.push(live[li].clone());
+            li += 1;
+            continue;
+        }
+        if ai < applied.len() {
+            let k = &applied_keys[ai];
+            out.push(merge_item(live_at(k).map(|i| &live[i]), &applied[ai]));
+            if next_shared.is_some_and(|n| n == k) {
+                next_shared = shared.pop_front();
+            }
+            ai += 1;
+        } else {
+            // A shared live item already merged in the applied order.
+            li += 1;
+        }
+    }
+    out
 }
 
 /// The 409 of an apply with conflicts, as kube-apiserver words it.
@@ -606,7 +726,26 @@ mod tests {
     use super::*;
     use crate::protobuf::message_for;
 
-    fn deploy() -> Node {
+    /// Pins structured-merge-diff's list order (merge.go `visitListItems`): live-only items
+    /// keep their place, applied items come in the applied order.
+    #[test]
+    fn list_items_merge_in_structured_merge_diffs_order() {
+        let order = |l: &[&str], c: &[&str]| -> Vec<String> {
+            let v = |xs: &[&str]| xs.iter().map(|x| json!(x)).collect::<Vec<_>>();
+            merge_items(&v(l), &v(c), |i| Some(i.to_string()), |_, ci| ci.clone())
+                .iter()
+                .map(|x| x.as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(order(&["http"], &["https"]), ["http", "https"]);
+        assert_eq!(order(&["a", "b"], &["b", "a"]), ["b", "a"]);
+        assert_eq!(order(&["x", "a"], &["a", "y"]), ["x", "a", "y"]);
+        assert_eq!(order(&["b", "a"], &["b", "x", "a"]), ["b", "x", "a"]);
+        assert_eq!(order(&["a", "b", "c"], &["c"]), ["a", "b", "c"]);
+        assert_eq!(order(&[], &["a"]), ["a"]);
+    }
+
+    fn deploy() -> Node<'static> {
         Node::Struct(message_for("apps", "v1", "Deployment").unwrap())
     }
 

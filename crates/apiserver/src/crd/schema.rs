@@ -158,6 +158,14 @@ fn prune_at(v: &mut Value, s: &Value, path: &str, resource: bool, out: &mut Vec<
 
 // ---- defaulting ------------------------------------------------------------------------------
 
+/// Whether a schema gives any field a default.
+pub(crate) fn has_defaults(s: &Value) -> bool {
+    s.get("default").is_some()
+        || s.get("properties").and_then(Value::as_object).is_some_and(|p| p.values().any(has_defaults))
+        || s.get("additionalProperties").filter(|a| a.is_object()).is_some_and(has_defaults)
+        || s.get("items").filter(|i| i.is_object()).is_some_and(has_defaults)
+}
+
 /// Applies the schema's defaults to absent fields (and to nulls of non-nullable fields).
 pub(crate) fn apply_defaults(v: &mut Value, s: &Value) {
     match v {

@@ -1002,7 +1002,12 @@ async fn apply(op: &Op<'_>, body: &Bytes, validation: FieldValidation) -> ApiRes
     }
     check_namespace(op, &mut config)?;
     let config = typed_check(op, config, validation, &[], None)?;
-    let root = op.rt.schema().map(crate::ssa::Node::Struct).unwrap_or(crate::ssa::Node::Deduced);
+    let custom_schema = op.rt.custom.as_ref().and_then(|c| c.schema.as_ref());
+    let root = match (op.rt.schema(), custom_schema) {
+        (Some(m), _) => crate::ssa::Node::Struct(m),
+        (None, Some(s)) => crate::ssa::Node::Schema(s),
+        (None, None) => crate::ssa::Node::Deduced,
+    };
     let api_version = op.rt.api_version();
     let now = object::now_rfc3339();
     let exists =

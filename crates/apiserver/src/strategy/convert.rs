@@ -31,9 +31,10 @@ fn rename(obj: &mut Value, pairs: &[(&str, &str)], forward: bool) {
 /// Whether `rt`'s version differs from its storage version.
 pub(crate) fn converts(rt: &ResourceType) -> bool {
     // Custom resources with several versions are stored in whichever version was the storage
-    // version at write time, so reads always rewrite apiVersion (conversion strategy None).
+    // version at write time, so reads always rewrite apiVersion (conversion strategy None);
+    // schemas with defaults default what is read.
     if let Some(c) = &rt.custom {
-        return c.versions > 1 || c.storage_version != rt.version;
+        return c.versions > 1 || c.storage_version != rt.version || c.has_defaults;
     }
     matches!(
         (rt.group.as_str(), rt.version.as_str(), rt.kind.as_str()),
@@ -61,9 +62,16 @@ pub(crate) fn to_storage(rt: &ResourceType, obj: &mut Value) {
 
 /// Converts a stored object to `rt`'s version, if they differ.
 pub(crate) fn from_storage(rt: &ResourceType, obj: &mut Value) {
-    if rt.custom.is_some() {
+    if let Some(c) = &rt.custom {
         if obj.is_object() {
             obj["apiVersion"] = json!(rt.api_version());
+        }
+        // Defaults on read (kube's structural defaulting when decoding from storage): an
+        // object stored before its schema gained a default reads with it.
+        if c.has_defaults
+            && let Some(schema) = &c.schema
+        {
+            crate::crd::schema::apply_defaults(obj, schema);
         }
         return;
     }
