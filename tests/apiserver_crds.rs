@@ -385,3 +385,172 @@ spec:
     let listed = k.ok(&["-n", "crd", "get", "gateways", "-o", "jsonpath={.items[0].spec.region}"]);
     assert_eq!(listed, "eu-west");
 }
+
+mod conversion {
+    //! A CRD whose versions a conversion webhook converts (`strategy: Webhook`): `v1` keeps
+    //! `spec.color`, `v2` keeps it under `spec.paint.color`; the webhook is a real HTTPS
+    //! server in this test, answering ConversionReviews.
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use base64::Engine;
+    use http_body_util::{BodyExt, Full};
+    use serde_json::{Value, json};
+    use vt_testkit::VtServer;
+
+    /// Converts one object to `desired`; objects named `bad` cannot be converted.
+    fn convert(mut o: Value, desired: &str) -> Result<Value, String> {
+        if o.pointer("/metadata/name") == Some(&json!("bad")) {
+            return Err("cannot convert bad".into());
+        }
+        let spec = o.get("spec").cloned().unwrap_or(json!({}));
+        let color = spec.get("color").or_else(|| spec.pointer("/paint/color")).cloned().unwrap_or(Value::Null);
+        o["spec"] = if desired.ends_with("/v2") { json!({"paint": {"color": color}}) } else { json!({"color": color}) };
+        o["apiVersion"] = json!(desired);
+        Ok(o)
+    }
+
+    async fn webhook() -> (u16, String, Arc<AtomicUsize>) {
+        let ca = vt_pki::Ca::generate("conversion-test-ca").unwrap();
+        let cert = ca.issue_server("converter", &["localhost".into()], &["127.0.0.1".parse().unwrap()]).unwrap();
+        let tls = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
+            tokio_rustls::rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(cert.cert_der().unwrap(), cert.key_der().unwrap())
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = calls.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, counter) = (acceptor.clone(), counter.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let counter = counter.clone();
+                        async move {
+                            counter.fetch_add(1, Ordering::SeqCst);
+                            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            let review: Value = serde_json::from_slice(&body).unwrap_or_default();
+                            let request = &review["request"];
+                            let desired = request["desiredAPIVersion"].as_str().unwrap_or("");
+                            let converted: Result<Vec<Value>, String> = request["objects"]
+                                .as_array()
+                                .cloned()
+                                .unwrap_or_default()
+                                .into_iter()
+                                .map(|o| convert(o, desired))
+                                .collect();
+                            let response = match converted {
+                                Ok(objects) => {
+                                    json!({"uid": request["uid"], "convertedObjects": objects, "result": {"status": "Success"}})
+                                }
+                                Err(e) => json!({"uid": request["uid"], "result": {"status": "Failure", "message": e}}),
+                            };
+                            let answer = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "ConversionReview", "response": response});
+                            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(bytes::Bytes::from(
+                                answer.to_string(),
+                            ))))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        (port, ca.cert_pem().to_string(), calls)
+    }
+
+    fn crd(port: u16, ca: &str) -> String {
+        let ca = base64::engine::general_purpose::STANDARD.encode(ca);
+        let schema = "      openAPIV3Schema: {type: object, properties: {spec: {type: object, x-kubernetes-preserve-unknown-fields: true}}}";
+        format!(
+            r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {{name: paints.example.com}}
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {{plural: paints, singular: paint, kind: Paint}}
+  conversion:
+    strategy: Webhook
+    webhook:
+      conversionReviewVersions: [v1]
+      clientConfig: {{url: "https://127.0.0.1:{port}/convert", caBundle: "{ca}"}}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+{schema}
+  - name: v2
+    served: true
+    storage: false
+    schema:
+{schema}
+"#
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_conversion_webhook_converts_reads_writes_lists_and_watches() {
+        let (port, ca, calls) = webhook().await;
+        let calls2 = calls.clone();
+        tokio::task::spawn_blocking(move || {
+            let server = VtServer::start(super::vt(), &[]);
+            let k = server.kubectl();
+            k.ok(&["create", "namespace", "crd"]);
+            k.ok_stdin(&["apply", "-f", "-"], &crd(port, &ca));
+            k.ok(&["wait", "--for=condition=Established", "crd/paints.example.com", "--timeout=30s"]);
+            // Written in v2, stored in v1 (the storage version), read in both.
+            k.ok_stdin(
+                &["apply", "-f", "-"],
+                "apiVersion: example.com/v2\nkind: Paint\nmetadata: {name: sky, namespace: crd, labels: {tone: cool}}\nspec: {paint: {color: blue}}\n",
+            );
+            let get = |version: &str, path: &str| {
+                k.ok(&["-n", "crd", "get", &format!("paints.{version}.example.com"), "sky", "-o", &format!("jsonpath={path}")])
+            };
+            assert_eq!(get("v1", "{.spec.color}"), "blue");
+            assert_eq!(get("v2", "{.spec.paint.color}"), "blue");
+            assert_eq!(get("v2", "{.apiVersion} {.metadata.labels.tone}"), "example.com/v2 cool");
+            // Written in v1; a v2 list converts both in one review.
+            k.ok_stdin(
+                &["apply", "-f", "-"],
+                "apiVersion: example.com/v1\nkind: Paint\nmetadata: {name: grass, namespace: crd}\nspec: {color: green}\n",
+            );
+            let before = calls2.load(Ordering::SeqCst);
+            let listed = k.ok(&["get", "--raw", "/apis/example.com/v2/namespaces/crd/paints"]);
+            assert_eq!(calls2.load(Ordering::SeqCst), before + 1, "one review per list");
+            let listed: Value = serde_json::from_str(&listed).unwrap();
+            let colors: Vec<&str> =
+                listed["items"].as_array().unwrap().iter().map(|i| i["spec"]["paint"]["color"].as_str().unwrap()).collect();
+            assert_eq!(colors, ["green", "blue"]);
+            // A patch in v2 applies to the converted object and is stored converted back.
+            k.ok(&["-n", "crd", "patch", "paints.v2.example.com", "grass", "--type=merge", "-p", r#"{"spec":{"paint":{"color":"olive"}}}"#]);
+            assert_eq!(
+                k.ok(&["-n", "crd", "get", "paints.v1.example.com", "grass", "-o", "jsonpath={.spec.color}"]),
+                "olive"
+            );
+            // Watches convert each event.
+            let events = k.ok(&["get", "--raw", "/apis/example.com/v2/namespaces/crd/paints?watch=true&timeoutSeconds=1"]);
+            assert!(events.contains(r#""paint":{"color":"olive"}"#), "{events}");
+            // A failed conversion fails the request with kube's words.
+            k.ok_stdin(
+                &["apply", "-f", "-"],
+                "apiVersion: example.com/v1\nkind: Paint\nmetadata: {name: bad, namespace: crd}\nspec: {color: red}\n",
+            );
+            let err = k.fails(&["-n", "crd", "get", "paints.v2.example.com", "bad"]);
+            assert!(err.contains("conversion webhook for example.com/v2, Kind=Paint failed: cannot convert bad"), "{err}");
+        })
+        .await
+        .unwrap();
+        assert!(calls.load(Ordering::SeqCst) > 0);
+    }
+}

@@ -12,7 +12,6 @@
 //! `failurePolicy`, `sideEffects` on dry runs, and a URL or Service target verified with
 //! `caBundle`. Webhook configurations themselves are never sent to webhooks.
 
-mod client;
 mod conditions;
 pub(crate) mod podsecurity;
 mod policies;
@@ -394,15 +393,22 @@ async fn call(
     let review =
         json!({"apiVersion": format!("admission.k8s.io/{version}"), "kind": "AdmissionReview", "request": request});
     let body = serde_json::to_vec(&review).unwrap_or_default();
-    let answer =
-        match crate::fairness::waiting(client::post(op, &hook.target, &hook.ca_bundle, body, hook.timeout)).await {
-            Ok(a) => a,
-            Err(e) if hook.fail => return Err(failure(hook, &format!("failed to call webhook: {e}"))),
-            Err(e) => {
-                tracing::warn!(webhook = %hook.name, error = %e, "webhook failed; ignored (failurePolicy Ignore)");
-                return Ok(false);
-            }
-        };
+    let answer = match crate::fairness::waiting(crate::outbound::post_review(
+        op.api,
+        &hook.target,
+        &hook.ca_bundle,
+        body,
+        hook.timeout,
+    ))
+    .await
+    {
+        Ok(a) => a,
+        Err(e) if hook.fail => return Err(failure(hook, &format!("failed to call webhook: {e}"))),
+        Err(e) => {
+            tracing::warn!(webhook = %hook.name, error = %e, "webhook failed; ignored (failurePolicy Ignore)");
+            return Ok(false);
+        }
+    };
     let parsed: Result<Value, _> = serde_json::from_slice(&answer);
     let response = match parsed.as_ref().ok().and_then(|v| v.get("response")) {
         Some(r) if r.get("uid").and_then(Value::as_str) == Some(uid.as_str()) => r.clone(),

@@ -13,8 +13,10 @@
 //!
 //! Objects are pruned, defaulted and validated against their version's structural schema
 //! (`crd/schema.rs`) and its `x-kubernetes-validations` CEL rules (kube-core's `cel`).
-//! Conversion between versions is `None`: only `apiVersion` changes.
+//! Conversion between versions is `None` (only `apiVersion` changes) or `Webhook`
+//! (`crd/conversion.rs`).
 
+pub(crate) mod conversion;
 pub(crate) mod jsonpath;
 pub(crate) mod schema;
 
@@ -83,6 +85,8 @@ pub struct CustomResource {
     pub scale: Option<ScalePaths>,
     /// The CRD is being deleted: no new objects.
     pub terminating: bool,
+    /// The conversion webhook (`strategy: Webhook`); `None`: only `apiVersion` changes.
+    pub conversion: Option<Arc<conversion::Webhook>>,
 }
 
 impl std::fmt::Debug for CustomResource {
@@ -251,6 +255,7 @@ pub fn types_of(crd: &Value, terminating: bool) -> Vec<ResourceType> {
                     columns,
                     scale,
                     terminating,
+                    conversion: conversion::of(crd),
                 })),
             }
         })

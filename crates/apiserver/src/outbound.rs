@@ -7,8 +7,10 @@
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
@@ -238,4 +240,43 @@ pub(crate) async fn connect(api: &ApiServer, target: &Target, trust: &Trust<'_>)
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
     tokio::spawn(conn);
     Ok((sender, ep))
+}
+
+/// Answers larger than this are refused.
+const MAX_ANSWER: usize = 3 * 1024 * 1024;
+
+/// POSTs a JSON review (AdmissionReview, ConversionReview) to `target`, trusting only
+/// `ca_bundle`, within `timeout`; returns the answer body.
+pub(crate) async fn post_review(
+    api: &ApiServer,
+    target: &Target,
+    ca_bundle: &[u8],
+    body: Vec<u8>,
+    timeout: Duration,
+) -> Result<Vec<u8>, String> {
+    let work = async {
+        let trust = Trust { ca_bundle, insecure: false, client: None };
+        let (mut sender, ep) = connect(api, target, &trust).await?;
+        let req = http::Request::post(&ep.path)
+            .header(http::header::HOST, ep.authority())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::ACCEPT, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let bytes = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|e| format!("reading the answer: {e}"))?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(format!("the server responded with {status}"));
+        }
+        Ok(bytes.to_vec())
+    };
+    match tokio::time::timeout(timeout, work).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("context deadline exceeded (timeout {}s)", timeout.as_secs())),
+    }
 }

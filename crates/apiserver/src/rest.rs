@@ -79,7 +79,10 @@ impl Op<'_> {
     /// Reads one object: (object, revision).
     pub async fn read(&self, name: &str) -> ApiResult<(Value, Revision)> {
         match self.store().get(self.key(name).as_bytes()).await {
-            Ok(Some(kv)) => Ok((self.decode(&kv)?, kv.mod_revision)),
+            Ok(Some(kv)) => {
+                let obj = crate::crd::conversion::served(self.api, &self.rt, self.decode(&kv)?).await?;
+                Ok((obj, kv.mod_revision))
+            }
             Ok(None) => Err(ApiError::not_found(&self.gr(), name)),
             Err(e) => Err(from_store(e, &self.gr(), name)),
         }

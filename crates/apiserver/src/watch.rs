@@ -276,6 +276,7 @@ pub(crate) async fn watch(op: &Op<'_>) -> ApiResult<Response<Body>> {
         store: op.store().clone(),
         prefix: op.rt.key_prefix(),
         stopped: op.api.stopped(),
+        api: op.api.downgrade(),
     };
     tokio::spawn(state.run(initial));
     Ok(Response::builder()
@@ -338,6 +339,9 @@ struct Stream {
     prefix: String,
     /// Fires when the server stops (or sleeps): the watch ends.
     stopped: tokio::sync::watch::Receiver<()>,
+    /// The server, for custom resources a conversion webhook converts (weak: a watch does not
+    /// keep a stopped server).
+    api: crate::WeakApiServer,
 }
 
 impl Stream {
@@ -363,10 +367,30 @@ impl Stream {
         self.last = c.revision;
         match event_for(&self.rt, c, &self.filter) {
             Some((kind, object)) => {
+                let Some(object) = self.converted(object).await else { return false };
                 let f = self.transform.frame(kind, &object);
                 self.send(f, SLOW_WATCHER).await
             }
             None => true,
+        }
+    }
+
+    /// An event's object as the watched version serves it: through the CRD's conversion
+    /// webhook when it has one. `None` ends the watch: the server is gone, or the conversion
+    /// failed, whose error was sent as kube's watch sends one.
+    async fn converted(&mut self, object: Bytes) -> Option<Bytes> {
+        if crate::crd::conversion::webhook(&self.rt).is_none() {
+            return Some(object);
+        }
+        let api = self.api.upgrade()?;
+        let obj: Value = serde_json::from_slice(&object).ok()?;
+        match crate::crd::conversion::served(&api, &self.rt, obj).await {
+            Ok(v) => Some(Bytes::from(crate::gojson::to_vec(&v))),
+            Err(e) => {
+                let f = self.transform.frame("ERROR", &error_status(&e));
+                let _ = self.send(f, SLOW_WATCHER).await;
+                None
+            }
         }
     }
 
@@ -389,7 +413,8 @@ impl Stream {
                 if !self.filter.matches(&obj) {
                     continue;
                 }
-                let f = self.transform.frame("ADDED", &crate::gojson::to_vec(&obj));
+                let Some(object) = self.converted(Bytes::from(crate::gojson::to_vec(&obj))).await else { return false };
+                let f = self.transform.frame("ADDED", &object);
                 if !self.send(f, SLOW_INITIAL).await {
                     return false;
                 }

@@ -180,7 +180,7 @@ pub(crate) async fn delete_object(op: &Op<'_>, name: &str, opts: &DeleteOptions,
         let Some(kv) = kv else {
             return Err(ApiError::not_found(&op.gr(), name));
         };
-        let current = decode(&op.rt, &kv)?;
+        let current = crate::crd::conversion::served(op.api, &op.rt, decode(&op.rt, &kv)?).await?;
         let kind_gr = GroupResource::new(op.rt.group.clone(), op.rt.kind.clone());
         if let Some(uid) = &opts.uid
             && uid != object::uid(&current)
@@ -253,7 +253,9 @@ pub(crate) async fn delete_object(op: &Op<'_>, name: &str, opts: &DeleteOptions,
                 if new == current || dry {
                     return Ok(Deleted::Pending(new));
                 }
-                match op.store().update(key.as_bytes(), encode(&op.rt, &new), kv.mod_revision, op.rt.policy.ttl).await {
+                let converted = crate::crd::conversion::storable(op.api, &op.rt, &new).await?;
+                let bytes = encode(&op.rt, converted.as_ref().unwrap_or(&new));
+                match op.store().update(key.as_bytes(), bytes, kv.mod_revision, op.rt.policy.ttl).await {
                     Ok(rev) => {
                         object::set_resource_version(&mut new, rev);
                         return Ok(Deleted::Pending(new));

@@ -305,7 +305,12 @@ async fn list_with<T>(
 
 /// Lists the decoded objects of `op`'s resource that pass `filter`.
 pub(crate) async fn list_objects(op: &Op<'_>, filter: &Filter) -> ApiResult<Listed> {
-    list_with(op, filter.is_selective(), decoded(op, filter)).await
+    let mut listed = list_with(op, filter.is_selective(), decoded(op, filter)).await?;
+    if crate::crd::conversion::webhook(&op.rt).is_some() {
+        // One conversion review for the whole page.
+        listed.items = crate::crd::conversion::served_all(op.api, &op.rt, std::mem::take(&mut listed.items)).await?;
+    }
+    Ok(listed)
 }
 
 /// The list object of `items`, which lose their `kind` and `apiVersion` as in kube-apiserver's

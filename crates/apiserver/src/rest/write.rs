@@ -519,7 +519,12 @@ pub(crate) async fn create_object(
         }
         object::meta_mut(&mut obj).remove("resourceVersion");
         let allocated = strategy::allocate(op, &mut obj).await?;
-        match op.store().create(key.as_bytes(), encode(&op.rt, &obj), op.rt.policy.ttl).await {
+        let converted = crate::crd::conversion::storable(op.api, &op.rt, &obj).await?;
+        match op
+            .store()
+            .create(key.as_bytes(), encode(&op.rt, converted.as_ref().unwrap_or(&obj)), op.rt.policy.ttl)
+            .await
+        {
             Ok(rev) => {
                 object::set_resource_version(&mut obj, rev);
                 if quotas {
@@ -576,7 +581,7 @@ where
         let Some(kv) = kv else {
             return Err(ApiError::not_found(&op.gr(), name));
         };
-        let current = decode(&op.rt, &kv)?;
+        let current = crate::crd::conversion::served(op.api, &op.rt, decode(&op.rt, &kv)?).await?;
         let mut new = f(&current)?;
         let pinned = object::resource_version(&new).to_string();
         let pinned = if pinned.is_empty() { None } else { Some(pinned) };
@@ -622,7 +627,9 @@ where
             object::set_resource_version(&mut new, kv.mod_revision);
             return Ok(Written::Updated(if dry { new } else { current }));
         }
-        match op.store().update(key.as_bytes(), encode(&op.rt, &new), kv.mod_revision, op.rt.policy.ttl).await {
+        let converted = crate::crd::conversion::storable(op.api, &op.rt, &new).await?;
+        let bytes = encode(&op.rt, converted.as_ref().unwrap_or(&new));
+        match op.store().update(key.as_bytes(), bytes, kv.mod_revision, op.rt.policy.ttl).await {
             Ok(rev) => {
                 object::set_resource_version(&mut new, rev);
                 return Ok(Written::Updated(new));

@@ -34,7 +34,7 @@ pub(crate) fn converts(rt: &ResourceType) -> bool {
     // version at write time, so reads always rewrite apiVersion (conversion strategy None);
     // schemas with defaults default what is read.
     if let Some(c) = &rt.custom {
-        return c.versions > 1 || c.storage_version != rt.version || c.has_defaults;
+        return c.versions > 1 || c.storage_version != rt.version || c.has_defaults || c.conversion.is_some();
     }
     matches!(
         (rt.group.as_str(), rt.version.as_str(), rt.kind.as_str()),
@@ -45,7 +45,8 @@ pub(crate) fn converts(rt: &ResourceType) -> bool {
 /// Converts an object of `rt`'s version to its storage version, if they differ.
 pub(crate) fn to_storage(rt: &ResourceType, obj: &mut Value) {
     if let Some(c) = &rt.custom {
-        if obj.is_object() {
+        // A conversion webhook converted it already (`crd::conversion::storable`).
+        if obj.is_object() && c.conversion.is_none() {
             obj["apiVersion"] = json!(format!("{}/{}", rt.group, c.storage_version));
         }
         return;
@@ -63,6 +64,11 @@ pub(crate) fn to_storage(rt: &ResourceType, obj: &mut Value) {
 /// Converts a stored object to `rt`'s version, if they differ.
 pub(crate) fn from_storage(rt: &ResourceType, obj: &mut Value) {
     if let Some(c) = &rt.custom {
+        // With a conversion webhook the stored version stays until the webhook converts it
+        // (`crd::conversion::served`, which also defaults).
+        if c.conversion.is_some() {
+            return;
+        }
         if obj.is_object() {
             obj["apiVersion"] = json!(rt.api_version());
         }

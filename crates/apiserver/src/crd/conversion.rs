@@ -1,0 +1,171 @@
+//! CRD conversion webhooks (`spec.conversion.strategy: Webhook`): objects are stored in the
+//! storage version and every read or write in another version goes through the CRD's
+//! webhook, in one `ConversionReview` per request (a list converts all its items at once),
+//! as kube-apiserver's webhook converter calls it:
+//!
+//! - only objects not already in the desired version are sent;
+//! - the answer must carry the request's `uid`, `result.status: Success` and one converted
+//!   object per object sent, each in the desired version and of the same kind;
+//! - a converted object may change only `labels` and `annotations` in its metadata (the rest
+//!   is restored from the original, as kube restores it).
+//!
+//! A failed conversion fails the request with kube's 500 `conversion webhook for <gvk>
+//! failed: <why>`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::{Value, json};
+
+use crate::ApiServer;
+use crate::outbound::{self, Target};
+use crate::registry::ResourceType;
+use crate::status::{ApiError, ApiResult};
+
+/// How long a conversion may take (kube-apiserver's conversion webhook timeout).
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A CRD's conversion webhook.
+#[derive(Debug)]
+pub struct Webhook {
+    target: Target,
+    ca_bundle: Vec<u8>,
+}
+
+/// The webhook of a CRD whose conversion strategy is `Webhook`.
+pub(crate) fn of(crd: &Value) -> Option<Arc<Webhook>> {
+    let conversion = crd.pointer("/spec/conversion")?;
+    if conversion.get("strategy").and_then(Value::as_str) != Some("Webhook") {
+        return None;
+    }
+    let config = conversion.pointer("/webhook/clientConfig")?;
+    let s = |p: &str| config.pointer(p).and_then(Value::as_str).unwrap_or("").to_string();
+    let target = match config.get("url").and_then(Value::as_str) {
+        Some(u) => Target::Url(u.to_string()),
+        None => Target::Service {
+            namespace: s("/service/namespace"),
+            name: s("/service/name"),
+            path: s("/service/path"),
+            port: config.pointer("/service/port").and_then(Value::as_u64).unwrap_or(443) as u16,
+        },
+    };
+    let ca_bundle = config
+        .get("caBundle")
+        .and_then(Value::as_str)
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .unwrap_or_default();
+    Some(Arc::new(Webhook { target, ca_bundle }))
+}
+
+/// The converting webhook of `rt`, if its CRD has one.
+pub(crate) fn webhook(rt: &ResourceType) -> Option<&Arc<Webhook>> {
+    rt.custom.as_ref().and_then(|c| c.conversion.as_ref())
+}
+
+/// `rt`'s group with `version`.
+fn api_version(rt: &ResourceType, version: &str) -> String {
+    format!("{}/{version}", rt.group)
+}
+
+fn failed(rt: &ResourceType, desired: &str, why: &str) -> ApiError {
+    let version = desired.rsplit('/').next().unwrap_or(desired);
+    ApiError::internal(format!("conversion webhook for {}/{version}, Kind={} failed: {why}", rt.group, rt.kind))
+}
+
+/// Converts `objects` to `desired` (an apiVersion) with `rt`'s webhook; objects already in
+/// that version (and every object, without a webhook) are returned as they are.
+pub(crate) async fn convert(
+    api: &ApiServer,
+    rt: &ResourceType,
+    mut objects: Vec<Value>,
+    desired: &str,
+) -> ApiResult<Vec<Value>> {
+    let Some(hook) = webhook(rt) else { return Ok(objects) };
+    let pending: Vec<usize> =
+        (0..objects.len()).filter(|&i| objects[i].get("apiVersion").and_then(Value::as_str) != Some(desired)).collect();
+    if pending.is_empty() {
+        return Ok(objects);
+    }
+    let uid = uuid::Uuid::new_v4().to_string();
+    let sent: Vec<&Value> = pending.iter().map(|&i| &objects[i]).collect();
+    let review = json!({"kind": "ConversionReview", "apiVersion": "apiextensions.k8s.io/v1",
+        "request": {"uid": uid, "desiredAPIVersion": desired, "objects": sent}});
+    let body = serde_json::to_vec(&review).map_err(|e| ApiError::internal(e.to_string()))?;
+    let answer = crate::fairness::waiting(outbound::post_review(api, &hook.target, &hook.ca_bundle, body, TIMEOUT))
+        .await
+        .map_err(|e| failed(rt, desired, &e))?;
+    let answer: Value =
+        serde_json::from_slice(&answer).map_err(|e| failed(rt, desired, &format!("invalid ConversionReview: {e}")))?;
+    let response = answer.get("response").ok_or_else(|| failed(rt, desired, "no response in the ConversionReview"))?;
+    if response.get("uid").and_then(Value::as_str) != Some(uid.as_str()) {
+        return Err(failed(rt, desired, &format!("expected response.uid={uid:?}")));
+    }
+    if response.pointer("/result/status").and_then(Value::as_str) != Some("Success") {
+        let message = response.pointer("/result/message").and_then(Value::as_str).unwrap_or("");
+        return Err(failed(rt, desired, message));
+    }
+    let converted = response.get("convertedObjects").and_then(Value::as_array).cloned().unwrap_or_default();
+    if converted.len() != pending.len() {
+        return Err(failed(rt, desired, &format!("returned {} objects, expected {}", converted.len(), pending.len())));
+    }
+    for (i, mut c) in pending.into_iter().zip(converted) {
+        let original = &objects[i];
+        if c.get("apiVersion").and_then(Value::as_str) != Some(desired) {
+            return Err(failed(rt, desired, &format!("invalid converted object: expected apiVersion {desired:?}")));
+        }
+        if c.get("kind") != original.get("kind") {
+            return Err(failed(rt, desired, "invalid converted object: the kind changed"));
+        }
+        // Only labels and annotations may change in metadata.
+        let mut meta = original.get("metadata").cloned().unwrap_or_else(|| json!({}));
+        for k in ["labels", "annotations"] {
+            match c.pointer(&format!("/metadata/{k}")) {
+                Some(v) if !v.is_null() => meta[k] = v.clone(),
+                _ => {
+                    if let Some(m) = meta.as_object_mut() {
+                        m.remove(k);
+                    }
+                }
+            }
+        }
+        c["metadata"] = meta;
+        objects[i] = c;
+    }
+    Ok(objects)
+}
+
+/// Stored objects as `rt` serves them: converted by the webhook, then defaulted by the
+/// served version's schema (kube defaults after converting). Without a webhook, as they are
+/// (the synchronous decode did the rest).
+pub(crate) async fn served_all(api: &ApiServer, rt: &ResourceType, objects: Vec<Value>) -> ApiResult<Vec<Value>> {
+    if webhook(rt).is_none() {
+        return Ok(objects);
+    }
+    let mut out = convert(api, rt, objects, &rt.api_version()).await?;
+    if let Some(c) = &rt.custom
+        && c.has_defaults
+        && let Some(schema) = &c.schema
+    {
+        for o in &mut out {
+            super::schema::apply_defaults(o, schema);
+        }
+    }
+    Ok(out)
+}
+
+/// One stored object as `rt` serves it (see [`served_all`]).
+pub(crate) async fn served(api: &ApiServer, rt: &ResourceType, obj: Value) -> ApiResult<Value> {
+    if webhook(rt).is_none() {
+        return Ok(obj);
+    }
+    Ok(served_all(api, rt, vec![obj]).await?.pop().unwrap_or(Value::Null))
+}
+
+/// An object in the version `rt` serves, converted to its CRD's storage version when a
+/// webhook converts it (`None`: store it as it is).
+pub(crate) async fn storable(api: &ApiServer, rt: &ResourceType, obj: &Value) -> ApiResult<Option<Value>> {
+    let Some(c) = rt.custom.as_ref().filter(|c| c.conversion.is_some()) else { return Ok(None) };
+    let desired = api_version(rt, &c.storage_version);
+    Ok(convert(api, rt, vec![obj.clone()], &desired).await?.pop())
+}
