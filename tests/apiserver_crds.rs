@@ -384,6 +384,21 @@ spec:
     assert_eq!(region, "eu-west");
     let listed = k.ok(&["-n", "crd", "get", "gateways", "-o", "jsonpath={.items[0].spec.region}"]);
     assert_eq!(listed, "eu-west");
+
+    // The CRD's group version has its local APIService (kube's crd registration controller),
+    // which goes with the CRD.
+    let row = vt_testkit::eventually("the CRD's APIService", || {
+        let out = k.run(&["get", "apiservice", "v1.example.com", "--no-headers"]);
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).to_string())
+    });
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[..3], ["v1.example.com", "Local", "True"], "{row}");
+    let label = k.ok(&["get", "apiservice", "v1.example.com", "-o", "jsonpath={.metadata.labels}"]);
+    assert!(label.contains(r#""kube-aggregator.kubernetes.io/automanaged":"true""#), "{label}");
+    k.ok(&["delete", "crd", "gateways.example.com"]);
+    vt_testkit::eventually("the CRD's APIService gone", || {
+        (!k.run(&["get", "apiservice", "v1.example.com"]).status.success()).then_some(())
+    });
 }
 
 mod conversion {

@@ -3,7 +3,8 @@
 //! - Every built-in group version has a *local* APIService (`v1.apps`, `v1.`, ...; labelled
 //!   `kube-aggregator.kubernetes.io/automanaged: onstart`, `Available` with reason `Local`),
 //!   created in the background once the server runs, so `kubectl get apiservices` lists what
-//!   a kube cluster lists.
+//!   a kube cluster lists; so has every group version custom resources serve (labelled
+//!   `true`, created and deleted with the CRDs, as kube's crd registration controller does).
 //! - An APIService with a `service` claims its group version: `/apis/<group>` answers the
 //!   group document from the APIServices, `/apis` and aggregated discovery list the group
 //!   (with the resources its server's discovery answered), and requests under
@@ -37,6 +38,9 @@ const PREFIX: &str = "/registry/apiregistration.k8s.io/apiservices/";
 /// latency of noticing one).
 const CHECK_EVERY: Duration = Duration::from_secs(10);
 const RECHECK_EVERY: Duration = Duration::from_secs(3);
+
+/// How often the registry is looked at for custom resources' group versions.
+const CRD_POLL: Duration = Duration::from_secs(1);
 
 /// kube-apiserver's priorities for the built-in groups (`groupPriorityMinimum`) and the
 /// version priority of their versions (15 unless listed).
@@ -82,35 +86,63 @@ fn condition(status: &str, reason: &str, message: &str) -> Value {
            "reason": reason, "message": message})
 }
 
+/// The automanaged label: `onstart` on the built-in group versions' APIServices, `true` on
+/// those of custom resources' group versions (kube's crd registration controller).
+const AUTOMANAGED: &str = "kube-aggregator.kubernetes.io/automanaged";
+
 /// Creates the local APIServices of the built-in group versions that lack one.
 pub(crate) async fn bootstrap(api: &ApiServer) -> Result<(), crate::status::ApiError> {
+    sync_local(api, false).await
+}
+
+/// Keeps one local APIService per group version served here: the built-in ones (`custom`
+/// false: created when missing) or the custom resources' (`custom` true: created when a CRD
+/// serves a new group version, deleted when none does any more, as kube's crd registration
+/// controller does; priorities 1000 and 100).
+async fn sync_local(api: &ApiServer, custom: bool) -> Result<(), crate::status::ApiError> {
     let collection = "/apis/apiregistration.k8s.io/v1/apiservices";
     let (_, existing) = api.internal(http::Method::GET, collection, None).await;
-    let have: Vec<&str> = existing
-        .get("items")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i.pointer("/metadata/name").and_then(Value::as_str))
-        .collect();
-    let mut wanted: Vec<(String, String)> = api
+    let items: Vec<&Value> = existing.get("items").and_then(Value::as_array).into_iter().flatten().collect();
+    let have: Vec<&str> = items.iter().filter_map(|i| i.pointer("/metadata/name").and_then(Value::as_str)).collect();
+    let builtin: Vec<(String, String)> = api
         .registry()
         .all()
         .iter()
         .filter(|t| t.custom.is_none())
         .map(|t| (t.group.clone(), t.version.clone()))
         .collect();
+    let mut wanted: Vec<(String, String)> = api
+        .registry()
+        .all()
+        .iter()
+        .filter(|t| t.custom.is_some() == custom)
+        .map(|t| (t.group.clone(), t.version.clone()))
+        // A CRD never takes over a built-in group version.
+        .filter(|gv| !custom || !builtin.contains(gv))
+        .collect();
     wanted.sort();
     wanted.dedup();
+    let label = if custom { "true" } else { "onstart" };
+    if custom {
+        let wanted_names: Vec<String> = wanted.iter().map(|(g, v)| name_of(g, v)).collect();
+        for i in &items {
+            let name = i.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+            let ours =
+                i.pointer(&format!("/metadata/labels/{}", AUTOMANAGED.replace('/', "~1"))) == Some(&json!("true"));
+            if ours && !wanted_names.iter().any(|w| w == name) {
+                api.internal(http::Method::DELETE, &format!("{collection}/{name}"), None).await;
+            }
+        }
+    }
     for (group, version) in wanted {
         let name = name_of(&group, &version);
         if have.contains(&name.as_str()) {
             continue;
         }
-        let (group_priority, version_priority) = priorities(&group, &version);
+        let (group_priority, version_priority) = if custom { (1000, 100) } else { priorities(&group, &version) };
         let obj = json!({
             "apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
-            "metadata": {"name": name, "labels": {"kube-aggregator.kubernetes.io/automanaged": "onstart"}},
+            "metadata": {"name": name, "labels": {AUTOMANAGED: label}},
             "spec": {"group": group, "version": version, "groupPriorityMinimum": group_priority, "versionPriority": version_priority},
         });
         let (code, mut created) = api.internal(http::Method::POST, collection, Some(&obj)).await;
@@ -324,10 +356,24 @@ pub(crate) async fn run(weak: crate::WeakApiServer) {
         }
     }
     let mut wait = CHECK_EVERY;
+    let mut last_check = tokio::time::Instant::now();
+    // The registry generation the custom resources' APIServices were last kept for (read
+    // every second: a new CRD's APIService follows within about a second).
+    let mut synced = None;
     loop {
-        tokio::time::sleep(wait).await;
+        tokio::time::sleep(CRD_POLL).await;
         let Some(api) = weak.upgrade() else { return };
-        wait = if check(&api).await { CHECK_EVERY } else { RECHECK_EVERY };
+        let generation = api.registry().generation();
+        if synced != Some(generation) {
+            match sync_local(&api, true).await {
+                Ok(()) => synced = Some(generation),
+                Err(e) => tracing::warn!(error = %e, "custom resources' APIServices not kept"),
+            }
+        }
+        if last_check.elapsed() >= wait {
+            wait = if check(&api).await { CHECK_EVERY } else { RECHECK_EVERY };
+            last_check = tokio::time::Instant::now();
+        }
     }
 }
 
