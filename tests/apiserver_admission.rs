@@ -526,4 +526,15 @@ spec:
     k.ok(&["-n", "default", "create", "secret", "generic", "plain", "--from-literal=a=b"]);
     // An expression that fails to evaluate under failurePolicy Ignore lets the request through.
     k.ok(&["-n", "default", "create", "service", "clusterip", "svc", "--tcp=80:80"]);
+    // kube's defaults, and expressions that do not compile refused at write time.
+    let defaulted = k.ok(&["get", "validatingadmissionpolicy", "team-label.example.com", "-o", "jsonpath={.spec.failurePolicy} {.spec.matchConstraints.matchPolicy} {.spec.matchConstraints.resourceRules[0].scope}"]);
+    assert_eq!(defaulted, "Fail Equivalent *");
+    let err = k.fails_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicy\nmetadata: {name: broken-syntax.example.com}\nspec:\n  matchConstraints: {resourceRules: [{apiGroups: [\"\"], apiVersions: [v1], operations: [CREATE], resources: [pods]}]}\n  validations: [{expression: \"object.spec.replicas <=\"}]\n",
+    );
+    assert!(
+        err.contains("spec.validations[0].expression: Invalid value: \"object.spec.replicas <=\": compilation failed"),
+        "{err}"
+    );
 }

@@ -2,6 +2,7 @@
 //! preparation, validation, generation rules, version conversion, and the allocations a write
 //! needs (Service cluster IPs and node ports).
 
+mod admission;
 mod alloc;
 mod convert;
 pub(crate) mod csr;
@@ -28,6 +29,9 @@ fn gk(rt: &ResourceType) -> (&str, &str) {
 pub(crate) fn prepare_for_create(rt: &ResourceType, obj: &mut Value, user: &crate::auth::UserInfo) {
     custom_defaults(rt, obj);
     defaults::apply(rt, obj);
+    if rt.group == "admissionregistration.k8s.io" {
+        admission::defaults(&rt.kind, obj);
+    }
     match gk(rt) {
         ("certificates.k8s.io", "CertificateSigningRequest") => csr::prepare_create(obj, user),
         ("", "Pod") => {
@@ -123,6 +127,9 @@ pub(crate) fn prepare_named(rt: &ResourceType, obj: &mut Value) {
 pub(crate) fn prepare_for_update(rt: &ResourceType, new: &mut Value, old: &Value, sub: &str) {
     custom_defaults(rt, new);
     defaults::apply(rt, new);
+    if rt.group == "admissionregistration.k8s.io" {
+        admission::defaults(&rt.kind, new);
+    }
     if gk(rt) == ("certificates.k8s.io", "CertificateSigningRequest") {
         csr::prepare_update(new, old, sub);
     }
@@ -207,6 +214,9 @@ pub(crate) fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>, errs
     }
     if gk(rt) == ("certificates.k8s.io", "CertificateSigningRequest") {
         csr::validate(obj, old, errs);
+    }
+    if rt.group == "admissionregistration.k8s.io" {
+        admission::validate(&rt.kind, obj, errs);
     }
     if gk(rt) == ("apiregistration.k8s.io", "APIService") {
         // kube-aggregator's rule: the name is `<version>.<group>` (`v1.` for the core group).

@@ -1,0 +1,187 @@
+//! The admission configuration kinds (`admissionregistration.k8s.io/v1`): their defaults, as
+//! kube's defaulting functions set them (visible in `kubectl get -o yaml`), and the
+//! validation of ValidatingAdmissionPolicies and their bindings kube does at write time —
+//! CEL expressions that do not compile are refused then, not at admission.
+
+use kube_core::cel::{VapEvaluator, VapExpression};
+use serde_json::{Value, json};
+
+use crate::status::FieldError;
+
+fn or(v: &mut Value, key: &str, default: Value) {
+    if let Some(m) = v.as_object_mut()
+        && m.get(key).is_none_or(Value::is_null)
+    {
+        m.insert(key.to_string(), default);
+    }
+}
+
+/// Defaults of a `matchConstraints`/`matchResources` (and of a webhook, which has the same
+/// fields): `matchPolicy: Equivalent`, empty selectors, rules of any scope.
+fn match_defaults(m: &mut Value) {
+    or(m, "matchPolicy", json!("Equivalent"));
+    or(m, "namespaceSelector", json!({}));
+    or(m, "objectSelector", json!({}));
+    for key in ["rules", "resourceRules", "excludeResourceRules"] {
+        for r in m.get_mut(key).and_then(Value::as_array_mut).into_iter().flatten() {
+            or(r, "scope", json!("*"));
+        }
+    }
+}
+
+/// Defaults of the admission configuration kinds.
+pub(super) fn defaults(kind: &str, obj: &mut Value) {
+    match kind {
+        "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration" => {
+            for w in obj.get_mut("webhooks").and_then(Value::as_array_mut).into_iter().flatten() {
+                or(w, "failurePolicy", json!("Fail"));
+                or(w, "timeoutSeconds", json!(10));
+                if kind == "MutatingWebhookConfiguration" {
+                    or(w, "reinvocationPolicy", json!("Never"));
+                }
+                match_defaults(w);
+                if let Some(svc) = w.pointer_mut("/clientConfig/service") {
+                    or(svc, "port", json!(443));
+                }
+            }
+        }
+        "ValidatingAdmissionPolicy" => {
+            if let Some(spec) = obj.get_mut("spec") {
+                or(spec, "failurePolicy", json!("Fail"));
+                if let Some(m) = spec.get_mut("matchConstraints") {
+                    match_defaults(m);
+                }
+            }
+        }
+        "ValidatingAdmissionPolicyBinding" => {
+            if let Some(m) = obj.pointer_mut("/spec/matchResources") {
+                match_defaults(m);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Why `expression` does not compile, if it does not.
+fn compile_error(expression: &str) -> Option<String> {
+    let probe = VapExpression { expression: expression.to_string(), message: None, message_expression: None };
+    match VapEvaluator::builder().build().compile_expressions(&[probe]).pop() {
+        Some(Err(e)) => Some(e.to_string()),
+        _ => None,
+    }
+}
+
+/// The expressions of `list` (each item's `field`), checked to compile.
+fn check_expressions(spec: &Value, list: &str, field: &str, errs: &mut Vec<FieldError>) {
+    for (i, item) in spec.get(list).and_then(Value::as_array).into_iter().flatten().enumerate() {
+        let Some(expr) = item.get(field).and_then(Value::as_str) else {
+            if field == "expression" {
+                errs.push(FieldError::required(format!("spec.{list}[{i}].{field}"), ""));
+            }
+            continue;
+        };
+        if expr.trim().is_empty() {
+            errs.push(FieldError::required(format!("spec.{list}[{i}].{field}"), ""));
+        } else if let Some(why) = compile_error(expr) {
+            errs.push(FieldError::invalid(
+                format!("spec.{list}[{i}].{field}"),
+                &json!(expr),
+                &format!("compilation failed: {why}"),
+            ));
+        }
+    }
+}
+
+/// Validation of ValidatingAdmissionPolicies and their bindings.
+pub(super) fn validate(kind: &str, obj: &Value, errs: &mut Vec<FieldError>) {
+    if kind != "ValidatingAdmissionPolicy" && kind != "ValidatingAdmissionPolicyBinding" {
+        return;
+    }
+    let Some(spec) = obj.get("spec") else {
+        errs.push(FieldError::required("spec", ""));
+        return;
+    };
+    match kind {
+        "ValidatingAdmissionPolicy" => {
+            let empty = |k: &str| spec.get(k).and_then(Value::as_array).is_none_or(|a| a.is_empty());
+            if empty("validations") && empty("auditAnnotations") {
+                errs.push(FieldError::required(
+                    "spec.validations",
+                    "validations or auditAnnotations must contain at least one item",
+                ));
+            }
+            if spec.pointer("/matchConstraints/resourceRules").and_then(Value::as_array).is_none_or(|a| a.is_empty()) {
+                errs.push(FieldError::required("spec.matchConstraints.resourceRules", ""));
+            }
+            if let Some(p) = spec.get("failurePolicy").and_then(Value::as_str)
+                && p != "Fail"
+                && p != "Ignore"
+            {
+                errs.push(FieldError::not_supported("spec.failurePolicy", &json!(p), &["Fail", "Ignore"]));
+            }
+            check_expressions(spec, "validations", "expression", errs);
+            check_expressions(spec, "validations", "messageExpression", errs);
+            check_expressions(spec, "matchConditions", "expression", errs);
+            check_expressions(spec, "variables", "expression", errs);
+        }
+        "ValidatingAdmissionPolicyBinding" => {
+            if spec.get("policyName").and_then(Value::as_str).is_none_or(str::is_empty) {
+                errs.push(FieldError::required("spec.policyName", ""));
+            }
+            let actions: Vec<&str> = spec
+                .get("validationActions")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            if actions.is_empty() {
+                errs.push(FieldError::required("spec.validationActions", "at least one validation action is required"));
+            }
+            for (i, a) in actions.iter().enumerate() {
+                if !["Deny", "Warn", "Audit"].contains(a) {
+                    errs.push(FieldError::not_supported(
+                        format!("spec.validationActions[{i}]"),
+                        &json!(a),
+                        &["Audit", "Deny", "Warn"],
+                    ));
+                }
+            }
+            if actions.contains(&"Deny") && actions.contains(&"Warn") {
+                errs.push(FieldError::invalid(
+                    "spec.validationActions",
+                    &json!(actions),
+                    "must not contain both Deny and Warn (repeating the same validation failure information in the API response and headers serves no purpose)",
+                ));
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_are_defaulted_and_their_expressions_compiled() {
+        let mut p = json!({"spec": {"matchConstraints": {"resourceRules": [{"apiGroups": ["apps"]}]},
+            "validations": [{"expression": "object.spec.replicas <= 5"}, {"expression": "object.spec.replicas <="}]}});
+        defaults("ValidatingAdmissionPolicy", &mut p);
+        assert_eq!(p["spec"]["failurePolicy"], "Fail");
+        assert_eq!(p["spec"]["matchConstraints"]["matchPolicy"], "Equivalent");
+        assert_eq!(p["spec"]["matchConstraints"]["resourceRules"][0]["scope"], "*");
+        let mut errs = Vec::new();
+        validate("ValidatingAdmissionPolicy", &p, &mut errs);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].field, "spec.validations[1].expression");
+        assert!(errs[0].message.contains("compilation failed"), "{errs:?}");
+        let mut errs = Vec::new();
+        validate(
+            "ValidatingAdmissionPolicyBinding",
+            &json!({"spec": {"policyName": "p", "validationActions": ["Deny", "Warn"]}}),
+            &mut errs,
+        );
+        assert_eq!(errs.len(), 1, "{errs:?}");
+    }
+}
