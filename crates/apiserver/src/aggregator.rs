@@ -39,9 +39,6 @@ const PREFIX: &str = "/registry/apiregistration.k8s.io/apiservices/";
 const CHECK_EVERY: Duration = Duration::from_secs(10);
 const RECHECK_EVERY: Duration = Duration::from_secs(3);
 
-/// How often the registry is looked at for custom resources' group versions.
-const CRD_POLL: Duration = Duration::from_secs(1);
-
 /// kube-apiserver's priorities for the built-in groups (`groupPriorityMinimum`) and the
 /// version priority of their versions (15 unless listed).
 fn priorities(group: &str, version: &str) -> (i64, i64) {
@@ -355,13 +352,18 @@ pub(crate) async fn run(weak: crate::WeakApiServer) {
             tracing::warn!(error = %e, "local APIServices not created");
         }
     }
+    let Some(changes) = weak.upgrade().map(|api| api.registry().changes()) else { return };
     let mut wait = CHECK_EVERY;
-    let mut last_check = tokio::time::Instant::now();
-    // The registry generation the custom resources' APIServices were last kept for (read
-    // every second: a new CRD's APIService follows within about a second).
+    let mut next_check = tokio::time::Instant::now() + wait;
+    // The registry generation the custom resources' APIServices were last kept for.
     let mut synced = None;
     loop {
-        tokio::time::sleep(CRD_POLL).await;
+        // Wakes for the next availability pass, or at once when the served types change (a
+        // new CRD's APIService follows right away); nothing in between.
+        tokio::select! {
+            _ = tokio::time::sleep_until(next_check) => {}
+            _ = changes.notified() => {}
+        }
         let Some(api) = weak.upgrade() else { return };
         let generation = api.registry().generation();
         if synced != Some(generation) {
@@ -370,9 +372,9 @@ pub(crate) async fn run(weak: crate::WeakApiServer) {
                 Err(e) => tracing::warn!(error = %e, "custom resources' APIServices not kept"),
             }
         }
-        if last_check.elapsed() >= wait {
+        if tokio::time::Instant::now() >= next_check {
             wait = if check(&api).await { CHECK_EVERY } else { RECHECK_EVERY };
-            last_check = tokio::time::Instant::now();
+            next_check = tokio::time::Instant::now() + wait;
         }
     }
 }

@@ -196,6 +196,8 @@ pub struct Registry {
     index: RwLock<HashMap<(String, String, String), Arc<ResourceType>>>,
     /// Bumped on every change (documents derived from the registry are cached by it).
     generation: std::sync::atomic::AtomicU64,
+    /// Signalled on every change (one waiter: the APIService keeper).
+    changes: Arc<tokio::sync::Notify>,
 }
 
 /// The built-in types, built once per process and shared by every server.
@@ -209,7 +211,12 @@ impl Registry {
     pub fn builtin() -> Registry {
         let types: Vec<Arc<ResourceType>> = builtin_types().to_vec();
         let index = types.iter().map(|t| ((t.group.clone(), t.version.clone(), t.plural.clone()), t.clone())).collect();
-        Registry { types: RwLock::new(types), index: RwLock::new(index), generation: Default::default() }
+        Registry {
+            types: RwLock::new(types),
+            index: RwLock::new(index),
+            generation: Default::default(),
+            changes: Default::default(),
+        }
     }
 
     /// The type served at `group/version/plural`.
@@ -263,6 +270,11 @@ impl Registry {
         self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// Signalled after each change (a change with nobody waiting leaves one wake-up).
+    pub(crate) fn changes(&self) -> Arc<tokio::sync::Notify> {
+        self.changes.clone()
+    }
+
     /// Serves exactly `new` for `group`'s `plural` (every version), replacing what was served
     /// for it; an empty `new` stops serving it. Built-in types cannot be replaced.
     pub fn replace(&self, group: &str, plural: &str, new: Vec<ResourceType>) {
@@ -280,5 +292,6 @@ impl Registry {
             types.push(t);
         }
         self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.changes.notify_one();
     }
 }
