@@ -69,7 +69,10 @@ impl Hook {
                 namespace: s("/clientConfig/service/namespace"),
                 name: s("/clientConfig/service/name"),
                 path: s("/clientConfig/service/path"),
-                port: w.pointer("/clientConfig/service/port").and_then(Value::as_u64).unwrap_or(443) as u16,
+                port: w
+                    .pointer("/clientConfig/service/port")
+                    .and_then(Value::as_u64)
+                    .map_or(443, |p| u16::try_from(p).unwrap_or(0)),
             },
         };
         let ca_bundle = w
@@ -245,9 +248,13 @@ pub(crate) async fn webhooks(
         for i in std::mem::take(&mut queue) {
             let hook = &candidates[i];
             if let Some(sel) = &hook.object_selector {
-                let current = obj.as_deref().map(object::labels).unwrap_or_default();
-                let previous = old.map(object::labels).unwrap_or_default();
-                if !sel.matches(&current) && !sel.matches(&previous) {
+                // A missing object (no old object on create, no new one on delete) matches no
+                // selector, as kube's matcher has it (`NotIn` would match empty labels).
+                let current = obj.as_deref().map(object::labels);
+                let previous = old.map(object::labels);
+                if !current.as_ref().is_some_and(|l| sel.matches(l))
+                    && !previous.as_ref().is_some_and(|l| sel.matches(l))
+                {
                     continue;
                 }
             }

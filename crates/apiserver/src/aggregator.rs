@@ -20,6 +20,7 @@
 //!
 //! Claims never shadow a group this server serves itself (built-in or custom resources).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Response, StatusCode};
@@ -87,9 +88,11 @@ fn condition(status: &str, reason: &str, message: &str) -> Value {
 /// those of custom resources' group versions (kube's crd registration controller).
 const AUTOMANAGED: &str = "kube-aggregator.kubernetes.io/automanaged";
 
-/// Creates the local APIServices of the built-in group versions that lack one.
-pub(crate) async fn bootstrap(api: &ApiServer) -> Result<(), crate::status::ApiError> {
-    sync_local(api, false).await
+/// Creates the local APIServices of the built-in group versions, and of the custom
+/// resources' ones, that lack one ([`ApiServer::ensure_local_apiservices`] calls it once).
+pub(crate) async fn create_local(api: &ApiServer) -> Result<(), crate::status::ApiError> {
+    sync_local(api, false).await?;
+    sync_local(api, true).await
 }
 
 /// Keeps one local APIService per group version served here: the built-in ones (`custom`
@@ -156,16 +159,26 @@ async fn sync_local(api: &ApiServer, custom: bool) -> Result<(), crate::status::
     Ok(())
 }
 
-/// The APIServices backed by a Service, as stored.
-async fn remote(api: &ApiServer) -> Vec<Value> {
+/// The APIServices backed by a Service, as stored: read from the store only after an
+/// APIService was written since the last read (an idle cluster reads nothing).
+async fn remote(api: &ApiServer) -> Arc<Vec<Value>> {
+    let (cached, generation) = api.cached_remote_apiservices();
+    if let Some(list) = cached {
+        return list;
+    }
     let Ok(page) = api.store().list(PREFIX.as_bytes(), vt_store::ListOptions::default()).await else {
-        return Vec::new();
+        return Arc::new(Vec::new());
     };
-    page.kvs
-        .iter()
-        .filter_map(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
-        .filter(|a| a.pointer("/spec/service").is_some_and(Value::is_object))
-        .collect()
+    let list: Arc<Vec<Value>> = Arc::new(
+        page.kvs
+            .iter()
+            .filter(|kv| memchr::memmem::find(&kv.value, b"\"service\":{").is_some())
+            .filter_map(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
+            .filter(|a| a.pointer("/spec/service").is_some_and(Value::is_object))
+            .collect(),
+    );
+    api.cache_remote_apiservices(generation, list.clone());
+    list
 }
 
 fn spec_str<'a>(a: &'a Value, field: &str) -> &'a str {
@@ -196,16 +209,16 @@ pub(crate) struct ClaimedVersion {
 pub(crate) async fn claimed_groups(api: &ApiServer) -> Vec<(String, Vec<ClaimedVersion>)> {
     let served: Vec<String> = api.registry().groups().into_iter().map(|g| g.name).collect();
     let mut by_group: std::collections::BTreeMap<String, Vec<(i64, ClaimedVersion)>> = Default::default();
-    for a in remote(api).await {
-        let group = spec_str(&a, "group").to_string();
+    for a in remote(api).await.iter() {
+        let group = spec_str(a, "group").to_string();
         if group.is_empty() || served.contains(&group) {
             continue;
         }
         let priority = a.pointer("/spec/versionPriority").and_then(Value::as_i64).unwrap_or(0);
         let name = a.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
         let version = ClaimedVersion {
-            version: spec_str(&a, "version").to_string(),
-            available: is_available(&a),
+            version: spec_str(a, "version").to_string(),
+            available: is_available(a),
             resources: api.discovered(name),
         };
         by_group.entry(group).or_default().push((priority, version));
@@ -250,7 +263,12 @@ pub(crate) async fn route(api: &ApiServer, parts: &[String]) -> Option<Route> {
             let key = format!("{PREFIX}{}", name_of(group, version));
             let kv = api.store().get(key.as_bytes()).await.ok().flatten()?;
             let a: Value = serde_json::from_slice(&kv.value).ok()?;
-            if !a.pointer("/spec/service").is_some_and(Value::is_object) {
+            // Named `<version>.<group>` — but a dotted version could split another way:
+            // only the APIService of exactly this group and version answers.
+            if !a.pointer("/spec/service").is_some_and(Value::is_object)
+                || spec_str(&a, "group") != group.as_str()
+                || spec_str(&a, "version") != version.as_str()
+            {
                 return None;
             }
             if !is_available(&a) {
@@ -315,7 +333,9 @@ async fn availability(api: &ApiServer, a: &Value) -> Value {
 }
 
 /// Publishes what aggregated API servers need to trust this server's front proxy (kube's
-/// `ClusterAuthenticationTrustController`): `kube-system/extension-apiserver-authentication`.
+/// `ClusterAuthenticationTrustController`): `kube-system/extension-apiserver-authentication`,
+/// put back as it should be whenever it was changed (every availability pass looks, reading
+/// the store directly: an unchanged ConfigMap costs one read).
 async fn publish_authentication(api: &ApiServer) {
     let Some(fp) = api.config().front_proxy.clone() else { return };
     let data = json!({
@@ -326,6 +346,12 @@ async fn publish_authentication(api: &ApiServer) {
         "requestheader-group-headers": "[\"X-Remote-Group\"]",
         "requestheader-username-headers": "[\"X-Remote-User\"]",
     });
+    let key = "/registry/core/configmaps/kube-system/extension-apiserver-authentication";
+    if let Ok(Some(kv)) = api.store().get(key.as_bytes()).await
+        && serde_json::from_slice::<Value>(&kv.value).ok().and_then(|v| v.get("data").cloned()).as_ref() == Some(&data)
+    {
+        return;
+    }
     let path = "/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication";
     let (code, mut current) = api.internal(http::Method::GET, path, None).await;
     if code == StatusCode::OK {
@@ -341,32 +367,40 @@ async fn publish_authentication(api: &ApiServer) {
     }
 }
 
-/// Creates the local APIServices (in the background, as kube-aggregator's autoregister
-/// controller does: a new cluster serves without waiting for them) and publishes the front
-/// proxy's trust, then keeps the `Available` condition of service-backed APIServices, until
-/// the server stops.
+/// Publishes the front proxy's trust, then keeps the `Available` condition of
+/// service-backed APIServices and the custom resources' local APIServices, until the server
+/// stops. It sleeps until an APIService is written, the served types change, or — while
+/// there are service-backed APIServices — the next availability pass is due; a cluster
+/// without them costs nothing here.
 pub(crate) async fn run(weak: crate::WeakApiServer) {
+    let Some((registry_changes, apiservice_changes)) =
+        weak.upgrade().map(|api| (api.registry().changes(), api.apiservice_changes()))
+    else {
+        return;
+    };
     if let Some(api) = weak.upgrade() {
         publish_authentication(&api).await;
-        if let Err(e) = bootstrap(&api).await {
-            tracing::warn!(error = %e, "local APIServices not created");
-        }
     }
-    let Some(changes) = weak.upgrade().map(|api| api.registry().changes()) else { return };
     let mut wait = CHECK_EVERY;
     let mut next_check = tokio::time::Instant::now() + wait;
     // The registry generation the custom resources' APIServices were last kept for.
     let mut synced = None;
     loop {
-        // Wakes for the next availability pass, or at once when the served types change (a
-        // new CRD's APIService follows right away); nothing in between.
+        let any_remote = match weak.upgrade() {
+            Some(api) => !remote(&api).await.is_empty(),
+            None => return,
+        };
         tokio::select! {
-            _ = tokio::time::sleep_until(next_check) => {}
-            _ = changes.notified() => {}
+            _ = tokio::time::sleep_until(next_check), if any_remote => {}
+            _ = registry_changes.notified() => {}
+            _ = apiservice_changes.notified() => {
+                // A new or changed APIService is checked at once.
+                next_check = tokio::time::Instant::now();
+            }
         }
         let Some(api) = weak.upgrade() else { return };
         let generation = api.registry().generation();
-        if synced != Some(generation) {
+        if api.local_apiservices_ready() && synced != Some(generation) {
             match sync_local(&api, true).await {
                 Ok(()) => synced = Some(generation),
                 Err(e) => tracing::warn!(error = %e, "custom resources' APIServices not kept"),
@@ -375,22 +409,45 @@ pub(crate) async fn run(weak: crate::WeakApiServer) {
         if tokio::time::Instant::now() >= next_check {
             wait = if check(&api).await { CHECK_EVERY } else { RECHECK_EVERY };
             next_check = tokio::time::Instant::now() + wait;
+            // The pass's own status writes signalled a change: not a reason to check again.
+            let _ = futures::FutureExt::now_or_never(apiservice_changes.notified());
         }
     }
 }
 
-/// One pass of [`run`]: rewrites the status of each service-backed APIService whose
-/// availability changed (reason, status or message; the transition time stays otherwise).
-/// Says whether all are available.
+/// One pass of [`run`]: republishes the front proxy's trust if it changed, then rewrites the
+/// status of each service-backed APIService whose availability changed (status, reason or
+/// message; the transition time moves only with the status, as kube's). Checks run eight at
+/// a time. Says whether all are available.
 pub(crate) async fn check(api: &ApiServer) -> bool {
+    use futures::StreamExt;
+    publish_authentication(api).await;
+    let remotes = remote(api).await;
+    // What deleted APIServices' servers answered goes with them.
+    let names: Vec<String> =
+        remotes.iter().filter_map(|a| a.pointer("/metadata/name").and_then(Value::as_str).map(String::from)).collect();
+    api.retain_discovered(&names);
+    let checked: Vec<(Value, Value)> = futures::stream::iter(remotes.iter().cloned())
+        .map(|a| async move {
+            let want = availability(api, &a).await;
+            (a, want)
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
     let mut all = true;
-    for a in remote(api).await {
-        let want = availability(api, &a).await;
+    for (a, mut want) in checked {
         all &= want.get("status").and_then(Value::as_str) == Some("True");
-        let same = available_condition(&a)
-            .is_some_and(|c| ["status", "reason", "message"].iter().all(|k| c.get(*k) == want.get(*k)));
+        let current = available_condition(&a);
+        let same = current.is_some_and(|c| ["status", "reason", "message"].iter().all(|k| c.get(*k) == want.get(*k)));
         if same {
             continue;
+        }
+        if let Some(c) = current
+            && c.get("status") == want.get("status")
+            && let Some(t) = c.get("lastTransitionTime")
+        {
+            want["lastTransitionTime"] = t.clone();
         }
         let name = a.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
         let path = format!("/apis/apiregistration.k8s.io/v1/apiservices/{name}/status");

@@ -291,6 +291,7 @@ pub(crate) fn validate_definition(crd: &Value, old: Option<&Value>, errs: &mut V
     if !plural.is_empty() && !group.is_empty() && name != format!("{plural}.{group}") {
         errs.push(FieldError::invalid("metadata.name", &json!(name), "must be spec.names.plural+\".\"+spec.group"));
     }
+    conversion::validate(spec, errs);
     if group.is_empty() {
         errs.push(FieldError::required("spec.group", ""));
     } else if !group.contains('.') {

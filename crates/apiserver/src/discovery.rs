@@ -157,38 +157,54 @@ pub fn apis(api: &ApiServer, accept: Option<&str>, claimed: &[(String, Vec<Claim
 
 /// An aggregated server's legacy `APIResourceList` as aggregated discovery resources (what
 /// kube-aggregator's discovery manager converts it to): subresources (`pods/log`) under their
-/// resource, the rest copied.
+/// resource — under a placeholder when the server lists no such resource, as kube's
+/// conversion makes one — the rest copied; fields of the wrong type are dropped, so one
+/// server's odd answer cannot break the cluster's discovery.
 fn remote_resources(list: &Value) -> Vec<Value> {
-    let all: Vec<&Value> = list.get("resources").and_then(Value::as_array).into_iter().flatten().collect();
+    let all: Vec<&Value> =
+        list.get("resources").and_then(Value::as_array).into_iter().flatten().filter(|r| r.is_object()).collect();
     let str_of = |r: &Value, k: &str| r.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-    let mut out = Vec::new();
+    let strings = |r: &Value, k: &str| -> Option<Value> {
+        let a = r.get(k)?.as_array()?;
+        a.iter().all(Value::is_string).then(|| Value::Array(a.clone()))
+    };
+    let kind =
+        |r: &Value| json!({"group": str_of(r, "group"), "version": str_of(r, "version"), "kind": str_of(r, "kind")});
+    let scope = |r: &Value| {
+        if r.get("namespaced").and_then(Value::as_bool).unwrap_or(false) { "Namespaced" } else { "Cluster" }
+    };
+    let mut out: Vec<Value> = Vec::new();
     for r in all.iter().filter(|r| !str_of(r, "name").contains('/')) {
-        let name = str_of(r, "name");
-        let kind = |r: &Value| json!({"group": str_of(r, "group"), "version": str_of(r, "version"), "kind": str_of(r, "kind")});
         let mut d = json!({
-            "resource": name,
+            "resource": str_of(r, "name"),
             "responseKind": kind(r),
-            "scope": if r.get("namespaced").and_then(Value::as_bool).unwrap_or(false) { "Namespaced" } else { "Cluster" },
+            "scope": scope(r),
             "singularResource": str_of(r, "singularName"),
-            "verbs": r.get("verbs").cloned().unwrap_or_else(|| json!([])),
+            "verbs": strings(r, "verbs").unwrap_or_else(|| json!([])),
         });
         for k in ["shortNames", "categories"] {
-            if let Some(v) = r.get(k).filter(|v| v.as_array().is_some_and(|a| !a.is_empty())) {
-                d[k] = v.clone();
+            if let Some(v) = strings(r, k).filter(|v| v.as_array().is_some_and(|a| !a.is_empty())) {
+                d[k] = v;
             }
         }
-        let subs: Vec<Value> = all
-            .iter()
-            .filter_map(|s| {
-                let full = str_of(s, "name");
-                let (parent, sub) = full.split_once('/')?;
-                (parent == name).then(|| json!({"subresource": sub, "responseKind": kind(s), "verbs": s.get("verbs").cloned().unwrap_or_else(|| json!([]))}))
-            })
-            .collect();
-        if !subs.is_empty() {
-            d["subresources"] = Value::Array(subs);
-        }
         out.push(d);
+    }
+    for s in all.iter().filter(|r| str_of(r, "name").contains('/')) {
+        let full = str_of(s, "name");
+        let Some((parent, sub)) = full.split_once('/') else { continue };
+        let entry = json!({"subresource": sub, "responseKind": kind(s), "verbs": strings(s, "verbs").unwrap_or_else(|| json!([]))});
+        let at = match out.iter().position(|d| d["resource"] == parent) {
+            Some(i) => i,
+            None => {
+                out.push(json!({"resource": parent, "responseKind": {"group": "", "version": "", "kind": ""},
+                    "scope": scope(s), "singularResource": "", "verbs": null}));
+                out.len() - 1
+            }
+        };
+        match out[at].get_mut("subresources").and_then(Value::as_array_mut) {
+            Some(subs) => subs.push(entry),
+            None => out[at]["subresources"] = json!([entry]),
+        }
     }
     out
 }

@@ -242,6 +242,16 @@ struct Inner {
     /// What the servers of available APIServices answered to their discovery check (their
     /// `APIResourceList`), by APIService name.
     discovered: Mutex<HashMap<String, Value>>,
+    /// The service-backed APIServices as last read, with the [`Inner::apiservices_generation`]
+    /// they were read at (writes of APIServices bump it): discovery and the availability
+    /// keeper read the store only after a change.
+    remote_apiservices: Mutex<Option<(u64, Arc<Vec<Value>>)>>,
+    apiservices_generation: std::sync::atomic::AtomicU64,
+    /// Signalled on every APIService write (the availability keeper waits on it).
+    apiservice_changes: Arc<tokio::sync::Notify>,
+    /// Set once the local APIServices exist: they are created when APIServices are first read
+    /// (most clusters never look, and then never pay for them).
+    local_apiservices: tokio::sync::OnceCell<()>,
     /// Stops the namespace index and the CRD tasks when the server is dropped.
     _background: Mutex<Vec<tokio::task::AbortHandle>>,
     /// Dropped with the server: its watches end (clients resume, as after any restart), so a
@@ -269,6 +279,10 @@ impl ApiServer {
                 namespaces: std::sync::RwLock::new(HashMap::new()),
                 documents: Mutex::new(HashMap::new()),
                 discovered: Mutex::new(HashMap::new()),
+                remote_apiservices: Mutex::new(None),
+                apiservices_generation: Default::default(),
+                apiservice_changes: Default::default(),
+                local_apiservices: tokio::sync::OnceCell::new(),
                 webhooks: std::sync::OnceLock::new(),
                 _background: Mutex::new(Vec::new()),
                 stopped: tokio::sync::watch::channel(()).0,
@@ -343,6 +357,46 @@ impl ApiServer {
     /// What the server behind APIService `name` answered to its last passed discovery check.
     pub(crate) fn discovered(&self, name: &str) -> Option<Value> {
         self.inner.discovered.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    /// Notes a write of an APIService: the next read of the service-backed ones goes to the
+    /// store, and the availability keeper wakes.
+    pub(crate) fn apiservices_changed(&self) {
+        self.inner.apiservices_generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.inner.apiservice_changes.notify_one();
+    }
+
+    /// The service-backed APIServices if they were read since the last write of one, and the
+    /// generation to store a fresh read under.
+    pub(crate) fn cached_remote_apiservices(&self) -> (Option<Arc<Vec<Value>>>, u64) {
+        let generation = self.inner.apiservices_generation.load(std::sync::atomic::Ordering::Acquire);
+        let cache = self.inner.remote_apiservices.lock().unwrap_or_else(|p| p.into_inner());
+        (cache.as_ref().filter(|(g, _)| *g == generation).map(|(_, l)| l.clone()), generation)
+    }
+
+    /// Keeps a read of the service-backed APIServices made at `generation`.
+    pub(crate) fn cache_remote_apiservices(&self, generation: u64, list: Arc<Vec<Value>>) {
+        *self.inner.remote_apiservices.lock().unwrap_or_else(|p| p.into_inner()) = Some((generation, list));
+    }
+
+    /// The signal of APIService writes.
+    pub(crate) fn apiservice_changes(&self) -> Arc<tokio::sync::Notify> {
+        self.inner.apiservice_changes.clone()
+    }
+
+    /// Whether the local APIServices exist yet.
+    pub(crate) fn local_apiservices_ready(&self) -> bool {
+        self.inner.local_apiservices.initialized()
+    }
+
+    /// Creates the local APIServices if they do not exist yet (once per server).
+    pub(crate) async fn ensure_local_apiservices(&self) -> Result<(), ApiError> {
+        self.inner.local_apiservices.get_or_try_init(|| aggregator::create_local(self)).await.map(|_| ())
+    }
+
+    /// Forgets what servers answered for APIServices not in `names` (deleted ones).
+    pub(crate) fn retain_discovered(&self, names: &[String]) {
+        self.inner.discovered.lock().unwrap_or_else(|p| p.into_inner()).retain(|k, _| names.contains(k));
     }
 
     /// Keeps (or, `None`, forgets) what the server behind APIService `name` answered.
@@ -622,6 +676,13 @@ impl ApiServer {
         user: &UserInfo,
     ) -> Result<Response<Body>, ApiError> {
         if info.is_resource {
+            // The local APIServices exist from the first time anyone reads or writes them.
+            if info.group == "apiregistration.k8s.io"
+                && user.name != bootstrap::system_user().name
+                && let Err(e) = self.ensure_local_apiservices().await
+            {
+                tracing::warn!(error = %e.message, "local APIServices not created");
+            }
             // A group version nobody here serves may be claimed by an APIService.
             if self.registry().get(&info.group, &info.version, &info.resource).is_none()
                 && let Some(route) = aggregator::route(self, &info.parts).await

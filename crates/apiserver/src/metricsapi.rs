@@ -39,7 +39,12 @@ pub trait MetricsSource: Send + Sync {
 /// no APIService of the cluster's own claims the group).
 pub(crate) async fn serves(api: &ApiServer, claimed: &[(String, Vec<crate::aggregator::ClaimedVersion>)]) -> bool {
     match &api.config().metrics {
-        Some(source) => !claimed.iter().any(|(g, _)| g == GROUP) && source.available().await,
+        // Not when the cluster serves the group itself (a CRD) or an APIService claims it.
+        Some(source) => {
+            !claimed.iter().any(|(g, _)| g == GROUP)
+                && !api.registry().groups().iter().any(|g| g.name == GROUP)
+                && source.available().await
+        }
         None => false,
     }
 }

@@ -646,10 +646,18 @@ fn merge_items(
 ) -> Vec<Value> {
     let live_keys: Vec<Option<String>> = live.iter().map(&key).collect();
     let applied_keys: Vec<Option<String>> = applied.iter().map(&key).collect();
-    let in_applied = |k: &Option<String>| k.is_some() && applied_keys.contains(k);
-    let live_at = |k: &Option<String>| k.as_ref().and_then(|_| live_keys.iter().position(|lk| lk == k));
+    // Indexes by key, so a long list merges in linear time (the first of duplicate keys).
+    let mut live_index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, k) in live_keys.iter().enumerate() {
+        if let Some(k) = k {
+            live_index.entry(k.as_str()).or_insert(i);
+        }
+    }
+    let applied_set: std::collections::HashSet<&str> = applied_keys.iter().flatten().map(String::as_str).collect();
+    let in_applied = |k: &Option<String>| k.as_deref().is_some_and(|k| applied_set.contains(k));
+    let live_at = |k: &Option<String>| k.as_deref().and_then(|k| live_index.get(k).copied());
     let mut shared: std::collections::VecDeque<&Option<String>> =
-        applied_keys.iter().filter(|k| k.is_some() && live_keys.contains(k)).collect();
+        applied_keys.iter().filter(|k| k.as_deref().is_some_and(|k| live_index.contains_key(k))).collect();
     let mut next_shared = shared.pop_front();
     let mut out = Vec::with_capacity(live.len().max(applied.len()));
     let (mut li, mut ai) = (0, 0);

@@ -2,7 +2,7 @@
 //! preparation, validation, generation rules, version conversion, and the allocations a write
 //! needs (Service cluster IPs and node ports).
 
-mod admission;
+pub(crate) mod admission;
 mod alloc;
 mod convert;
 pub(crate) mod csr;
@@ -244,11 +244,26 @@ pub(crate) fn validate_update(rt: &ResourceType, new: &Value, old: &Value, sub: 
     if errs.is_empty() { Ok(()) } else { Err(errs) }
 }
 
-/// Work after an object was created (nothing yet; the hook keeps create symmetric with delete).
-pub(crate) async fn after_create(_op: &Op<'_>, _obj: &Value) {}
+/// Work after an object was created.
+pub(crate) async fn after_create(op: &Op<'_>, _obj: &Value) {
+    noted(op);
+}
+
+/// Work after an object was updated.
+pub(crate) fn after_update(op: &Op<'_>) {
+    noted(op);
+}
+
+/// Writes others keep a view of: APIServices (the aggregator's list of service-backed ones).
+fn noted(op: &Op<'_>) {
+    if gk(&op.rt) == ("apiregistration.k8s.io", "APIService") {
+        op.api.apiservices_changed();
+    }
+}
 
 /// Work after an object was deleted: releasing what it held.
 pub(crate) async fn after_delete(op: &Op<'_>, obj: &Value) {
+    noted(op);
     if gk(&op.rt) == ("", "Service") {
         alloc::release_service(op, obj).await;
     }

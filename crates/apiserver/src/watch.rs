@@ -384,7 +384,13 @@ impl Stream {
         }
         let api = self.api.upgrade()?;
         let obj: Value = serde_json::from_slice(&object).ok()?;
-        match crate::crd::conversion::served(&api, &self.rt, obj).await {
+        // A stopping server does not wait for a slow webhook.
+        let answer = tokio::select! {
+            a = crate::crd::conversion::served(&api, &self.rt, obj) => a,
+            _ = self.stopped.changed() => return None,
+        };
+        drop(api);
+        match answer {
             Ok(v) => Some(Bytes::from(crate::gojson::to_vec(&v))),
             Err(e) => {
                 let f = self.transform.frame("ERROR", &error_status(&e));

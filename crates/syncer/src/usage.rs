@@ -1,7 +1,7 @@
 //! The tenant's `metrics.k8s.io` from the host's: the host's `PodMetrics` of the tenant's host
 //! namespace, renamed to the tenant's pods (by the host pods' own annotations — a host pod
 //! that is not the tenant's never shows), and the `NodeMetrics` of the nodes of the tenant's
-//! pool. Whether the host has a metrics API is asked at most every 10 s.
+//! pool. Whether the host has a metrics API is asked at most every 10 s, in the background.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,25 +20,37 @@ const AVAILABILITY_TTL: Duration = Duration::from_secs(10);
 /// How long a host metrics request may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What is known of the host's metrics API: the last answer and when, and whether a check is
+/// under way.
+#[derive(Default)]
+struct Availability {
+    last: Option<(Instant, bool)>,
+    checking: bool,
+}
+
 /// A tenant's resource usage, from the host.
 pub struct HostMetrics {
     host: Arc<Host>,
     target: Target,
-    available: Mutex<Option<(Instant, bool)>>,
+    available: Arc<Mutex<Availability>>,
+}
+
+async fn get(host: &Host, path: &str) -> Result<Value, String> {
+    let req = http::Request::get(path).body(Vec::new()).map_err(|e| e.to_string())?;
+    match tokio::time::timeout(TIMEOUT, host.client.request::<Value>(req)).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("{path}: no answer within {}s", TIMEOUT.as_secs())),
+    }
 }
 
 impl HostMetrics {
     /// The metrics of `target`'s pods and nodes on `host`.
     pub fn new(host: Arc<Host>, target: Target) -> Arc<HostMetrics> {
-        Arc::new(HostMetrics { host, target, available: Mutex::new(None) })
+        Arc::new(HostMetrics { host, target, available: Default::default() })
     }
 
     async fn get(&self, path: &str) -> Result<Value, String> {
-        let req = http::Request::get(path).body(Vec::new()).map_err(|e| e.to_string())?;
-        match tokio::time::timeout(TIMEOUT, self.host.client.request::<Value>(req)).await {
-            Ok(r) => r.map_err(|e| e.to_string()),
-            Err(_) => Err(format!("{path}: no answer within {}s", TIMEOUT.as_secs())),
-        }
+        get(&self.host, path).await
     }
 
     async fn items(&self, path: &str) -> Result<Vec<Value>, String> {
@@ -60,16 +72,23 @@ fn renamed(mut m: Value, name: &str, namespace: Option<&str>) -> Value {
 }
 
 impl MetricsSource for HostMetrics {
+    /// The last answer, at once: a stale one starts one check in the background (discovery
+    /// never waits on a slow host).
     fn available(&self) -> BoxFuture<'_, bool> {
         Box::pin(async move {
-            if let Some((at, up)) = *self.available.lock().unwrap_or_else(|p| p.into_inner())
-                && at.elapsed() < AVAILABILITY_TTL
-            {
-                return up;
+            let mut state = self.available.lock().unwrap_or_else(|p| p.into_inner());
+            let fresh = state.last.is_some_and(|(at, _)| at.elapsed() < AVAILABILITY_TTL);
+            if !fresh && !state.checking {
+                state.checking = true;
+                let (host, shared) = (self.host.clone(), self.available.clone());
+                tokio::spawn(async move {
+                    let up = get(&host, "/apis/metrics.k8s.io/v1beta1").await.is_ok();
+                    let mut state = shared.lock().unwrap_or_else(|p| p.into_inner());
+                    state.last = Some((Instant::now(), up));
+                    state.checking = false;
+                });
             }
-            let up = self.get("/apis/metrics.k8s.io/v1beta1").await.is_ok();
-            *self.available.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), up));
-            up
+            state.last.is_some_and(|(_, up)| up)
         })
     }
 

@@ -31,6 +31,7 @@ use crate::object;
 use crate::rest::Op;
 use crate::selector::LabelSelector;
 use crate::status::{ApiError, ApiResult, FieldError, GroupResource};
+use crate::strategy::admission::inline_variables;
 
 /// Where policies and bindings are stored; the mirror follows their common prefix.
 pub(super) const PREFIX: &str = "/registry/admissionregistration.k8s.io/validatingadmissionpolic";
@@ -124,8 +125,10 @@ fn rule_matches(r: &Value, a: &Request<'_>, name: &str) -> bool {
 
 /// What the selectors of a `matchResources` see.
 struct Labels {
-    object: BTreeMap<String, String>,
-    old: BTreeMap<String, String>,
+    /// The object's and the old object's labels (`None`: there is no such object, which no
+    /// object selector matches).
+    object: Option<BTreeMap<String, String>>,
+    old: Option<BTreeMap<String, String>>,
     /// The namespace's labels; `None` for cluster-scoped requests other than namespaces.
     namespace: Option<BTreeMap<String, String>>,
 }
@@ -145,8 +148,8 @@ fn resources_match(m: &Value, a: &Request<'_>, name: &str, labels: &Labels) -> b
     let selector =
         |k: &str| m.get(k).filter(|v| v.as_object().is_some_and(|o| !o.is_empty())).and_then(LabelSelector::from_api);
     if let Some(sel) = selector("objectSelector")
-        && !sel.matches(&labels.object)
-        && !sel.matches(&labels.old)
+        && !labels.object.as_ref().is_some_and(|l| sel.matches(l))
+        && !labels.old.as_ref().is_some_and(|l| sel.matches(l))
     {
         return false;
     }
@@ -156,34 +159,6 @@ fn resources_match(m: &Value, a: &Request<'_>, name: &str, labels: &Labels) -> b
         return false;
     }
     true
-}
-
-/// `variables.<name>` replaced by the variable's expression (earlier variables may be used by
-/// later ones), so the evaluator sees one self-contained expression.
-fn inline_variables(expression: &str, variables: &[(String, String)]) -> String {
-    let mut out = expression.to_string();
-    for (name, expr) in variables.iter().rev() {
-        let token = format!("variables.{name}");
-        let mut result = String::with_capacity(out.len());
-        let mut rest = out.as_str();
-        while let Some(i) = rest.find(&token) {
-            let after = rest[i + token.len()..].chars().next();
-            let before = rest[..i].chars().next_back();
-            let ident = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
-            result.push_str(&rest[..i]);
-            if ident(after) || ident(before) || before == Some('.') {
-                result.push_str(&token);
-            } else {
-                result.push('(');
-                result.push_str(expr);
-                result.push(')');
-            }
-            rest = &rest[i + token.len()..];
-        }
-        result.push_str(rest);
-        out = result;
-    }
-    out
 }
 
 /// One decision: a validation that did not pass.
@@ -224,17 +199,25 @@ fn evaluate(policy: &Value, evaluator: &VapEvaluator, fail: bool) -> Vec<Decisio
         .collect();
     let validations: Vec<&Value> =
         policy.pointer("/spec/validations").and_then(Value::as_array).into_iter().flatten().collect();
-    let expressions: Vec<VapExpression> = validations
-        .iter()
-        .map(|v| VapExpression {
-            expression: inline_variables(v.get("expression").and_then(Value::as_str).unwrap_or(""), &variables),
-            message: None,
-            message_expression: None,
-        })
-        .collect();
-    let results = evaluator.evaluate(&expressions);
     let mut out = Vec::new();
-    for ((v, e), r) in validations.iter().zip(&expressions).zip(&results) {
+    let mut expressions: Vec<VapExpression> = Vec::new();
+    let mut checked: Vec<&Value> = Vec::new();
+    for v in &validations {
+        let original = v.get("expression").and_then(Value::as_str).unwrap_or("");
+        match inline_variables(original, &variables) {
+            Ok(expression) => {
+                expressions.push(VapExpression { expression, message: None, message_expression: None });
+                checked.push(v);
+            }
+            Err(why) if fail => out.push(Decision {
+                message: format!("expression '{original}' resulted in error: {why}"),
+                reason: "Invalid",
+            }),
+            Err(_) => {}
+        }
+    }
+    let results = evaluator.evaluate(&expressions);
+    for ((v, e), r) in checked.iter().zip(&expressions).zip(&results) {
         if r.passed {
             continue;
         }
@@ -257,7 +240,7 @@ fn evaluate(policy: &Value, evaluator: &VapEvaluator, fail: bool) -> Vec<Decisio
                 let again = VapExpression {
                     expression: e.expression.clone(),
                     message: None,
-                    message_expression: Some(inline_variables(me, &variables)),
+                    message_expression: Some(inline_variables(me, &variables).ok()?),
                 };
                 let msg = evaluator.evaluate(&[again]).pop()?.message?;
                 // A messageExpression that fails (or is blank) falls back, as kube falls back.
@@ -279,10 +262,10 @@ async fn params(op: &Op<'_>, policy: &Value, binding: &Value) -> Result<Option<V
     let (group, _) = api_version.rsplit_once('/').unwrap_or(("", api_version));
     let kind = kind.get("kind").and_then(Value::as_str).unwrap_or("");
     let Some(rt) = op.api.registry().by_kind(group, kind) else {
-        return Err(format!("failed to configure binding: paramKind {api_version}, Kind={kind} is not served"));
+        return Err(format!("paramKind {api_version}, Kind={kind} is not served"));
     };
     let Some(param_ref) = binding.pointer("/spec/paramRef") else {
-        return Err("failed to configure binding: no paramRef given for a policy with paramKind".into());
+        return Err("no paramRef given for a policy with paramKind".into());
     };
     let s = |k: &str| param_ref.get(k).and_then(Value::as_str).unwrap_or("").to_string();
     let namespace = if !rt.namespaced {
@@ -292,7 +275,7 @@ async fn params(op: &Op<'_>, policy: &Value, binding: &Value) -> Result<Option<V
     } else if !op.ns.is_empty() {
         op.ns.clone()
     } else {
-        return Err("failed to configure binding: cannot use a namespaced paramRef for a cluster-scoped request without paramRef.namespace".into());
+        return Err("cannot use a namespaced paramRef for a cluster-scoped request without paramRef.namespace".into());
     };
     let mut found = Vec::new();
     if !s("name").is_empty() {
@@ -346,8 +329,8 @@ pub(super) async fn validate(
         }
     }
     let labels = Labels {
-        object: obj.map(object::labels).unwrap_or_default(),
-        old: old.map(object::labels).unwrap_or_default(),
+        object: obj.map(object::labels),
+        old: old.map(object::labels),
         namespace: if is_namespace {
             Some(obj.or(old).map(object::labels).unwrap_or_default())
         } else if op.ns.is_empty() {
@@ -393,11 +376,19 @@ pub(super) async fn validate(
             let contexts: Vec<Option<Value>> = match params(op, &policy, &binding).await {
                 Ok(None) => vec![None],
                 Ok(Some(ps)) => ps.into_iter().map(Some).collect(),
-                Err(e) if fail || e.starts_with("no params found") => {
-                    decisions.push(Decision { message: e, reason: "Invalid" });
-                    Vec::new()
+                // A binding that cannot be configured (no parameters under `Deny`, ...) denies
+                // under failurePolicy Fail whatever its actions, and is skipped under Ignore,
+                // as kube's dispatcher treats configuration errors.
+                Err(e) if fail => {
+                    if denied.is_none() {
+                        let message = format!(
+                            "ValidatingAdmissionPolicy '{policy_name}' with binding '{binding_name}' denied request: failed to configure binding: {e}"
+                        );
+                        denied = Some((message, Decision { message: e, reason: "Invalid" }));
+                    }
+                    continue;
                 }
-                Err(_) => Vec::new(),
+                Err(_) => continue,
             };
             for p in contexts {
                 let mut builder = VapEvaluator::builder()
@@ -461,16 +452,6 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-
-    #[test]
-    fn variables_are_inlined_whole_tokens_only() {
-        let vars = vec![("a".to_string(), "object.x".to_string()), ("ab".to_string(), "variables.a + 1".to_string())];
-        assert_eq!(
-            inline_variables("variables.ab > 2 && variables.a < 9", &vars),
-            "((object.x) + 1) > 2 && (object.x) < 9"
-        );
-        assert_eq!(inline_variables("other.variables.a", &vars), "other.variables.a");
-    }
 
     #[test]
     fn reasons_map_to_kube_codes() {

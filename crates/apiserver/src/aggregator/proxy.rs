@@ -69,22 +69,38 @@ fn header_key_escape(key: &str) -> String {
     out
 }
 
-/// The headers that tell the aggregated server who is asking.
-fn identity_headers(headers: &mut HeaderMap, user: &UserInfo) {
-    let mut add = |name: String, value: &str| {
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
-            headers.append(n, v);
-        }
+/// The headers that tell the aggregated server who is asking. Values go as their bytes (as
+/// Go sends them: UTF-8 names pass); one that no header can carry (a control character) fails
+/// the request rather than leave the server a partial identity.
+fn identity_headers(headers: &mut HeaderMap, user: &UserInfo) -> Result<(), String> {
+    let mut add = |name: String, value: &str| -> Result<(), String> {
+        let n = HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("identity header {name}: {e}"))?;
+        let v = HeaderValue::from_bytes(value.as_bytes()).map_err(|_| format!("{name} cannot carry {value:?}"))?;
+        headers.append(n, v);
+        Ok(())
     };
-    add("x-remote-user".into(), &user.name);
+    add("x-remote-user".into(), &user.name)?;
     for g in &user.groups {
-        add("x-remote-group".into(), g);
+        add("x-remote-group".into(), g)?;
     }
     for (k, vs) in &user.extra {
         for v in vs {
-            add(format!("x-remote-extra-{}", header_key_escape(k)), v);
+            add(format!("x-remote-extra-{}", header_key_escape(k)), v)?;
         }
     }
+    Ok(())
+}
+
+/// The header names a message's `Connection` header lists (hop-by-hop for this message).
+fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
 }
 
 /// Where an APIService's server is, and how to trust it.
@@ -102,7 +118,10 @@ impl Upstream {
                 namespace: s("/spec/service/namespace"),
                 name: s("/spec/service/name"),
                 path: String::new(),
-                port: apiservice.pointer("/spec/service/port").and_then(Value::as_u64).unwrap_or(443) as u16,
+                port: apiservice
+                    .pointer("/spec/service/port")
+                    .and_then(Value::as_u64)
+                    .map_or(443, |p| u16::try_from(p).unwrap_or(0)),
             },
             ca_bundle: apiservice
                 .pointer("/spec/caBundle")
@@ -128,13 +147,21 @@ pub(super) fn proxy_error(code: StatusCode, message: &str) -> Response<Body> {
     resp
 }
 
-/// Relays an upstream body as it streams (an upstream error ends it; a client that goes away
-/// stops the relay).
-fn relay(body: hyper::body::Incoming) -> Body {
+/// Relays an upstream body as it streams. It ends — and the upstream connection with it —
+/// when the upstream body ends or fails, when the client goes away (even while the upstream
+/// is silent: an idle proxied watch holds nothing after its client left), or when the server
+/// stops.
+fn relay(body: hyper::body::Incoming, mut stopped: tokio::sync::watch::Receiver<()>) -> Body {
     let (tx, out) = crate::body::channel(RELAY_BUFFER);
     tokio::spawn(async move {
         let mut frames = body.into_data_stream();
-        while let Some(Ok(chunk)) = frames.next().await {
+        loop {
+            let chunk = tokio::select! {
+                c = frames.next() => c,
+                _ = tx.closed() => return,
+                _ = stopped.changed() => return,
+            };
+            let Some(Ok(chunk)) = chunk else { return };
             if tx.send(chunk).await.is_err() {
                 return;
             }
@@ -160,15 +187,16 @@ pub(super) async fn forward(
         let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let mut out = Request::builder().method(parts.method.clone()).uri(path);
         if let Some(h) = out.headers_mut() {
+            let hop = connection_tokens(&parts.headers);
             for (name, value) in &parts.headers {
-                if !dropped(name) {
+                if !dropped(name) && !hop.iter().any(|t| t == name.as_str()) {
                     h.append(name.clone(), value.clone());
                 }
             }
             if let Ok(host) = HeaderValue::from_str(&ep.authority()) {
                 h.insert(header::HOST, host);
             }
-            identity_headers(h, user);
+            identity_headers(h, user)?;
         }
         let out = out.body(Full::new(body)).map_err(|e| e.to_string())?;
         sender.send_request(out).await.map_err(|e| format!("error trying to reach service: {e}"))
@@ -184,10 +212,11 @@ pub(super) async fn forward(
         }
     };
     let (head, body) = answer.into_parts();
-    let mut resp = Response::new(relay(body));
+    let mut resp = Response::new(relay(body, api.stopped()));
     *resp.status_mut() = head.status;
+    let hop = connection_tokens(&head.headers);
     for (name, value) in &head.headers {
-        if !dropped(name) {
+        if !dropped(name) && !hop.iter().any(|t| t == name.as_str()) {
             resp.headers_mut().append(name.clone(), value.clone());
         }
     }
@@ -211,7 +240,7 @@ pub(super) async fn discover(api: &ApiServer, apiservice: &Value) -> Result<Valu
             .header(header::ACCEPT, "application/json")
             .body(Full::new(Bytes::new()))
             .map_err(|e| (url.clone(), e.to_string()))?;
-        identity_headers(req.headers_mut(), &checker);
+        identity_headers(req.headers_mut(), &checker).map_err(|e| (url.clone(), e))?;
         let resp = sender.send_request(req).await.map_err(|e| (url.clone(), e.to_string()))?;
         let status = resp.status();
         let body = http_body_util::Limited::new(resp.into_body(), MAX_DISCOVERY)
@@ -263,8 +292,13 @@ mod tests {
         let mut headers = HeaderMap::new();
         let mut user = UserInfo::new("jane", ["dev", "system:authenticated"]);
         user.extra.insert("example.com/scope".into(), vec!["a".into(), "b".into()]);
-        identity_headers(&mut headers, &user);
+        identity_headers(&mut headers, &user).unwrap();
         assert_eq!(headers.get("x-remote-user").unwrap(), "jane");
+        // UTF-8 names pass as their bytes; a control character fails the request.
+        let mut h = HeaderMap::new();
+        identity_headers(&mut h, &UserInfo::new("jürgen", ["dev"])).unwrap();
+        assert_eq!(h.get("x-remote-user").unwrap().as_bytes(), "jürgen".as_bytes());
+        assert!(identity_headers(&mut HeaderMap::new(), &UserInfo::new("a\nb", ["dev"])).is_err());
         assert_eq!(headers.get_all("x-remote-group").iter().count(), 2);
         assert_eq!(headers.get_all("x-remote-extra-example.com%2Fscope").iter().count(), 2);
     }

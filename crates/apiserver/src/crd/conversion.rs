@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use crate::ApiServer;
 use crate::outbound::{self, Target};
 use crate::registry::ResourceType;
-use crate::status::{ApiError, ApiResult};
+use crate::status::{ApiError, ApiResult, FieldError};
 
 /// How long a conversion may take (kube-apiserver's conversion webhook timeout).
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -31,6 +31,47 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Webhook {
     target: Target,
     ca_bundle: Vec<u8>,
+    /// The ConversionReview version it speaks: `v1`, else `v1beta1` (the same shape).
+    review_version: &'static str,
+}
+
+/// kube's rules for `spec.conversion`.
+pub(crate) fn validate(spec: &Value, errs: &mut Vec<FieldError>) {
+    let Some(conversion) = spec.get("conversion").filter(|c| !c.is_null()) else { return };
+    match conversion.get("strategy").and_then(Value::as_str) {
+        None | Some("None") => {}
+        Some("Webhook") => {
+            let config = conversion.pointer("/webhook/clientConfig").filter(|c| c.is_object());
+            match config {
+                None => errs.push(FieldError::required(
+                    "spec.conversion.webhook.clientConfig",
+                    "required when strategy is set to Webhook",
+                )),
+                Some(c) if c.get("url").is_some() == c.get("service").is_some() => errs.push(FieldError::required(
+                    "spec.conversion.webhook.clientConfig",
+                    "exactly one of url or service is required",
+                )),
+                Some(_) => {}
+            }
+            let versions: Vec<&str> = conversion
+                .pointer("/webhook/conversionReviewVersions")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            if !versions.iter().any(|v| *v == "v1" || *v == "v1beta1") {
+                errs.push(FieldError::invalid(
+                    "spec.conversion.webhook.conversionReviewVersions",
+                    &json!(versions),
+                    "must include at least one of v1, v1beta1",
+                ));
+            }
+        }
+        Some(other) => {
+            errs.push(FieldError::not_supported("spec.conversion.strategy", &json!(other), &["None", "Webhook"]))
+        }
+    }
 }
 
 /// The webhook of a CRD whose conversion strategy is `Webhook`.
@@ -47,7 +88,10 @@ pub(crate) fn of(crd: &Value) -> Option<Arc<Webhook>> {
             namespace: s("/service/namespace"),
             name: s("/service/name"),
             path: s("/service/path"),
-            port: config.pointer("/service/port").and_then(Value::as_u64).unwrap_or(443) as u16,
+            port: config
+                .pointer("/service/port")
+                .and_then(Value::as_u64)
+                .map_or(443, |p| u16::try_from(p).unwrap_or(0)),
         },
     };
     let ca_bundle = config
@@ -55,7 +99,11 @@ pub(crate) fn of(crd: &Value) -> Option<Arc<Webhook>> {
         .and_then(Value::as_str)
         .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
         .unwrap_or_default();
-    Some(Arc::new(Webhook { target, ca_bundle }))
+    let speaks_v1 = conversion
+        .pointer("/webhook/conversionReviewVersions")
+        .and_then(Value::as_array)
+        .is_none_or(|vs| vs.iter().any(|v| v == "v1"));
+    Some(Arc::new(Webhook { target, ca_bundle, review_version: if speaks_v1 { "v1" } else { "v1beta1" } }))
 }
 
 /// The converting webhook of `rt`, if its CRD has one.
@@ -73,6 +121,10 @@ fn failed(rt: &ResourceType, desired: &str, why: &str) -> ApiError {
     ApiError::internal(format!("conversion webhook for {}/{version}, Kind={} failed: {why}", rt.group, rt.kind))
 }
 
+/// The most object bytes one ConversionReview carries: a page of large objects goes in
+/// several reviews (each answer must stay under the answer limit of webhook calls).
+const MAX_REVIEW: usize = 1 << 20;
+
 /// Converts `objects` to `desired` (an apiVersion) with `rt`'s webhook; objects already in
 /// that version (and every object, without a webhook) are returned as they are.
 pub(crate) async fn convert(
@@ -84,12 +136,35 @@ pub(crate) async fn convert(
     let Some(hook) = webhook(rt) else { return Ok(objects) };
     let pending: Vec<usize> =
         (0..objects.len()).filter(|&i| objects[i].get("apiVersion").and_then(Value::as_str) != Some(desired)).collect();
-    if pending.is_empty() {
-        return Ok(objects);
+    let mut chunk: Vec<usize> = Vec::new();
+    let mut bytes = 0;
+    for (n, &i) in pending.iter().enumerate() {
+        chunk.push(i);
+        bytes += serde_json::to_vec(&objects[i]).map(|v| v.len()).unwrap_or(0);
+        if bytes >= MAX_REVIEW || n + 1 == pending.len() {
+            let converted = review(api, rt, hook, &objects, &chunk, desired).await?;
+            for (i, c) in chunk.drain(..).zip(converted) {
+                objects[i] = c;
+            }
+            bytes = 0;
+        }
     }
+    Ok(objects)
+}
+
+/// One ConversionReview of `objects[i]` for each `i` in `which`; the converted objects, in
+/// that order, checked as kube checks them.
+async fn review(
+    api: &ApiServer,
+    rt: &ResourceType,
+    hook: &Webhook,
+    objects: &[Value],
+    which: &[usize],
+    desired: &str,
+) -> ApiResult<Vec<Value>> {
     let uid = uuid::Uuid::new_v4().to_string();
-    let sent: Vec<&Value> = pending.iter().map(|&i| &objects[i]).collect();
-    let review = json!({"kind": "ConversionReview", "apiVersion": "apiextensions.k8s.io/v1",
+    let sent: Vec<&Value> = which.iter().map(|&i| &objects[i]).collect();
+    let review = json!({"kind": "ConversionReview", "apiVersion": format!("apiextensions.k8s.io/{}", hook.review_version),
         "request": {"uid": uid, "desiredAPIVersion": desired, "objects": sent}});
     let body = serde_json::to_vec(&review).map_err(|e| ApiError::internal(e.to_string()))?;
     let answer = crate::fairness::waiting(outbound::post_review(api, &hook.target, &hook.ca_bundle, body, TIMEOUT))
@@ -106,10 +181,11 @@ pub(crate) async fn convert(
         return Err(failed(rt, desired, message));
     }
     let converted = response.get("convertedObjects").and_then(Value::as_array).cloned().unwrap_or_default();
-    if converted.len() != pending.len() {
-        return Err(failed(rt, desired, &format!("returned {} objects, expected {}", converted.len(), pending.len())));
+    if converted.len() != which.len() {
+        return Err(failed(rt, desired, &format!("returned {} objects, expected {}", converted.len(), which.len())));
     }
-    for (i, mut c) in pending.into_iter().zip(converted) {
+    let mut out = Vec::with_capacity(converted.len());
+    for (&i, mut c) in which.iter().zip(converted) {
         let original = &objects[i];
         if c.get("apiVersion").and_then(Value::as_str) != Some(desired) {
             return Err(failed(rt, desired, &format!("invalid converted object: expected apiVersion {desired:?}")));
@@ -117,22 +193,29 @@ pub(crate) async fn convert(
         if c.get("kind") != original.get("kind") {
             return Err(failed(rt, desired, "invalid converted object: the kind changed"));
         }
-        // Only labels and annotations may change in metadata.
+        // Only labels and annotations may change in metadata, and only to string maps.
         let mut meta = original.get("metadata").cloned().unwrap_or_else(|| json!({}));
         for k in ["labels", "annotations"] {
             match c.pointer(&format!("/metadata/{k}")) {
-                Some(v) if !v.is_null() => meta[k] = v.clone(),
-                _ => {
+                Some(Value::Object(m)) if m.values().all(Value::is_string) => meta[k] = Value::Object(m.clone()),
+                None | Some(Value::Null) => {
                     if let Some(m) = meta.as_object_mut() {
                         m.remove(k);
                     }
                 }
+                Some(_) => {
+                    return Err(failed(
+                        rt,
+                        desired,
+                        &format!("invalid converted object: metadata.{k} must be a map of strings"),
+                    ));
+                }
             }
         }
         c["metadata"] = meta;
-        objects[i] = c;
+        out.push(c);
     }
-    Ok(objects)
+    Ok(out)
 }
 
 /// Stored objects as `rt` serves them: converted by the webhook, then defaulted by the

@@ -258,6 +258,7 @@ pub(crate) async fn delete_object(op: &Op<'_>, name: &str, opts: &DeleteOptions,
                 match op.store().update(key.as_bytes(), bytes, kv.mod_revision, op.rt.policy.ttl).await {
                     Ok(rev) => {
                         object::set_resource_version(&mut new, rev);
+                        strategy::after_update(op);
                         return Ok(Deleted::Pending(new));
                     }
                     Err(StoreError::Conflict { .. }) => continue,

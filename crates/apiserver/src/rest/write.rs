@@ -632,6 +632,7 @@ where
         match op.store().update(key.as_bytes(), bytes, kv.mod_revision, op.rt.policy.ttl).await {
             Ok(rev) => {
                 object::set_resource_version(&mut new, rev);
+                strategy::after_update(op);
                 return Ok(Written::Updated(new));
             }
             Err(StoreError::Conflict { .. }) if pinned.is_none() => continue,

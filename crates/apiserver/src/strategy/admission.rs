@@ -62,6 +62,42 @@ pub(super) fn defaults(kind: &str, obj: &mut Value) {
     }
 }
 
+/// The longest an expression may become once its variables are inlined: a chain of variables
+/// each using the previous one twice would otherwise grow exponentially.
+const MAX_INLINED: usize = 64 * 1024;
+
+/// `variables.<name>` replaced by the variable's expression (earlier variables may be used by
+/// later ones), so the evaluator (which binds no variables) sees one self-contained
+/// expression; an error when the result would exceed [`MAX_INLINED`].
+pub(crate) fn inline_variables(expression: &str, variables: &[(String, String)]) -> Result<String, String> {
+    let mut out = expression.to_string();
+    for (name, expr) in variables.iter().rev() {
+        let token = format!("variables.{name}");
+        let mut result = String::with_capacity(out.len());
+        let mut rest = out.as_str();
+        while let Some(i) = rest.find(&token) {
+            let after = rest[i + token.len()..].chars().next();
+            let before = rest[..i].chars().next_back();
+            let ident = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+            result.push_str(&rest[..i]);
+            if ident(after) || ident(before) || before == Some('.') {
+                result.push_str(&token);
+            } else {
+                result.push('(');
+                result.push_str(expr);
+                result.push(')');
+            }
+            if result.len() > MAX_INLINED {
+                return Err(format!("the expression exceeds {MAX_INLINED} characters once its variables are inlined"));
+            }
+            rest = &rest[i + token.len()..];
+        }
+        result.push_str(rest);
+        out = result;
+    }
+    Ok(out)
+}
+
 /// Why `expression` does not compile, if it does not.
 fn compile_error(expression: &str) -> Option<String> {
     let probe = VapExpression { expression: expression.to_string(), message: None, message_expression: None };
@@ -119,6 +155,25 @@ pub(super) fn validate(kind: &str, obj: &Value, errs: &mut Vec<FieldError>) {
             {
                 errs.push(FieldError::not_supported("spec.failurePolicy", &json!(p), &["Fail", "Ignore"]));
             }
+            let variables: Vec<(String, String)> = spec
+                .get("variables")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|v| {
+                    let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+                    (s("name"), s("expression"))
+                })
+                .collect();
+            for (i, v) in spec.get("validations").and_then(Value::as_array).into_iter().flatten().enumerate() {
+                for field in ["expression", "messageExpression"] {
+                    if let Some(e) = v.get(field).and_then(Value::as_str)
+                        && let Err(why) = inline_variables(e, &variables)
+                    {
+                        errs.push(FieldError::invalid(format!("spec.validations[{i}].{field}"), &json!(e), &why));
+                    }
+                }
+            }
             check_expressions(spec, "validations", "expression", errs);
             check_expressions(spec, "validations", "messageExpression", errs);
             check_expressions(spec, "matchConditions", "expression", errs);
@@ -162,6 +217,22 @@ pub(super) fn validate(kind: &str, obj: &Value, errs: &mut Vec<FieldError>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn variables_are_inlined_whole_tokens_only_and_bounded() {
+        let vars = vec![("a".to_string(), "object.x".to_string()), ("ab".to_string(), "variables.a + 1".to_string())];
+        assert_eq!(
+            inline_variables("variables.ab > 2 && variables.a < 9", &vars).unwrap(),
+            "((object.x) + 1) > 2 && (object.x) < 9"
+        );
+        assert_eq!(inline_variables("other.variables.a", &vars).unwrap(), "other.variables.a");
+        // Each variable using the previous one twice: refused long before it explodes.
+        let mut chain = vec![("v0".to_string(), "object.spec.replicas".to_string())];
+        for i in 1..40 {
+            chain.push((format!("v{i}"), format!("variables.v{} + variables.v{}", i - 1, i - 1)));
+        }
+        assert!(inline_variables("variables.v39 > 0", &chain).is_err());
+    }
 
     #[test]
     fn policies_are_defaulted_and_their_expressions_compiled() {
