@@ -63,23 +63,7 @@ impl Hook {
                 .filter(|v| v.is_object() && v.as_object().is_some_and(|m| !m.is_empty()))
                 .and_then(LabelSelector::from_api)
         };
-        let target = match w.pointer("/clientConfig/url").and_then(Value::as_str) {
-            Some(u) => Target::Url(u.to_string()),
-            None => Target::Service {
-                namespace: s("/clientConfig/service/namespace"),
-                name: s("/clientConfig/service/name"),
-                path: s("/clientConfig/service/path"),
-                port: w
-                    .pointer("/clientConfig/service/port")
-                    .and_then(Value::as_u64)
-                    .map_or(443, |p| u16::try_from(p).unwrap_or(0)),
-            },
-        };
-        let ca_bundle = w
-            .pointer("/clientConfig/caBundle")
-            .and_then(Value::as_str)
-            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-            .unwrap_or_default();
+        let (target, ca_bundle) = Target::of_client_config(w.get("clientConfig"));
         Hook {
             name: s("/name"),
             rules: w.get("rules").and_then(Value::as_array).cloned().unwrap_or_default(),

@@ -28,6 +28,30 @@ pub(crate) enum Target {
     Service { namespace: String, name: String, path: String, port: u16 },
 }
 
+impl Target {
+    /// The target and `caBundle` (decoded) of a webhook `clientConfig` (admission and
+    /// conversion webhooks share the shape).
+    pub(crate) fn of_client_config(config: Option<&Value>) -> (Target, Vec<u8>) {
+        let at = |p: &str| config.and_then(|c| c.pointer(p));
+        let s = |p: &str| at(p).and_then(Value::as_str).unwrap_or("").to_string();
+        let target = match at("/url").and_then(Value::as_str) {
+            Some(u) => Target::Url(u.to_string()),
+            None => Target::Service {
+                namespace: s("/service/namespace"),
+                name: s("/service/name"),
+                path: s("/service/path"),
+                port: at("/service/port").and_then(Value::as_u64).map_or(443, |p| u16::try_from(p).unwrap_or(0)),
+            },
+        };
+        use base64::Engine;
+        let ca_bundle = at("/caBundle")
+            .and_then(Value::as_str)
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .unwrap_or_default();
+        (target, ca_bundle)
+    }
+}
+
 /// How the other end is verified, and what this server presents.
 pub(crate) struct Trust<'a> {
     /// PEM certificates the server's certificate must chain to.

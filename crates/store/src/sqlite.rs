@@ -114,8 +114,11 @@ struct Inner {
 /// unlimited ones) on the blocking pool, so no async worker is held for long.
 const INLINE_LIST_LIMIT: usize = 1000;
 
-/// Watch groups buffered for live watchers before a slow one has to re-read the log.
-const BROADCAST_CAPACITY: usize = 1024;
+/// Watch groups buffered for live watchers before a slow one has to re-read the log. The
+/// ring keeps its groups (whole values) until they are overwritten, watched or not, so an
+/// idle cluster holds its last this-many writes in memory: kept small (a lagging watcher
+/// reads the log, which it has to do after any gap anyway).
+const BROADCAST_CAPACITY: usize = 128;
 
 impl SqliteStore {
     /// Opens the store in the file at `path`, creating it (and its directory) if needed.

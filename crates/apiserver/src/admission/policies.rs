@@ -31,7 +31,7 @@ use crate::object;
 use crate::rest::Op;
 use crate::selector::LabelSelector;
 use crate::status::{ApiError, ApiResult, FieldError, GroupResource};
-use crate::strategy::admission::inline_variables;
+use crate::strategy::admission::{inline_variables, variables_of};
 
 /// Where policies and bindings are stored; the mirror follows their common prefix.
 pub(super) const PREFIX: &str = "/registry/admissionregistration.k8s.io/validatingadmissionpolic";
@@ -187,16 +187,7 @@ fn code_of(reason: &str) -> u16 {
 
 /// The validations of `policy` for one evaluation context; what did not pass.
 fn evaluate(policy: &Value, evaluator: &VapEvaluator, fail: bool) -> Vec<Decision> {
-    let variables: Vec<(String, String)> = policy
-        .pointer("/spec/variables")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .map(|v| {
-            let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-            (s("name"), s("expression"))
-        })
-        .collect();
+    let variables = variables_of(&policy["spec"]);
     let validations: Vec<&Value> =
         policy.pointer("/spec/validations").and_then(Value::as_array).into_iter().flatten().collect();
     let mut out = Vec::new();

@@ -15,7 +15,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
 use serde_json::{Value, json};
 
 use crate::ApiServer;
@@ -81,24 +80,7 @@ pub(crate) fn of(crd: &Value) -> Option<Arc<Webhook>> {
         return None;
     }
     let config = conversion.pointer("/webhook/clientConfig")?;
-    let s = |p: &str| config.pointer(p).and_then(Value::as_str).unwrap_or("").to_string();
-    let target = match config.get("url").and_then(Value::as_str) {
-        Some(u) => Target::Url(u.to_string()),
-        None => Target::Service {
-            namespace: s("/service/namespace"),
-            name: s("/service/name"),
-            path: s("/service/path"),
-            port: config
-                .pointer("/service/port")
-                .and_then(Value::as_u64)
-                .map_or(443, |p| u16::try_from(p).unwrap_or(0)),
-        },
-    };
-    let ca_bundle = config
-        .get("caBundle")
-        .and_then(Value::as_str)
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-        .unwrap_or_default();
+    let (target, ca_bundle) = Target::of_client_config(Some(config));
     let speaks_v1 = conversion
         .pointer("/webhook/conversionReviewVersions")
         .and_then(Value::as_array)

@@ -66,6 +66,17 @@ pub(super) fn defaults(kind: &str, obj: &mut Value) {
 /// each using the previous one twice would otherwise grow exponentially.
 const MAX_INLINED: usize = 64 * 1024;
 
+/// A policy spec's `variables`: (name, expression), in order.
+pub(crate) fn variables_of(spec: &Value) -> Vec<(String, String)> {
+    let field = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    spec.get("variables")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|v| (field(v, "name"), field(v, "expression")))
+        .collect()
+}
+
 /// `variables.<name>` replaced by the variable's expression (earlier variables may be used by
 /// later ones), so the evaluator (which binds no variables) sees one self-contained
 /// expression; an error when the result would exceed [`MAX_INLINED`].
@@ -155,16 +166,7 @@ pub(super) fn validate(kind: &str, obj: &Value, errs: &mut Vec<FieldError>) {
             {
                 errs.push(FieldError::not_supported("spec.failurePolicy", &json!(p), &["Fail", "Ignore"]));
             }
-            let variables: Vec<(String, String)> = spec
-                .get("variables")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .map(|v| {
-                    let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-                    (s("name"), s("expression"))
-                })
-                .collect();
+            let variables = variables_of(spec);
             for (i, v) in spec.get("validations").and_then(Value::as_array).into_iter().flatten().enumerate() {
                 for field in ["expression", "messageExpression"] {
                     if let Some(e) = v.get(field).and_then(Value::as_str)
