@@ -150,14 +150,38 @@ fn apply(map: &RwLock<BTreeMap<String, Vec<Hook>>>, change: Change<'_>) {
     }
 }
 
+/// Where every admission configuration kind is stored: one mirror follows them all.
+const ADMISSION_PREFIX: &str = "/registry/admissionregistration.k8s.io/";
+
+/// Hands a change under [`ADMISSION_PREFIX`] to the mirror of its kind.
+fn apply_admission(w: &Webhooks, change: Change<'_>) {
+    match change {
+        Change::Reset(items) => {
+            let of = |prefix: &str| -> Vec<(bytes::Bytes, bytes::Bytes)> {
+                items.iter().filter(|(k, _)| k.starts_with(prefix.as_bytes())).cloned().collect()
+            };
+            apply(&w.mutating, Change::Reset(of(MUTATING)));
+            apply(&w.validating, Change::Reset(of(VALIDATING)));
+            w.policies.apply(Change::Reset(of(policies::PREFIX)));
+        }
+        Change::Put(k, _) | Change::Delete(k) => {
+            if k.starts_with(MUTATING.as_bytes()) {
+                apply(&w.mutating, change);
+            } else if k.starts_with(VALIDATING.as_bytes()) {
+                apply(&w.validating, change);
+            } else if k.starts_with(policies::PREFIX.as_bytes()) {
+                w.policies.apply(change);
+            }
+        }
+    }
+}
+
 impl Webhooks {
-    /// Mirrors the webhook configurations of `store`.
+    /// Mirrors the webhook configurations and admission policies of `store` (one watch).
     pub async fn start(store: Arc<dyn Store>) -> Result<Arc<Webhooks>, vt_store::StoreError> {
         let w = Arc::new(Webhooks::default());
-        let a = mirror::follow(store.clone(), MUTATING, &w, |w, c| apply(&w.mutating, c)).await?;
-        let b = mirror::follow(store.clone(), VALIDATING, &w, |w, c| apply(&w.validating, c)).await?;
-        let c = mirror::follow(store, policies::PREFIX, &w, |w, c| w.policies.apply(c)).await?;
-        w.tasks.lock().unwrap_or_else(|p| p.into_inner()).extend([a, b, c]);
+        let task = mirror::follow(store, ADMISSION_PREFIX, &w, apply_admission).await?;
+        w.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(task);
         Ok(w)
     }
 

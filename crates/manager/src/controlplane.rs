@@ -103,25 +103,32 @@ struct Credentials {
     ca: vt_pki::CertKey,
     serving: vt_pki::CertKey,
     sa_key: String,
-    /// What the API server presents to aggregated API servers (`None` until the tenant's
-    /// credentials have a front proxy CA).
-    front_proxy: Option<Arc<vt_apiserver::FrontProxy>>,
+    /// The front proxy's CA (`None` until the tenant's credentials have one); its client
+    /// certificate is issued when the control plane starts, so a sleeping tenant holds only
+    /// the CA.
+    front_proxy_ca: Option<vt_pki::CertKey>,
 }
 
 impl Credentials {
     fn of(pki: &TenantPki) -> Arc<Credentials> {
-        let front_proxy = pki.front_proxy.as_ref().and_then(|fp| {
-            vt_apiserver::FrontProxy::issue(fp, pki.ca.cert_pem())
-                .map_err(|e| tracing::warn!(error = %e, "no front proxy certificate"))
-                .ok()
-                .map(Arc::new)
-        });
         Arc::new(Credentials {
             ca: pki.ca.material().clone(),
             serving: pki.serving.clone(),
             sa_key: pki.sa_key.clone(),
-            front_proxy,
+            front_proxy_ca: pki.front_proxy.as_ref().map(|ca| ca.material().clone()),
         })
+    }
+
+    /// What the API server presents to aggregated API servers: a client certificate freshly
+    /// issued by the front proxy's CA.
+    fn front_proxy(&self) -> Option<Arc<vt_apiserver::FrontProxy>> {
+        let ca = vt_pki::Ca::load(self.front_proxy_ca.clone()?)
+            .map_err(|e| tracing::warn!(error = %e, "the front proxy's CA does not load"))
+            .ok()?;
+        vt_apiserver::FrontProxy::issue(&ca, &self.ca.cert_pem)
+            .map_err(|e| tracing::warn!(error = %e, "no front proxy certificate"))
+            .ok()
+            .map(Arc::new)
     }
 }
 
@@ -393,7 +400,7 @@ impl ControlPlanes {
                 Arc::new(move || r.fenced()) as Arc<dyn Fn() -> bool + Send + Sync>
             }),
             egress: Some(self.egress(&target, spec)? as Arc<dyn vt_apiserver::egress::Egress>),
-            front_proxy: creds.front_proxy.clone(),
+            front_proxy: creds.front_proxy(),
             metrics: self.host.get().map(|h| {
                 vt_syncer::HostMetrics::new(h.clone(), target.clone())
                     as Arc<dyn vt_apiserver::metricsapi::MetricsSource>
