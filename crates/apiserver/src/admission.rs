@@ -353,11 +353,7 @@ pub(crate) async fn webhooks(
 }
 
 async fn namespace_labels(op: &Op<'_>) -> BTreeMap<String, String> {
-    let key = format!("/registry/core/namespaces/{}", op.ns);
-    match op.store().get(key.as_bytes()).await {
-        Ok(Some(kv)) => serde_json::from_slice::<Value>(&kv.value).map(|v| object::labels(&v)).unwrap_or_default(),
-        _ => BTreeMap::new(),
-    }
+    op.api.stored(&format!("/registry/core/namespaces/{}", op.ns)).await.map(|v| object::labels(&v)).unwrap_or_default()
 }
 
 fn failure(hook: &Hook, why: &str) -> ApiError {

@@ -20,16 +20,21 @@
 //!
 //! Claims never shadow a group this server serves itself (built-in or custom resources).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{Response, StatusCode};
 use serde_json::{Value, json};
+use tokio::sync::Notify;
 
 use crate::body::Body;
-use crate::{ApiServer, json_response};
+use crate::{ApiServer, json_response, metricsapi};
 
 mod proxy;
+
+pub(crate) use proxy::forward;
 
 /// Where APIServices are stored.
 const PREFIX: &str = "/registry/apiregistration.k8s.io/apiservices/";
@@ -39,6 +44,51 @@ const PREFIX: &str = "/registry/apiregistration.k8s.io/apiservices/";
 /// latency of noticing one).
 const CHECK_EVERY: Duration = Duration::from_secs(10);
 const RECHECK_EVERY: Duration = Duration::from_secs(3);
+
+/// What the aggregator keeps for one server.
+#[derive(Default)]
+pub(crate) struct State {
+    /// What the servers of available APIServices answered to their discovery check (their
+    /// `APIResourceList`), by APIService name.
+    discovered: Mutex<HashMap<String, Value>>,
+    /// The service-backed APIServices as last read, with the [`State::generation`] they were
+    /// read at: discovery, proxying and the keeper read the store only after a change.
+    remote: Mutex<Option<(u64, Arc<Vec<Value>>)>>,
+    /// Bumped by every APIService write.
+    generation: AtomicU64,
+    /// Signalled on every APIService write (the keeper waits on it).
+    changes: Arc<Notify>,
+    /// Set once the local APIServices exist: they are created when APIServices are first read
+    /// or written (most clusters never look, and then never pay for them).
+    local: tokio::sync::OnceCell<()>,
+}
+
+impl State {
+    /// Notes a write of an APIService: the next read of the service-backed ones goes to the
+    /// store, and the keeper wakes.
+    pub(crate) fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.changes.notify_one();
+    }
+
+    fn discovered(&self, name: &str) -> Option<Value> {
+        self.discovered.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    /// Keeps (or, `None`, forgets) what the server behind APIService `name` answered.
+    fn set_discovered(&self, name: &str, list: Option<Value>) {
+        let mut d = self.discovered.lock().unwrap_or_else(|p| p.into_inner());
+        match list {
+            Some(l) => d.insert(name.to_string(), l),
+            None => d.remove(name),
+        };
+    }
+}
+
+/// Creates the local APIServices if they do not exist yet (once per server).
+pub(crate) async fn ensure_local(api: &ApiServer) -> Result<(), crate::status::ApiError> {
+    api.aggregator().local.get_or_try_init(|| create_local(api)).await.map(|_| ())
+}
 
 /// kube-apiserver's priorities for the built-in groups (`groupPriorityMinimum`) and the
 /// version priority of their versions (15 unless listed).
@@ -89,8 +139,8 @@ fn condition(status: &str, reason: &str, message: &str) -> Value {
 const AUTOMANAGED: &str = "kube-aggregator.kubernetes.io/automanaged";
 
 /// Creates the local APIServices of the built-in group versions, and of the custom
-/// resources' ones, that lack one ([`ApiServer::ensure_local_apiservices`] calls it once).
-pub(crate) async fn create_local(api: &ApiServer) -> Result<(), crate::status::ApiError> {
+/// resources' ones, that lack one ([`ensure_local`] calls it once).
+async fn create_local(api: &ApiServer) -> Result<(), crate::status::ApiError> {
     sync_local(api, false).await?;
     sync_local(api, true).await
 }
@@ -162,9 +212,12 @@ async fn sync_local(api: &ApiServer, custom: bool) -> Result<(), crate::status::
 /// The APIServices backed by a Service, as stored: read from the store only after an
 /// APIService was written since the last read (an idle cluster reads nothing).
 async fn remote(api: &ApiServer) -> Arc<Vec<Value>> {
-    let (cached, generation) = api.cached_remote_apiservices();
-    if let Some(list) = cached {
-        return list;
+    let state = api.aggregator();
+    let generation = state.generation.load(Ordering::Acquire);
+    if let Some((_, list)) =
+        state.remote.lock().unwrap_or_else(|p| p.into_inner()).as_ref().filter(|(g, _)| *g == generation)
+    {
+        return list.clone();
     }
     let Ok(page) = api.store().list(PREFIX.as_bytes(), vt_store::ListOptions::default()).await else {
         return Arc::new(Vec::new());
@@ -177,7 +230,7 @@ async fn remote(api: &ApiServer) -> Arc<Vec<Value>> {
             .filter(|a| a.pointer("/spec/service").is_some_and(Value::is_object))
             .collect(),
     );
-    api.cache_remote_apiservices(generation, list.clone());
+    *state.remote.lock().unwrap_or_else(|p| p.into_inner()) = Some((generation, list.clone()));
     list
 }
 
@@ -209,7 +262,16 @@ pub(crate) struct ClaimedVersion {
 pub(crate) async fn claimed_groups(api: &ApiServer) -> Vec<(String, Vec<ClaimedVersion>)> {
     let served: Vec<String> = api.registry().groups().into_iter().map(|g| g.name).collect();
     let mut by_group: std::collections::BTreeMap<String, Vec<(i64, ClaimedVersion)>> = Default::default();
-    for a in remote(api).await.iter() {
+    let remote = remote(api).await;
+    if serves_metrics(api, &remote).await {
+        let version = ClaimedVersion {
+            version: metricsapi::VERSION.to_string(),
+            available: true,
+            resources: Some(metricsapi::resource_list()),
+        };
+        by_group.insert(metricsapi::GROUP.to_string(), vec![(0, version)]);
+    }
+    for a in remote.iter() {
         let group = spec_str(a, "group").to_string();
         if group.is_empty() || served.contains(&group) {
             continue;
@@ -219,7 +281,7 @@ pub(crate) async fn claimed_groups(api: &ApiServer) -> Vec<(String, Vec<ClaimedV
         let version = ClaimedVersion {
             version: spec_str(a, "version").to_string(),
             available: is_available(a),
-            resources: api.discovered(name),
+            resources: api.aggregator().discovered(name),
         };
         by_group.entry(group).or_default().push((priority, version));
     }
@@ -232,12 +294,24 @@ pub(crate) async fn claimed_groups(api: &ApiServer) -> Vec<(String, Vec<ClaimedV
         .collect()
 }
 
+/// Whether this server answers `metrics.k8s.io` itself from its [`metricsapi::MetricsSource`]:
+/// it has one with a metrics API behind it, and neither a CRD nor an APIService of the
+/// cluster's own serves the group.
+async fn serves_metrics(api: &ApiServer, remote: &[Value]) -> bool {
+    let Some(source) = &api.config().metrics else { return false };
+    !remote.iter().any(|a| spec_str(a, "group") == metricsapi::GROUP)
+        && !api.registry().groups().iter().any(|g| g.name == metricsapi::GROUP)
+        && source.available().await
+}
+
 /// What a request under a claimed group gets.
 pub(crate) enum Route {
     /// An answer from here (the group document, or 503 while the API is unavailable).
     Answer(Response<Body>),
     /// Proxied to the server behind this APIService ([`forward`]).
     Proxy(Value),
+    /// `metrics.k8s.io/v1beta1`, answered here from the metrics source (`metricsapi`).
+    Metrics,
 }
 
 /// The route of a request under `/apis/<group>[/<version>...]` for a claimed group, or `None`
@@ -260,56 +334,39 @@ pub(crate) async fn route(api: &ApiServer, parts: &[String]) -> Option<Route> {
             Some(Route::Answer(json_response(StatusCode::OK, &doc)))
         }
         Some(version) => {
-            let key = format!("{PREFIX}{}", name_of(group, version));
-            let kv = api.store().get(key.as_bytes()).await.ok().flatten()?;
-            let a: Value = serde_json::from_slice(&kv.value).ok()?;
-            // Named `<version>.<group>` — but a dotted version could split another way:
-            // only the APIService of exactly this group and version answers.
-            if !a.pointer("/spec/service").is_some_and(Value::is_object)
-                || spec_str(&a, "group") != group.as_str()
-                || spec_str(&a, "version") != version.as_str()
-            {
-                return None;
-            }
-            if !is_available(&a) {
+            // From the cached service-backed APIServices: a proxied request reads no store.
+            // Matched by spec, not by name (a dotted version could split a name another way).
+            let remote = remote(api).await;
+            let Some(a) = remote
+                .iter()
+                .find(|a| spec_str(a, "group") == group.as_str() && spec_str(a, "version") == version.as_str())
+            else {
+                let metrics = group == metricsapi::GROUP && version == metricsapi::VERSION;
+                return (metrics && serves_metrics(api, &remote).await).then_some(Route::Metrics);
+            };
+            if !is_available(a) {
                 // kube-aggregator's `proxyError`: http.Error's plain text, with its headers.
                 return Some(Route::Answer(proxy::proxy_error(StatusCode::SERVICE_UNAVAILABLE, "service unavailable")));
             }
-            Some(Route::Proxy(a))
+            Some(Route::Proxy(a.clone()))
         }
     }
 }
 
-/// Proxies an authorized request to the server behind `apiservice` (a [`Route::Proxy`]).
-pub(crate) async fn forward(
-    api: &ApiServer,
-    apiservice: &Value,
-    req: http::Request<bytes::Bytes>,
-    user: &crate::auth::UserInfo,
-) -> Response<Body> {
-    proxy::forward(api, apiservice, req, user).await
-}
-
 /// The `Available` condition a service-backed APIService has now; a passed check leaves the
-/// server's discovery answer with [`ApiServer::discovered`].
+/// server's discovery answer with [`State::discovered`].
 async fn availability(api: &ApiServer, a: &Value) -> Value {
     let namespace = a.pointer("/spec/service/namespace").and_then(Value::as_str).unwrap_or("");
     let name = a.pointer("/spec/service/name").and_then(Value::as_str).unwrap_or("");
     let apiservice = a.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
-    let read = |key: String| async move {
-        match api.store().get(key.as_bytes()).await {
-            Ok(Some(kv)) => serde_json::from_slice::<Value>(&kv.value).ok(),
-            _ => None,
-        }
-    };
     let unavailable = |reason: &str, message: String| {
-        api.set_discovered(apiservice, None);
+        api.aggregator().set_discovered(apiservice, None);
         condition("False", reason, &message)
     };
-    if read(format!("/registry/core/services/{namespace}/{name}")).await.is_none() {
+    if api.stored(&format!("/registry/core/services/{namespace}/{name}")).await.is_none() {
         return unavailable("ServiceNotFound", format!("service/{name} in \"{namespace}\" is not present"));
     }
-    let endpoints = read(format!("/registry/core/endpoints/{namespace}/{name}")).await;
+    let endpoints = api.stored(&format!("/registry/core/endpoints/{namespace}/{name}")).await;
     let has_address = endpoints
         .as_ref()
         .and_then(|e| e.get("subsets"))
@@ -325,7 +382,7 @@ async fn availability(api: &ApiServer, a: &Value) -> Value {
     }
     match proxy::discover(api, a).await {
         Ok(list) => {
-            api.set_discovered(apiservice, Some(list));
+            api.aggregator().set_discovered(apiservice, Some(list));
             condition("True", "Passed", "all checks passed")
         }
         Err(e) => unavailable("FailedDiscoveryCheck", e),
@@ -347,9 +404,7 @@ async fn publish_authentication(api: &ApiServer) {
         "requestheader-username-headers": "[\"X-Remote-User\"]",
     });
     let key = "/registry/core/configmaps/kube-system/extension-apiserver-authentication";
-    if let Ok(Some(kv)) = api.store().get(key.as_bytes()).await
-        && serde_json::from_slice::<Value>(&kv.value).ok().and_then(|v| v.get("data").cloned()).as_ref() == Some(&data)
-    {
+    if api.stored(key).await.and_then(|v| v.get("data").cloned()).as_ref() == Some(&data) {
         return;
     }
     let path = "/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication";
@@ -374,7 +429,7 @@ async fn publish_authentication(api: &ApiServer) {
 /// without them costs nothing here.
 pub(crate) async fn run(weak: crate::WeakApiServer) {
     let Some((registry_changes, apiservice_changes)) =
-        weak.upgrade().map(|api| (api.registry().changes(), api.apiservice_changes()))
+        weak.upgrade().map(|api| (api.registry().changes(), api.aggregator().changes.clone()))
     else {
         return;
     };
@@ -400,7 +455,7 @@ pub(crate) async fn run(weak: crate::WeakApiServer) {
         }
         let Some(api) = weak.upgrade() else { return };
         let generation = api.registry().generation();
-        if api.local_apiservices_ready() && synced != Some(generation) {
+        if api.aggregator().local.initialized() && synced != Some(generation) {
             match sync_local(&api, true).await {
                 Ok(()) => synced = Some(generation),
                 Err(e) => tracing::warn!(error = %e, "custom resources' APIServices not kept"),
@@ -426,7 +481,7 @@ pub(crate) async fn check(api: &ApiServer) -> bool {
     // What deleted APIServices' servers answered goes with them.
     let names: Vec<String> =
         remotes.iter().filter_map(|a| a.pointer("/metadata/name").and_then(Value::as_str).map(String::from)).collect();
-    api.retain_discovered(&names);
+    api.aggregator().discovered.lock().unwrap_or_else(|p| p.into_inner()).retain(|k, _| names.contains(k));
     let checked: Vec<(Value, Value)> = futures::stream::iter(remotes.iter().cloned())
         .map(|a| async move {
             let want = availability(api, &a).await;
@@ -460,4 +515,39 @@ pub(crate) async fn check(api: &ApiServer) -> bool {
         api.internal(http::Method::PUT, &path, Some(&fresh)).await;
     }
     all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pins the route rule: a request goes to the APIService of exactly its group and
+    /// version (by spec), never to one whose name the path happens to spell.
+    #[tokio::test]
+    async fn routes_by_group_and_version_not_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = vt_store::sqlite::SqliteStore::open(dir.path().join("s.db"), Default::default()).await.unwrap();
+        let api = ApiServer::new(crate::Config::basic(Arc::new(store), "t")).await.unwrap();
+        let collection = "/apis/apiregistration.k8s.io/v1/apiservices";
+        for (group, version) in [("wardle.example.com", "v1alpha1"), ("rbac.authorization.k8s.io", "v9")] {
+            let obj = json!({"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+                "metadata": {"name": name_of(group, version)},
+                "spec": {"group": group, "version": version, "groupPriorityMinimum": 100, "versionPriority": 10,
+                         "service": {"namespace": "default", "name": "x"}}});
+            let (code, body) = api.internal(http::Method::POST, collection, Some(&obj)).await;
+            assert!(code.is_success(), "{body}");
+        }
+        let parts = |p: &str| p.split('/').filter(|s| !s.is_empty()).map(String::from).collect::<Vec<_>>();
+        // Claimed and not available yet: kube-aggregator's 503.
+        let Some(Route::Answer(resp)) = route(&api, &parts("/apis/wardle.example.com/v1alpha1/flunders")).await else {
+            panic!("the claimed group version is not routed");
+        };
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        // `v9.rbac.authorization.k8s.io` is also `<v9.rbac.authorization>.<k8s.io>`: not routed.
+        assert!(route(&api, &parts("/apis/k8s.io/v9.rbac.authorization/x")).await.is_none());
+        // A group served here is never claimed.
+        assert!(route(&api, &parts("/apis/rbac.authorization.k8s.io/v9/x")).await.is_none());
+        // Without a metrics source, metrics.k8s.io is nobody's.
+        assert!(route(&api, &parts("/apis/metrics.k8s.io/v1beta1/pods")).await.is_none());
+    }
 }

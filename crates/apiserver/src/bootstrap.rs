@@ -16,9 +16,12 @@ use crate::ApiServer;
 use crate::auth::UserInfo;
 use crate::status::ApiError;
 
+/// The name of [`system_user`].
+pub(crate) const SYSTEM_USER: &str = "system:apiserver";
+
 /// The identity bootstrap and the in-process controllers act as.
 pub(crate) fn system_user() -> UserInfo {
-    UserInfo::new("system:apiserver", ["system:masters"])
+    UserInfo::new(SYSTEM_USER, ["system:masters"])
 }
 
 impl ApiServer {

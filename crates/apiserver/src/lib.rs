@@ -239,19 +239,8 @@ struct Inner {
     webhooks: std::sync::OnceLock<Arc<admission::Webhooks>>,
     /// OpenAPI documents that include custom resources: (registry generation, bytes) by path.
     documents: Mutex<HashMap<String, (u64, Bytes)>>,
-    /// What the servers of available APIServices answered to their discovery check (their
-    /// `APIResourceList`), by APIService name.
-    discovered: Mutex<HashMap<String, Value>>,
-    /// The service-backed APIServices as last read, with the [`Inner::apiservices_generation`]
-    /// they were read at (writes of APIServices bump it): discovery and the availability
-    /// keeper read the store only after a change.
-    remote_apiservices: Mutex<Option<(u64, Arc<Vec<Value>>)>>,
-    apiservices_generation: std::sync::atomic::AtomicU64,
-    /// Signalled on every APIService write (the availability keeper waits on it).
-    apiservice_changes: Arc<tokio::sync::Notify>,
-    /// Set once the local APIServices exist: they are created when APIServices are first read
-    /// (most clusters never look, and then never pay for them).
-    local_apiservices: tokio::sync::OnceCell<()>,
+    /// The aggregator's view of the APIServices.
+    aggregator: aggregator::State,
     /// Stops the namespace index and the CRD tasks when the server is dropped.
     _background: Mutex<Vec<tokio::task::AbortHandle>>,
     /// Dropped with the server: its watches end (clients resume, as after any restart), so a
@@ -278,11 +267,7 @@ impl ApiServer {
                 caches: tokio::sync::Mutex::new(HashMap::new()),
                 namespaces: std::sync::RwLock::new(HashMap::new()),
                 documents: Mutex::new(HashMap::new()),
-                discovered: Mutex::new(HashMap::new()),
-                remote_apiservices: Mutex::new(None),
-                apiservices_generation: Default::default(),
-                apiservice_changes: Default::default(),
-                local_apiservices: tokio::sync::OnceCell::new(),
+                aggregator: Default::default(),
                 webhooks: std::sync::OnceLock::new(),
                 _background: Mutex::new(Vec::new()),
                 stopped: tokio::sync::watch::channel(()).0,
@@ -354,58 +339,18 @@ impl ApiServer {
         &self.inner.config
     }
 
-    /// What the server behind APIService `name` answered to its last passed discovery check.
-    pub(crate) fn discovered(&self, name: &str) -> Option<Value> {
-        self.inner.discovered.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    /// The aggregator's view of the APIServices.
+    pub(crate) fn aggregator(&self) -> &aggregator::State {
+        &self.inner.aggregator
     }
 
-    /// Notes a write of an APIService: the next read of the service-backed ones goes to the
-    /// store, and the availability keeper wakes.
-    pub(crate) fn apiservices_changed(&self) {
-        self.inner.apiservices_generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        self.inner.apiservice_changes.notify_one();
-    }
-
-    /// The service-backed APIServices if they were read since the last write of one, and the
-    /// generation to store a fresh read under.
-    pub(crate) fn cached_remote_apiservices(&self) -> (Option<Arc<Vec<Value>>>, u64) {
-        let generation = self.inner.apiservices_generation.load(std::sync::atomic::Ordering::Acquire);
-        let cache = self.inner.remote_apiservices.lock().unwrap_or_else(|p| p.into_inner());
-        (cache.as_ref().filter(|(g, _)| *g == generation).map(|(_, l)| l.clone()), generation)
-    }
-
-    /// Keeps a read of the service-backed APIServices made at `generation`.
-    pub(crate) fn cache_remote_apiservices(&self, generation: u64, list: Arc<Vec<Value>>) {
-        *self.inner.remote_apiservices.lock().unwrap_or_else(|p| p.into_inner()) = Some((generation, list));
-    }
-
-    /// The signal of APIService writes.
-    pub(crate) fn apiservice_changes(&self) -> Arc<tokio::sync::Notify> {
-        self.inner.apiservice_changes.clone()
-    }
-
-    /// Whether the local APIServices exist yet.
-    pub(crate) fn local_apiservices_ready(&self) -> bool {
-        self.inner.local_apiservices.initialized()
-    }
-
-    /// Creates the local APIServices if they do not exist yet (once per server).
-    pub(crate) async fn ensure_local_apiservices(&self) -> Result<(), ApiError> {
-        self.inner.local_apiservices.get_or_try_init(|| aggregator::create_local(self)).await.map(|_| ())
-    }
-
-    /// Forgets what servers answered for APIServices not in `names` (deleted ones).
-    pub(crate) fn retain_discovered(&self, names: &[String]) {
-        self.inner.discovered.lock().unwrap_or_else(|p| p.into_inner()).retain(|k, _| names.contains(k));
-    }
-
-    /// Keeps (or, `None`, forgets) what the server behind APIService `name` answered.
-    pub(crate) fn set_discovered(&self, name: &str, list: Option<Value>) {
-        let mut d = self.inner.discovered.lock().unwrap_or_else(|p| p.into_inner());
-        match list {
-            Some(l) => d.insert(name.to_string(), l),
-            None => d.remove(name),
-        };
+    /// A stored object's JSON (without its resourceVersion), if `key` holds one: for reads of
+    /// a few objects of other kinds than the request's (Services, namespaces, ...).
+    pub(crate) async fn stored(&self, key: &str) -> Option<Value> {
+        match self.store().get(key.as_bytes()).await {
+            Ok(Some(kv)) => serde_json::from_slice(&kv.value).ok(),
+            _ => None,
+        }
     }
 
     /// Whether namespace `name` is terminating, if the namespace index knows it.
@@ -678,8 +623,8 @@ impl ApiServer {
         if info.is_resource {
             // The local APIServices exist from the first time anyone reads or writes them.
             if info.group == "apiregistration.k8s.io"
-                && user.name != bootstrap::system_user().name
-                && let Err(e) = self.ensure_local_apiservices().await
+                && user.name != bootstrap::SYSTEM_USER
+                && let Err(e) = aggregator::ensure_local(self).await
             {
                 tracing::warn!(error = %e.message, "local APIServices not created");
             }
@@ -687,16 +632,11 @@ impl ApiServer {
             if self.registry().get(&info.group, &info.version, &info.resource).is_none()
                 && let Some(route) = aggregator::route(self, &info.parts).await
             {
-                return Ok(match route {
-                    aggregator::Route::Answer(resp) => resp,
-                    aggregator::Route::Proxy(a) => aggregator::forward(self, &a, req, user).await,
-                });
-            }
-            if info.group == metricsapi::GROUP
-                && self.registry().get(&info.group, &info.version, &info.resource).is_none()
-                && metricsapi::serves(self, &aggregator::claimed_groups(self).await).await
-            {
-                return metricsapi::handle(self, info, query).await;
+                return match route {
+                    aggregator::Route::Answer(resp) => Ok(resp),
+                    aggregator::Route::Proxy(a) => Ok(aggregator::forward(self, &a, req, user).await),
+                    aggregator::Route::Metrics => metricsapi::handle(self, info, query).await,
+                };
             }
             return rest::handle(self, req, info, query, user).await;
         }
@@ -715,18 +655,7 @@ impl ApiServer {
             (&http::Method::GET, p) if is_health(p) => Ok(text_response(StatusCode::OK, "ok")),
             (&http::Method::GET, "/api") => Ok(discovery::api(self, accept.as_deref())),
             (&http::Method::GET, "/apis") => {
-                let mut claimed = aggregator::claimed_groups(self).await;
-                if metricsapi::serves(self, &claimed).await {
-                    claimed.push((
-                        metricsapi::GROUP.to_string(),
-                        vec![aggregator::ClaimedVersion {
-                            version: metricsapi::VERSION.to_string(),
-                            available: true,
-                            resources: Some(metricsapi::resource_list()),
-                        }],
-                    ));
-                }
-                Ok(discovery::apis(self, accept.as_deref(), &claimed))
+                Ok(discovery::apis(self, accept.as_deref(), &aggregator::claimed_groups(self).await))
             }
             (&http::Method::GET, p) if p.starts_with("/openapi/") => openapi::handle(self, p, accept.as_deref()),
             (&http::Method::GET, p) if p.starts_with("/api/") || p.starts_with("/apis/") => {
@@ -734,11 +663,7 @@ impl ApiServer {
                     Err(e) if e.code == 404 => match aggregator::route(self, &info.parts).await {
                         Some(aggregator::Route::Answer(resp)) => Ok(resp),
                         Some(aggregator::Route::Proxy(a)) => Ok(aggregator::forward(self, &a, req, user).await),
-                        None if info.parts.get(1).is_some_and(|g| g == metricsapi::GROUP)
-                            && metricsapi::serves(self, &aggregator::claimed_groups(self).await).await =>
-                        {
-                            metricsapi::discovery(&info.parts).ok_or(e)
-                        }
+                        Some(aggregator::Route::Metrics) => metricsapi::discovery(&info.parts).ok_or(e),
                         None => Err(e),
                     },
                     answer => answer,

@@ -5,7 +5,8 @@
 //! cluster has (its own pods, its own nodes) and answered as metrics-server answers.
 //!
 //! An APIService of the cluster's own for the group (the tenant installed metrics-server)
-//! takes precedence: requests are proxied to it instead. While the host has no metrics API
+//! takes precedence: requests are proxied to it instead (`aggregator` decides, with every
+//! other claimed group). While the host has no metrics API
 //! the group is not listed, and `kubectl top` says "Metrics API not available", as on a
 //! cluster without metrics-server.
 
@@ -35,20 +36,6 @@ pub trait MetricsSource: Send + Sync {
     fn nodes(&self) -> BoxFuture<'_, Result<Vec<Value>, String>>;
 }
 
-/// Whether this server answers for the metrics group now (a source, with a metrics API, and
-/// no APIService of the cluster's own claims the group).
-pub(crate) async fn serves(api: &ApiServer, claimed: &[(String, Vec<crate::aggregator::ClaimedVersion>)]) -> bool {
-    match &api.config().metrics {
-        // Not when the cluster serves the group itself (a CRD) or an APIService claims it.
-        Some(source) => {
-            !claimed.iter().any(|(g, _)| g == GROUP)
-                && !api.registry().groups().iter().any(|g| g.name == GROUP)
-                && source.available().await
-        }
-        None => false,
-    }
-}
-
 /// The group's resources, as the legacy `APIResourceList` of metrics-server.
 pub(crate) fn resource_list() -> Value {
     let verbs = json!(["get", "list"]);
@@ -58,15 +45,10 @@ pub(crate) fn resource_list() -> Value {
     ]})
 }
 
-/// `/apis/metrics.k8s.io` and `/apis/metrics.k8s.io/v1beta1`.
+/// `/apis/metrics.k8s.io/v1beta1` (the group document comes from the aggregator's claimed
+/// groups, as every claimed group's does).
 pub(crate) fn discovery(parts: &[String]) -> Option<Response<Body>> {
     match parts {
-        [_, _] => {
-            let v = json!({"groupVersion": format!("{GROUP}/{VERSION}"), "version": VERSION});
-            let doc =
-                json!({"kind": "APIGroup", "apiVersion": "v1", "name": GROUP, "versions": [v], "preferredVersion": v});
-            Some(json_response(StatusCode::OK, &doc))
-        }
         [_, _, v] if v == VERSION => Some(json_response(StatusCode::OK, &resource_list())),
         _ => None,
     }

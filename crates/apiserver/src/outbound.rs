@@ -116,13 +116,8 @@ async fn resolve_service(
     path: &str,
     port: u16,
 ) -> Result<Endpoint, String> {
-    let read = |key: String| async move {
-        match api.store().get(key.as_bytes()).await {
-            Ok(Some(kv)) => serde_json::from_slice::<Value>(&kv.value).ok(),
-            _ => None,
-        }
-    };
-    let svc = read(format!("/registry/core/services/{namespace}/{name}"))
+    let svc = api
+        .stored(&format!("/registry/core/services/{namespace}/{name}"))
         .await
         .ok_or_else(|| format!("service \"{name}\" not found"))?;
     let svc_port = svc
@@ -131,7 +126,8 @@ async fn resolve_service(
         .and_then(|ps| ps.iter().find(|p| p.get("port").and_then(Value::as_u64) == Some(u64::from(port))))
         .cloned()
         .ok_or_else(|| format!("service \"{name}\" has no port {port}"))?;
-    let ep = read(format!("/registry/core/endpoints/{namespace}/{name}"))
+    let ep = api
+        .stored(&format!("/registry/core/endpoints/{namespace}/{name}"))
         .await
         .ok_or_else(|| format!("service \"{name}\" has no endpoints"))?;
     let port_name = svc_port.get("name").and_then(Value::as_str).unwrap_or("");

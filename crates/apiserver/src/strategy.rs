@@ -257,7 +257,7 @@ pub(crate) fn after_update(op: &Op<'_>) {
 /// Writes others keep a view of: APIServices (the aggregator's list of service-backed ones).
 fn noted(op: &Op<'_>) {
     if gk(&op.rt) == ("apiregistration.k8s.io", "APIService") {
-        op.api.apiservices_changed();
+        op.api.aggregator().changed();
     }
 }
 

@@ -312,13 +312,10 @@ pub(super) async fn validate(
     }
     let name = obj.or(old).map(object::name).unwrap_or(&op.name).to_string();
     let is_namespace = op.rt.group.is_empty() && op.rt.plural == "namespaces";
-    let mut namespace_object: Option<Value> = None;
-    if !op.ns.is_empty() {
-        let key = format!("/registry/core/namespaces/{}", op.ns);
-        if let Ok(Some(kv)) = op.store().get(key.as_bytes()).await {
-            namespace_object = serde_json::from_slice(&kv.value).ok();
-        }
-    }
+    let namespace_object = match op.ns.as_str() {
+        "" => None,
+        ns => op.api.stored(&format!("/registry/core/namespaces/{ns}")).await,
+    };
     let labels = Labels {
         object: obj.map(object::labels),
         old: old.map(object::labels),
@@ -443,6 +440,28 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// Pins kube's matcher: a missing object (a create's old one, a delete's new one) matches
+    /// no object selector, even `DoesNotExist`; a binding's matchResources without rules
+    /// constrains only by its selectors.
+    #[test]
+    fn missing_objects_match_no_selector_and_rule_less_match_resources_match_all() {
+        let a = Request {
+            operation: "CREATE",
+            group: "",
+            version: "v1",
+            resource: "configmaps",
+            subresource: "",
+            namespace: "d",
+        };
+        let selector = json!({"objectSelector": {"matchExpressions": [{"key": "x", "operator": "DoesNotExist"}]}});
+        let created = Labels { object: Some(BTreeMap::new()), old: None, namespace: Some(BTreeMap::new()) };
+        assert!(resources_match(&selector, &a, "c", &created));
+        let nothing = Labels { object: None, old: None, namespace: Some(BTreeMap::new()) };
+        assert!(!resources_match(&selector, &a, "c", &nothing));
+        let other = json!({"resourceRules": [{"apiGroups": ["apps"], "apiVersions": ["*"], "operations": ["*"], "resources": ["*"]}]});
+        assert!(!resources_match(&other, &a, "c", &created));
+    }
 
     #[test]
     fn reasons_map_to_kube_codes() {

@@ -170,8 +170,9 @@ fn relay(body: hyper::body::Incoming, mut stopped: tokio::sync::watch::Receiver<
     out
 }
 
-/// Sends `req` (already authorized here) for `user` to the server behind `apiservice`.
-pub(super) async fn forward(
+/// Sends `req` (already authorized here) for `user` to the server behind `apiservice` (a
+/// [`super::Route::Proxy`]).
+pub(crate) async fn forward(
     api: &ApiServer,
     apiservice: &Value,
     req: Request<Bytes>,
@@ -272,6 +273,15 @@ mod tests {
         assert_eq!(header_key_escape("scopes"), "scopes");
         assert_eq!(header_key_escape("example.com/scope"), "example.com%2Fscope");
         assert_eq!(header_key_escape("a b%c"), "a%20b%25c");
+    }
+
+    /// Pins RFC 9110 §7.6.1: headers a `Connection` header names are this hop's only.
+    #[test]
+    fn headers_named_by_connection_are_hop_by_hop() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("keep-alive, X-Secret"));
+        h.append(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        assert_eq!(connection_tokens(&h), ["keep-alive", "x-secret", "upgrade"]);
     }
 
     #[test]

@@ -234,3 +234,33 @@ pub(crate) async fn storable(api: &ApiServer, rt: &ResourceType, obj: &Value) ->
     let desired = api_version(rt, &c.storage_version);
     Ok(convert(api, rt, vec![obj.clone()], &desired).await?.pop())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pins apiextensions' validation of `spec.conversion`.
+    #[test]
+    fn webhook_conversion_is_validated_as_kube_validates_it() {
+        let errs = |conversion: Value| {
+            let mut errs = Vec::new();
+            validate(&json!({"conversion": conversion}), &mut errs);
+            errs.into_iter().map(|e| e.field).collect::<Vec<_>>()
+        };
+        assert!(errs(json!({"strategy": "None"})).is_empty());
+        assert_eq!(
+            errs(json!({"strategy": "Webhook"})),
+            ["spec.conversion.webhook.clientConfig", "spec.conversion.webhook.conversionReviewVersions"]
+        );
+        let hook = |versions: Value| {
+            json!({"strategy": "Webhook", "webhook": {"conversionReviewVersions": versions,
+                "clientConfig": {"url": "https://c.example.com/convert"}}})
+        };
+        assert!(errs(hook(json!(["v1beta1"]))).is_empty());
+        assert_eq!(errs(hook(json!(["v2"]))), ["spec.conversion.webhook.conversionReviewVersions"]);
+        assert_eq!(errs(json!({"strategy": "Magic"})), ["spec.conversion.strategy"]);
+        // A webhook speaking only v1beta1 gets v1beta1 reviews.
+        let crd = json!({"spec": {"conversion": hook(json!(["v1beta1"]))}});
+        assert_eq!(of(&crd).unwrap().review_version, "v1beta1");
+    }
+}
