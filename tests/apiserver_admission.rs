@@ -537,4 +537,56 @@ spec:
         err.contains("spec.validations[0].expression: Invalid value: \"object.spec.replicas <=\": compilation failed"),
         "{err}"
     );
+
+    // A tenant's expressions run under kube's runtime cost limit: one that would take 10⁸
+    // iterations (minutes of a core of the shared process) is cancelled with cel-go's error,
+    // at once; label keys are read as written (map keys, not escaped field names).
+    k.ok(&["create", "namespace", "cel"]);
+    k.ok(&["label", "namespace", "cel", "cel=yes"]);
+    let ten = "[0,1,2,3,4,5,6,7,8,9]";
+    let runaway = format!(
+        "{ten}.all(a, {ten}.all(b, {ten}.all(c, {ten}.all(d, {ten}.all(e, {ten}.all(f, {ten}.all(g, {ten}.all(h, a+b+c+d+e+f+g+h >= 0))))))))"
+    );
+    k.ok_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {{name: runaway.example.com}}
+spec:
+  matchConstraints:
+    resourceRules:
+    - {{apiGroups: [""], apiVersions: [v1], operations: [CREATE], resources: [configmaps]}}
+  validations:
+  - expression: "object.metadata.labels['app.kubernetes.io/name'] == 'web'"
+    message: needs the app label
+  - expression: "!has(object.data) || !('loop' in object.data) || {runaway}"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {{name: runaway-binding}}
+spec:
+  policyName: runaway.example.com
+  validationActions: [Deny]
+  matchResources:
+    namespaceSelector: {{matchLabels: {{cel: "yes"}}}}
+"#
+        ),
+    );
+    let labelled = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: NAME, namespace: cel, labels: {app.kubernetes.io/name: web}}\ndata: DATA\n";
+    let err = vt_testkit::eventually("the runaway policy in force", || {
+        let out = k.run_stdin(&["apply", "-f", "-"], &labelled.replace("NAME", "spin").replace("DATA", "{loop: x}"));
+        (!out.status.success()).then(|| String::from_utf8_lossy(&out.stderr).to_string())
+    });
+    assert!(err.contains("resulted in error: operation cancelled: actual cost limit exceeded"), "{err}");
+    let started = std::time::Instant::now();
+    k.fails_stdin(&["apply", "-f", "-"], &labelled.replace("NAME", "spin").replace("DATA", "{loop: x}"));
+    println!("a cancelled expression answered in {:?}", started.elapsed());
+    k.ok_stdin(&["apply", "-f", "-"], &labelled.replace("NAME", "calm").replace("DATA", "{a: b}"));
+    let other = labelled.replace("NAME", "other").replace("DATA", "{a: b}").replace(": web", ": api");
+    let err = k.fails_stdin(&["apply", "-f", "-"], &other);
+    assert!(err.contains("needs the app label"), "{err}");
+    // No labels at all: the index fails to evaluate (kube's words), and failurePolicy Fail denies.
+    let err = k.fails(&["-n", "cel", "create", "configmap", "unlabelled"]);
+    assert!(err.contains("resulted in error: no such key: labels"), "{err}");
 }

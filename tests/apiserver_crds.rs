@@ -399,6 +399,57 @@ spec:
     vt_testkit::eventually("the CRD's APIService gone", || {
         (!k.run(&["get", "apiservice", "v1.example.com"]).status.success()).then_some(())
     });
+
+    // Rules that would hurt the shared process are refused when the CRD is written, as
+    // apiextensions-apiserver refuses them (the rules themselves run without a meter):
+    // a pass per item over an unbounded list (kube's static cost limit, same words), a
+    // `1 + 1 + ...` chain deep enough to overflow a request thread's stack when parsed
+    // (cel-go's depth limit; before, it aborted the process), and message construction
+    // (the interpreter panics on it).
+    let guarded = |rule: &str, max_items: &str| {
+        format!(
+            r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {{name: costs.example.com}}
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {{plural: costs, singular: cost, kind: Cost}}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            x-kubernetes-validations: [{{rule: "{rule}"}}]
+            properties:
+              items: {{type: array, items: {{type: integer}}{max_items}}}
+"#
+        )
+    };
+    let nested = "self.items.all(x, self.items.exists(y, y == x))";
+    let err = k.fails_stdin(&["apply", "-f", "-"], &guarded(nested, ""));
+    assert!(
+        err.contains("spec.versions[0].schema.openAPIV3Schema.properties[spec].x-kubernetes-validations[0].rule: Forbidden: estimated rule cost exceeds budget by factor of"),
+        "{err}"
+    );
+    let deep_rule = format!("1{} > 0", " + 1".repeat(20_000));
+    let err = k.fails_stdin(&["apply", "-f", "-"], &guarded(&deep_rule, ""));
+    assert!(err.contains("max recursion depth exceeded"), "{}", &err[..err.len().min(400)]);
+    let err = k.fails_stdin(&["apply", "-f", "-"], &guarded("Foo{a: 1} == Foo{a: 1}", ""));
+    assert!(err.contains("undeclared reference to 'Foo'"), "{err}");
+    // Bounded, the same rule is fine, and it runs.
+    k.ok_stdin(&["apply", "-f", "-"], &guarded(nested, ", maxItems: 50"));
+    vt_testkit::eventually("the Cost kind served", || k.run(&["get", "costs", "-A"]).status.success().then_some(()));
+    k.ok_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: example.com/v1\nkind: Cost\nmetadata: {name: c, namespace: default}\nspec: {items: [1, 2, 3]}\n",
+    );
+    k.ok(&["version"]);
 }
 
 mod conversion {

@@ -17,6 +17,7 @@
 //! (`crd/conversion.rs`).
 
 pub(crate) mod conversion;
+mod cost;
 pub(crate) mod jsonpath;
 pub(crate) mod schema;
 
@@ -29,7 +30,7 @@ use serde_json::{Value, json};
 use crate::registry::{GcPolicy, Policy, ResourceType, Subresource};
 use crate::status::FieldError;
 use crate::validation::NameRule;
-use crate::{ApiServer, Inner, object};
+use crate::{ApiServer, Inner, cel, object};
 
 /// The finalizer a deleted CRD carries until its objects are gone.
 pub const CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
@@ -195,7 +196,11 @@ pub fn types_of(crd: &Value, terminating: bool) -> Vec<ResourceType> {
                 });
             }
             let schema = v.pointer("/schema/openAPIV3Schema").filter(|x| x.is_object()).cloned();
-            let cel = schema.as_ref().filter(|sc| has_cel_rules(sc)).map(kube_core::cel::compile_schema);
+            // Compiled on a deep-stack thread (the parser recurses per level of nesting).
+            let cel = schema
+                .as_ref()
+                .filter(|sc| has_cel_rules(sc))
+                .and_then(|sc| cel::deep(|| kube_core::cel::compile_schema(sc)));
             let columns = v
                 .get("additionalPrinterColumns")
                 .and_then(Value::as_array)
@@ -420,7 +425,12 @@ pub(crate) fn validate_object(c: &CustomResource, obj: &Value, old: Option<&Valu
         return;
     }
     let Some(compiled) = &c.cel else { return };
-    if let Err(list) = validator().validate_compiled(compiled, obj, old) {
+    // On a deep-stack thread: evaluation recurses per level of a rule's nesting.
+    let Some(outcome) = cel::deep(|| validator().validate_compiled(compiled, obj, old)) else {
+        errs.push(FieldError::invalid("", &Value::Null, "internal error evaluating the validation rules"));
+        return;
+    };
+    if let Err(list) = outcome {
         for e in list.into_vec() {
             let field = e.field_path.trim_start_matches('.').to_string();
             let ty = schema::type_at(sc, &field);
@@ -441,18 +451,98 @@ pub(crate) fn validate_object(c: &CustomResource, obj: &Value, old: Option<&Valu
     }
 }
 
-/// CEL rules that do not compile make the CRD invalid.
+/// CEL rules that do not compile — or could not be evaluated safely: deeper or longer than
+/// cel-go allows, constructing messages, or costlier than kube's static limits
+/// (`crd/cost.rs`) — make the CRD invalid. Parsing runs on a [`cel::deep`] thread.
 fn check_rules(schema_value: &Value, path: &str, errs: &mut Vec<FieldError>) {
     if !has_cel_rules(schema_value) {
         return;
     }
-    let compiled = kube_core::cel::compile_schema(schema_value);
-    for e in compiled.compilation_errors() {
-        errs.push(FieldError::invalid(
-            format!("{path}.x-kubernetes-validations"),
-            &json!(e.to_string()),
-            "compilation failed",
-        ));
+    let found = cel::deep(|| {
+        let mut found = Vec::new();
+        let mut total = 0u64;
+        rule_sites(schema_value, path.to_string(), 1, &mut |node, at, cardinality| {
+            let rules = node.get("x-kubernetes-validations").and_then(Value::as_array).into_iter().flatten();
+            for (i, r) in rules.enumerate() {
+                let rule = r.get("rule").and_then(Value::as_str).unwrap_or("");
+                let rule_path = format!("{at}.x-kubernetes-validations[{i}].rule");
+                match cel::parse(rule) {
+                    Err(why) => found.push(FieldError::invalid(rule_path, &json!(rule), &why)),
+                    Ok(program) => {
+                        let c = cost::rule_cost(program.expression(), node);
+                        if c > cost::RULE_LIMIT {
+                            found.push(FieldError::forbidden(rule_path, &over_budget(c, cost::RULE_LIMIT)));
+                        }
+                        total = total.saturating_add(c.saturating_mul(cardinality));
+                    }
+                }
+                if let Some(me) = r.get("messageExpression").and_then(Value::as_str)
+                    && let Err(why) = cel::parse(me)
+                {
+                    let me_path = format!("{at}.x-kubernetes-validations[{i}].messageExpression");
+                    found.push(FieldError::invalid(me_path, &json!(me), &why));
+                }
+            }
+        });
+        if total > cost::CRD_LIMIT {
+            found.push(FieldError::forbidden(
+                path.to_string(),
+                &format!(
+                    "x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 schema exceeds budget by factor of {:.1}x (try simplifying the rule, or adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)",
+                    total as f64 / cost::CRD_LIMIT as f64
+                ),
+            ));
+        }
+        if found.is_empty() {
+            let compiled = kube_core::cel::compile_schema(schema_value);
+            for e in compiled.compilation_errors() {
+                found.push(FieldError::invalid(
+                    format!("{path}.x-kubernetes-validations"),
+                    &json!(e.to_string()),
+                    "compilation failed",
+                ));
+            }
+        }
+        found
+    });
+    errs.extend(
+        found.unwrap_or_else(|| {
+            vec![FieldError::invalid(path.to_string(), &Value::Null, "the rules cannot be compiled")]
+        }),
+    );
+}
+
+/// kube's words for a rule over its static cost limit.
+fn over_budget(cost: u64, limit: u64) -> String {
+    format!(
+        "estimated rule cost exceeds budget by factor of {:.1}x (try simplifying the rule, or adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)",
+        cost as f64 / limit as f64
+    )
+}
+
+/// Calls `f` on every schema node with its field path and cardinality (how many values of
+/// it one object can hold: the bounds of the lists and maps above it multiplied).
+fn rule_sites(node: &Value, at: String, cardinality: u64, f: &mut impl FnMut(&Value, &str, u64)) {
+    if !node.is_object() {
+        return;
+    }
+    f(node, &at, cardinality);
+    if let Some(props) = node.get("properties").and_then(Value::as_object) {
+        for (name, child) in props {
+            rule_sites(child, format!("{at}.properties[{name}]"), cardinality, f);
+        }
+    }
+    let many = cardinality.saturating_mul(cost::bound(Some(node)));
+    if let Some(items) = node.get("items") {
+        rule_sites(items, format!("{at}.items"), many, f);
+    }
+    if let Some(extra) = node.get("additionalProperties").filter(|a| a.is_object()) {
+        rule_sites(extra, format!("{at}.additionalProperties"), many, f);
+    }
+    for k in ["allOf", "anyOf", "oneOf"] {
+        for (i, child) in node.get(k).and_then(Value::as_array).into_iter().flatten().enumerate() {
+            rule_sites(child, format!("{at}.{k}[{i}]"), cardinality, f);
+        }
     }
 }
 

@@ -19,6 +19,7 @@ mod aggregator;
 pub mod auth;
 pub mod body;
 mod bootstrap;
+pub mod cel;
 pub mod crd;
 mod discovery;
 pub mod egress;

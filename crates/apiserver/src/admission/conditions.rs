@@ -2,12 +2,13 @@
 //! decide whether a webhook is called, evaluated as kube-apiserver evaluates them
 //! (`admission/plugin/webhook/matchconditions`): any condition that is false skips the webhook
 //! — even when another failed to evaluate; otherwise an evaluation error is the webhook's
-//! failure, which its `failurePolicy` decides.
+//! failure, which its `failurePolicy` decides. The conditions of one webhook share kube's
+//! runtime cost budget (`crate::cel`).
 
-use kube_core::cel::{AdmissionRequest, GroupVersionKind, GroupVersionResource, VapEvaluator, VapExpression};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::auth::UserInfo;
+use crate::cel::{self, Outcome};
 
 /// A named condition.
 #[derive(Clone, Debug)]
@@ -42,23 +43,17 @@ pub(super) struct Subject<'a> {
     pub old: Option<&'a Value>,
 }
 
-/// The request as CEL's `request` variable sees it.
-pub(super) fn request(s: &Subject<'_>) -> AdmissionRequest {
-    AdmissionRequest {
-        operation: s.operation.into(),
-        username: s.user.name.clone(),
-        uid: s.user.uid.clone(),
-        groups: s.user.groups.clone(),
-        name: s.name.into(),
-        namespace: s.namespace.into(),
-        dry_run: s.dry_run,
-        kind: GroupVersionKind { group: s.kind.0.into(), version: s.kind.1.into(), kind: s.kind.2.into() },
-        resource: GroupVersionResource {
-            group: s.resource.0.into(),
-            version: s.resource.1.into(),
-            resource: s.resource.2.into(),
-        },
-    }
+/// The request as CEL's `request` variable sees it (admission.k8s.io/v1 AdmissionRequest's
+/// fields).
+pub(super) fn request(s: &Subject<'_>) -> Value {
+    let kind = json!({"group": s.kind.0, "version": s.kind.1, "kind": s.kind.2});
+    let resource = json!({"group": s.resource.0, "version": s.resource.1, "resource": s.resource.2});
+    json!({
+        "kind": kind, "resource": resource, "requestKind": kind, "requestResource": resource,
+        "name": s.name, "namespace": s.namespace, "operation": s.operation,
+        "userInfo": {"username": s.user.name, "uid": s.user.uid, "groups": s.user.groups},
+        "dryRun": s.dry_run,
+    })
 }
 
 /// Whether the conditions hold: `Ok(false)` skips the webhook, `Err` says which condition
@@ -67,29 +62,32 @@ pub(super) fn matches(conditions: &[Condition], s: &Subject<'_>) -> Result<bool,
     if conditions.is_empty() {
         return Ok(true);
     }
-    let mut builder = VapEvaluator::builder().object(s.object.cloned().unwrap_or(Value::Null)).request(request(s));
-    if let Some(old) = s.old {
-        builder = builder.old_object(old.clone());
-    }
-    let expressions: Vec<VapExpression> = conditions
-        .iter()
-        .map(|c| VapExpression { expression: c.expression.clone(), message: None, message_expression: None })
-        .collect();
-    let results = builder.build().evaluate(&expressions);
+    let vars = [
+        ("object", s.object.cloned().unwrap_or(Value::Null)),
+        ("oldObject", s.old.cloned().unwrap_or(Value::Null)),
+        ("request", request(s)),
+    ];
+    let outcomes = cel::deep(|| {
+        let env = cel::Env::new(&vars);
+        let mut budget = cel::RUNTIME_BUDGET;
+        conditions
+            .iter()
+            .map(|c| match cel::compile(&c.expression) {
+                Ok(e) => env.eval(&e, &mut budget),
+                Err(why) => Outcome::Error(why),
+            })
+            .collect::<Vec<_>>()
+    })
+    .ok_or("internal error evaluating the match conditions")?;
     let mut error = None;
-    for (c, r) in conditions.iter().zip(&results) {
-        if r.passed {
-            continue;
-        }
-        // The evaluator's words for a plain `false` (no message was given).
-        let is_false =
-            r.message.as_deref() == Some(&format!("validation expression '{}' evaluated to false", c.expression));
-        if is_false {
-            return Ok(false);
-        }
-        error.get_or_insert_with(|| {
-            format!("failed to evaluate match condition {:?}: {}", c.name, r.message.as_deref().unwrap_or("no result"))
-        });
+    for (c, outcome) in conditions.iter().zip(outcomes) {
+        let why = match outcome {
+            Outcome::Value(cel::Value::Bool(true)) => continue,
+            Outcome::Value(cel::Value::Bool(false)) => return Ok(false),
+            Outcome::Value(other) => format!("no such overload: expected a bool, got {}", cel::type_name(&other)),
+            Outcome::Error(why) => why,
+        };
+        error.get_or_insert_with(|| format!("failed to evaluate match condition {:?}: {why}", c.name));
     }
     error.map_or(Ok(true), Err)
 }

@@ -21,11 +21,11 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use kube_core::cel::{VapEvaluator, VapExpression};
 use serde_json::Value;
 
 use super::Request;
 use super::conditions::{self, Subject};
+use crate::cel::{self, Outcome};
 use crate::mirror::Change;
 use crate::object;
 use crate::rest::Op;
@@ -185,65 +185,59 @@ fn code_of(reason: &str) -> u16 {
     }
 }
 
-/// The validations of `policy` for one evaluation context; what did not pass.
-fn evaluate(policy: &Value, evaluator: &VapEvaluator, fail: bool) -> Vec<Decision> {
+/// The validations of `policy` for one evaluation context; what did not pass. Runs on a
+/// [`cel::deep`] thread; spends from the binding's `budget`.
+fn evaluate(policy: &Value, env: &cel::Env, fail: bool, budget: &mut u64) -> Vec<Decision> {
     let variables = variables_of(&policy["spec"]);
-    let validations: Vec<&Value> =
-        policy.pointer("/spec/validations").and_then(Value::as_array).into_iter().flatten().collect();
+    let validations = policy.pointer("/spec/validations").and_then(Value::as_array).into_iter().flatten();
     let mut out = Vec::new();
-    let mut expressions: Vec<VapExpression> = Vec::new();
-    let mut checked: Vec<&Value> = Vec::new();
-    for v in &validations {
+    for v in validations {
         let original = v.get("expression").and_then(Value::as_str).unwrap_or("");
-        match inline_variables(original, &variables) {
-            Ok(expression) => {
-                expressions.push(VapExpression { expression, message: None, message_expression: None });
-                checked.push(v);
-            }
-            Err(why) if fail => out.push(Decision {
-                message: format!("expression '{original}' resulted in error: {why}"),
-                reason: "Invalid",
-            }),
-            Err(_) => {}
-        }
-    }
-    let results = evaluator.evaluate(&expressions);
-    for ((v, e), r) in checked.iter().zip(&expressions).zip(&results) {
-        if r.passed {
-            continue;
-        }
-        let original = v.get("expression").and_then(Value::as_str).unwrap_or("");
-        let is_false =
-            r.message.as_deref() == Some(&format!("validation expression '{}' evaluated to false", e.expression));
-        if !is_false {
+        let outcome = match inline_variables(original, &variables).and_then(|e| cel::compile(&e)) {
+            Ok(e) => env.eval(&e, budget),
+            Err(why) => Outcome::Error(why),
+        };
+        let why = match outcome {
+            Outcome::Value(cel::Value::Bool(true)) => continue,
+            Outcome::Value(cel::Value::Bool(false)) => None,
+            Outcome::Value(other) => Some(format!("no such overload: expected a bool, got {}", cel::type_name(&other))),
+            Outcome::Error(why) => Some(why),
+        };
+        if let Some(why) = why {
+            let spent = why == cel::BUDGET_EXHAUSTED;
             if fail {
-                let why = r.message.as_deref().unwrap_or("no result");
-                out.push(Decision {
-                    message: format!("expression '{original}' resulted in error: {why}"),
-                    reason: "Invalid",
-                });
+                let message = if spent { why } else { format!("expression '{original}' resulted in error: {why}") };
+                out.push(Decision { message, reason: "Invalid" });
+            }
+            // Once the budget is spent, no further validation is run (as kube).
+            if spent {
+                break;
             }
             continue;
         }
         let message = v.get("message").and_then(Value::as_str).filter(|m| !m.is_empty()).map(String::from);
-        let from_expression =
-            v.get("messageExpression").and_then(Value::as_str).filter(|m| !m.is_empty()).and_then(|me| {
-                let again = VapExpression {
-                    expression: e.expression.clone(),
-                    message: None,
-                    message_expression: Some(inline_variables(me, &variables).ok()?),
-                };
-                let msg = evaluator.evaluate(&[again]).pop()?.message?;
-                // A messageExpression that fails (or is blank) falls back, as kube falls back.
-                (!msg.trim().is_empty()
-                    && msg != format!("validation expression '{}' evaluated to false", e.expression))
-                .then_some(msg)
+        // A messageExpression that fails, is blank or too long falls back, as kube falls back.
+        let from_expression = v
+            .get("messageExpression")
+            .and_then(Value::as_str)
+            .filter(|m| !m.is_empty())
+            .and_then(|me| cel::compile(&inline_variables(me, &variables).ok()?).ok())
+            .and_then(|e| match env.eval(&e, budget) {
+                Outcome::Value(cel::Value::String(m))
+                    if !m.trim().is_empty() && m.len() <= MAX_EVALUATED_MESSAGE && !m.contains('\n') =>
+                {
+                    Some(m.to_string())
+                }
+                _ => None,
             });
         let message = from_expression.or(message).unwrap_or_else(|| format!("failed expression: {original}"));
         out.push(Decision { message, reason: reason_of(v) });
     }
     out
 }
+
+/// kube's `MaxEvaluatedMessageExpressionSizeBytes`.
+const MAX_EVALUATED_MESSAGE: usize = 5 * 1024;
 
 /// The parameter objects a binding gives its policy, or the decision when there are none and
 /// the binding says to deny. `Ok(None)`: the policy takes no parameters.
@@ -378,20 +372,22 @@ pub(super) async fn validate(
                 }
                 Err(_) => continue,
             };
+            // The binding's validations share kube's runtime cost budget, over all its
+            // parameter objects.
+            let mut budget = cel::RUNTIME_BUDGET;
+            let request = conditions::request(&subject);
             for p in contexts {
-                let mut builder = VapEvaluator::builder()
-                    .object(obj.cloned().unwrap_or(Value::Null))
-                    .request(conditions::request(&subject));
-                if let Some(old) = old {
-                    builder = builder.old_object(old.clone());
-                }
-                if let Some(p) = p {
-                    builder = builder.params(p);
-                }
-                if let Some(ns) = &namespace_object {
-                    builder = builder.namespace_object(ns.clone());
-                }
-                decisions.extend(evaluate(&policy, &builder.build(), fail));
+                let mut vars = vec![
+                    ("object", obj.cloned().unwrap_or(Value::Null)),
+                    ("oldObject", old.cloned().unwrap_or(Value::Null)),
+                    ("request", request.clone()),
+                ];
+                vars.extend(p.map(|p| ("params", p)));
+                vars.extend(namespace_object.clone().map(|ns| ("namespaceObject", ns)));
+                let found = cel::deep(|| evaluate(&policy, &cel::Env::new(&vars), fail, &mut budget));
+                decisions.extend(found.unwrap_or_else(|| {
+                    vec![Decision { message: "internal error evaluating the policy".into(), reason: "Invalid" }]
+                }));
             }
         }
         let actions: Vec<&str> = binding

@@ -3,7 +3,6 @@
 //! validation of ValidatingAdmissionPolicies and their bindings kube does at write time —
 //! CEL expressions that do not compile are refused then, not at admission.
 
-use kube_core::cel::{VapEvaluator, VapExpression};
 use serde_json::{Value, json};
 
 use crate::status::FieldError;
@@ -111,11 +110,8 @@ pub(crate) fn inline_variables(expression: &str, variables: &[(String, String)])
 
 /// Why `expression` does not compile, if it does not.
 fn compile_error(expression: &str) -> Option<String> {
-    let probe = VapExpression { expression: expression.to_string(), message: None, message_expression: None };
-    match VapEvaluator::builder().build().compile_expressions(&[probe]).pop() {
-        Some(Err(e)) => Some(e.to_string()),
-        _ => None,
-    }
+    let why = crate::cel::deep(|| crate::cel::parse(expression).err()).unwrap_or_else(|| Some(String::new()));
+    why.map(|w| w.trim_start_matches("compilation failed: ").to_string())
 }
 
 /// The expressions of `list` (each item's `field`), checked to compile.

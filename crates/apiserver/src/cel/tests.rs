@@ -1,0 +1,135 @@
+use serde_json::json;
+
+use super::*;
+
+fn eval(src: &str, vars: &[(&str, Json)]) -> Outcome {
+    deep(|| {
+        let e = compile(src).unwrap_or_else(|err| panic!("{src}: {err}"));
+        let mut budget = RUNTIME_BUDGET;
+        Env::new(vars).eval(&e, &mut budget)
+    })
+    .expect("no panic")
+}
+
+fn truth(src: &str, vars: &[(&str, Json)]) -> bool {
+    match eval(src, vars) {
+        Outcome::Value(Value::Bool(b)) => b,
+        other => panic!("{src}: {other:?}"),
+    }
+}
+
+#[test]
+fn ordinary_expressions_evaluate_as_before() {
+    let object = json!({"metadata": {"name": "web", "labels": {"app.kubernetes.io/name": "web"}},
+        "spec": {"replicas": 3, "containers": [{"name": "a", "image": "registry.example/a:1"},
+                                                {"name": "b", "image": "registry.example/b:2"}]}});
+    let vars = [("object", object)];
+    assert!(truth("object.spec.replicas <= 5", &vars));
+    assert!(truth("object.spec.containers.all(c, c.image.startsWith('registry.example/'))", &vars));
+    assert!(truth("object.spec.containers.map(c, c.name).join(',') == 'a,b'", &vars));
+    assert!(truth("object.spec.containers.exists(c, c.name in ['b', 'z'])", &vars));
+    assert!(truth("object.metadata.name + '-x' == 'web-x'", &vars));
+    assert!(truth("'a,b,c'.split(',').size() == 3 && 'aXa'.replace('X', 'b') == 'aba'", &vars));
+    assert!(truth("strings.quote('x') == '\"x\"' && 'A'.lowerAscii() == 'a'", &vars));
+    assert!(truth("'%s-%d'.format(['a', 1]) == 'a-1'", &vars));
+    assert!(truth("object.spec.containers.filter(c, c.name == 'b').size() == 1", &vars));
+    // Label keys are map keys, read as written (not escaped as schema field names).
+    assert!(truth("object.metadata.labels['app.kubernetes.io/name'] == 'web'", &vars));
+    assert!(truth("has(object.spec.replicas) && !has(object.spec.paused)", &vars));
+    assert_eq!(eval("object.spec.missing == 1", &vars), Outcome::Error("no such key: missing".into()));
+}
+
+#[test]
+fn nested_loops_are_cancelled_at_the_per_call_limit() {
+    // 10⁸ iterations: minutes of a core without a meter.
+    let ten = "[0,1,2,3,4,5,6,7,8,9]";
+    let src = format!(
+        "{ten}.all(a, {ten}.all(b, {ten}.all(c, {ten}.all(d, {ten}.all(e, {ten}.all(f, {ten}.all(g, {ten}.all(h, a+b+c+d+e+f+g+h >= 0))))))))"
+    );
+    let started = std::time::Instant::now();
+    assert_eq!(eval(&src, &[]), Outcome::Error(COST_EXCEEDED.into()));
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
+}
+
+#[test]
+fn loops_over_a_large_object_are_cancelled() {
+    let items: Vec<Json> = (0..5_000).map(|i| json!(i)).collect();
+    let vars = [("object", json!({"items": items}))];
+    // 5,000 × 5,000 comparisons.
+    assert_eq!(
+        eval("object.items.all(x, object.items.exists(y, y == x))", &vars),
+        Outcome::Error(COST_EXCEEDED.into())
+    );
+    // One pass is cheap.
+    assert!(truth("object.items.all(x, x >= 0)", &vars));
+}
+
+#[test]
+fn growing_strings_are_cancelled_before_they_are_built() {
+    // Each replace multiplies the text by 64: 64⁶ bytes (68 GB) at the end.
+    let big = "x".repeat(64);
+    let mut src = "'x'".to_string();
+    for _ in 0..6 {
+        src = format!("{src}.replace('x', '{big}')");
+    }
+    assert_eq!(eval(&format!("{src}.size() > 0"), &[]), Outcome::Error(COST_EXCEEDED.into()));
+    // Doubling by concatenation, and a join of many references to one string.
+    let mut doubling = "'xxxxxxxxxxxxxxxx'".to_string();
+    for _ in 0..40 {
+        doubling = format!("[{doubling}].map(v, v + v)[0]");
+    }
+    assert_eq!(eval(&format!("size({doubling}) > 0"), &[]), Outcome::Error(COST_EXCEEDED.into()));
+    let vars = [("object", json!({"s": "y".repeat(100_000), "n": (0..1000).collect::<Vec<_>>()}))];
+    assert_eq!(eval("object.n.map(i, object.s).join('').size() > 0", &vars), Outcome::Error(COST_EXCEEDED.into()));
+}
+
+#[test]
+fn a_budget_is_shared_and_runs_out() {
+    let items: Vec<Json> = (0..100_000).map(|i| json!(i)).collect();
+    let env = Env::new(&[("object", json!({"items": items}))]);
+    let e = compile("object.items.all(x, x >= 0)").unwrap();
+    let mut budget = RUNTIME_BUDGET;
+    let mut passes = 0;
+    // (Shallow enough for the test thread's stack.)
+    loop {
+        match env.eval(&e, &mut budget) {
+            Outcome::Value(Value::Bool(true)) => passes += 1,
+            Outcome::Error(m) => {
+                assert_eq!(m, BUDGET_EXHAUSTED);
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(passes < 1_000, "the budget never ran out");
+    }
+    assert!(passes >= 10, "{passes} passes");
+}
+
+#[test]
+fn message_construction_is_refused_not_a_panic() {
+    // The interpreter panics evaluating these; they never get that far.
+    for src in ["Foo{a: 1}", "{1: Foo{}}", "[Foo{}].size() == 1"] {
+        let err = compile(src).unwrap_err();
+        assert!(err.contains("undeclared reference to 'Foo'"), "{src}: {err}");
+    }
+    assert!(compile("1 +").unwrap_err().starts_with("compilation failed"));
+}
+
+#[test]
+fn deep_and_long_expressions_are_refused_not_a_crash() {
+    // Each of these overflows a 2 MiB stack when parsed or evaluated (the process aborts).
+    let chain = |unit: &str, n: usize| std::iter::repeat_n(unit, n).collect::<String>();
+    for src in [
+        format!("1{}", chain(" + 1", 20_000)),
+        format!("object{}", chain(".a", 20_000)),
+        format!("'x'{}", chain("[0]", 20_000)),
+    ] {
+        let err = deep(|| compile(&src).map(|_| ())).expect("no panic").unwrap_err();
+        assert_eq!(err, "compilation failed: max recursion depth exceeded", "{}", &src[..20]);
+    }
+    let long = format!("'{}' == ''", "x".repeat(MAX_CODE_POINTS));
+    let err = deep(|| compile(&long).map(|_| ())).expect("no panic").unwrap_err();
+    assert!(err.contains("expression code point size exceeds limit"), "{err}");
+    // Within the limits, a deep one still evaluates.
+    assert_eq!(eval(&format!("1{} == 201", chain(" + 1", 200)), &[]), Outcome::Value(Value::Bool(true)));
+}

@@ -1,0 +1,165 @@
+//! The static cost of a CRD's `x-kubernetes-validations` rules, checked when the CRD is
+//! written, as apiextensions-apiserver checks it: a rule whose worst case exceeds
+//! `StaticEstimatedCostLimit` (10⁷), or rules whose worst cases together — each times the
+//! most values it can run on — exceed `StaticEstimatedCRDCostLimit` (10⁸), make the CRD
+//! invalid. The rules are then evaluated by kube-cel, which has no runtime meter: this bound
+//! is what keeps one tenant's custom resources from spinning a core of the shared process.
+//!
+//! The estimate follows kube's idea, simplified: a comprehension costs its range's largest
+//! size times its body; a size comes from the schema (`maxItems`, `maxProperties`,
+//! `maxLength`) or, unbounded, from the largest request (3 MiB) over the smallest element
+//! (kube derives it per type; vt takes 2 bytes, a one-digit number and its comma).
+
+use kube_core::cel::cel::common::ast::{Expr, IdedExpr, operators};
+use serde_json::Value;
+
+/// kube's per-rule limit.
+pub(crate) const RULE_LIMIT: u64 = 10_000_000;
+/// kube's limit for all the rules of a CRD version, each times its cardinality.
+pub(crate) const CRD_LIMIT: u64 = 100_000_000;
+/// The most elements a value without a bound can have.
+const UNBOUNDED: u64 = 3 * 1024 * 1024 / 2;
+
+/// A rule's worst-case cost, `self` having `schema`.
+pub(crate) fn rule_cost(e: &IdedExpr, schema: &Value) -> u64 {
+    Estimator { scope: vec![("self".into(), Some(schema.clone()))] }.cost(e)
+}
+
+/// The most elements (or bytes, for strings) a value of `schema` holds; a scalar holds one.
+pub(crate) fn bound(schema: Option<&Value>) -> u64 {
+    let Some(s) = schema else { return UNBOUNDED };
+    let limit = match s.get("type").and_then(Value::as_str) {
+        Some("integer" | "number" | "boolean") => return 1,
+        Some("string") => "maxLength",
+        Some("array") => "maxItems",
+        Some("object") => "maxProperties",
+        _ => return UNBOUNDED,
+    };
+    s.get(limit).and_then(Value::as_u64).unwrap_or(UNBOUNDED).min(UNBOUNDED)
+}
+
+struct Estimator {
+    /// Names in scope (`self`, comprehension variables) and their schemas, if known.
+    scope: Vec<(String, Option<Value>)>,
+}
+
+impl Estimator {
+    /// The schema of what `e` evaluates to, when it is a path from a name in scope.
+    fn schema_of(&self, e: &IdedExpr) -> Option<Value> {
+        match &e.expr {
+            Expr::Ident(name) => self.scope.iter().rev().find(|(n, _)| n == name).and_then(|(_, s)| s.clone()),
+            Expr::Select(s) => {
+                let parent = self.schema_of(&s.operand)?;
+                parent
+                    .pointer(&format!("/properties/{}", s.field.replace('~', "~0").replace('/', "~1")))
+                    .or_else(|| parent.get("additionalProperties").filter(|a| a.is_object()))
+                    .cloned()
+            }
+            Expr::Call(c) if c.func_name == operators::INDEX && c.args.len() == 2 => {
+                let parent = self.schema_of(&c.args[0])?;
+                parent.get("items").or_else(|| parent.get("additionalProperties").filter(|a| a.is_object())).cloned()
+            }
+            _ => None,
+        }
+    }
+
+    /// The most elements `e` can have.
+    fn size(&self, e: &IdedExpr) -> u64 {
+        match &e.expr {
+            Expr::List(l) => l.elements.len() as u64,
+            Expr::Map(m) => m.entries.len() as u64,
+            // `map` and `filter` keep at most their range's size.
+            Expr::Comprehension(c) => self.size(&c.iter_range),
+            _ => bound(self.schema_of(e).as_ref()),
+        }
+    }
+
+    fn cost(&mut self, e: &IdedExpr) -> u64 {
+        match &e.expr {
+            Expr::Comprehension(c) => {
+                let range = self.cost(&c.iter_range);
+                let n = self.size(&c.iter_range);
+                let items = self.schema_of(&c.iter_range).and_then(|s| {
+                    s.get("items").or_else(|| s.get("additionalProperties").filter(|a| a.is_object())).cloned()
+                });
+                self.scope.push((c.iter_var.clone(), items));
+                self.scope.push((c.accu_var.clone(), None));
+                let body = self.cost(&c.loop_cond).saturating_add(self.cost(&c.loop_step));
+                let rest = self.cost(&c.accu_init).saturating_add(self.cost(&c.result));
+                self.scope.truncate(self.scope.len() - 2);
+                range.saturating_add(n.saturating_mul(body.max(1))).saturating_add(rest)
+            }
+            Expr::Call(c) => {
+                // Logical operators cost only their operands (as in cel-go's cost model).
+                let own = matches!(
+                    c.func_name.as_str(),
+                    operators::LOGICAL_AND
+                        | operators::LOGICAL_OR
+                        | operators::NOT_STRICTLY_FALSE
+                        | operators::CONDITIONAL
+                );
+                let mut total = u64::from(!own);
+                if let Some(t) = &c.target {
+                    total = total.saturating_add(self.cost(t));
+                }
+                for a in &c.args {
+                    total = total.saturating_add(self.cost(a));
+                }
+                // Functions that read a whole string or list of the object: a tenth per byte
+                // or item (kube's traversal cost).
+                if !matches!(
+                    c.func_name.as_str(),
+                    operators::LOGICAL_AND
+                        | operators::LOGICAL_OR
+                        | operators::LOGICAL_NOT
+                        | operators::CONDITIONAL
+                        | operators::NOT_STRICTLY_FALSE
+                        | operators::INDEX
+                        | "size"
+                ) {
+                    let operands = c.target.iter().map(|t| &**t).chain(c.args.iter());
+                    let read = operands.filter_map(|x| self.schema_of(x)).map(|sc| bound(Some(&sc)) / 10);
+                    total = total.saturating_add(read.fold(0u64, u64::saturating_add));
+                }
+                total
+            }
+            Expr::List(l) => l.elements.iter().fold(1u64, |acc, x| acc.saturating_add(self.cost(x))),
+            Expr::Map(m) => m.entries.len() as u64 + 1,
+            Expr::Select(s) => 1u64.saturating_add(self.cost(&s.operand)),
+            Expr::Literal(_) => 0,
+            _ => 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn cost(rule: &str, schema: &Value) -> u64 {
+        let p = kube_core::cel::cel::Program::compile(rule).unwrap();
+        rule_cost(p.expression(), schema)
+    }
+
+    #[test]
+    fn bounded_rules_are_cheap_and_nested_unbounded_ones_are_not() {
+        let unbounded =
+            json!({"type": "object", "properties": {"items": {"type": "array", "items": {"type": "integer"}}}});
+        let bounded = json!({"type": "object", "properties": {"items": {"type": "array", "maxItems": 100, "items": {"type": "integer"}}}});
+        // One pass over an unbounded list fits (kube allows it too).
+        assert!(cost("self.items.all(x, x > 0)", &unbounded) < RULE_LIMIT);
+        // A pass per item over it does not; with maxItems it does.
+        let nested = "self.items.all(x, self.items.exists(y, y == x))";
+        assert!(cost(nested, &unbounded) > RULE_LIMIT);
+        assert!(cost(nested, &bounded) < RULE_LIMIT);
+        // Literal ranges count their elements: 10⁸ iterations.
+        let ten = "[0,1,2,3,4,5,6,7,8,9]";
+        let literal = format!(
+            "{ten}.all(a, {ten}.all(b, {ten}.all(c, {ten}.all(d, {ten}.all(e, {ten}.all(f, {ten}.all(g, {ten}.all(h, true))))))))"
+        );
+        assert!(cost(&literal, &bounded) > RULE_LIMIT);
+        assert!(cost("self.items.size() < 5", &unbounded) < 10);
+    }
+}
