@@ -476,11 +476,19 @@ fn check_rules(schema_value: &Value, path: &str, errs: &mut Vec<FieldError>) {
                         total = total.saturating_add(c.saturating_mul(cardinality));
                     }
                 }
-                if let Some(me) = r.get("messageExpression").and_then(Value::as_str)
-                    && let Err(why) = cel::parse(me)
-                {
+                if let Some(me) = r.get("messageExpression").and_then(Value::as_str) {
                     let me_path = format!("{at}.x-kubernetes-validations[{i}].messageExpression");
-                    found.push(FieldError::invalid(me_path, &json!(me), &why));
+                    match cel::parse(me) {
+                        Err(why) => found.push(FieldError::invalid(me_path, &json!(me), &why)),
+                        Ok(program) => {
+                            let c = cost::rule_cost(program.expression(), node);
+                            if c > cost::RULE_LIMIT {
+                                let why = over_budget(c, cost::RULE_LIMIT).replace("rule", "messageExpression");
+                                found.push(FieldError::forbidden(me_path, &why));
+                            }
+                            total = total.saturating_add(c.saturating_mul(cardinality));
+                        }
+                    }
                 }
             }
         });

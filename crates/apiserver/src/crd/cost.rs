@@ -10,7 +10,7 @@
 //! `maxLength`) or, unbounded, from the largest request (3 MiB) over the smallest element
 //! (kube derives it per type; vt takes 2 bytes, a one-digit number and its comma).
 
-use kube_core::cel::cel::common::ast::{Expr, IdedExpr, operators};
+use kube_core::cel::cel::common::ast::{Expr, IdedExpr, LiteralValue, operators};
 use serde_json::Value;
 
 /// kube's per-rule limit.
@@ -19,6 +19,20 @@ pub(crate) const RULE_LIMIT: u64 = 10_000_000;
 pub(crate) const CRD_LIMIT: u64 = 100_000_000;
 /// The most elements a value without a bound can have.
 const UNBOUNDED: u64 = 3 * 1024 * 1024 / 2;
+
+/// The element a comprehension's step appends (`accu + [x]`, possibly under a condition).
+fn appended_element(step: &IdedExpr) -> Option<&IdedExpr> {
+    match &step.expr {
+        Expr::Call(c) if c.func_name == operators::ADD && c.args.len() == 2 => match &c.args[1].expr {
+            Expr::List(l) if l.elements.len() == 1 => Some(&l.elements[0]),
+            _ => None,
+        },
+        Expr::Call(c) if c.func_name == operators::CONDITIONAL && c.args.len() == 3 => {
+            appended_element(&c.args[1]).or_else(|| appended_element(&c.args[2]))
+        }
+        _ => None,
+    }
+}
 
 /// A rule's worst-case cost, `self` having `schema`.
 pub(crate) fn rule_cost(e: &IdedExpr, schema: &Value) -> u64 {
@@ -63,14 +77,54 @@ impl Estimator {
         }
     }
 
-    /// The most elements `e` can have.
-    fn size(&self, e: &IdedExpr) -> u64 {
+    /// The most elements (or bytes) `e` can have, including what calls build: a chain of
+    /// `replace`s multiplies a string, `+` and `join` add theirs up.
+    fn size(&mut self, e: &IdedExpr) -> u64 {
         match &e.expr {
+            Expr::Literal(LiteralValue::String(s)) => s.inner().len() as u64,
+            Expr::Literal(LiteralValue::Bytes(b)) => b.inner().len() as u64,
+            Expr::Literal(_) => 1,
             Expr::List(l) => l.elements.len() as u64,
             Expr::Map(m) => m.entries.len() as u64,
             // `map` and `filter` keep at most their range's size.
             Expr::Comprehension(c) => self.size(&c.iter_range),
+            Expr::Call(c) => match (c.func_name.as_str(), c.target.as_deref(), c.args.as_slice()) {
+                ("replace", Some(t), [_, new, ..]) => {
+                    let s = self.size(t);
+                    s.saturating_add(s.saturating_add(1).saturating_mul(self.size(new)))
+                }
+                (operators::ADD, None, [a, b]) => self.size(a).saturating_add(self.size(b)),
+                ("join", Some(t), rest) => {
+                    let sep = rest.first().map_or(0, |x| self.size(x));
+                    self.size(t).saturating_mul(self.element_size(t).saturating_add(sep))
+                }
+                ("format", Some(f), [args]) => {
+                    let n = self.size(args);
+                    self.size(f).saturating_add(n.saturating_mul(self.element_size(args)))
+                }
+                ("quote", _, [x]) => self.size(x).saturating_mul(6).saturating_add(2),
+                ("split" | "lowerAscii" | "upperAscii" | "trim" | "substring" | "reverse" | "charAt", Some(t), _) => {
+                    self.size(t)
+                }
+                _ => bound(self.schema_of(e).as_ref()),
+            },
             _ => bound(self.schema_of(e).as_ref()),
+        }
+    }
+
+    /// The most bytes or elements one element of the list `e` can have.
+    fn element_size(&mut self, e: &IdedExpr) -> u64 {
+        match &e.expr {
+            Expr::List(l) => l.elements.iter().map(|x| self.size(x)).max().unwrap_or(0),
+            Expr::Comprehension(c) => {
+                // `map`'s step appends `[f(x)]`; `filter`'s appends `[x]` (an element of the range).
+                let items = self.schema_of(&c.iter_range).and_then(|s| s.get("items").cloned());
+                self.scope.push((c.iter_var.clone(), items));
+                let appended = appended_element(&c.loop_step).map(|x| self.size(x));
+                self.scope.pop();
+                appended.unwrap_or_else(|| self.element_size(&c.iter_range))
+            }
+            _ => bound(self.schema_of(e).and_then(|s| s.get("items").cloned()).as_ref()),
         }
     }
 
@@ -83,7 +137,8 @@ impl Estimator {
                     s.get("items").or_else(|| s.get("additionalProperties").filter(|a| a.is_object())).cloned()
                 });
                 self.scope.push((c.iter_var.clone(), items));
-                self.scope.push((c.accu_var.clone(), None));
+                // The accumulator (of `map` and `filter`) holds at most the range's size.
+                self.scope.push((c.accu_var.clone(), Some(serde_json::json!({"type": "array", "maxItems": n}))));
                 let body = self.cost(&c.loop_cond).saturating_add(self.cost(&c.loop_step));
                 let rest = self.cost(&c.accu_init).saturating_add(self.cost(&c.result));
                 self.scope.truncate(self.scope.len() - 2);
@@ -107,6 +162,8 @@ impl Estimator {
                 }
                 // Functions that read a whole string or list of the object: a tenth per byte
                 // or item (kube's traversal cost).
+                // (Not `+`: a list append — a comprehension's step — reads nothing; strings
+                // joined by `+` are charged as built, below.)
                 if !matches!(
                     c.func_name.as_str(),
                     operators::LOGICAL_AND
@@ -115,11 +172,19 @@ impl Estimator {
                         | operators::CONDITIONAL
                         | operators::NOT_STRICTLY_FALSE
                         | operators::INDEX
+                        | operators::ADD
                         | "size"
                 ) {
                     let operands = c.target.iter().map(|t| &**t).chain(c.args.iter());
                     let read = operands.filter_map(|x| self.schema_of(x)).map(|sc| bound(Some(&sc)) / 10);
                     total = total.saturating_add(read.fold(0u64, u64::saturating_add));
+                }
+                // Calls that build text or lists: a tenth per byte or element built.
+                let appends = c.func_name == operators::ADD && c.args.iter().any(|a| matches!(a.expr, Expr::List(_)));
+                let builds =
+                    matches!(c.func_name.as_str(), "replace" | "join" | "format" | "split" | "quote" | operators::ADD);
+                if builds && !appends {
+                    total = total.saturating_add(self.size(e) / 10);
                 }
                 total
             }
@@ -161,5 +226,16 @@ mod tests {
         );
         assert!(cost(&literal, &bounded) > RULE_LIMIT);
         assert!(cost("self.items.size() < 5", &unbounded) < 10);
+        // Text that grows: six replaces multiplying a 10-byte string by 64 each (68 GB).
+        let short = json!({"type": "object", "properties": {"s": {"type": "string", "maxLength": 10},
+            "names": {"type": "array", "maxItems": 20, "items": {"type": "string", "maxLength": 63}}}});
+        let big = "x".repeat(64);
+        let chain = format!("self.s{}.size() > 0", format!(".replace('x', '{big}')").repeat(6));
+        assert!(cost(&chain, &short) > RULE_LIMIT);
+        assert!(cost("self.s.replace('x', 'yy').size() > 0", &short) < 100);
+        // One pass of `map` over an unbounded list fits, as `all` does.
+        assert!(cost("self.items.map(x, x * 2).size() > 0", &unbounded) < RULE_LIMIT);
+        // Joining bounded names is cheap.
+        assert!(cost("self.names.map(n, n.lowerAscii()).join(',').size() < 500", &short) < 1_000);
     }
 }
