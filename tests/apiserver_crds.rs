@@ -407,28 +407,11 @@ spec:
     // (cel-go's depth limit; before, it aborted the process), and message construction
     // (the interpreter panics on it).
     let guarded = |rule: &str, max_items: &str| {
+        let spec = format!(
+            "{{type: object, x-kubernetes-validations: [{{rule: \"{rule}\"}}], properties: {{items: {{type: array, items: {{type: integer}}{max_items}}}}}}}"
+        );
         format!(
-            r#"apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {{name: costs.example.com}}
-spec:
-  group: example.com
-  scope: Namespaced
-  names: {{plural: costs, singular: cost, kind: Cost}}
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    schema:
-      openAPIV3Schema:
-        type: object
-        properties:
-          spec:
-            type: object
-            x-kubernetes-validations: [{{rule: "{rule}"}}]
-            properties:
-              items: {{type: array, items: {{type: integer}}{max_items}}}
-"#
+            "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {{name: costs.example.com}}\nspec: {{group: example.com, scope: Namespaced, names: {{plural: costs, singular: cost, kind: Cost}}, versions: [{{name: v1, served: true, storage: true, schema: {{openAPIV3Schema: {{type: object, properties: {{spec: {spec}}}}}}}}}]}}\n"
         )
     };
     let nested = "self.items.all(x, self.items.exists(y, y == x))";

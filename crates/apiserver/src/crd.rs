@@ -464,27 +464,16 @@ fn check_rules(schema_value: &Value, path: &str, errs: &mut Vec<FieldError>) {
         rule_sites(schema_value, path.to_string(), 1, &mut |node, at, cardinality| {
             let rules = node.get("x-kubernetes-validations").and_then(Value::as_array).into_iter().flatten();
             for (i, r) in rules.enumerate() {
-                let rule = r.get("rule").and_then(Value::as_str).unwrap_or("");
-                let rule_path = format!("{at}.x-kubernetes-validations[{i}].rule");
-                match cel::parse(rule) {
-                    Err(why) => found.push(FieldError::invalid(rule_path, &json!(rule), &why)),
-                    Ok(program) => {
-                        let c = cost::rule_cost(program.expression(), node);
-                        if c > cost::RULE_LIMIT {
-                            found.push(FieldError::forbidden(rule_path, &over_budget(c, cost::RULE_LIMIT)));
-                        }
-                        total = total.saturating_add(c.saturating_mul(cardinality));
-                    }
-                }
-                if let Some(me) = r.get("messageExpression").and_then(Value::as_str) {
-                    let me_path = format!("{at}.x-kubernetes-validations[{i}].messageExpression");
-                    match cel::parse(me) {
-                        Err(why) => found.push(FieldError::invalid(me_path, &json!(me), &why)),
+                // The rule, and its messageExpression: each must parse and fit kube's limits.
+                for field in ["rule", "messageExpression"] {
+                    let Some(src) = r.get(field).and_then(Value::as_str) else { continue };
+                    let at = format!("{at}.x-kubernetes-validations[{i}].{field}");
+                    match cel::parse(src) {
+                        Err(why) => found.push(FieldError::invalid(at, &json!(src), &why)),
                         Ok(program) => {
                             let c = cost::rule_cost(program.expression(), node);
                             if c > cost::RULE_LIMIT {
-                                let why = over_budget(c, cost::RULE_LIMIT).replace("rule", "messageExpression");
-                                found.push(FieldError::forbidden(me_path, &why));
+                                found.push(FieldError::forbidden(at, &over_budget(field, c, cost::RULE_LIMIT)));
                             }
                             total = total.saturating_add(c.saturating_mul(cardinality));
                         }
@@ -520,10 +509,10 @@ fn check_rules(schema_value: &Value, path: &str, errs: &mut Vec<FieldError>) {
     );
 }
 
-/// kube's words for a rule over its static cost limit.
-fn over_budget(cost: u64, limit: u64) -> String {
+/// kube's words for a rule (or messageExpression: `what`) over its static cost limit.
+fn over_budget(what: &str, cost: u64, limit: u64) -> String {
     format!(
-        "estimated rule cost exceeds budget by factor of {:.1}x (try simplifying the rule, or adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)",
+        "estimated {what} cost exceeds budget by factor of {:.1}x (try simplifying the {what}, or adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)",
         cost as f64 / limit as f64
     )
 }
