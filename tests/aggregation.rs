@@ -81,6 +81,26 @@ async fn extension_server(ip: &str, client_ca: Option<&str>, handler: Handler) -
                             credentials: h.contains_key("authorization")
                                 || h.keys().any(|k| k.as_str().starts_with("impersonate-")),
                         });
+                        // A streaming subresource: switch protocols and echo what comes.
+                        if let Some(protocol) = h.get("upgrade").cloned() {
+                            let pending = hyper::upgrade::on(req);
+                            tokio::spawn(async move {
+                                let Ok(io) = pending.await else { return };
+                                let mut io = hyper_util::rt::TokioIo::new(io);
+                                let mut buf = [0u8; 1024];
+                                while let Ok(n) = io.read(&mut buf).await {
+                                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                                        break;
+                                    }
+                                }
+                            });
+                            return Ok(http::Response::builder()
+                                .status(101)
+                                .header("connection", "Upgrade")
+                                .header("upgrade", protocol)
+                                .body(Full::new(bytes::Bytes::new()))
+                                .unwrap());
+                        }
                         let (code, body) = handler(&path);
                         let text = if path.contains("watch=true") {
                             let items = body.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
@@ -99,6 +119,7 @@ async fn extension_server(ip: &str, client_ca: Option<&str>, handler: Handler) -
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .with_upgrades()
                     .await;
             });
         }
@@ -279,6 +300,26 @@ async fn aggregated_apis_and_host_metrics_work_in_a_tenant() {
         assert_eq!(last.user, "vt-admin", "{seen:?}");
         assert!(!last.groups.contains(&"thieves".to_string()), "{seen:?}");
     }
+    // A streaming subresource (as KubeVirt's consoles are): the upgrade passes through the
+    // front proxy and the two connections are joined.
+    let mut c = client.connect().await;
+    let req = "GET /apis/wardle.example.com/v1alpha1/namespaces/default/flunders/alpha/attach HTTP/1.1\r\nHost: agg\r\nConnection: Upgrade\r\nUpgrade: vt-echo\r\n\r\n";
+    c.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tokio::time::timeout(Duration::from_secs(20), c.read_exact(&mut byte)).await.unwrap().unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 101") && head.contains("upgrade: vt-echo"), "{head}");
+    for word in ["ping", "pong"] {
+        c.write_all(word.as_bytes()).await.unwrap();
+        let mut echo = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(20), c.read_exact(&mut echo)).await.unwrap().unwrap();
+        assert_eq!(&echo, word.as_bytes());
+    }
+    assert_eq!(seen.lock().unwrap().last().unwrap().user, "vt-admin");
 
     // --- kubectl top, from the host's metrics API. ---
     let k3 = k.clone();

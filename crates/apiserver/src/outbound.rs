@@ -258,7 +258,8 @@ pub(crate) async fn connect(api: &ApiServer, target: &Target, trust: &Trust<'_>)
         .map_err(|e| format!("tls: {e}"))?;
     let (sender, conn) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
+    // With upgrades: an aggregated API's streaming subresources switch protocols.
+    tokio::spawn(conn.with_upgrades());
     Ok((sender, ep))
 }
 

@@ -3,7 +3,8 @@
 //! with the front proxy's client certificate and the user in `X-Remote-User`,
 //! `X-Remote-Group` and `X-Remote-Extra-<key>` headers (whatever the client sent in those, and
 //! its own credentials, never leave this server). The answer streams back as it comes, so
-//! watches work.
+//! watches work; an upgrade (a streaming subresource) switches both connections and joins
+//! them.
 
 use std::time::Duration;
 
@@ -178,9 +179,7 @@ pub(crate) async fn forward(
     req: Request<Bytes>,
     user: &UserInfo,
 ) -> Response<Body> {
-    if req.headers().contains_key(header::UPGRADE) {
-        return proxy_error(StatusCode::BAD_REQUEST, "vt does not proxy upgrade requests to aggregated API servers");
-    }
+    let upgrade = upgrade_of(req.headers());
     let upstream = Upstream::of(apiservice);
     let (parts, body) = req.into_parts();
     let work = async {
@@ -197,6 +196,11 @@ pub(crate) async fn forward(
             if let Ok(host) = HeaderValue::from_str(&ep.authority()) {
                 h.insert(header::HOST, host);
             }
+            // An upgrade (WebSocket, SPDY) is asked for again on this hop.
+            if let Some(protocol) = &upgrade {
+                h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+                h.insert(header::UPGRADE, protocol.clone());
+            }
             identity_headers(h, user)?;
         }
         let out = out.body(Full::new(body)).map_err(|e| e.to_string())?;
@@ -212,6 +216,9 @@ pub(crate) async fn forward(
             );
         }
     };
+    if upgrade.is_some() && answer.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return switch(answer, Request::from_parts(parts, ()), api.stopped());
+    }
     let (head, body) = answer.into_parts();
     let mut resp = Response::new(relay(body, api.stopped()));
     *resp.status_mut() = head.status;
@@ -221,6 +228,46 @@ pub(crate) async fn forward(
             resp.headers_mut().append(name.clone(), value.clone());
         }
     }
+    resp
+}
+
+/// The protocol a request asks to switch to (`Connection: Upgrade` with `Upgrade: ...`), as
+/// `kubectl exec`-style streams and WebSockets do.
+fn upgrade_of(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asked = connection_tokens(headers).iter().any(|t| t == "upgrade");
+    headers.get(header::UPGRADE).filter(|_| asked).cloned()
+}
+
+/// The aggregated server switched protocols: so does the client's connection, and the two
+/// are joined until either side closes or the server stops (kube-aggregator's upgrade-aware
+/// proxy). The 101 carries the upstream's headers but those of its connection.
+fn switch(
+    answer: Response<hyper::body::Incoming>,
+    client: Request<()>,
+    mut stopped: tokio::sync::watch::Receiver<()>,
+) -> Response<Body> {
+    let mut resp = Response::new(crate::body::empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let hop = connection_tokens(answer.headers());
+    for (name, value) in answer.headers() {
+        if !dropped(name) && !hop.iter().any(|t| t == name.as_str()) {
+            resp.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Some(protocol) = answer.headers().get(header::UPGRADE) {
+        resp.headers_mut().insert(header::UPGRADE, protocol.clone());
+    }
+    tokio::spawn(async move {
+        let (Ok(upstream), Ok(client)) = tokio::join!(hyper::upgrade::on(answer), hyper::upgrade::on(client)) else {
+            return;
+        };
+        let (mut a, mut b) = (hyper_util::rt::TokioIo::new(client), hyper_util::rt::TokioIo::new(upstream));
+        tokio::select! {
+            _ = tokio::io::copy_bidirectional(&mut a, &mut b) => {}
+            _ = stopped.changed() => {}
+        }
+    });
     resp
 }
 
