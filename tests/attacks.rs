@@ -546,3 +546,68 @@ async fn a_flood_waits_in_its_own_queue() {
     assert!(head.starts_with("HTTP/1.1 200"), "the neighbour was refused: {head}");
     drop(m);
 }
+
+/// Expensive admission expressions compute on their own threads, not on the runtime's
+/// workers: a tenant whose policy makes every request spend its whole CEL budget (seconds of
+/// CPU in a debug build) has four such requests computing, more than there are workers, and a
+/// neighbour's request is still answered while they compute — before the first of them ends.
+/// (Before, each evaluation blocked a shared runtime worker: two such requests stalled every
+/// tenant.) Seats are raised above the workers here, so that what is measured is the runtime,
+/// not the fair queue (`a_flood_waits_in_its_own_queue` covers that).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expensive_expressions_do_not_stall_neighbours() {
+    let (m, heavy, quiet) = tokio::task::spawn_blocking(|| {
+        let m = VtManager::start(vt(), &["--max-concurrent-requests", "8"]);
+        m.vt_ok(&["create", "heavy"]);
+        m.vt_ok(&["create", "light"]);
+        let k = m.tenant_kubectl("heavy");
+        let ten = "[0,1,2,3,4,5,6,7,8,9]";
+        let spin = format!("{ten}.all(a, {ten}.all(b, {ten}.all(c, {ten}.all(d, {ten}.all(e, {ten}.all(f, {ten}.all(g, a+b+c+d+e+f+g >= 0)))))))");
+        let validations: String = (0..5).map(|_| format!("  - expression: \"{spin}\"\n")).collect();
+        k.ok_stdin(
+            &["apply", "-f", "-"],
+            &format!(
+                "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicy\nmetadata: {{name: spin.example.com}}\nspec:\n  matchConstraints:\n    resourceRules: [{{apiGroups: [\"\"], apiVersions: [v1], operations: [CREATE], resources: [configmaps]}}]\n  validations:\n{validations}---\napiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicyBinding\nmetadata: {{name: spin-binding}}\nspec: {{policyName: spin.example.com, validationActions: [Deny]}}\n"
+            ),
+        );
+        vt_testkit::eventually("the policy in force", || {
+            let out = k.run(&["-n", "default", "create", "configmap", "probe"]);
+            (!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("cost")).then_some(())
+        });
+        let (h, q) = (Tenant::of(&m, "heavy"), Tenant::of(&m, "light"));
+        (m, h, q)
+    })
+    .await
+    .unwrap();
+    let finished = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..4 {
+        let mut c = heavy.connect().await;
+        let (name, finished) = (heavy.server_name.clone(), finished.clone());
+        tasks.push(tokio::spawn(async move {
+            let body = format!(r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"spin-{i}"}}}}"#);
+            let req = format!(
+                "POST /api/v1/namespaces/default/configmaps HTTP/1.1\r\nHost: {name}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            c.write_all(req.as_bytes()).await.unwrap();
+            let mut head = vec![0u8; 4096];
+            let n = c.read(&mut head).await.unwrap();
+            finished.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            String::from_utf8_lossy(&head[..n]).to_string()
+        }));
+    }
+    // The heavy requests are computing; the neighbour asks now.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let head = quiet.get("/api/v1/namespaces").await.1;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let done_before = finished.load(std::sync::atomic::Ordering::SeqCst);
+    println!("the neighbour answered in {:?} while {} of 4 heavy requests had ended", started.elapsed(), done_before);
+    assert_eq!(done_before, 0, "the neighbour waited for the heavy requests");
+    for t in tasks {
+        let head = t.await.unwrap();
+        assert!(head.contains("actual cost limit exceeded") || head.starts_with("HTTP/1.1 429"), "{head}");
+    }
+    drop(m);
+}

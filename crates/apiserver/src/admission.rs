@@ -26,6 +26,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 use vt_store::Store;
 
+use crate::cel;
 use crate::mirror::{self, Change};
 use crate::rest::Op;
 use crate::selector::LabelSelector;
@@ -237,8 +238,12 @@ pub(crate) async fn webhooks(
         namespace: &op.ns,
     };
     // ValidatingAdmissionPolicies run before the validating webhooks, as in kube-apiserver.
+    // What the request's CEL (policies, match conditions) may spend in this phase: kube gives
+    // each binding its own budget; vt also bounds the request's total, so that many bindings
+    // cannot hold a seat of the shared process for many budgets' worth of CPU.
+    let mut cel_budget = cel::RUNTIME_BUDGET;
     if !mutating {
-        policies::validate(op, &w.policies, &req, obj.as_deref(), old, dry).await?;
+        policies::validate(op, &w.policies, &req, obj.as_deref(), old, dry, &mut cel_budget).await?;
     }
     let candidates: Vec<Hook> = w.hooks(mutating).into_iter().filter(|h| h.matches_rules(&req)).collect();
     if candidates.is_empty() {
@@ -294,7 +299,7 @@ pub(crate) async fn webhooks(
                 object: obj.as_deref(),
                 old,
             };
-            match conditions::matches(&hook.match_conditions, &subject) {
+            match conditions::matches(&hook.match_conditions, &subject, &mut cel_budget) {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(e) if hook.fail => return Err(failure(hook, &e)),

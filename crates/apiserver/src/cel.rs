@@ -89,11 +89,21 @@ const DEEP_STACK: usize = 256 << 20;
 /// within [`MAX_CODE_POINTS`] can overflow (a request task's stack is 2 MiB, and an overflow
 /// aborts the whole process, every tenant's API server with it). The stack is reserved, not
 /// committed: only the pages a deep expression touches cost memory. `None` if `f` panicked.
+///
+/// Called from a runtime worker, the wait is announced to the runtime (`block_in_place`): an
+/// expression may compute for up to a binding's budget (about a second), and the workers are
+/// shared by every tenant's requests — their other tasks move to another thread meanwhile.
 pub fn deep<T: Send>(f: impl FnOnce() -> T + Send) -> Option<T> {
-    std::thread::scope(|s| {
-        let worker = std::thread::Builder::new().name("cel".into()).stack_size(DEEP_STACK).spawn_scoped(s, f);
-        worker.ok()?.join().ok()
-    })
+    let run = || {
+        std::thread::scope(|s| {
+            let worker = std::thread::Builder::new().name("cel".into()).stack_size(DEEP_STACK).spawn_scoped(s, f);
+            worker.ok()?.join().ok()
+        })
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(run),
+        _ => run(),
+    }
 }
 
 /// Parses `source` within cel-go's limits and refuses what the interpreter cannot evaluate.

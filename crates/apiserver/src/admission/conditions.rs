@@ -57,8 +57,9 @@ pub(super) fn request(s: &Subject<'_>) -> Value {
 }
 
 /// Whether the conditions hold: `Ok(false)` skips the webhook, `Err` says which condition
-/// failed to evaluate and why.
-pub(super) fn matches(conditions: &[Condition], s: &Subject<'_>) -> Result<bool, String> {
+/// failed to evaluate and why. They spend from `budget` (the request's), a binding's worth at
+/// most.
+pub(super) fn matches(conditions: &[Condition], s: &Subject<'_>, budget: &mut u64) -> Result<bool, String> {
     if conditions.is_empty() {
         return Ok(true);
     }
@@ -69,14 +70,17 @@ pub(super) fn matches(conditions: &[Condition], s: &Subject<'_>) -> Result<bool,
     ];
     let outcomes = cel::deep(|| {
         let env = cel::Env::new(&vars);
-        let mut budget = cel::RUNTIME_BUDGET;
-        conditions
+        let mut own = cel::RUNTIME_BUDGET.min(*budget);
+        let before = own;
+        let outcomes = conditions
             .iter()
             .map(|c| match cel::compile(&c.expression) {
-                Ok(e) => env.eval(&e, &mut budget),
+                Ok(e) => env.eval(&e, &mut own),
                 Err(why) => Outcome::Error(why),
             })
-            .collect::<Vec<_>>()
+            .collect::<Vec<_>>();
+        *budget = budget.saturating_sub(before - own);
+        outcomes
     })
     .ok_or("internal error evaluating the match conditions")?;
     let mut error = None;
@@ -121,15 +125,20 @@ mod tests {
         let user = UserInfo::new("jane", ["dev"]);
         let obj = json!({"metadata": {"name": "c", "labels": {"team": "a"}}});
         let s = subject(&user, &obj);
-        assert_eq!(matches(&[], &s), Ok(true));
+        assert_eq!(matches(&[], &s, &mut { cel::RUNTIME_BUDGET }), Ok(true));
         assert_eq!(
-            matches(&conds(&["object.metadata.labels.team == 'a'", "request.userInfo.username == 'jane'"]), &s),
+            matches(&conds(&["object.metadata.labels.team == 'a'", "request.userInfo.username == 'jane'"]), &s, &mut {
+                cel::RUNTIME_BUDGET
+            }),
             Ok(true)
         );
-        assert_eq!(matches(&conds(&["request.operation == 'UPDATE'"]), &s), Ok(false));
-        let err = matches(&conds(&["object.metadata.missing == 1"]), &s).unwrap_err();
+        assert_eq!(matches(&conds(&["request.operation == 'UPDATE'"]), &s, &mut { cel::RUNTIME_BUDGET }), Ok(false));
+        let err = matches(&conds(&["object.metadata.missing == 1"]), &s, &mut { cel::RUNTIME_BUDGET }).unwrap_err();
         assert!(err.starts_with("failed to evaluate match condition \"c0\""), "{err}");
         // False wins over an error.
-        assert_eq!(matches(&conds(&["object.metadata.missing == 1", "false"]), &s), Ok(false));
+        assert_eq!(
+            matches(&conds(&["object.metadata.missing == 1", "false"]), &s, &mut { cel::RUNTIME_BUDGET }),
+            Ok(false)
+        );
     }
 }

@@ -162,6 +162,7 @@ fn resources_match(m: &Value, a: &Request<'_>, name: &str, labels: &Labels) -> b
 }
 
 /// One decision: a validation that did not pass.
+#[derive(Debug)]
 struct Decision {
     message: String,
     reason: &'static str,
@@ -299,6 +300,7 @@ pub(super) async fn validate(
     obj: Option<&Value>,
     old: Option<&Value>,
     dry: bool,
+    cel_budget: &mut u64,
 ) -> ApiResult<()> {
     let bound = policies.bound();
     if bound.is_empty() {
@@ -348,7 +350,7 @@ pub(super) async fn validate(
             continue;
         }
         let mut decisions = Vec::new();
-        match conditions::matches(&conditions::parse(&policy["spec"]), &subject) {
+        match conditions::matches(&conditions::parse(&policy["spec"]), &subject, cel_budget) {
             Ok(true) => {}
             Ok(false) => continue,
             Err(e) if fail => decisions.push(Decision { message: e, reason: "Invalid" }),
@@ -373,8 +375,9 @@ pub(super) async fn validate(
                 Err(_) => continue,
             };
             // The binding's validations share kube's runtime cost budget, over all its
-            // parameter objects.
-            let mut budget = cel::RUNTIME_BUDGET;
+            // parameter objects — within what the request has left.
+            let mut budget = cel::RUNTIME_BUDGET.min(*cel_budget);
+            let before = budget;
             let request = conditions::request(&subject);
             for p in contexts {
                 let mut vars = vec![
@@ -389,6 +392,7 @@ pub(super) async fn validate(
                     vec![Decision { message: "internal error evaluating the policy".into(), reason: "Invalid" }]
                 }));
             }
+            *cel_budget = cel_budget.saturating_sub(before - budget);
         }
         let actions: Vec<&str> = binding
             .pointer("/spec/validationActions")
@@ -457,6 +461,30 @@ mod tests {
         assert!(!resources_match(&selector, &a, "c", &nothing));
         let other = json!({"resourceRules": [{"apiGroups": ["apps"], "apiVersions": ["*"], "operations": ["*"], "resources": ["*"]}]});
         assert!(!resources_match(&other, &a, "c", &created));
+    }
+
+    /// A binding's validations spend from what the request has left: past it, kube's
+    /// out-of-budget error ends the binding's evaluation (one decision, not one per
+    /// validation), and later validations are not run.
+    #[test]
+    fn validations_spend_a_shared_budget() {
+        let ten = "[0,1,2,3,4,5,6,7,8,9]";
+        let spin = format!("{ten}.all(a, {ten}.all(b, {ten}.all(c, {ten}.all(d, {ten}.all(e, {ten}.all(f, true))))))");
+        let policy =
+            json!({"spec": {"validations": [{"expression": spin}, {"expression": spin}, {"expression": "true"}]}});
+        let env = cel::Env::new(&[]);
+        // A full budget: each runaway validation is cancelled at the per-call limit.
+        let mut budget = cel::RUNTIME_BUDGET;
+        let decisions = evaluate(&policy, &env, true, &mut budget);
+        assert_eq!(decisions.len(), 2, "{decisions:?}");
+        assert!(decisions.iter().all(|d| d.message.ends_with(cel::COST_EXCEEDED)), "{decisions:?}");
+        assert!(budget <= cel::RUNTIME_BUDGET - 2 * cel::PER_CALL_LIMIT, "{budget}");
+        // What is left of a request's budget: the first runaway spends it.
+        let mut left = cel::PER_CALL_LIMIT / 2;
+        let decisions = evaluate(&policy, &env, true, &mut left);
+        assert_eq!(decisions.len(), 1, "{decisions:?}");
+        assert_eq!(decisions[0].message, cel::BUDGET_EXHAUSTED);
+        assert_eq!(left, 0);
     }
 
     #[test]
