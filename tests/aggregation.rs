@@ -12,7 +12,6 @@ use base64::Engine;
 use http_body_util::Full;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_rustls::rustls;
 use vt_testkit::VtManager;
 use vt_testkit::tls::TenantClient;
 
@@ -36,29 +35,9 @@ type Handler = Arc<dyn Fn(&str) -> (u16, Value) + Send + Sync>;
 /// client certificate signed by `client_ca` when given. Watches (`watch=true`) get the
 /// handler's list items as ADDED events. Returns its port, its CA, and the record.
 async fn extension_server(ip: &str, client_ca: Option<&str>, handler: Handler) -> (u16, String, Arc<Mutex<Vec<Seen>>>) {
-    let ca = vt_pki::Ca::generate("extension-test-ca").unwrap();
-    let cert =
-        ca.issue_server("ext", &["wardle.default.svc".into(), "metrics-server.kube-system.svc".into()], &[]).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder =
-        rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().unwrap();
-    let builder = match client_ca {
-        Some(pem) => {
-            let mut roots = rustls::RootCertStore::empty();
-            let der = vt_pki::CertKey { cert_pem: pem.to_string(), key_pem: String::new() }.cert_der().unwrap();
-            for c in der {
-                roots.add(c).unwrap();
-            }
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build().unwrap();
-            builder.with_client_cert_verifier(verifier)
-        }
-        None => builder.with_no_client_auth(),
-    };
-    let tls = builder.with_single_cert(cert.cert_der().unwrap(), cert.key_der().unwrap()).unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let server =
+        vt_testkit::https::https(ip, &["wardle.default.svc", "metrics-server.kube-system.svc"], &[], client_ca).await;
+    let (listener, acceptor, port) = (server.listener, server.acceptor, server.port);
     let seen = Arc::new(Mutex::new(Vec::new()));
     let record = seen.clone();
     tokio::spawn(async move {
@@ -124,7 +103,7 @@ async fn extension_server(ip: &str, client_ca: Option<&str>, handler: Handler) -
             });
         }
     });
-    (port, ca.cert_pem().to_string(), seen)
+    (port, server.ca_pem, seen)
 }
 
 fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> tokio::task::JoinHandle<T> {

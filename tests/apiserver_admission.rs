@@ -51,19 +51,14 @@ static FAST_CALLED: AtomicBool = AtomicBool::new(false);
 
 /// Starts the webhook server; returns its port, its CA (PEM) and its call counter.
 async fn webhook_server() -> (u16, String, Arc<AtomicUsize>) {
-    let ca = vt_pki::Ca::generate("webhook-test-ca").unwrap();
-    let cert = ca
-        .issue_server("webhook", &["localhost".into(), "hook.webhooks.svc".into()], &["127.0.0.1".parse().unwrap()])
-        .unwrap();
-    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(cert.cert_der().unwrap(), cert.key_der().unwrap())
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let server = vt_testkit::https::https(
+        "127.0.0.1",
+        &["localhost", "hook.webhooks.svc"],
+        &["127.0.0.1".parse().unwrap()],
+        None,
+    )
+    .await;
+    let (listener, acceptor, port) = (server.listener, server.acceptor, server.port);
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = calls.clone();
     tokio::spawn(async move {
@@ -104,7 +99,7 @@ async fn webhook_server() -> (u16, String, Arc<AtomicUsize>) {
             });
         }
     });
-    (port, ca.cert_pem().to_string(), calls)
+    (port, server.ca_pem, calls)
 }
 
 fn webhook_configs(port: u16, ca_pem: &str) -> String {

@@ -461,19 +461,8 @@ mod conversion {
     }
 
     async fn webhook() -> (u16, String, Arc<AtomicUsize>) {
-        let ca = vt_pki::Ca::generate("conversion-test-ca").unwrap();
-        let cert = ca.issue_server("converter", &["localhost".into()], &["127.0.0.1".parse().unwrap()]).unwrap();
-        let tls = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
-            tokio_rustls::rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(cert.cert_der().unwrap(), cert.key_der().unwrap())
-        .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let server = vt_testkit::https::https("127.0.0.1", &["localhost"], &["127.0.0.1".parse().unwrap()], None).await;
+        let (listener, acceptor, port) = (server.listener, server.acceptor, server.port);
         let calls = Arc::new(AtomicUsize::new(0));
         let counter = calls.clone();
         tokio::spawn(async move {
@@ -514,7 +503,7 @@ mod conversion {
                 });
             }
         });
-        (port, ca.cert_pem().to_string(), calls)
+        (port, server.ca_pem, calls)
     }
 
     fn crd(port: u16, ca: &str) -> String {

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_rustls::rustls;
 use vt_testkit::tls::TenantClient as Tenant;
 use vt_testkit::{VtManager, rss_kib};
 
@@ -237,17 +236,8 @@ async fn counting_listener() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
 /// An HTTPS admission webhook at `ip` (a simulated pod's address) that denies every request
 /// with "denied by the pod's webhook"; returns its port and CA.
 async fn denying_webhook(ip: &str) -> (u16, String) {
-    let ca = vt_pki::Ca::generate("egress-test-ca").unwrap();
-    let cert = ca.issue_server("hook", &["hook.default.svc".into()], &[]).unwrap();
-    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(cert.cert_der().unwrap(), cert.key_der().unwrap())
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let server = vt_testkit::https::https(ip, &["hook.default.svc"], &[], None).await;
+    let (listener, acceptor, port) = (server.listener, server.acceptor, server.port);
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
@@ -273,7 +263,7 @@ async fn denying_webhook(ip: &str) -> (u16, String) {
             });
         }
     });
-    (port, ca.cert_pem().to_string())
+    (port, server.ca_pem)
 }
 
 fn webhook(name: &str, client_config: &str) -> String {

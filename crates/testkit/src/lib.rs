@@ -5,6 +5,7 @@
 //! watchdog that kills it (and removes its data) as soon as the test process's end of a pipe
 //! closes, which happens even when the test process is killed.
 
+pub mod https;
 pub mod manager;
 pub mod process;
 pub mod replicas;
