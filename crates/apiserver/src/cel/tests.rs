@@ -133,3 +133,56 @@ fn deep_and_long_expressions_are_refused_not_a_crash() {
     // Within the limits, a deep one still evaluates.
     assert_eq!(eval(&format!("1{} == 201", chain(" + 1", 200)), &[]), Outcome::Value(Value::Bool(true)));
 }
+
+/// The metered evaluator agrees with kube-cel's own (unmetered) one across Kubernetes' CEL
+/// libraries: every instrumented call form — functions, methods, namespaced functions,
+/// operators, macros, optionals — evaluates as before.
+#[test]
+fn metering_changes_no_result() {
+    use kube_core::cel::{VapEvaluator, VapExpression};
+    let object = json!({"metadata": {"name": "web", "labels": {"a": "1", "b": "2"}},
+        "spec": {"replicas": 3, "ports": [80, 443, 8080], "host": "Example.COM", "url": "https://example.com:8443/p?q=1",
+                 "memory": "1Gi", "when": "2026-01-02T03:04:05Z", "ip": "10.0.0.1", "cidr": "10.0.0.0/8", "version": "1.2.3"}});
+    let expressions = [
+        "object.spec.ports.all(p, p > 0) && object.spec.ports.exists(p, p == 443) && object.spec.ports.exists_one(p, p == 80)",
+        "object.spec.ports.map(p, p * 2) == [160, 886, 16160]",
+        "object.spec.ports.filter(p, p > 100).size() == 2",
+        "object.metadata.labels.all(k, k in ['a', 'b'])",
+        "object.spec.host.lowerAscii() == 'example.com' && object.spec.host.upperAscii() == 'EXAMPLE.COM'",
+        "object.spec.host.indexOf('.') == 7 && object.spec.host.lastIndexOf('M') == 10 && object.spec.host.charAt(0) == 'E'",
+        "object.spec.host.substring(0, 7) == 'Example' && '  x '.trim() == 'x' && 'a-b-c'.split('-') == ['a', 'b', 'c']",
+        "['a', 'b'].join('+') == 'a+b' && 'abc'.reverse() == 'cba' && 'aXbX'.replace('X', '') == 'ab'",
+        "object.spec.host.matches('^[A-Za-z.]+$') && object.spec.host.startsWith('Ex') && object.spec.host.endsWith('OM')",
+        "object.spec.host.contains('ple') && size(object.spec.host) == 11 && object.spec.host.size() == 11",
+        "'%s has %d ports'.format([object.metadata.name, size(object.spec.ports)]) == 'web has 3 ports'",
+        "strings.quote('a\"b') == '\"a\\\\\"b\"'",
+        "math.greatest(1, 5, 3) == 5 && math.least([4, 2]) == 2",
+        "sets.contains([1, 2, 3], [1, 2]) && sets.intersects([1], [1, 4]) && sets.equivalent([1, 2], [2, 1])",
+        "[3, 1, 2].sort() == [1, 2, 3] && [1, 2, 3].isSorted() && [1, 2, 3].sum() == 6 && [1, 2, 2].indexOf(2) == 1",
+        "base64.encode(b'hi') == 'aGk=' && base64.decode('aGk=') == b'hi'",
+        "optional.of(1).hasValue() && !optional.none().hasValue() && optional.of(2).orValue(3) == 2",
+        "url(object.spec.url).getHost() == 'example.com:8443' && url(object.spec.url).getPort() == '8443' && isURL(object.spec.url)",
+        "quantity(object.spec.memory).isGreaterThan(quantity('500Mi')) && isQuantity('1Gi')",
+        "ip(object.spec.ip).family() == 4 && cidr(object.spec.cidr).containsIP(ip(object.spec.ip)) && isIP('::1')",
+        "semver(object.spec.version).major() == 1 && isSemver('1.0.0')",
+        "timestamp(object.spec.when) < timestamp('2027-01-01T00:00:00Z') && duration('1h') > duration('59m')",
+        "int('42') == 42 && string(7) == '7' && double(1) == 1.0 && uint(2) == 2u",
+        "has(object.spec.replicas) && !has(object.spec.paused) && (object.spec.replicas > 2 ? true : false)",
+        "jsonpatch.escapeKey('a/b~c') == 'a~1b~0c'",
+        "object.metadata.labels.exists(k, object.metadata.labels[k] == '2')",
+        "-object.spec.replicas == -3 && object.spec.replicas % 2 == 1 && object.spec.replicas / 2 == 1",
+        "'b' in object.metadata.labels && 80 in object.spec.ports && !(81 in object.spec.ports)",
+        "[1, 2] + [3] == [1, 2, 3] && 'ab' + 'c' == 'abc' && {'x': 1}.x == 1",
+    ];
+    let vars = [("object", object.clone())];
+    for src in expressions {
+        let old = VapEvaluator::builder().object(object.clone()).build().evaluate(&[VapExpression {
+            expression: src.to_string(),
+            message: None,
+            message_expression: None,
+        }]);
+        assert!(old[0].passed, "kube-cel: {src}: {:?}", old[0].message);
+        let now = eval(src, &vars);
+        assert_eq!(now, Outcome::Value(Value::Bool(true)), "{src}");
+    }
+}
