@@ -238,10 +238,9 @@ pub(crate) async fn webhooks(
         namespace: &op.ns,
     };
     // ValidatingAdmissionPolicies run before the validating webhooks, as in kube-apiserver.
-    // What the request's CEL (policies, match conditions) may spend in this phase: kube gives
-    // each binding its own budget; vt also bounds the request's total, so that many bindings
-    // cannot hold a seat of the shared process for many budgets' worth of CPU.
-    let mut cel_budget = cel::RUNTIME_BUDGET;
+    // What the request's CEL (policies, match conditions) may spend in this phase: each
+    // binding and webhook has kube's budget; the phase's total is bounded too (`cel.rs`).
+    let mut cel_budget = cel::REQUEST_BUDGET;
     if !mutating {
         policies::validate(op, &w.policies, &req, obj.as_deref(), old, dry, &mut cel_budget).await?;
     }
@@ -299,6 +298,9 @@ pub(crate) async fn webhooks(
                 object: obj.as_deref(),
                 old,
             };
+            if cel_budget == 0 {
+                return Err(ApiError::forbidden(&op.gr(), &op.name, cel::REQUEST_EXHAUSTED));
+            }
             match conditions::matches(&hook.match_conditions, &subject, &mut cel_budget) {
                 Ok(true) => {}
                 Ok(false) => continue,

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use kube_core::cel::KubeCelExt;
 pub use kube_core::cel::cel::Value;
 use kube_core::cel::cel::common::ast::{CallExpr, EntryExpr, Expr, IdedExpr, LiteralValue, operators};
-use kube_core::cel::cel::objects::{Key, Map};
+use kube_core::cel::cel::objects::{Key, Map, OptionalValue};
 use kube_core::cel::cel::{Context, ExecutionError, FunctionContext, Program};
 use serde_json::Value as Json;
 
@@ -37,6 +37,15 @@ pub const PER_CALL_LIMIT: u64 = 1_000_000;
 /// kube's `RuntimeCELCostBudget`: what the expressions of one binding (one webhook's
 /// conditions) may spend together.
 pub const RUNTIME_BUDGET: u64 = 10_000_000;
+
+/// What all the CEL of one admission phase (its policies' bindings, its webhooks' match
+/// conditions) may spend together — vt's bound, beyond kube's per-binding budget, so that many
+/// bindings cannot hold a seat of the shared process for many budgets' worth of CPU. Past it
+/// the request is refused whatever the failure policies say (a budget one binding spent must
+/// not make a later webhook be skipped).
+pub const REQUEST_BUDGET: u64 = 5 * RUNTIME_BUDGET;
+/// vt's words when a request's CEL passes [`REQUEST_BUDGET`].
+pub const REQUEST_EXHAUSTED: &str = "the admission expressions of this request exceeded their total cost budget";
 
 /// cel-go's words when an expression passes its limit (kube prefixes "operation cancelled").
 pub const COST_EXCEEDED: &str = "operation cancelled: actual cost limit exceeded";
@@ -47,6 +56,7 @@ pub const BUDGET_EXHAUSTED: &str =
 /// The guard every sized call goes through, and the comprehension counter.
 const CALL: &str = "@vt_call";
 const TICK: &str = "@vt_tick";
+const COPY: &str = "@vt_copy";
 
 /// Built-in operators that neither traverse nor build anything large: left as they are.
 const CHEAP: &[&str] = &[
@@ -67,7 +77,7 @@ const CHEAP: &[&str] = &[
 ];
 
 /// Function namespaces (`strings.quote(...)`): their "target" is a name, not a value.
-const NAMESPACES: &[&str] = &["strings", "math", "sets", "base64", "optional", "lists", "jsonpatch"];
+const NAMESPACES: &[&str] = &["strings", "math", "sets", "base64", "optional", "lists", "jsonpatch", "format", "ip"];
 
 /// A compiled, instrumented expression.
 #[derive(Debug)]
@@ -233,6 +243,14 @@ fn ident(name: &str) -> IdedExpr {
     IdedExpr { id: 0, expr: Expr::Ident(name.to_string()) }
 }
 
+/// `e` wrapped so that the value it yields is charged by its weight (`@vt_copy(e)`).
+fn copied(e: IdedExpr) -> IdedExpr {
+    if matches!(e.expr, Expr::Literal(_)) {
+        return e;
+    }
+    IdedExpr { id: 0, expr: Expr::Call(CallExpr { func_name: COPY.into(), target: None, args: vec![e] }) }
+}
+
 /// The expression rewritten to count its cost (see the module's documentation).
 fn instrument(e: &IdedExpr) -> IdedExpr {
     let expr = match &e.expr {
@@ -274,9 +292,10 @@ fn instrument(e: &IdedExpr) -> IdedExpr {
             };
             Expr::Comprehension(Box::new(out))
         }
+        // A literal copies each element in: each is charged as it is had.
         Expr::List(l) => {
             let mut out = l.clone();
-            out.elements = l.elements.iter().map(instrument).collect();
+            out.elements = l.elements.iter().map(|x| copied(instrument(x))).collect();
             Expr::List(out)
         }
         Expr::Map(m) => {
@@ -284,15 +303,21 @@ fn instrument(e: &IdedExpr) -> IdedExpr {
             for entry in &mut out.entries {
                 if let EntryExpr::MapEntry(me) = &mut entry.expr {
                     me.key = instrument(&me.key);
-                    me.value = instrument(&me.value);
+                    me.value = copied(instrument(&me.value));
                 }
             }
             Expr::Map(out)
         }
+        // Reading a field copies the value under it: charged by its weight (a `has()` test
+        // copies nothing).
         Expr::Select(s) => {
             let mut out = s.clone();
             out.operand = Box::new(instrument(&s.operand));
-            Expr::Select(out)
+            if s.test {
+                Expr::Select(out)
+            } else {
+                return copied(IdedExpr { id: e.id, expr: Expr::Select(out) });
+            }
         }
         other => other.clone(),
     };
@@ -346,6 +371,15 @@ fn weight(v: &Value, cap: u64) -> u64 {
                 }
                 1
             }
+            // An optional weighs what it holds.
+            Value::Opaque(_) => {
+                if let Ok(o) = <&OptionalValue>::try_from(v)
+                    && let Some(inner) = o.value()
+                {
+                    stack.push(inner);
+                }
+                1
+            }
             _ => 1,
         });
         if total > cap {
@@ -388,11 +422,27 @@ fn building(name: &str, this: Option<&Value>, args: &[Value]) -> u64 {
             }
         }
         (operators::ADD, None, [a, b]) => weight(a, remaining()).saturating_add(weight(b, remaining())),
+        // `lists.range(n)` builds n items.
+        ("range", None, [Value::Int(n)]) => u64::try_from(*n).unwrap_or(0),
+        // Quadratic ones: every pair is compared.
+        ("distinct", Some(Value::List(l)), _) => (l.len() as u64).saturating_mul(l.len() as u64),
+        ("contains" | "intersects" | "equivalent", None, [Value::List(a), Value::List(b)]) => {
+            (a.len() as u64).saturating_mul(b.len() as u64)
+        }
+        // A regex is compiled on every call (a short pattern can compile to a large program),
+        // then run over the text.
+        ("matches" | "find" | "findAll", Some(Value::String(s)), [Value::String(p), ..]) => {
+            REGEX_COMPILE.saturating_add((s.len() as u64).saturating_mul(p.len() as u64 + 1) / 10)
+        }
         // `format` prints its arguments: they weigh what they print, roughly.
         ("format", Some(_), [a]) => weight(a, remaining()).saturating_mul(2),
         _ => 0,
     }
 }
+
+/// What compiling a regex is charged (`matches` compiles its pattern on every call): at most a
+/// thousand compilations fit in one expression.
+const REGEX_COMPILE: u64 = 1_000;
 
 /// `@vt_call("name", mode, target?, args...)`: charges the call, then makes it.
 fn guarded_call(ftx: &FunctionContext) -> Result<Value, ExecutionError> {
@@ -408,16 +458,22 @@ fn guarded_call(ftx: &FunctionContext) -> Result<Value, ExecutionError> {
         0 => (None, rest),
         _ => (rest.first(), rest.get(1..).unwrap_or(&[])),
     };
+    // Each value read is charged as soon as it is had (resolving copies it): a call with many
+    // copies of a large value stops at the first ones. `+` is charged once, as what it builds.
+    let reads = name != operators::ADD;
+    let mut had = |e: &IdedExpr| -> Result<Value, ExecutionError> {
+        let v = ftx.ptx.resolve(e)?;
+        if reads {
+            charge(weight(&v, remaining()));
+        }
+        Ok(v)
+    };
     let this = match (mode, target) {
-        (1, Some(t)) => Some(ftx.ptx.resolve(t)?),
+        (1, Some(t)) => Some(had(t)?),
         _ => None,
     };
-    let args = arg_exprs.iter().map(|a| ftx.ptx.resolve(a)).collect::<Result<Vec<_>, _>>()?;
-    let mut reading = this.as_ref().map_or(0, |t| weight(t, remaining()));
-    for a in &args {
-        reading = reading.saturating_add(weight(a, remaining()));
-    }
-    charge(reading.saturating_add(building(name, this.as_ref(), &args)));
+    let args = arg_exprs.iter().map(&mut had).collect::<Result<Vec<_>, _>>()?;
+    charge(building(name, this.as_ref(), &args));
     // The call itself, on the values already computed.
     let mut scope = ftx.ptx.new_inner_scope();
     let names: Vec<String> = (0..args.len()).map(|i| format!("@vt_a{i}")).collect();
@@ -441,8 +497,17 @@ fn guarded_call(ftx: &FunctionContext) -> Result<Value, ExecutionError> {
         }),
     };
     let out = Value::resolve(&call, &scope)?;
-    charge(weight(&out, remaining()));
+    if reads {
+        charge(weight(&out, remaining()));
+    }
     Ok(out)
+}
+
+/// `@vt_copy(e)`: `e`'s value, charged by its weight.
+fn copy(ftx: &FunctionContext) -> Result<Value, ExecutionError> {
+    let v = ftx.ptx.resolve(&ftx.args[0])?;
+    charge(weight(&v, remaining()));
+    Ok(v)
 }
 
 /// `@vt_tick(cond, n)`: one iteration of a comprehension, charged `n`.
@@ -479,6 +544,7 @@ impl Env {
         let mut ctx = Context::default().with_all();
         ctx.add_function(CALL, guarded_call);
         ctx.add_function(TICK, tick);
+        ctx.add_function(COPY, copy);
         for (name, v) in vars {
             ctx.add_variable_from_value(*name, to_cel(v));
         }

@@ -57,8 +57,8 @@ pub(super) fn request(s: &Subject<'_>) -> Value {
 }
 
 /// Whether the conditions hold: `Ok(false)` skips the webhook, `Err` says which condition
-/// failed to evaluate and why. They spend from `budget` (the request's), a binding's worth at
-/// most.
+/// failed to evaluate and why. They have kube's budget of their own, and what they spend is
+/// taken from `budget` (the request's).
 pub(super) fn matches(conditions: &[Condition], s: &Subject<'_>, budget: &mut u64) -> Result<bool, String> {
     if conditions.is_empty() {
         return Ok(true);
@@ -70,7 +70,7 @@ pub(super) fn matches(conditions: &[Condition], s: &Subject<'_>, budget: &mut u6
     ];
     let outcomes = cel::deep(|| {
         let env = cel::Env::new(&vars);
-        let mut own = cel::RUNTIME_BUDGET.min(*budget);
+        let mut own = cel::RUNTIME_BUDGET;
         let before = own;
         let outcomes = conditions
             .iter()

@@ -339,6 +339,10 @@ pub(super) async fn validate(
         let policy_name = object::name(&policy).to_string();
         let binding_name = object::name(&binding).to_string();
         let fail = policy.pointer("/spec/failurePolicy").and_then(Value::as_str) != Some("Ignore");
+        // The request's CEL total spent: refused, whatever the failure policy.
+        if *cel_budget == 0 {
+            return Err(ApiError::forbidden(&op.gr(), &name, cel::REQUEST_EXHAUSTED));
+        }
         let constraints = policy.pointer("/spec/matchConstraints").cloned().unwrap_or(Value::Null);
         if !resources_match(&constraints, a, &name, &labels) {
             continue;
@@ -375,8 +379,8 @@ pub(super) async fn validate(
                 Err(_) => continue,
             };
             // The binding's validations share kube's runtime cost budget, over all its
-            // parameter objects — within what the request has left.
-            let mut budget = cel::RUNTIME_BUDGET.min(*cel_budget);
+            // parameter objects; the request's total is taken from too.
+            let mut budget = cel::RUNTIME_BUDGET;
             let before = budget;
             let request = conditions::request(&subject);
             for p in contexts {

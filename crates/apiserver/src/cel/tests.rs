@@ -85,7 +85,7 @@ fn growing_strings_are_cancelled_before_they_are_built() {
 
 #[test]
 fn a_budget_is_shared_and_runs_out() {
-    let items: Vec<Json> = (0..100_000).map(|i| json!(i)).collect();
+    let items: Vec<Json> = (0..50_000).map(|i| json!(i)).collect();
     let env = Env::new(&[("object", json!({"items": items}))]);
     let e = compile("object.items.all(x, x >= 0)").unwrap();
     let mut budget = RUNTIME_BUDGET;
@@ -185,4 +185,33 @@ fn metering_changes_no_result() {
         let now = eval(src, &vars);
         assert_eq!(now, Outcome::Value(Value::Bool(true)), "{src}");
     }
+}
+
+/// Copies the interpreter makes are charged: a field read copies the value under it, a list
+/// literal copies its elements, a call copies its arguments (before, a loop reading a large
+/// field per iteration, or a literal of 10,000 copies of the object, ran uncharged).
+#[test]
+fn copies_are_charged() {
+    let items: Vec<Json> = (0..100_000).map(|i| json!(i)).collect();
+    let vars = [("object", json!({"items": items}))];
+    assert_eq!(eval("object.items.all(x, object.items[0] <= x)", &vars), Outcome::Error(COST_EXCEEDED.into()));
+    let many = vec!["object"; 10_000].join(", ");
+    assert_eq!(eval(&format!("size([{many}]) > 0"), &vars), Outcome::Error(COST_EXCEEDED.into()));
+    assert_eq!(eval(&format!("sets.contains([{many}], [])"), &vars), Outcome::Error(COST_EXCEEDED.into()));
+}
+
+/// Calls that build or compare far more than they read are charged for it first.
+#[test]
+fn quadratic_and_building_calls_are_charged_first() {
+    assert_eq!(eval("lists.range(1000000000000).size() > 0", &[]), Outcome::Error(COST_EXCEEDED.into()));
+    let items: Vec<Json> = (0..20_000).map(|i| json!(i)).collect();
+    let vars = [("object", json!({"items": items}))];
+    assert_eq!(eval("object.items.distinct().size() > 0", &vars), Outcome::Error(COST_EXCEEDED.into()));
+    assert_eq!(eval("sets.equivalent(object.items, object.items)", &vars), Outcome::Error(COST_EXCEEDED.into()));
+    // Optionals weigh what they hold.
+    let held = Value::Opaque(Arc::new(OptionalValue::of(Value::String(Arc::new("y".repeat(10_000))))));
+    assert!(weight(&held, u64::MAX) > 1_000);
+    // Small ones pass, namespaced functions of every library included.
+    assert!(truth("lists.range(3) == [0, 1, 2] && [1, 1].distinct() == [1] && ip.isCanonical('::1')", &[]));
+    assert!(truth("!format.dns1123Label().validate('web').hasValue()", &[]));
 }

@@ -10,13 +10,18 @@
 //! `maxLength`) or, unbounded, from the largest request (3 MiB) over the smallest element
 //! (kube derives it per type; vt takes 2 bytes, a one-digit number and its comma).
 
-use kube_core::cel::cel::common::ast::{Expr, IdedExpr, LiteralValue, operators};
+use kube_core::cel::cel::common::ast::{EntryExpr, Expr, IdedExpr, LiteralValue, operators};
 use serde_json::Value;
 
 /// kube's per-rule limit.
 pub(crate) const RULE_LIMIT: u64 = 10_000_000;
 /// kube's limit for all the rules of a CRD version, each times its cardinality.
 pub(crate) const CRD_LIMIT: u64 = 100_000_000;
+/// The key of a synthetic schema that only carries a size.
+const SIZE: &str = "x-vt-size";
+/// What compiling a regex is charged (`matches` compiles its pattern on every call).
+const REGEX_COMPILE: u64 = 1_000;
+
 /// The most elements a value without a bound can have.
 const UNBOUNDED: u64 = 3 * 1024 * 1024 / 2;
 
@@ -36,12 +41,18 @@ fn appended_element(step: &IdedExpr) -> Option<&IdedExpr> {
 
 /// A rule's worst-case cost, `self` having `schema`.
 pub(crate) fn rule_cost(e: &IdedExpr, schema: &Value) -> u64 {
-    Estimator { scope: vec![("self".into(), Some(schema.clone()))] }.cost(e)
+    // `oldSelf` (transition rules) has the same schema as `self`.
+    let scope = vec![("self".into(), Some(schema.clone())), ("oldSelf".into(), Some(schema.clone()))];
+    Estimator { scope, sizes: Default::default() }.cost(e)
 }
 
 /// The most elements (or bytes, for strings) a value of `schema` holds; a scalar holds one.
 pub(crate) fn bound(schema: Option<&Value>) -> u64 {
     let Some(s) = schema else { return UNBOUNDED };
+    // A size the estimate knows without a schema (a comprehension variable over a literal).
+    if let Some(n) = s.get(SIZE).and_then(Value::as_u64) {
+        return n;
+    }
     let limit = match s.get("type").and_then(Value::as_str) {
         Some("integer" | "number" | "boolean") => return 1,
         Some("string") => "maxLength",
@@ -55,6 +66,8 @@ pub(crate) fn bound(schema: Option<&Value>) -> u64 {
 struct Estimator {
     /// Names in scope (`self`, comprehension variables) and their schemas, if known.
     scope: Vec<(String, Option<Value>)>,
+    /// Sizes already worked out, by node id (and whether of an element).
+    sizes: std::collections::HashMap<(u64, bool), u64>,
 }
 
 impl Estimator {
@@ -62,6 +75,7 @@ impl Estimator {
     fn schema_of(&self, e: &IdedExpr) -> Option<Value> {
         match &e.expr {
             Expr::Ident(name) => self.scope.iter().rev().find(|(n, _)| n == name).and_then(|(_, s)| s.clone()),
+            Expr::Select(s) if s.test => Some(serde_json::json!({"type": "boolean"})),
             Expr::Select(s) => {
                 let parent = self.schema_of(&s.operand)?;
                 parent
@@ -78,8 +92,19 @@ impl Estimator {
     }
 
     /// The most elements (or bytes) `e` can have, including what calls build: a chain of
-    /// `replace`s multiplies a string, `+` and `join` add theirs up.
+    /// `replace`s multiplies a string, `+` and `join` add theirs up. Each node is sized once
+    /// (its id is unique in the rule): nested comprehensions would otherwise be re-sized at
+    /// every level, exponentially.
     fn size(&mut self, e: &IdedExpr) -> u64 {
+        if let Some(n) = self.sizes.get(&(e.id, false)) {
+            return *n;
+        }
+        let n = self.size_of(e);
+        self.sizes.insert((e.id, false), n);
+        n
+    }
+
+    fn size_of(&mut self, e: &IdedExpr) -> u64 {
         match &e.expr {
             Expr::Literal(LiteralValue::String(s)) => s.inner().len() as u64,
             Expr::Literal(LiteralValue::Bytes(b)) => b.inner().len() as u64,
@@ -103,6 +128,15 @@ impl Estimator {
                     self.size(f).saturating_add(n.saturating_mul(self.element_size(args)))
                 }
                 ("quote", _, [x]) => self.size(x).saturating_mul(6).saturating_add(2),
+                ("range", _, [n]) => match &n.expr {
+                    Expr::Literal(LiteralValue::Int(i)) => u64::try_from(*i.inner()).unwrap_or(0),
+                    _ => UNBOUNDED,
+                },
+                // An item of a list: as large as its largest element.
+                (operators::INDEX, None, [list, _]) => match self.schema_of(e) {
+                    Some(sc) => bound(Some(&sc)),
+                    None => self.element_size(list),
+                },
                 ("split" | "lowerAscii" | "upperAscii" | "trim" | "substring" | "reverse" | "charAt", Some(t), _) => {
                     self.size(t)
                 }
@@ -114,6 +148,15 @@ impl Estimator {
 
     /// The most bytes or elements one element of the list `e` can have.
     fn element_size(&mut self, e: &IdedExpr) -> u64 {
+        if let Some(n) = self.sizes.get(&(e.id, true)) {
+            return *n;
+        }
+        let n = self.element_size_of(e);
+        self.sizes.insert((e.id, true), n);
+        n
+    }
+
+    fn element_size_of(&mut self, e: &IdedExpr) -> u64 {
         match &e.expr {
             Expr::List(l) => l.elements.iter().map(|x| self.size(x)).max().unwrap_or(0),
             Expr::Comprehension(c) => {
@@ -133,9 +176,15 @@ impl Estimator {
             Expr::Comprehension(c) => {
                 let range = self.cost(&c.iter_range);
                 let n = self.size(&c.iter_range);
-                let items = self.schema_of(&c.iter_range).and_then(|s| {
-                    s.get("items").or_else(|| s.get("additionalProperties").filter(|a| a.is_object())).cloned()
-                });
+                // The variable is a list's item, or a map's key (a string), or — over a
+                // computed list — as large as its largest element.
+                let items = match self.schema_of(&c.iter_range) {
+                    Some(s) if s.get("items").is_some() => s.get("items").cloned(),
+                    Some(s) if s.get("additionalProperties").is_some() || s.get("properties").is_some() => {
+                        Some(serde_json::json!({"type": "string"}))
+                    }
+                    _ => Some(serde_json::json!({SIZE: self.element_size(&c.iter_range)})),
+                };
                 self.scope.push((c.iter_var.clone(), items));
                 // The accumulator (of `map` and `filter`) holds at most the range's size.
                 self.scope.push((c.accu_var.clone(), Some(serde_json::json!({"type": "array", "maxItems": n}))));
@@ -186,10 +235,33 @@ impl Estimator {
                 if builds && !appends {
                     total = total.saturating_add(self.size(e) / 10);
                 }
-                total
+                // Calls whose work is not linear in what they read, or that build a list.
+                let extra = match (c.func_name.as_str(), c.target.as_deref(), c.args.as_slice()) {
+                    ("distinct", Some(t), _) => {
+                        let n = self.size(t);
+                        n.saturating_mul(n)
+                    }
+                    (
+                        "contains" | "intersects" | "equivalent",
+                        Some(IdedExpr { expr: Expr::Ident(ns), .. }),
+                        [a, b],
+                    ) if ns == "sets" => self.size(a).saturating_mul(self.size(b)),
+                    ("range", _, _) => self.size(e),
+                    ("matches" | "find" | "findAll", _, _) => REGEX_COMPILE,
+                    _ => 0,
+                };
+                total.saturating_add(extra)
             }
             Expr::List(l) => l.elements.iter().fold(1u64, |acc, x| acc.saturating_add(self.cost(x))),
-            Expr::Map(m) => m.entries.len() as u64 + 1,
+            Expr::Map(m) => {
+                let mut total = 1u64;
+                for entry in &m.entries {
+                    if let EntryExpr::MapEntry(me) = &entry.expr {
+                        total = total.saturating_add(self.cost(&me.key)).saturating_add(self.cost(&me.value));
+                    }
+                }
+                total
+            }
             Expr::Select(s) => 1u64.saturating_add(self.cost(&s.operand)),
             Expr::Literal(_) => 0,
             _ => 1,
@@ -204,8 +276,11 @@ mod tests {
     use super::*;
 
     fn cost(rule: &str, schema: &Value) -> u64 {
-        let p = kube_core::cel::cel::Program::compile(rule).unwrap();
-        rule_cost(p.expression(), schema)
+        crate::cel::deep(|| {
+            let p = crate::cel::parse(rule).unwrap();
+            rule_cost(p.expression(), schema)
+        })
+        .unwrap()
     }
 
     #[test]
@@ -235,6 +310,22 @@ mod tests {
         assert!(cost("self.s.replace('x', 'yy').size() > 0", &short) < 100);
         // One pass of `map` over an unbounded list fits, as `all` does.
         assert!(cost("self.items.map(x, x * 2).size() > 0", &unbounded) < RULE_LIMIT);
+        // Transition rules and presence tests are cheap on bounded values (kube: ~100).
+        let small = json!({"type": "array", "maxItems": 16, "items": {"type": "string", "maxLength": 63}});
+        assert!(cost("oldSelf.all(x, x in self)", &small) < 10_000);
+        let object = json!({"type": "object", "properties": {"x": {"type": "string"}}});
+        assert!(cost("has(self.x) == has(oldSelf.x)", &object) < 100);
+        // A map literal's values are costed; a literal range's items sized; a big range too.
+        let hidden = "{'k': self.items.all(x, self.items.all(y, self.items.all(z, x == y)))}.k";
+        assert!(cost(hidden, &unbounded) > RULE_LIMIT);
+        assert!(cost("lists.range(10000000000).all(x, true)", &unbounded) > RULE_LIMIT);
+        let mut doubling = "self.s".to_string();
+        for _ in 0..31 {
+            doubling = format!("[{doubling}].map(v, v + v)[0]");
+        }
+        assert!(cost(&format!("{doubling}.size() > 0"), &short) > RULE_LIMIT);
+        assert!(cost("self.items.distinct().size() == self.items.size()", &unbounded) > RULE_LIMIT);
+        assert!(cost("self.items.distinct().size() == self.items.size()", &bounded) < 100_000);
         // Joining bounded names is cheap.
         assert!(cost("self.names.map(n, n.lowerAscii()).join(',').size() < 500", &short) < 1_000);
     }
