@@ -96,11 +96,16 @@ impl Estimator {
     /// (its id is unique in the rule): nested comprehensions would otherwise be re-sized at
     /// every level, exponentially.
     fn size(&mut self, e: &IdedExpr) -> u64 {
-        if let Some(n) = self.sizes.get(&(e.id, false)) {
+        self.memo(e, false, Self::size_of)
+    }
+
+    /// `work(e)`, worked out once per node (`element`: of the node's elements).
+    fn memo(&mut self, e: &IdedExpr, element: bool, work: fn(&mut Self, &IdedExpr) -> u64) -> u64 {
+        if let Some(n) = self.sizes.get(&(e.id, element)) {
             return *n;
         }
-        let n = self.size_of(e);
-        self.sizes.insert((e.id, false), n);
+        let n = work(self, e);
+        self.sizes.insert((e.id, element), n);
         n
     }
 
@@ -148,12 +153,7 @@ impl Estimator {
 
     /// The most bytes or elements one element of the list `e` can have.
     fn element_size(&mut self, e: &IdedExpr) -> u64 {
-        if let Some(n) = self.sizes.get(&(e.id, true)) {
-            return *n;
-        }
-        let n = self.element_size_of(e);
-        self.sizes.insert((e.id, true), n);
-        n
+        self.memo(e, true, Self::element_size_of)
     }
 
     fn element_size_of(&mut self, e: &IdedExpr) -> u64 {
