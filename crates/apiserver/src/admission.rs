@@ -301,7 +301,16 @@ pub(crate) async fn webhooks(
             if cel_budget == 0 {
                 return Err(ApiError::forbidden(&op.gr(), &op.name, cel::REQUEST_EXHAUSTED));
             }
-            match conditions::matches(&hook.match_conditions, &subject, &mut cel_budget) {
+            let matched = if hook.match_conditions.is_empty() {
+                Ok(true)
+            } else {
+                conditions::matches(
+                    &hook.match_conditions,
+                    &cel::Env::new(&conditions::vars(&subject)),
+                    &mut cel_budget,
+                )
+            };
+            match matched {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(e) if hook.fail => return Err(failure(hook, &e)),

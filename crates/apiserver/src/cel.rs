@@ -206,29 +206,7 @@ fn unsupported(e: &IdedExpr) -> Option<String> {
 
 /// How many nodes an expression has (a comprehension's per-iteration charge).
 fn nodes(e: &IdedExpr) -> u64 {
-    match &e.expr {
-        Expr::Call(c) => 1 + c.target.as_deref().map_or(0, nodes) + c.args.iter().map(nodes).sum::<u64>(),
-        Expr::Comprehension(c) => {
-            1 + nodes(&c.iter_range)
-                + nodes(&c.accu_init)
-                + nodes(&c.loop_cond)
-                + nodes(&c.loop_step)
-                + nodes(&c.result)
-        }
-        Expr::List(l) => 1 + l.elements.iter().map(nodes).sum::<u64>(),
-        Expr::Map(m) => {
-            1 + m
-                .entries
-                .iter()
-                .map(|en| match &en.expr {
-                    EntryExpr::MapEntry(me) => nodes(&me.key) + nodes(&me.value),
-                    EntryExpr::StructField(f) => nodes(&f.value),
-                })
-                .sum::<u64>()
-        }
-        Expr::Select(s) => 1 + nodes(&s.operand),
-        _ => 1,
-    }
+    1 + children(e).into_iter().map(nodes).sum::<u64>()
 }
 
 fn lit_str(s: &str) -> IdedExpr {
@@ -389,7 +367,7 @@ fn weight(v: &Value, cap: u64) -> u64 {
     total
 }
 
-/// Text length of `v`'s strings (for `join`), counted up to `cap`.
+/// The length of a string or bytes (for `join`); nothing for other values.
 fn text_len(v: &Value) -> u64 {
     match v {
         Value::String(s) => s.len() as u64,
@@ -426,12 +404,12 @@ fn building(name: &str, this: Option<&Value>, args: &[Value]) -> u64 {
         ("range", None, [Value::Int(n)]) => u64::try_from(*n).unwrap_or(0),
         // Quadratic ones: every pair is compared.
         ("distinct", Some(Value::List(l)), _) => (l.len() as u64).saturating_mul(l.len() as u64),
-        ("contains" | "intersects" | "equivalent", None, [Value::List(a), Value::List(b)]) => {
+        (f, None, [Value::List(a), Value::List(b)]) if SET_FUNCTIONS.contains(&f) => {
             (a.len() as u64).saturating_mul(b.len() as u64)
         }
         // A regex is compiled on every call (a short pattern can compile to a large program),
         // then run over the text.
-        ("matches" | "find" | "findAll", Some(Value::String(s)), [Value::String(p), ..]) => {
+        (f, Some(Value::String(s)), [Value::String(p), ..]) if REGEX_FUNCTIONS.contains(&f) => {
             REGEX_COMPILE.saturating_add((s.len() as u64).saturating_mul(p.len() as u64 + 1) / 10)
         }
         // `format` prints its arguments: they weigh what they print, roughly.
@@ -441,8 +419,12 @@ fn building(name: &str, this: Option<&Value>, args: &[Value]) -> u64 {
 }
 
 /// What compiling a regex is charged (`matches` compiles its pattern on every call): at most a
-/// thousand compilations fit in one expression.
-const REGEX_COMPILE: u64 = 1_000;
+/// thousand compilations fit in one expression. The CRD rule estimate charges the same.
+pub(crate) const REGEX_COMPILE: u64 = 1_000;
+/// The functions that compile a regex per call.
+pub(crate) const REGEX_FUNCTIONS: &[&str] = &["matches", "find", "findAll"];
+/// The `sets.*` functions, which compare every pair of their two lists.
+pub(crate) const SET_FUNCTIONS: &[&str] = &["contains", "intersects", "equivalent"];
 
 /// `@vt_call("name", mode, target?, args...)`: charges the call, then makes it.
 fn guarded_call(ftx: &FunctionContext) -> Result<Value, ExecutionError> {
@@ -522,10 +504,24 @@ fn tick(ftx: &FunctionContext) -> Result<Value, ExecutionError> {
 
 // ---- evaluation --------------------------------------------------------------------------
 
+/// The function library (CEL's, Kubernetes', and the meter's), registered once per process
+/// rather than for every evaluation.
+fn base() -> &'static Context<'static> {
+    static BASE: std::sync::OnceLock<Context<'static>> = std::sync::OnceLock::new();
+    BASE.get_or_init(|| {
+        let mut ctx = Context::default().with_all();
+        ctx.add_function(CALL, guarded_call);
+        ctx.add_function(TICK, tick);
+        ctx.add_function(COPY, copy);
+        ctx
+    })
+}
+
 /// An evaluation's variables (`object`, `oldObject`, `request`, `params`, ...), bound once for
-/// all the expressions evaluated against them.
-pub struct Env {
-    ctx: Context<'static>,
+/// all the expressions evaluated against them; [`Env::with`] adds some for a narrower scope
+/// (a binding's `params`) without converting the others again.
+pub struct Env<'a> {
+    ctx: Context<'a>,
 }
 
 /// What an expression came to.
@@ -537,18 +533,37 @@ pub enum Outcome {
     Error(String),
 }
 
-impl Env {
+impl Outcome {
+    /// What a condition or validation came to: its truth, or why it has none (an error, or a
+    /// value that is not a bool).
+    pub fn truth(self) -> Result<bool, String> {
+        match self {
+            Outcome::Value(Value::Bool(b)) => Ok(b),
+            Outcome::Value(other) => Err(format!("no such overload: expected a bool, got {}", type_name(&other))),
+            Outcome::Error(why) => Err(why),
+        }
+    }
+}
+
+impl Env<'static> {
     /// The variables, from JSON (kept as they are: labels' and annotations' keys are map keys,
     /// not field names to escape).
-    pub fn new(vars: &[(&str, Json)]) -> Env {
-        let mut ctx = Context::default().with_all();
-        ctx.add_function(CALL, guarded_call);
-        ctx.add_function(TICK, tick);
-        ctx.add_function(COPY, copy);
+    pub fn new(vars: &[(&str, Json)]) -> Env<'static> {
+        Env { ctx: base().new_inner_scope() }.bound(vars)
+    }
+}
+
+impl Env<'_> {
+    /// These variables and `vars` besides.
+    pub fn with(&self, vars: &[(&str, Json)]) -> Env<'_> {
+        Env { ctx: self.ctx.new_inner_scope() }.bound(vars)
+    }
+
+    fn bound(mut self, vars: &[(&str, Json)]) -> Self {
         for (name, v) in vars {
-            ctx.add_variable_from_value(*name, to_cel(v));
+            self.ctx.add_variable_from_value(*name, to_cel(v));
         }
-        Env { ctx }
+        self
     }
 
     /// Evaluates `e` within `budget` (what the caller's budget has left; lowered by what it

@@ -56,20 +56,23 @@ pub(super) fn request(s: &Subject<'_>) -> Value {
     })
 }
 
-/// Whether the conditions hold: `Ok(false)` skips the webhook, `Err` says which condition
-/// failed to evaluate and why. They have kube's budget of their own, and what they spend is
-/// taken from `budget` (the request's).
-pub(super) fn matches(conditions: &[Condition], s: &Subject<'_>, budget: &mut u64) -> Result<bool, String> {
-    if conditions.is_empty() {
-        return Ok(true);
-    }
-    let vars = [
+/// The variables the conditions see: `object`, `oldObject`, `request`.
+pub(super) fn vars(s: &Subject<'_>) -> Vec<(&'static str, Value)> {
+    vec![
         ("object", s.object.cloned().unwrap_or(Value::Null)),
         ("oldObject", s.old.cloned().unwrap_or(Value::Null)),
         ("request", request(s)),
-    ];
+    ]
+}
+
+/// Whether the conditions hold in `env` (at least [`vars`]): `Ok(false)` skips the webhook,
+/// `Err` says which condition failed to evaluate and why. They have kube's budget of their
+/// own, and what they spend is taken from `budget` (the request's).
+pub(super) fn matches(conditions: &[Condition], env: &cel::Env<'_>, budget: &mut u64) -> Result<bool, String> {
+    if conditions.is_empty() {
+        return Ok(true);
+    }
     let outcomes = cel::deep(|| {
-        let env = cel::Env::new(&vars);
         let mut own = cel::RUNTIME_BUDGET;
         let before = own;
         let outcomes = conditions
@@ -85,11 +88,10 @@ pub(super) fn matches(conditions: &[Condition], s: &Subject<'_>, budget: &mut u6
     .ok_or("internal error evaluating the match conditions")?;
     let mut error = None;
     for (c, outcome) in conditions.iter().zip(outcomes) {
-        let why = match outcome {
-            Outcome::Value(cel::Value::Bool(true)) => continue,
-            Outcome::Value(cel::Value::Bool(false)) => return Ok(false),
-            Outcome::Value(other) => format!("no such overload: expected a bool, got {}", cel::type_name(&other)),
-            Outcome::Error(why) => why,
+        let why = match outcome.truth() {
+            Ok(true) => continue,
+            Ok(false) => return Ok(false),
+            Err(why) => why,
         };
         error.get_or_insert_with(|| format!("failed to evaluate match condition {:?}: {why}", c.name));
     }
@@ -125,19 +127,30 @@ mod tests {
         let user = UserInfo::new("jane", ["dev"]);
         let obj = json!({"metadata": {"name": "c", "labels": {"team": "a"}}});
         let s = subject(&user, &obj);
-        assert_eq!(matches(&[], &s, &mut { cel::RUNTIME_BUDGET }), Ok(true));
+        assert_eq!(matches(&[], &cel::Env::new(&vars(&s)), &mut { cel::RUNTIME_BUDGET }), Ok(true));
         assert_eq!(
-            matches(&conds(&["object.metadata.labels.team == 'a'", "request.userInfo.username == 'jane'"]), &s, &mut {
-                cel::RUNTIME_BUDGET
-            }),
+            matches(
+                &conds(&["object.metadata.labels.team == 'a'", "request.userInfo.username == 'jane'"]),
+                &cel::Env::new(&vars(&s)),
+                &mut { cel::RUNTIME_BUDGET }
+            ),
             Ok(true)
         );
-        assert_eq!(matches(&conds(&["request.operation == 'UPDATE'"]), &s, &mut { cel::RUNTIME_BUDGET }), Ok(false));
-        let err = matches(&conds(&["object.metadata.missing == 1"]), &s, &mut { cel::RUNTIME_BUDGET }).unwrap_err();
+        assert_eq!(
+            matches(&conds(&["request.operation == 'UPDATE'"]), &cel::Env::new(&vars(&s)), &mut {
+                cel::RUNTIME_BUDGET
+            }),
+            Ok(false)
+        );
+        let err =
+            matches(&conds(&["object.metadata.missing == 1"]), &cel::Env::new(&vars(&s)), &mut { cel::RUNTIME_BUDGET })
+                .unwrap_err();
         assert!(err.starts_with("failed to evaluate match condition \"c0\""), "{err}");
         // False wins over an error.
         assert_eq!(
-            matches(&conds(&["object.metadata.missing == 1", "false"]), &s, &mut { cel::RUNTIME_BUDGET }),
+            matches(&conds(&["object.metadata.missing == 1", "false"]), &cel::Env::new(&vars(&s)), &mut {
+                cel::RUNTIME_BUDGET
+            }),
             Ok(false)
         );
     }

@@ -198,23 +198,21 @@ fn evaluate(policy: &Value, env: &cel::Env, fail: bool, budget: &mut u64) -> Vec
             Ok(e) => env.eval(&e, budget),
             Err(why) => Outcome::Error(why),
         };
-        let why = match outcome {
-            Outcome::Value(cel::Value::Bool(true)) => continue,
-            Outcome::Value(cel::Value::Bool(false)) => None,
-            Outcome::Value(other) => Some(format!("no such overload: expected a bool, got {}", cel::type_name(&other))),
-            Outcome::Error(why) => Some(why),
-        };
-        if let Some(why) = why {
-            let spent = why == cel::BUDGET_EXHAUSTED;
-            if fail {
-                let message = if spent { why } else { format!("expression '{original}' resulted in error: {why}") };
-                out.push(Decision { message, reason: "Invalid" });
+        match outcome.truth() {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(why) => {
+                let spent = why == cel::BUDGET_EXHAUSTED;
+                if fail {
+                    let message = if spent { why } else { format!("expression '{original}' resulted in error: {why}") };
+                    out.push(Decision { message, reason: "Invalid" });
+                }
+                // Once the budget is spent, no further validation is run (as kube).
+                if spent {
+                    break;
+                }
+                continue;
             }
-            // Once the budget is spent, no further validation is run (as kube).
-            if spent {
-                break;
-            }
-            continue;
         }
         let message = v.get("message").and_then(Value::as_str).filter(|m| !m.is_empty()).map(String::from);
         // A messageExpression that fails, is blank or too long falls back, as kube falls back.
@@ -334,6 +332,10 @@ pub(super) async fn validate(
         object: obj,
         old,
     };
+    // The variables every binding sees, converted for CEL once per request (on first use).
+    let mut shared = conditions::vars(&subject);
+    shared.extend(namespace_object.clone().map(|ns| ("namespaceObject", ns)));
+    let mut env: Option<cel::Env<'static>> = None;
     let mut denied: Option<(String, Decision)> = None;
     for (policy, binding) in bound {
         let policy_name = object::name(&policy).to_string();
@@ -354,7 +356,8 @@ pub(super) async fn validate(
             continue;
         }
         let mut decisions = Vec::new();
-        match conditions::matches(&conditions::parse(&policy["spec"]), &subject, cel_budget) {
+        let env = env.get_or_insert_with(|| cel::Env::new(&shared));
+        match conditions::matches(&conditions::parse(&policy["spec"]), env, cel_budget) {
             Ok(true) => {}
             Ok(false) => continue,
             Err(e) if fail => decisions.push(Decision { message: e, reason: "Invalid" }),
@@ -381,22 +384,18 @@ pub(super) async fn validate(
             // The binding's validations share kube's runtime cost budget, over all its
             // parameter objects; the request's total is taken from too.
             let mut budget = cel::RUNTIME_BUDGET;
-            let before = budget;
-            let request = conditions::request(&subject);
-            for p in contexts {
-                let mut vars = vec![
-                    ("object", obj.cloned().unwrap_or(Value::Null)),
-                    ("oldObject", old.cloned().unwrap_or(Value::Null)),
-                    ("request", request.clone()),
-                ];
-                vars.extend(p.map(|p| ("params", p)));
-                vars.extend(namespace_object.clone().map(|ns| ("namespaceObject", ns)));
-                let found = cel::deep(|| evaluate(&policy, &cel::Env::new(&vars), fail, &mut budget));
-                decisions.extend(found.unwrap_or_else(|| {
-                    vec![Decision { message: "internal error evaluating the policy".into(), reason: "Invalid" }]
-                }));
-            }
-            *cel_budget = cel_budget.saturating_sub(before - budget);
+            let found = cel::deep(|| {
+                let mut found = Vec::new();
+                for p in contexts {
+                    let scoped = env.with(&p.map(|p| ("params", p)).into_iter().collect::<Vec<_>>());
+                    found.extend(evaluate(&policy, &scoped, fail, &mut budget));
+                }
+                found
+            });
+            decisions.extend(found.unwrap_or_else(|| {
+                vec![Decision { message: "internal error evaluating the policy".into(), reason: "Invalid" }]
+            }));
+            *cel_budget = cel_budget.saturating_sub(cel::RUNTIME_BUDGET - budget);
         }
         let actions: Vec<&str> = binding
             .pointer("/spec/validationActions")
@@ -489,6 +488,25 @@ mod tests {
         assert_eq!(decisions.len(), 1, "{decisions:?}");
         assert_eq!(decisions[0].message, cel::BUDGET_EXHAUSTED);
         assert_eq!(left, 0);
+    }
+
+    /// kube's messageExpression rules: a message longer than
+    /// `MaxEvaluatedMessageExpressionSizeBytes`, with a line break, blank, or not a string
+    /// falls back to the static message.
+    #[test]
+    fn message_expressions_fall_back_as_kube_does() {
+        let env = cel::Env::new(&[]);
+        let message = |me: &str| {
+            let policy = json!({"spec": {"validations": [
+                {"expression": "false", "message": "static", "messageExpression": me}]}});
+            let mut budget = cel::RUNTIME_BUDGET;
+            evaluate(&policy, &env, true, &mut budget).remove(0).message
+        };
+        assert_eq!(message("'dynamic ' + string(1)"), "dynamic 1");
+        assert_eq!(message(&format!("'{}'", "x".repeat(MAX_EVALUATED_MESSAGE + 1))), "static");
+        assert_eq!(message("'two\\nlines'"), "static");
+        assert_eq!(message("'  '"), "static");
+        assert_eq!(message("1"), "static");
     }
 
     #[test]

@@ -13,14 +13,14 @@
 use kube_core::cel::cel::common::ast::{EntryExpr, Expr, IdedExpr, LiteralValue, operators};
 use serde_json::Value;
 
+use crate::cel;
+
 /// kube's per-rule limit.
 pub(crate) const RULE_LIMIT: u64 = 10_000_000;
 /// kube's limit for all the rules of a CRD version, each times its cardinality.
 pub(crate) const CRD_LIMIT: u64 = 100_000_000;
 /// The key of a synthetic schema that only carries a size.
 const SIZE: &str = "x-vt-size";
-/// What compiling a regex is charged (`matches` compiles its pattern on every call).
-const REGEX_COMPILE: u64 = 1_000;
 
 /// The most elements a value without a bound can have.
 const UNBOUNDED: u64 = 3 * 1024 * 1024 / 2;
@@ -241,13 +241,13 @@ impl Estimator {
                         let n = self.size(t);
                         n.saturating_mul(n)
                     }
-                    (
-                        "contains" | "intersects" | "equivalent",
-                        Some(IdedExpr { expr: Expr::Ident(ns), .. }),
-                        [a, b],
-                    ) if ns == "sets" => self.size(a).saturating_mul(self.size(b)),
+                    (f, Some(IdedExpr { expr: Expr::Ident(ns), .. }), [a, b])
+                        if ns == "sets" && cel::SET_FUNCTIONS.contains(&f) =>
+                    {
+                        self.size(a).saturating_mul(self.size(b))
+                    }
                     ("range", _, _) => self.size(e),
-                    ("matches" | "find" | "findAll", _, _) => REGEX_COMPILE,
+                    (f, _, _) if cel::REGEX_FUNCTIONS.contains(&f) => cel::REGEX_COMPILE,
                     _ => 0,
                 };
                 total.saturating_add(extra)

@@ -110,8 +110,7 @@ pub(crate) fn inline_variables(expression: &str, variables: &[(String, String)])
 
 /// Why `expression` does not compile, if it does not.
 fn compile_error(expression: &str) -> Option<String> {
-    let why = crate::cel::deep(|| crate::cel::parse(expression).err()).unwrap_or_else(|| Some(String::new()));
-    why.map(|w| w.trim_start_matches("compilation failed: ").to_string())
+    crate::cel::deep(|| crate::cel::parse(expression).err()).unwrap_or_else(|| Some("compilation failed".into()))
 }
 
 /// The expressions of `list` (each item's `field`), checked to compile.
@@ -126,11 +125,7 @@ fn check_expressions(spec: &Value, list: &str, field: &str, errs: &mut Vec<Field
         if expr.trim().is_empty() {
             errs.push(FieldError::required(format!("spec.{list}[{i}].{field}"), ""));
         } else if let Some(why) = compile_error(expr) {
-            errs.push(FieldError::invalid(
-                format!("spec.{list}[{i}].{field}"),
-                &json!(expr),
-                &format!("compilation failed: {why}"),
-            ));
+            errs.push(FieldError::invalid(format!("spec.{list}[{i}].{field}"), &json!(expr), &why));
         }
     }
 }
