@@ -198,38 +198,53 @@ fn evaluate(policy: &Value, env: &cel::Env, fail: bool, budget: &mut u64) -> Vec
             Ok(e) => env.eval(&e, budget),
             Err(why) => Outcome::Error(why),
         };
-        match outcome.truth() {
-            Ok(true) => continue,
-            Ok(false) => {}
-            Err(why) => {
-                let spent = why == cel::BUDGET_EXHAUSTED;
-                if fail {
-                    let message = if spent { why } else { format!("expression '{original}' resulted in error: {why}") };
-                    out.push(Decision { message, reason: "Invalid" });
+        // Anything but `true` denies (kube's validator: `EvalResult != True`); an error is
+        // the failure policy's to decide.
+        let why = match outcome {
+            Outcome::Value(cel::Value::Bool(true)) => continue,
+            Outcome::Value(_) => None,
+            Outcome::Error(why) => Some(why),
+        };
+        if let Some(why) = why {
+            let spent = why == cel::BUDGET_EXHAUSTED;
+            if fail {
+                let message = if spent { why } else { format!("expression '{original}' resulted in error: {why}") };
+                out.push(Decision { message, reason: "Invalid" });
+            }
+            // Once the budget is spent, no further validation is run (as kube).
+            if spent {
+                break;
+            }
+            continue;
+        }
+        // The message: the messageExpression's string, trimmed — unless blank, longer than
+        // kube's limit or multi-line; else the static message, trimmed; else the expression.
+        // A messageExpression that spends the binding's budget is an error, as in kube.
+        let mut dynamic = None;
+        if let Some(me) = v.get("messageExpression").and_then(Value::as_str).filter(|m| !m.is_empty())
+            && let Ok(e) = inline_variables(me, &variables).and_then(|e| cel::compile(&e))
+        {
+            match env.eval(&e, budget) {
+                Outcome::Value(cel::Value::String(m)) => {
+                    let m = m.trim();
+                    if !m.is_empty() && m.len() <= MAX_EVALUATED_MESSAGE && !m.contains('\n') {
+                        dynamic = Some(m.to_string());
+                    }
                 }
-                // Once the budget is spent, no further validation is run (as kube).
-                if spent {
+                Outcome::Error(why) if why == cel::BUDGET_EXHAUSTED => {
+                    if fail {
+                        out.push(Decision { message: format!("failed messageExpression: {why}"), reason: "Invalid" });
+                    }
                     break;
                 }
-                continue;
+                _ => {}
             }
         }
-        let message = v.get("message").and_then(Value::as_str).filter(|m| !m.is_empty()).map(String::from);
-        // A messageExpression that fails, is blank or too long falls back, as kube falls back.
-        let from_expression = v
-            .get("messageExpression")
-            .and_then(Value::as_str)
-            .filter(|m| !m.is_empty())
-            .and_then(|me| cel::compile(&inline_variables(me, &variables).ok()?).ok())
-            .and_then(|e| match env.eval(&e, budget) {
-                Outcome::Value(cel::Value::String(m))
-                    if !m.trim().is_empty() && m.len() <= MAX_EVALUATED_MESSAGE && !m.contains('\n') =>
-                {
-                    Some(m.to_string())
-                }
-                _ => None,
-            });
-        let message = from_expression.or(message).unwrap_or_else(|| format!("failed expression: {original}"));
+        let message = dynamic
+            .or_else(|| {
+                v.get("message").and_then(Value::as_str).map(str::trim).filter(|m| !m.is_empty()).map(String::from)
+            })
+            .unwrap_or_else(|| format!("failed expression: {}", original.trim()));
         out.push(Decision { message, reason: reason_of(v) });
     }
     out
@@ -507,6 +522,11 @@ mod tests {
         assert_eq!(message("'two\\nlines'"), "static");
         assert_eq!(message("'  '"), "static");
         assert_eq!(message("1"), "static");
+        assert_eq!(message("'  padded\\n'"), "padded");
+        // A non-bool result denies, as kube's `EvalResult != True`.
+        let policy = json!({"spec": {"validations": [{"expression": "'not a bool'"}]}});
+        let decisions = evaluate(&policy, &env, true, &mut { cel::RUNTIME_BUDGET });
+        assert_eq!(decisions[0].message, "failed expression: 'not a bool'");
     }
 
     #[test]
